@@ -1,0 +1,467 @@
+#!/usr/bin/env python3
+"""Convert checkpoints and tokenizers into the files run.c reads.
+
+    python3 export.py OUT.bin --hf DIR              Hugging Face Llama directory
+    python3 export.py OUT.bin --llama2c IN.bin      llama2.c legacy model file
+    python3 export.py OUT.bin --tokenizer tokenizer.model
+                                                    SentencePiece tokenizer
+
+Needs only Python 3 and numpy. The file formats are described in README.md
+(section "File formats") and at the top of the matching sections of run.c.
+"""
+
+import argparse
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+MODEL_MAGIC = b"RUNC"
+MODEL_VERSION = 1
+MODEL_HEADER_SIZE = 256
+TENSOR_ALIGN = 64
+MAX_EOS = 8
+WEIGHT_F32 = 0
+FLAG_TIED_CLASSIFIER = 1
+
+TOKENIZER_MAGIC = b"RUNT"
+TOKENIZER_VERSION = 1
+TOKF_DUMMY_PREFIX, TOKF_ADD_BOS, TOKF_REMOVE_EXTRA_WS = 1, 2, 4
+TOK_NORMAL, TOK_UNKNOWN, TOK_CONTROL, TOK_USER_DEFINED, TOK_UNUSED, TOK_BYTE = 1, 2, 3, 4, 5, 6
+
+
+class ExportError(Exception):
+    """A problem with the input, reported as one line and exit status 1."""
+
+
+# ---------------------------------------------------------------------------
+# Writing the model file
+
+def model_header(cfg):
+    """The 256-byte header; cfg holds the fields of run.c's FileHeader."""
+    eos = list(cfg["eos_ids"])
+    if len(eos) > MAX_EOS:
+        raise ExportError(f"at most {MAX_EOS} EOS ids are supported, got {len(eos)}")
+    rope = cfg.get("rope_scaling") or {}
+    flags = FLAG_TIED_CLASSIFIER if cfg["tied"] else 0
+    head = struct.pack(
+        "<4sI8i4fif3ii",
+        MODEL_MAGIC, MODEL_VERSION,
+        cfg["dim"], cfg["hidden_dim"], cfg["n_layers"], cfg["n_heads"], cfg["n_kv_heads"],
+        cfg["head_dim"], cfg["vocab_size"], cfg["seq_len"],
+        cfg["rope_theta"], rope.get("factor", 0.0), rope.get("low_freq_factor", 0.0),
+        rope.get("high_freq_factor", 0.0), int(rope.get("original_seq_len", 0)),
+        cfg["norm_eps"], flags, WEIGHT_F32, cfg["bos_id"], len(eos))
+    head += struct.pack(f"<{MAX_EOS}i", *(eos + [0] * (MAX_EOS - len(eos))))
+    assert len(head) == 112
+    return head + bytes(MODEL_HEADER_SIZE - len(head))
+
+
+def tensor_order(cfg):
+    """Names and shapes of the tensors, in the order of the file."""
+    d, h, q, kv = cfg["dim"], cfg["hidden_dim"], cfg["n_heads"] * cfg["head_dim"], cfg["n_kv_heads"] * cfg["head_dim"]
+    order = [("tok_embeddings", (cfg["vocab_size"], d))]
+    for i in range(cfg["n_layers"]):
+        p = f"layers.{i}."
+        order += [(p + "attention_norm", (d,)), (p + "wq", (q, d)), (p + "wk", (kv, d)), (p + "wv", (kv, d)),
+                  (p + "wo", (d, q)), (p + "ffn_norm", (d,)), (p + "w1", (h, d)), (p + "w2", (d, h)),
+                  (p + "w3", (h, d))]
+    order.append(("norm", (d,)))
+    if not cfg["tied"]:
+        order.append(("output", (cfg["vocab_size"], d)))
+    return order
+
+
+def write_model(path, cfg, get_tensor):
+    """Streams the tensors to path one at a time. get_tensor(name) returns a
+    float32 array in run.c's layout (q and k rows in interleaved RoPE order)."""
+    order = tensor_order(cfg)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(model_header(cfg))
+        for k, (name, shape) in enumerate(order):
+            t = np.ascontiguousarray(get_tensor(name), dtype="<f4")
+            if t.shape != shape:
+                raise ExportError(f"tensor {name} has shape {t.shape}, expected {shape}")
+            if not np.all(np.isfinite(t)):
+                raise ExportError(f"tensor {name} has NaN or infinite values")
+            f.write(bytes((-f.tell()) % TENSOR_ALIGN))
+            f.write(t.tobytes())
+            progress(f"writing {path}: tensor {k + 1}/{len(order)} {name}")
+    os.replace(tmp, path)
+    progress_done(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+
+
+def progress(msg):
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + msg)
+        sys.stderr.flush()
+
+
+def progress_done(msg):
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    sys.stderr.write(msg + "\n")
+
+
+# ---------------------------------------------------------------------------
+# Hugging Face: config.json + safetensors
+
+SAFETENSORS_DTYPES = {"F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2)}
+
+
+class SafetensorsFile:
+    """Reads tensors from one .safetensors file without loading the others:
+    an 8-byte little-endian header length, a JSON header, then raw data."""
+
+    def __init__(self, path):
+        self.path = path
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ExportError(f"{path}: too small to be a safetensors file")
+            (n,) = struct.unpack("<Q", raw)
+            if n > size - 8 or n > 100_000_000:
+                raise ExportError(f"{path}: header length {n} is larger than the file")
+            try:
+                header = json.loads(f.read(n))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ExportError(f"{path}: header is not valid JSON: {e}") from None
+        if not isinstance(header, dict):
+            raise ExportError(f"{path}: header is not a JSON object")
+        header.pop("__metadata__", None)
+        self.data_start = 8 + n
+        self.tensors = {}
+        for name, info in header.items():
+            try:
+                dtype, shape, (begin, end) = info["dtype"], list(info["shape"]), info["data_offsets"]
+            except (KeyError, TypeError, ValueError):
+                raise ExportError(f"{path}: tensor {name} has a malformed header entry") from None
+            if dtype not in SAFETENSORS_DTYPES:
+                raise ExportError(f"{path}: tensor {name} has dtype {dtype}; supported: F32, F16, BF16")
+            itemsize = SAFETENSORS_DTYPES[dtype][1]
+            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            if any(not isinstance(s, int) or s < 0 for s in shape) or end - begin != count * itemsize \
+                    or begin < 0 or self.data_start + end > size:
+                raise ExportError(f"{path}: tensor {name} has offsets {begin}..{end} that do not match "
+                                  f"its shape {shape} or lie outside the file")
+            self.tensors[name] = (dtype, tuple(shape), begin)
+
+    def get(self, name):
+        dtype, shape, begin = self.tensors[name]
+        np_dtype = SAFETENSORS_DTYPES[dtype][0]
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        a = np.memmap(self.path, dtype=np_dtype, mode="r", offset=self.data_start + begin, shape=(count,))
+        if dtype == "BF16":  # bfloat16 is the top half of a float32
+            a = (a.astype(np.uint32) << 16).view(np.float32)
+        return a.astype(np.float32).reshape(shape)
+
+
+class HuggingFaceCheckpoint:
+    def __init__(self, directory):
+        self.dir = directory
+        cfg_path = os.path.join(directory, "config.json")
+        if not os.path.isfile(cfg_path):
+            raise ExportError(f"{directory}: no config.json")
+        with open(cfg_path) as f:
+            self.hf = json.load(f)
+        self.files = {}  # tensor name -> SafetensorsFile
+        index = os.path.join(directory, "model.safetensors.index.json")
+        single = os.path.join(directory, "model.safetensors")
+        if os.path.isfile(index):
+            with open(index) as f:
+                weight_map = json.load(f).get("weight_map", {})
+            opened = {}
+            for name, fname in weight_map.items():
+                if fname not in opened:
+                    opened[fname] = SafetensorsFile(os.path.join(directory, fname))
+                self.files[name] = opened[fname]
+        elif os.path.isfile(single):
+            st = SafetensorsFile(single)
+            self.files = {name: st for name in st.tensors}
+        else:
+            raise ExportError(f"{directory}: no model.safetensors or model.safetensors.index.json "
+                              "(only safetensors checkpoints are read)")
+        self.config = self.make_config()
+
+    def tensor(self, name):
+        if name not in self.files or name not in self.files[name].tensors:
+            raise ExportError(f"{self.dir}: tensor {name} is missing")
+        return self.files[name].get(name)
+
+    def make_config(self):
+        hf = self.hf
+        model_type = hf.get("model_type", "llama")
+        if model_type != "llama":
+            raise ExportError(f"{self.dir}: model_type {model_type!r} is not supported (expected 'llama')")
+        if hf.get("hidden_act", "silu") != "silu":
+            raise ExportError(f"{self.dir}: hidden_act {hf['hidden_act']!r} is not supported (expected 'silu')")
+        for flag in ("attention_bias", "mlp_bias"):
+            if hf.get(flag):
+                raise ExportError(f"{self.dir}: {flag} is not supported")
+        n_heads = hf["num_attention_heads"]
+        dim = hf["hidden_size"]
+        head_dim = hf.get("head_dim") or dim // n_heads
+        vocab = hf["vocab_size"]
+        emb_rows = self.files["model.embed_tokens.weight"].tensors["model.embed_tokens.weight"][1][0] \
+            if "model.embed_tokens.weight" in self.files else vocab
+        tied = bool(hf.get("tie_word_embeddings", False)) or "lm_head.weight" not in self.files
+        eos = hf.get("eos_token_id", 2)
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        bos = hf.get("bos_token_id", 1)
+        return {
+            "dim": dim,
+            "hidden_dim": hf["intermediate_size"],
+            "n_layers": hf["num_hidden_layers"],
+            "n_heads": n_heads,
+            "n_kv_heads": hf.get("num_key_value_heads") or n_heads,
+            "head_dim": head_dim,
+            "vocab_size": emb_rows,
+            "seq_len": hf.get("max_position_embeddings", 2048),
+            "rope_theta": float(hf.get("rope_theta", 10000.0)),
+            "rope_scaling": self.rope_scaling(hf.get("rope_scaling")),
+            "norm_eps": float(hf.get("rms_norm_eps", 1e-6)),
+            "tied": tied,
+            "bos_id": -1 if bos is None else bos,
+            "eos_ids": eos,
+        }
+
+    def rope_scaling(self, rs):
+        if not rs:
+            return None
+        kind = rs.get("rope_type", rs.get("type"))
+        if kind == "default":
+            return None
+        if kind != "llama3":
+            raise ExportError(f"{self.dir}: rope_scaling type {kind!r} is not supported (only 'llama3')")
+        return {"factor": float(rs["factor"]), "low_freq_factor": float(rs["low_freq_factor"]),
+                "high_freq_factor": float(rs["high_freq_factor"]),
+                "original_seq_len": int(rs["original_max_position_embeddings"])}
+
+    def get(self, name):
+        """Tensors under run.c's names, in run.c's layout."""
+        c = self.config
+        if name == "tok_embeddings":
+            return self.tensor("model.embed_tokens.weight")
+        if name == "norm":
+            return self.tensor("model.norm.weight")
+        if name == "output":
+            return self.tensor("lm_head.weight")
+        _, i, kind = name.split(".")
+        p = f"model.layers.{i}."
+        if kind == "wq":
+            return unpermute_rope(self.tensor(p + "self_attn.q_proj.weight"), c["n_heads"], c["head_dim"])
+        if kind == "wk":
+            return unpermute_rope(self.tensor(p + "self_attn.k_proj.weight"), c["n_kv_heads"], c["head_dim"])
+        hf_names = {"wv": "self_attn.v_proj.weight", "wo": "self_attn.o_proj.weight",
+                    "w1": "mlp.gate_proj.weight", "w2": "mlp.down_proj.weight", "w3": "mlp.up_proj.weight",
+                    "attention_norm": "input_layernorm.weight", "ffn_norm": "post_attention_layernorm.weight"}
+        return self.tensor(p + hf_names[kind])
+
+
+def unpermute_rope(w, n_heads, head_dim):
+    """Hugging Face rotates the pairs (i, i + head_dim/2) of each head; run.c
+    rotates (2i, 2i + 1). Reorder the output rows of wq or wk so that row
+    2i of a head is Hugging Face's row i and row 2i + 1 is its row i + head_dim/2."""
+    rows, cols = w.shape
+    if rows != n_heads * head_dim:
+        raise ExportError(f"attention weight has {rows} rows, expected {n_heads} heads x {head_dim}")
+    return w.reshape(n_heads, 2, head_dim // 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
+
+
+# ---------------------------------------------------------------------------
+# llama2.c legacy format
+
+class Llama2cCheckpoint:
+    def __init__(self, path):
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            raw = f.read(28)
+        if len(raw) < 28:
+            raise ExportError(f"{path}: too small to be a llama2.c model")
+        dim, hidden, n_layers, n_heads, n_kv_heads, vocab, seq_len = struct.unpack("<7i", raw)
+        if min(dim, hidden, n_layers, n_heads, n_kv_heads, seq_len) <= 0 or vocab == 0 or dim % n_heads \
+                or n_heads % n_kv_heads:
+            header = (dim, hidden, n_layers, n_heads, n_kv_heads, vocab, seq_len)
+            raise ExportError(f"{path}: not a llama2.c legacy model (header {header})")
+        tied = vocab > 0
+        vocab = abs(vocab)
+        head_dim = dim // n_heads
+        kv = n_kv_heads * head_dim
+        L = n_layers
+        self.config = {"dim": dim, "hidden_dim": hidden, "n_layers": L, "n_heads": n_heads,
+                       "n_kv_heads": n_kv_heads, "head_dim": head_dim, "vocab_size": vocab, "seq_len": seq_len,
+                       "rope_theta": 10000.0, "rope_scaling": None, "norm_eps": 1e-5, "tied": tied,
+                       "bos_id": 1, "eos_ids": [2]}
+        # (name, shape of the whole group) in file order
+        groups = [("tok_embeddings", (vocab, dim)), ("attention_norm", (L, dim)), ("wq", (L, dim, dim)),
+                  ("wk", (L, kv, dim)), ("wv", (L, kv, dim)), ("wo", (L, dim, dim)), ("ffn_norm", (L, dim)),
+                  ("w1", (L, hidden, dim)), ("w2", (L, dim, hidden)), ("w3", (L, hidden, dim)),
+                  ("norm", (dim,)), ("freq_cis", (2, seq_len, head_dim // 2))]
+        if not tied:
+            groups.append(("output", (vocab, dim)))
+        self.arrays, offset = {}, 28
+        for name, shape in groups:
+            count = int(np.prod(shape, dtype=np.int64))
+            if offset + 4 * count > size:
+                raise ExportError(f"{path}: file is truncated (tensor {name})")
+            self.arrays[name] = np.memmap(path, dtype="<f4", mode="r", offset=offset, shape=shape)
+            offset += 4 * count
+        if offset != size:
+            raise ExportError(f"{path}: file has {size} bytes but its header describes {offset}")
+
+    def get(self, name):
+        if "." not in name:
+            return self.arrays[name]
+        _, i, kind = name.split(".")
+        return self.arrays[kind][int(i)]
+
+
+# ---------------------------------------------------------------------------
+# SentencePiece tokenizer.model (protobuf, parsed by hand)
+
+def read_varint(buf, pos):
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ExportError("protobuf: truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ExportError("protobuf: varint is too long")
+
+
+def protobuf_fields(buf):
+    """Yields (field number, wire type, value) of one message. Values are ints
+    for varints and fixed32/64 (raw bytes for those), bytes for length-delimited."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = read_varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = read_varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos:pos + 8], pos + 8
+        elif wire == 2:
+            n, pos = read_varint(buf, pos)
+            value, pos = buf[pos:pos + n], pos + n
+        elif wire == 5:
+            value, pos = buf[pos:pos + 4], pos + 4
+        else:
+            raise ExportError(f"protobuf: unsupported wire type {wire}")
+        if pos > len(buf):
+            raise ExportError("protobuf: message is truncated")
+        yield field, wire, value
+
+
+def read_sentencepiece(path):
+    """The fields of sentencepiece_model.proto that encoding depends on."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    pieces = []
+    trainer = {"model_type": 1, "byte_fallback": 0, "unk_id": 0, "bos_id": 1, "eos_id": 2}
+    normalizer = {"name": "", "precompiled_charsmap": b"", "add_dummy_prefix": 1,
+                  "remove_extra_whitespaces": 1, "escape_whitespaces": 1}
+    trainer_fields = {3: "model_type", 35: "byte_fallback", 40: "unk_id", 41: "bos_id", 42: "eos_id"}
+    normalizer_fields = {1: "name", 2: "precompiled_charsmap", 3: "add_dummy_prefix",
+                         4: "remove_extra_whitespaces", 5: "escape_whitespaces"}
+    try:
+        for field, wire, value in protobuf_fields(buf):
+            if field == 1 and wire == 2:  # SentencePiece {piece = 1, score = 2, type = 3}
+                piece = {"piece": b"", "score": 0.0, "type": TOK_NORMAL}
+                for f2, w2, v2 in protobuf_fields(value):
+                    if f2 == 1 and w2 == 2:
+                        piece["piece"] = bytes(v2)
+                    elif f2 == 2 and w2 == 5:
+                        piece["score"] = struct.unpack("<f", v2)[0]
+                    elif f2 == 3 and w2 == 0:
+                        piece["type"] = v2
+                pieces.append(piece)
+            elif field == 2 and wire == 2:
+                for f2, w2, v2 in protobuf_fields(value):
+                    if f2 in trainer_fields and w2 == 0:
+                        v = v2 - (1 << 64) if v2 >= 1 << 63 else v2  # int32 -1 is a 10-byte varint
+                        trainer[trainer_fields[f2]] = v
+            elif field == 3 and wire == 2:
+                for f2, w2, v2 in protobuf_fields(value):
+                    if f2 in normalizer_fields:
+                        normalizer[normalizer_fields[f2]] = bytes(v2) if w2 == 2 else v2
+    except ExportError as e:
+        raise ExportError(f"{path}: not a SentencePiece model: {e}") from None
+    if not pieces:
+        raise ExportError(f"{path}: not a SentencePiece model (no pieces found)")
+    return pieces, trainer, normalizer
+
+
+def export_sentencepiece(path, out):
+    pieces, trainer, normalizer = read_sentencepiece(path)
+    if trainer["model_type"] != 2:
+        kind = {1: "unigram", 3: "word", 4: "char"}.get(trainer["model_type"], str(trainer["model_type"]))
+        raise ExportError(f"{path}: SentencePiece model type is {kind}; only BPE is supported")
+    if normalizer["precompiled_charsmap"]:
+        raise ExportError(f"{path}: the tokenizer uses a Unicode normalization ({normalizer['name'].decode()!r}) "
+                          "that run.c does not implement; only 'identity' is supported")
+    if not normalizer["escape_whitespaces"]:
+        raise ExportError(f"{path}: tokenizers that do not escape whitespace are not supported")
+    flags = TOKF_ADD_BOS
+    if normalizer["add_dummy_prefix"]:
+        flags |= TOKF_DUMMY_PREFIX
+    if normalizer["remove_extra_whitespaces"]:
+        flags |= TOKF_REMOVE_EXTRA_WS
+    vocab = len(pieces)
+    for key in ("unk_id", "bos_id", "eos_id"):
+        if not -1 <= trainer[key] < vocab:
+            raise ExportError(f"{path}: {key} {trainer[key]} is outside the vocabulary")
+    body = bytearray()
+    max_len = 0
+    for p in pieces:
+        if p["type"] not in range(TOK_NORMAL, TOK_BYTE + 1):
+            raise ExportError(f"{path}: piece {p['piece']!r} has unknown type {p['type']}")
+        # run.c keeps the word marker U+2581 as a plain space
+        text = p["piece"] if p["type"] == TOK_BYTE else p["piece"].replace("\u2581".encode(), b" ")
+        max_len = max(max_len, len(text))
+        body += struct.pack("<fii", p["score"], p["type"], len(text)) + text
+    header = struct.pack("<4sI6i", TOKENIZER_MAGIC, TOKENIZER_VERSION, vocab, max_len,
+                         trainer["bos_id"], trainer["eos_id"], trainer["unk_id"], flags)
+    with open(out, "wb") as f:
+        f.write(header + body)
+    progress_done(f"wrote {out}: SentencePiece BPE tokenizer, {vocab} tokens")
+
+
+# ---------------------------------------------------------------------------
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Convert checkpoints and tokenizers to run.c's formats.")
+    ap.add_argument("out", help="output file")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--hf", metavar="DIR", help="Hugging Face model directory (config.json + safetensors)")
+    src.add_argument("--llama2c", metavar="FILE", help="llama2.c legacy model file (version 0)")
+    src.add_argument("--tokenizer", metavar="FILE", help="SentencePiece tokenizer.model")
+    args = ap.parse_args(argv)
+    try:
+        for p in (args.hf, args.llama2c, args.tokenizer):
+            if p is not None and not os.path.exists(p):
+                raise ExportError(f"{p}: no such file or directory")
+        if args.tokenizer:
+            export_sentencepiece(args.tokenizer, args.out)
+            return 0
+        ckpt = HuggingFaceCheckpoint(args.hf) if args.hf else Llama2cCheckpoint(args.llama2c)
+        write_model(args.out, ckpt.config, ckpt.get)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (OSError, KeyError, ValueError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

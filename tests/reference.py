@@ -1,0 +1,81 @@
+"""An independent numpy reference of the Llama forward pass.
+
+Written from the Hugging Face transformers definitions (LlamaModel,
+LlamaRMSNorm, LlamaRotaryEmbedding with rotate_half, repeat_kv, LlamaMLP),
+in float64, on weights in Hugging Face's own layout and names. It shares no
+code with run.c or export.py: it is what the tests hold both of them to.
+"""
+
+import math
+
+import numpy as np
+
+
+def rms_norm(x, weight, eps):
+    # LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+
+def inv_frequencies(config):
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    base = config.get("rope_theta", 10000.0)
+    inv_freq = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    rs = config.get("rope_scaling")
+    if rs and rs.get("rope_type", rs.get("type")) == "llama3":
+        # transformers' _compute_llama3_parameters
+        factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+        old_len = rs["original_max_position_embeddings"]
+        low_freq_wavelen, high_freq_wavelen = old_len / low, old_len / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        is_medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+        inv_freq = np.where(is_medium, smoothed, scaled)
+    return inv_freq
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def forward(config, weights, tokens):
+    """Logits (len(tokens), vocab) for the whole sequence, causal attention.
+    weights: dict of Hugging Face tensor names to arrays."""
+    w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    n_heads = config["num_attention_heads"]
+    n_kv = config.get("num_key_value_heads") or n_heads
+    head_dim = config.get("head_dim") or config["hidden_size"] // n_heads
+    eps = config.get("rms_norm_eps", 1e-6)
+    T = len(tokens)
+
+    x = w["model.embed_tokens.weight"][np.asarray(tokens)]
+    freqs = np.outer(np.arange(T, dtype=np.float64), inv_frequencies(config))
+    emb = np.concatenate([freqs, freqs], axis=-1)            # (T, head_dim)
+    cos, sin = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
+    mask = np.triu(np.full((T, T), -np.inf), k=1)
+
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
+        q = (h @ w[p + "self_attn.q_proj.weight"].T).reshape(T, n_heads, head_dim)
+        k = (h @ w[p + "self_attn.k_proj.weight"].T).reshape(T, n_kv, head_dim)
+        v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(T, n_kv, head_dim)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = np.repeat(k, n_heads // n_kv, axis=1)              # repeat_kv
+        v = np.repeat(v, n_heads // n_kv, axis=1)
+        scores = np.einsum("thd,shd->hts", q, k) / math.sqrt(head_dim) + mask
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        att = scores / scores.sum(axis=-1, keepdims=True)
+        out = np.einsum("hts,shd->thd", att, v).reshape(T, n_heads * head_dim)
+        x = x + out @ w[p + "self_attn.o_proj.weight"].T
+        h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
+        gate = h @ w[p + "mlp.gate_proj.weight"].T
+        up = h @ w[p + "mlp.up_proj.weight"].T
+        x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj.weight"].T
+
+    x = rms_norm(x, w["model.norm.weight"], eps)
+    head = w["model.embed_tokens.weight"] if "lm_head.weight" not in w else w["lm_head.weight"]
+    return x @ head.T

@@ -1,0 +1,77 @@
+"""run.c's forward pass against the numpy reference, on tiny random models
+exported from Hugging Face layout by export.py."""
+
+import numpy as np
+import pytest
+
+import hf
+import reference
+from conftest import export, logits
+
+BASE = {"hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "vocab_size": 300, "rms_norm_eps": 1e-5, "rope_theta": 10000.0}
+
+CONFIGS = {
+    # multi-head attention, separate classifier, Llama 2 RoPE
+    "mha-untied": {**BASE},
+    # grouped-query attention (8 query heads share 2 kv heads), tied classifier
+    "gqa-tied": {**BASE, "hidden_size": 96, "num_attention_heads": 8, "num_key_value_heads": 2,
+                 "tie_word_embeddings": True},
+    # Llama 3 style: rope_theta 5e5, head_dim 48, GQA, RMSNorm eps 1e-6
+    "theta5e5-hd48": {**BASE, "hidden_size": 192, "num_attention_heads": 4, "num_key_value_heads": 2,
+                      "rope_theta": 500000.0, "rms_norm_eps": 1e-6},
+    # Llama 3.1 rope scaling, with an original context short enough that all
+    # three frequency bands (kept, blended, divided) occur
+    "llama3-rope-scaling": {**BASE, "hidden_size": 96, "num_attention_heads": 2, "num_key_value_heads": 1,
+                            "rope_theta": 500000.0, "tie_word_embeddings": True,
+                            "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                             "high_freq_factor": 4.0, "original_max_position_embeddings": 64}},
+    # head_dim given explicitly and n_heads * head_dim != hidden_size
+    "explicit-head-dim": {**BASE, "hidden_size": 80, "num_attention_heads": 4, "num_key_value_heads": 2,
+                          "head_dim": 24, "intermediate_size": 100},
+}
+
+
+def export_random(tmp_path, name, config, dtype="F32", shards=1, seed=0):
+    weights = hf.round_to(hf.random_llama(config, seed), dtype)
+    full = hf.write_checkpoint(tmp_path / "hf", config, weights, dtype=dtype, shards=shards)
+    out = tmp_path / f"{name}.bin"
+    export(out, "--hf", tmp_path / "hf")
+    return out, full, weights
+
+
+def assert_logits_match(model, full_config, weights, tokens):
+    got = logits(model, tokens)
+    want = reference.forward(full_config, weights, tokens)
+    assert got.shape == want.shape
+    assert np.std(want) > 0.3, "reference logits are too small to be a meaningful check"
+    diff = np.max(np.abs(got - want))
+    assert diff < 1e-4, f"max abs logit difference {diff:.3g}"
+    return diff
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_logits_match_reference_at_every_position(tmp_path, name):
+    config = CONFIGS[name]
+    model, full, weights = export_random(tmp_path, name, config)
+    tokens = list(np.random.default_rng(1).integers(0, config["vocab_size"], 80))
+    assert_logits_match(model, full, weights, tokens)
+
+
+@pytest.mark.parametrize("dtype,shards", [("BF16", 1), ("F16", 3)])
+def test_half_precision_and_sharded_checkpoints_export_exactly(tmp_path, dtype, shards):
+    config = CONFIGS["gqa-tied"]
+    model, full, weights = export_random(tmp_path, "half", config, dtype=dtype, shards=shards, seed=5)
+    tokens = list(np.random.default_rng(2).integers(0, config["vocab_size"], 30))
+    assert_logits_match(model, full, weights, tokens)
+
+
+def test_rope_scaling_changes_the_result(tmp_path):
+    """Guards the test above: without scaling, the same weights give other logits."""
+    config = CONFIGS["llama3-rope-scaling"]
+    weights = hf.random_llama(config, 0)
+    plain = {k: v for k, v in config.items() if k != "rope_scaling"}
+    tokens = list(range(1, 80))
+    a = reference.forward(config, weights, tokens)
+    b = reference.forward(plain, weights, tokens)
+    assert np.max(np.abs(a - b)) > 1e-2

@@ -1,0 +1,85 @@
+"""The Llama 2 tokenizer (top-level tokenizer.bin) against llama.cpp's test
+vectors and against SentencePiece itself."""
+
+import json
+import os
+import random
+
+import pytest
+
+from conftest import ROOT, TOKENIZER, export, harness, run
+
+
+def encode_all(tmp_path, tokenizer, texts):
+    """run.c's encoding (no BOS) of each text (bytes)."""
+    path = tmp_path / "texts.bin"
+    path.write_bytes(b"\0".join(texts))
+    lines = harness("encode", tokenizer, path).split("\n")[:-1]
+    assert len(lines) == len(texts)
+    return [[int(x) for x in line.split()] for line in lines]
+
+
+def test_tokenizer_bin_is_exported_from_llama2_tokenizer_model(shared, tmp_path):
+    fresh = tmp_path / "tokenizer.bin"
+    export(fresh, "--tokenizer", os.path.join(shared, "tokenizers", "llama2", "tokenizer.model"))
+    with open(TOKENIZER, "rb") as f:
+        assert f.read() == fresh.read_bytes(), "tokenizer.bin is stale: run `make tokenizer`"
+
+
+def test_llama_cpp_spm_vocab_cases(shared, tmp_path):
+    with open(os.path.join(shared, "testdata", "tokenizer", "ggml-vocab-llama-spm.gguf.tests.json")) as f:
+        cases = json.load(f)
+    assert len(cases) == 46
+    got = encode_all(tmp_path, TOKENIZER, [c["text"].encode() for c in cases])
+    failures = [(c["text"], g, c["ids"]) for c, g in zip(cases, got) if g != c["ids"]]
+    assert not failures, f"{len(failures)} of {len(cases)} cases differ: {failures[:3]}"
+
+
+def varied_texts(shared, seed=0):
+    """A few thousand lines: TinyStories, punctuation, digits, whitespace runs,
+    accents, CJK, emoji, lone word markers, and invalid UTF-8."""
+    rng = random.Random(seed)
+    with open(os.path.join(shared, "text", "tinystories_valid_head.txt"), encoding="utf-8") as f:
+        stories = [l for l in f.read().split("\n") if l.strip()][:1500]
+    pieces = (list("abcXYZ 0123456789.,;:!?'\"()[]{}-_/\\@#$%^&*+=~`|<>\t\r   ")
+              + list("éèêëàâäôöüçñßÆøåłżźćńśąęŁΩπ") + list("日本語中文字한국어ひらがなカタカナ")
+              + ["😀", "👍🏽", "🇫🇷", "❤️", "𝕏", "\u2581", "\u00a0", "\u200b", "\ufffd", "  ", "\n\n", "1234"])
+    texts = [s.encode() for s in stories]
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))).encode() for _ in range(1500)]
+    texts += [bytes(rng.randint(1, 255) for _ in range(rng.randint(1, 20))) for _ in range(400)]
+    for _ in range(200):  # a stray invalid byte inside valid text
+        t = rng.choice(stories).encode()
+        k = rng.randint(0, len(t))
+        texts.append(t[:k] + bytes([rng.choice([0x80, 0xBF, 0xC3, 0xE2, 0xED, 0xF0, 0xF8, 0xFF])]) + t[k:])
+    return texts
+
+
+def test_encoding_equals_sentencepiece_on_varied_text(shared, tmp_path):
+    if os.environ.get("CI"):
+        import sentencepiece as spm
+    else:
+        spm = pytest.importorskip("sentencepiece", reason="python3-sentencepiece is not installed")
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(shared, "tokenizers", "llama2", "tokenizer.model"))
+    texts = varied_texts(shared)
+    assert len(texts) >= 3000
+    got = encode_all(tmp_path, TOKENIZER, texts)
+    failures = [(t, g, sp.encode(t)) for t, g in zip(texts, got) if g != sp.encode(t)]
+    assert not failures, f"{len(failures)} of {len(texts)} texts differ, first: {failures[0]}"
+
+
+def test_tokenize_mode_prints_bos_then_ids():
+    p = run("-m", "tokenize", "-z", TOKENIZER, "-i", "Hello world")
+    assert p.stdout == b"1 15043 3186\n"
+
+
+def test_tokenize_mode_reads_prompt_file(tmp_path):
+    (tmp_path / "p.txt").write_bytes(b"Hello world")
+    assert run("-m", "tokenize", "-z", TOKENIZER, "-f", tmp_path / "p.txt").stdout == b"1 15043 3186\n"
+
+
+def test_whole_file_prompt_encodes_in_one_piece(shared, tmp_path):
+    """0.8 MB of text as one prompt (the merge loop uses a heap, not a quadratic rescan)."""
+    path = os.path.join(shared, "text", "tinystories_valid_head.txt")
+    p = run("-m", "tokenize", "-z", TOKENIZER, "-f", path)
+    ids = p.stdout.split()
+    assert ids[0] == b"1" and len(ids) > 150000
