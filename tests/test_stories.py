@@ -187,3 +187,13 @@ def test_generation_stops_at_n_positions(stories):
     out = run(stories["model"], "-z", stories["tok"], "-t", "0", "-n", "10", "-i", "Once").stdout.decode()
     full = stories["expected"].decode()
     assert len(ids) == 2 and full.startswith(out.rstrip("\n")) and len(out) < 60
+
+
+def test_byte_tokens_print_as_whole_utf8_characters(stories):
+    """tok512 has no pieces for CJK or emoji: they are byte tokens, echoed back
+    whole when the prompt is printed."""
+    prompt = "Hi 日本 😀 é!"
+    n = len(run("-m", "tokenize", "-z", stories["tok"], "-i", prompt).stdout.split())
+    assert n > 12  # mostly byte tokens
+    out = run(stories["model"], "-z", stories["tok"], "-t", "0", "-n", n, "-i", prompt).stdout.decode()
+    assert out.startswith(prompt)  # then the one token sampled at the last position
