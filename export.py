@@ -28,7 +28,10 @@ FLAG_TIED_CLASSIFIER = 1
 
 TOKENIZER_MAGIC = b"RUNT"
 TOKENIZER_VERSION = 1
-TOKF_DUMMY_PREFIX, TOKF_ADD_BOS, TOKF_REMOVE_EXTRA_WS = 1, 2, 4
+TOKENIZER_HEADER_SIZE = 64
+TOKF_DUMMY_PREFIX, TOKF_ADD_BOS, TOKF_REMOVE_EXTRA_WS, TOKF_IGNORE_MERGES = 1, 2, 4, 8
+KIND_SENTENCEPIECE, KIND_BYTE_LEVEL = 1, 2
+PRETOK_NONE, PRETOK_LLAMA3, PRETOK_QWEN2, PRETOK_GPT2, PRETOK_SMOLLM = 0, 1, 2, 3, 4
 TOK_NORMAL, TOK_UNKNOWN, TOK_CONTROL, TOK_USER_DEFINED, TOK_UNUSED, TOK_BYTE = 1, 2, 3, 4, 5, 6
 
 
@@ -400,7 +403,29 @@ def read_sentencepiece(path):
     return pieces, trainer, normalizer
 
 
-def export_sentencepiece(path, out):
+def write_tokenizer(out, tokens, kind, bos_id, eos_id, unk_id, flags, pretok=PRETOK_NONE, merges=()):
+    """tokens: list of (bytes, score, type); merges: (left id, right id) pairs,
+    highest priority first. See run.c's tokenizer section for the layout."""
+    vocab = len(tokens)
+    for name, i in (("bos_id", bos_id), ("eos_id", eos_id), ("unk_id", unk_id)):
+        if not -1 <= i < vocab:
+            raise ExportError(f"{name} {i} is outside the vocabulary of {vocab}")
+    body = bytearray()
+    for text, score, ttype in tokens:
+        body += struct.pack("<fii", score, ttype, len(text)) + text
+    for a, b in merges:
+        body += struct.pack("<ii", a, b)
+    max_len = max(len(t[0]) for t in tokens)
+    header = struct.pack("<4sI9i", TOKENIZER_MAGIC, TOKENIZER_VERSION, vocab, max_len, bos_id, eos_id, unk_id,
+                         flags, kind, pretok, len(merges))
+    header += bytes(TOKENIZER_HEADER_SIZE - len(header))
+    tmp = out + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(header + body)
+    os.replace(tmp, out)
+
+
+def export_sentencepiece(path, out, vocab_size=None):
     pieces, trainer, normalizer = read_sentencepiece(path)
     if trainer["model_type"] != 2:
         kind = {1: "unigram", 3: "word", 4: "char"}.get(trainer["model_type"], str(trainer["model_type"]))
@@ -415,24 +440,194 @@ def export_sentencepiece(path, out):
         flags |= TOKF_DUMMY_PREFIX
     if normalizer["remove_extra_whitespaces"]:
         flags |= TOKF_REMOVE_EXTRA_WS
-    vocab = len(pieces)
-    for key in ("unk_id", "bos_id", "eos_id"):
-        if not -1 <= trainer[key] < vocab:
-            raise ExportError(f"{path}: {key} {trainer[key]} is outside the vocabulary")
-    body = bytearray()
-    max_len = 0
+    tokens = []
     for p in pieces:
         if p["type"] not in range(TOK_NORMAL, TOK_BYTE + 1):
             raise ExportError(f"{path}: piece {p['piece']!r} has unknown type {p['type']}")
         # run.c keeps the word marker U+2581 as a plain space
         text = p["piece"] if p["type"] == TOK_BYTE else p["piece"].replace("\u2581".encode(), b" ")
-        max_len = max(max_len, len(text))
-        body += struct.pack("<fii", p["score"], p["type"], len(text)) + text
-    header = struct.pack("<4sI6i", TOKENIZER_MAGIC, TOKENIZER_VERSION, vocab, max_len,
-                         trainer["bos_id"], trainer["eos_id"], trainer["unk_id"], flags)
-    with open(out, "wb") as f:
-        f.write(header + body)
-    progress_done(f"wrote {out}: SentencePiece BPE tokenizer, {vocab} tokens")
+        tokens.append((text, p["score"], p["type"]))
+    tokens = pad_vocab(tokens, vocab_size, path)
+    write_tokenizer(out, tokens, KIND_SENTENCEPIECE, trainer["bos_id"], trainer["eos_id"], trainer["unk_id"], flags)
+    progress_done(f"wrote {out}: SentencePiece BPE tokenizer, {len(tokens)} tokens")
+
+
+# ---------------------------------------------------------------------------
+# Byte-level BPE tokenizers: tiktoken files (Llama 3) and tokenizer.json
+
+def gpt2_unicode_to_byte():
+    """GPT-2 shows each byte as a printable character: bytes that are printable
+    Latin-1 stand for themselves, the other 68 for U+0100 onwards."""
+    printable = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    mapping, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            mapping[chr(b)] = b
+        else:
+            mapping[chr(256 + extra)] = b
+            extra += 1
+    return mapping
+
+
+# The pre-tokenizer patterns run.c implements, as they appear in tokenizer.json.
+PATTERN_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+PATTERN_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+# Llama 3.1's special tokens, ids 128000 onwards (Llama 3.0 calls some of them
+# reserved; the ids that matter, 128000-128001 and 128006-128009, agree).
+LLAMA3_SPECIAL = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+                   "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>",
+                   "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"]
+                  + [f"<|reserved_special_token_{i}|>" for i in range(2, 247)])
+
+
+def is_tiktoken(path):
+    with open(path, "rb") as f:
+        first = f.readline().split()
+    return len(first) == 2 and first[1].isdigit() and not first[0].startswith(b"\n")
+
+
+def export_tiktoken(path, out, vocab_size=None):
+    """tiktoken's format: one line per token, base64 of its bytes and its rank."""
+    import base64
+    tokens = []
+    with open(path, "rb") as f:
+        for n, line in enumerate(f):
+            parts = line.split()
+            if len(parts) != 2 or int(parts[1]) != n:
+                raise ExportError(f"{path}: line {n + 1} is not '<base64> {n}'")
+            tokens.append((base64.b64decode(parts[0]), -float(n), TOK_NORMAL))
+    if len(tokens) != 128000:
+        raise ExportError(f"{path}: a tiktoken file of {len(tokens)} tokens; only Llama 3's (128000) is known")
+    tokens += [(name.encode(), 0.0, TOK_CONTROL) for name in LLAMA3_SPECIAL]
+    tokens = pad_vocab(tokens, vocab_size, path)
+    write_tokenizer(out, tokens, KIND_BYTE_LEVEL, 128000, 128001, -1, TOKF_ADD_BOS | TOKF_IGNORE_MERGES,
+                    PRETOK_LLAMA3)
+    progress_done(f"wrote {out}: Llama 3 byte-level BPE tokenizer, {len(tokens)} tokens")
+
+
+def pad_vocab(tokens, vocab_size, path):
+    """Models often have more embedding rows than tokens: the rest are unused."""
+    if vocab_size is None or vocab_size == len(tokens):
+        return tokens
+    if vocab_size < len(tokens):
+        raise ExportError(f"{path}: the tokenizer has {len(tokens)} tokens, more than the model's {vocab_size}")
+    return tokens + [(b"", 0.0, TOK_UNUSED)] * (vocab_size - len(tokens))
+
+
+def pretokenizer_kind(pre, path):
+    """PRETOK_* for a tokenizer.json pre_tokenizer, or an error."""
+    def split_pattern(p):
+        pat = p.get("pattern", {})
+        return pat.get("Regex", pat.get("String"))
+
+    if pre is None:
+        raise ExportError(f"{path}: no pre_tokenizer: not a byte-level BPE tokenizer run.c knows")
+    steps = pre["pretokenizers"] if pre.get("type") == "Sequence" else [pre]
+    types = [p.get("type") for p in steps]
+    if types == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
+        pattern = split_pattern(steps[0])
+        if pattern == PATTERN_LLAMA3:
+            return PRETOK_LLAMA3
+        if pattern == PATTERN_QWEN2:
+            return PRETOK_QWEN2
+        raise ExportError(f"{path}: pre-tokenizer pattern {pattern!r} is not one run.c implements")
+    if types == ["ByteLevel"] and steps[0].get("use_regex", True) and not steps[0].get("add_prefix_space"):
+        return PRETOK_GPT2
+    if types == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True) \
+            and not steps[1].get("add_prefix_space"):
+        return PRETOK_SMOLLM
+    raise ExportError(f"{path}: pre-tokenizer {types} is not one run.c implements")
+
+
+def read_tokenizer_config(directory):
+    path = os.path.join(directory, "tokenizer_config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def token_text(value):
+    """tokenizer_config.json names a token as a string or {"content": ...}."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def export_tokenizer_json(path, out, vocab_size=None):
+    with open(path, encoding="utf-8") as f:
+        tj = json.load(f)
+    model = tj.get("model", {})
+    if model.get("type") != "BPE":
+        raise ExportError(f"{path}: model type {model.get('type')!r}; only BPE tokenizers are supported")
+    if model.get("byte_fallback"):
+        raise ExportError(f"{path}: a SentencePiece-style tokenizer.json: export its tokenizer.model instead")
+    normalizer = tj.get("normalizer")
+    if normalizer is not None and normalizer.get("type") != "NFC":
+        raise ExportError(f"{path}: normalizer {normalizer.get('type')!r} is not supported")
+    pretok = pretokenizer_kind(tj.get("pre_tokenizer"), path)
+    to_byte = gpt2_unicode_to_byte()
+    vocab = model["vocab"]
+    n = max(list(vocab.values()) + [a["id"] for a in tj.get("added_tokens", [])]) + 1
+    tokens = [None] * n
+    for text, i in vocab.items():
+        try:
+            tokens[i] = (bytes(to_byte[c] for c in text), 0.0, TOK_NORMAL)
+        except KeyError:
+            raise ExportError(f"{path}: token {text!r} is not in GPT-2's byte alphabet") from None
+    added = {}
+    for a in tj.get("added_tokens", []):
+        tokens[a["id"]] = (a["content"].encode(), 0.0, TOK_CONTROL if a.get("special") else TOK_USER_DEFINED)
+        added[a["content"]] = a["id"]
+    holes = [i for i, t in enumerate(tokens) if t is None]
+    for i in holes:  # ids no token uses
+        tokens[i] = (b"", 0.0, TOK_UNUSED)
+    ids = {t[0]: i for i, t in reversed(list(enumerate(tokens))) if t[2] == TOK_NORMAL}
+    merges = []
+    for k, m in enumerate(model.get("merges", [])):
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        try:
+            left, right = bytes(to_byte[c] for c in a), bytes(to_byte[c] for c in b)
+            merges.append((ids[left], ids[right]))
+        except KeyError:
+            raise ExportError(f"{path}: merge {k} ({m!r}) names a token that is not in the vocabulary") from None
+    flags = TOKF_IGNORE_MERGES if model.get("ignore_merges") else 0
+    # BOS: added when the post-processor's template starts with a special token
+    bos = -1
+    post = tj.get("post_processor") or {}
+    procs = post.get("processors", [post]) if post.get("type") == "Sequence" else [post]
+    for p in procs:
+        if p.get("type") == "TemplateProcessing" and p.get("single"):
+            first = p["single"][0]
+            if "SpecialToken" in first:
+                bos = added.get(first["SpecialToken"]["id"], -1)
+                flags |= TOKF_ADD_BOS if bos >= 0 else 0
+    config = read_tokenizer_config(os.path.dirname(path))
+    if bos < 0 and token_text(config.get("bos_token")) in added:
+        bos = added[token_text(config["bos_token"])]
+    eos = added.get(token_text(config.get("eos_token")), -1)
+    if eos < 0:
+        eos = next((added[t] for t in ("<|end_of_text|>", "<|endoftext|>", "</s>") if t in added), -1)
+    tokens = pad_vocab(tokens, vocab_size, path)
+    write_tokenizer(out, tokens, KIND_BYTE_LEVEL, bos, eos, -1, flags, pretok, merges)
+    progress_done(f"wrote {out}: byte-level BPE tokenizer, {len(tokens)} tokens, {len(merges)} merges")
+
+
+def export_tokenizer(path, out, vocab_size=None):
+    """A tokenizer file, or a directory holding one, told apart by content."""
+    if os.path.isdir(path):
+        for name in ("tokenizer.model", "tokenizer.json"):
+            if os.path.isfile(os.path.join(path, name)):
+                return export_tokenizer(os.path.join(path, name), out, vocab_size)
+        raise ExportError(f"{path}: no tokenizer.model or tokenizer.json")
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    if head.startswith(b"{"):
+        return export_tokenizer_json(path, out, vocab_size)
+    if is_tiktoken(path):
+        return export_tiktoken(path, out, vocab_size)
+    return export_sentencepiece(path, out, vocab_size)
 
 
 # ---------------------------------------------------------------------------
@@ -443,14 +638,15 @@ def main(argv=None):
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--hf", metavar="DIR", help="Hugging Face model directory (config.json + safetensors)")
     src.add_argument("--llama2c", metavar="FILE", help="llama2.c legacy model file (version 0)")
-    src.add_argument("--tokenizer", metavar="FILE", help="SentencePiece tokenizer.model")
+    src.add_argument("--tokenizer", metavar="PATH",
+                     help="tokenizer.model (SentencePiece or tiktoken), tokenizer.json, or a directory with one")
     args = ap.parse_args(argv)
     try:
         for p in (args.hf, args.llama2c, args.tokenizer):
             if p is not None and not os.path.exists(p):
                 raise ExportError(f"{p}: no such file or directory")
         if args.tokenizer:
-            export_sentencepiece(args.tokenizer, args.out)
+            export_tokenizer(args.tokenizer, args.out)
             return 0
         ckpt = HuggingFaceCheckpoint(args.hf) if args.hf else Llama2cCheckpoint(args.llama2c)
         write_model(args.out, ckpt.config, ckpt.get)

@@ -634,51 +634,82 @@ static float *forward(const Model *m, RunState *s, int token, int pos) {
 /* 6. Tokenizer                                                               */
 /* ========================================================================== */
 
-/* SentencePiece BPE, as SentencePiece encodes:
-   - text is normalized: each space becomes the word marker (stored here as a
-     plain ' ', so the literal marker U+2581 in text also becomes ' '), a
-     space is put in front (the "dummy prefix"), and each byte that is not
-     part of valid UTF-8 becomes U+FFFD;
-   - it is split into characters, and the adjacent pair whose concatenation
-     is the highest-scoring piece is merged, leftmost first on ties, until no
-     pair merges;
-   - a leftover piece not in the vocabulary becomes one <0xNN> token per byte.
+/* Byte pair encoding, in two kinds. Both split text into small symbols and
+   repeatedly merge the adjacent pair of highest priority (leftmost first on
+   ties) until no pair merges.
+
+   SentencePiece BPE (Llama 2, TinyLlama, Mistral), exactly as SentencePiece:
+   - the text is normalized: each space becomes the word marker (stored here
+     as a plain ' ', so a literal marker U+2581 in the text also becomes
+     ' '), a space is put in front (the "dummy prefix"), each byte that is
+     not part of valid UTF-8 becomes U+FFFD, and, if the tokenizer says so,
+     runs of spaces are squeezed;
+   - the symbols start as characters; a pair merges when its concatenation
+     is a piece, with the piece's score as priority;
+   - a leftover symbol not in the vocabulary becomes one <0xNN> token per byte.
+
+   Byte-level BPE (GPT-2 style: Llama 3, SmolLM2, Qwen2.5):
+   - the text is first cut into pieces by the family's pre-tokenizer (a
+     regular expression, coded by hand below) and BPE runs inside each piece;
+   - the symbols start as single bytes (every byte is a token); a pair merges
+     when it is in the merge list (earlier merges first), or, for tokenizers
+     given as ranks (tiktoken: no merge list), when its concatenation is a
+     token (lower rank first; stored as score = -rank).
+
+   In both, control tokens (BOS, EOS, chat markers) never come from text:
+   they are placed by id. User-defined tokens are matched whole first.
 
    Two file formats, told apart by their first bytes:
-   (a) this project's ("RUNT", version 1), written by export.py:
-         uint32 magic, uint32 version, int32 vocab_size, int32 max_token_length,
-         int32 bos_id, int32 eos_id, int32 unk_id, uint32 flags,
-         then per token: float32 score, int32 type, int32 length, bytes.
-       flags: 1 add dummy prefix, 2 add BOS, 4 remove extra whitespace.
+   (a) this project's ("RUNT", version 1), written by export.py: a 64-byte
+       header of 16 int32: magic, version, vocab_size, max_token_length,
+       bos_id, eos_id, unk_id, flags, kind (1 SentencePiece, 2 byte-level),
+       pre-tokenizer (PRETOK_*), n_merges, then zeros; per token: float32
+       score, int32 type, int32 length, bytes; then n_merges pairs of int32
+       token ids (left, right), highest priority first.
    (b) llama2.c's tokenizer.bin: uint32 max_token_length, then per token:
        float32 score, int32 length, bytes. Ids 0, 1, 2 are unk, BOS and EOS. */
 
 #define TOKENIZER_MAGIC 0x544E5552u /* "RUNT" */
 #define TOKENIZER_VERSION 1
+#define TOKENIZER_HEADER_INTS 16
 enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER_DEFINED = 4, TOK_UNUSED = 5, TOK_BYTE = 6 };
-enum { TOKF_DUMMY_PREFIX = 1, TOKF_ADD_BOS = 2, TOKF_REMOVE_EXTRA_WS = 4 };
+enum { TOKF_DUMMY_PREFIX = 1, TOKF_ADD_BOS = 2, TOKF_REMOVE_EXTRA_WS = 4, TOKF_IGNORE_MERGES = 8 };
+enum { KIND_SENTENCEPIECE = 1, KIND_BYTE_LEVEL = 2 };
+/* pre-tokenizers of byte-level BPE (their patterns are given at pretokenize) */
+enum { PRETOK_NONE = 0, PRETOK_LLAMA3 = 1, PRETOK_QWEN2 = 2, PRETOK_GPT2 = 3, PRETOK_SMOLLM = 4 };
 
 typedef struct {
     int vocab_size;
+    int kind;           /* KIND_* */
+    int pretok;         /* PRETOK_* */
     char **pieces;      /* (vocab_size) bytes of each token, NUL-terminated */
     int *lengths;       /* (vocab_size) their lengths */
-    float *scores;      /* (vocab_size) merge priority: higher merges first */
+    float *scores;      /* (vocab_size) merge priority when merging by concatenation */
     uint8_t *types;     /* (vocab_size) TOK_* */
-    int byte_ids[256];  /* id of <0xNN> for each byte, -1 if none */
+    int byte_ids[256];  /* token of each single byte: <0xNN>, or the byte itself; -1 if none */
     int bos_id, eos_id, unk_id;
-    uint32_t flags;
+    uint32_t flags;     /* TOKF_* */
     int max_len;        /* longest piece in bytes */
-    int *hash;          /* open-addressing table of mergeable pieces -> id, -1 empty */
+    int *hash;          /* open-addressing table: mergeable piece -> id, -1 empty */
     uint32_t hash_mask;
+    int n_merges;
+    int32_t *merges;    /* (n_merges, 3): left id, right id, merged id */
+    int *merge_hash;    /* open-addressing table: (left, right) -> merge index, -1 empty */
+    uint32_t merge_mask;
     int *user_defined;  /* ids of USER_DEFINED pieces, matched whole before merging */
     int n_user_defined;
-    char *blob;         /* the file's contents, which pieces point into */
+    char *blob;         /* the pieces' bytes */
 } Tokenizer;
 
 static uint32_t hash_bytes(const char *s, int len) {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (int i = 0; i < len; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
     return h;
+}
+
+static uint32_t hash_pair(int left, int right) {
+    uint64_t k = ((uint64_t)(uint32_t)left << 32 | (uint32_t)right) * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(k >> 32);
 }
 
 /* Id of a piece that merges may produce, or -1. */
@@ -688,6 +719,15 @@ static int lookup_piece(const Tokenizer *t, const char *s, int len) {
         int id = t->hash[i];
         if (id < 0) return -1;
         if (t->lengths[id] == len && memcmp(t->pieces[id], s, len) == 0) return id;
+    }
+}
+
+/* Index of the merge of (left, right) in the merge list, or -1. */
+static int lookup_merge(const Tokenizer *t, int left, int right) {
+    for (uint32_t i = hash_pair(left, right) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
+        int m = t->merge_hash[i];
+        if (m < 0) return -1;
+        if (t->merges[3 * m] == left && t->merges[3 * m + 1] == right) return m;
     }
 }
 
@@ -704,54 +744,125 @@ static int parse_byte_piece(const char *s, int len) {
     return v;
 }
 
+/* Bounds-checked reading of a tokenizer file. */
+typedef struct {
+    const char *path;
+    const uint8_t *p, *end;
+} ByteReader;
+
+static void need_bytes(ByteReader *r, size_t n, const char *what) {
+    if ((size_t)(r->end - r->p) < n) fatal("%s: tokenizer file is truncated (%s)", r->path, what);
+}
+
+static int32_t read_i32(ByteReader *r, const char *what) {
+    int32_t v;
+    need_bytes(r, 4, what);
+    memcpy(&v, r->p, 4);
+    r->p += 4;
+    return v;
+}
+
+/* Counts the tokens of a llama2.c tokenizer.bin: the file does not say. */
+static int count_legacy_tokens(ByteReader r) {
+    int n = 0;
+    while (r.p < r.end) {
+        read_i32(&r, "token score");
+        int32_t len = read_i32(&r, "token length");
+        if (len < 0 || len > r.end - r.p)
+            fatal("%s: tokenizer file is truncated or corrupt (token %d has length %d)", r.path, n, len);
+        r.p += len;
+        if (++n > MAX_VOCAB) fatal("%s: too many tokens", r.path);
+    }
+    if (n == 0) fatal("%s: tokenizer file has no tokens", r.path);
+    return n;
+}
+
+/* Inserts id into an open-addressing table unless `find` already finds it. */
+static void build_piece_hash(Tokenizer *t) {
+    uint32_t cap = 1;
+    while (cap < (uint32_t)t->vocab_size * 2) cap <<= 1;
+    t->hash_mask = cap - 1;
+    t->hash = xmalloc(cap * sizeof(int));
+    for (uint32_t i = 0; i < cap; i++) t->hash[i] = -1;
+    /* As SentencePiece: normal, user-defined and unused pieces can be made by
+       merging; control, unknown and byte tokens never are. First id wins. */
+    for (int id = 0; id < t->vocab_size; id++) {
+        int ty = t->types[id];
+        if (ty != TOK_NORMAL && ty != TOK_USER_DEFINED && ty != TOK_UNUSED) continue;
+        if (lookup_piece(t, t->pieces[id], t->lengths[id]) >= 0) continue;
+        uint32_t i = hash_bytes(t->pieces[id], t->lengths[id]) & t->hash_mask;
+        while (t->hash[i] >= 0) i = (i + 1) & t->hash_mask;
+        t->hash[i] = id;
+    }
+}
+
+static void read_merges(Tokenizer *t, ByteReader *r) {
+    int n = t->n_merges;
+    t->merges = xcalloc((size_t)n * 3, sizeof(int32_t));
+    uint32_t cap = 1;
+    while (cap < (uint32_t)n * 2 + 2) cap <<= 1;
+    t->merge_mask = cap - 1;
+    t->merge_hash = xmalloc(cap * sizeof(int));
+    for (uint32_t i = 0; i < cap; i++) t->merge_hash[i] = -1;
+    char *buf = xmalloc(2 * (size_t)t->max_len + 1);
+    for (int m = 0; m < n; m++) {
+        int32_t a = read_i32(r, "merges"), b = read_i32(r, "merges");
+        if (a < 0 || a >= t->vocab_size || b < 0 || b >= t->vocab_size)
+            fatal("%s: merge %d names a token outside the vocabulary", r->path, m);
+        memcpy(buf, t->pieces[a], t->lengths[a]);
+        memcpy(buf + t->lengths[a], t->pieces[b], t->lengths[b]);
+        int merged = lookup_piece(t, buf, t->lengths[a] + t->lengths[b]);
+        if (merged < 0) fatal("%s: merge %d makes a token that is not in the vocabulary", r->path, m);
+        if (lookup_merge(t, a, b) >= 0) continue; /* a repeated merge: the first one counts */
+        t->merges[3 * m] = a;
+        t->merges[3 * m + 1] = b;
+        t->merges[3 * m + 2] = merged;
+        uint32_t i = hash_pair(a, b) & t->merge_mask;
+        while (t->merge_hash[i] >= 0) i = (i + 1) & t->merge_mask;
+        t->merge_hash[i] = m;
+    }
+    free(buf);
+}
+
 /* expected_vocab: the model's vocab_size, or 0 when there is no model. */
 static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) {
     memset(t, 0, sizeof(*t));
     size_t size;
-    t->blob = read_file(path, &size);
-    const uint8_t *p = (const uint8_t *)t->blob, *end = p + size;
-#define NEED(nbytes, what)                                                                   \
-    do {                                                                                     \
-        if ((size_t)(end - p) < (size_t)(nbytes)) fatal("%s: tokenizer file is truncated (%s)", path, what); \
-    } while (0)
+    char *file = read_file(path, &size);
+    ByteReader r = {path, (const uint8_t *)file, (const uint8_t *)file + size};
     uint32_t magic = 0;
-    if (size >= 4) memcpy(&magic, p, 4);
+    if (size >= 4) memcpy(&magic, file, 4);
     int ours = magic == TOKENIZER_MAGIC;
-    int32_t hdr[8];
     if (ours) {
-        NEED(sizeof hdr, "header");
-        memcpy(hdr, p, sizeof hdr);
-        p += sizeof hdr;
-        if (hdr[1] != TOKENIZER_VERSION)
-            fatal("%s: tokenizer format version %d is not supported (this build reads %d)", path, hdr[1], TOKENIZER_VERSION);
-        t->vocab_size = hdr[2];
-        t->bos_id = hdr[4]; t->eos_id = hdr[5]; t->unk_id = hdr[6];
-        t->flags = (uint32_t)hdr[7];
-        if (t->flags & ~7u) fatal("%s: unknown tokenizer flags 0x%x", path, t->flags);
+        int32_t h[TOKENIZER_HEADER_INTS];
+        for (int i = 0; i < TOKENIZER_HEADER_INTS; i++) h[i] = read_i32(&r, "header");
+        if (h[1] != TOKENIZER_VERSION)
+            fatal("%s: tokenizer format version %d is not supported (this build reads %d)", path, h[1], TOKENIZER_VERSION);
+        t->vocab_size = h[2];
+        t->bos_id = h[4]; t->eos_id = h[5]; t->unk_id = h[6];
+        t->flags = (uint32_t)h[7];
+        t->kind = h[8];
+        t->pretok = h[9];
+        t->n_merges = h[10];
         if (t->vocab_size <= 0 || t->vocab_size > MAX_VOCAB)
             fatal("%s: invalid tokenizer header: vocab_size %d", path, t->vocab_size);
+        if (t->flags & ~15u) fatal("%s: unknown tokenizer flags 0x%x", path, t->flags);
+        if (t->kind != KIND_SENTENCEPIECE && t->kind != KIND_BYTE_LEVEL)
+            fatal("%s: unknown tokenizer kind %d", path, t->kind);
+        if (t->pretok < PRETOK_NONE || t->pretok > PRETOK_SMOLLM || (t->kind == KIND_SENTENCEPIECE && t->pretok))
+            fatal("%s: unknown pre-tokenizer %d", path, t->pretok);
+        if (t->n_merges < 0 || t->n_merges > MAX_VOCAB || (t->kind == KIND_SENTENCEPIECE && t->n_merges))
+            fatal("%s: invalid tokenizer header: %d merges", path, t->n_merges);
     } else {
-        NEED(4, "header");
-        p += 4; /* max_token_length: recomputed below */
-        /* Count the tokens: the file does not say how many it has. */
-        const uint8_t *q = p;
-        int n = 0;
-        while (q < end) {
-            int32_t len;
-            if (end - q < 8) fatal("%s: tokenizer file is truncated (token %d)", path, n);
-            memcpy(&len, q + 4, 4);
-            if (len < 0 || len > end - q - 8) fatal("%s: tokenizer file is truncated or corrupt (token %d has length %d)", path, n, len);
-            q += 8 + len;
-            if (++n > MAX_VOCAB) fatal("%s: too many tokens", path);
-        }
-        if (n == 0) fatal("%s: tokenizer file has no tokens", path);
-        t->vocab_size = n;
+        read_i32(&r, "header"); /* max_token_length: recomputed below */
+        t->vocab_size = count_legacy_tokens(r);
         t->bos_id = 1; t->eos_id = 2; t->unk_id = 0;
         t->flags = TOKF_DUMMY_PREFIX | TOKF_ADD_BOS;
+        t->kind = KIND_SENTENCEPIECE;
     }
     if (expected_vocab && t->vocab_size != expected_vocab)
-        fatal("%s: tokenizer has %d tokens but the model has a vocabulary of %d: wrong tokenizer for this model",
-              path, t->vocab_size, expected_vocab);
+        fatal("%s: tokenizer has %d tokens but the model has a vocabulary of %d: "
+              "wrong tokenizer for this model (choose one with -z)", path, t->vocab_size, expected_vocab);
     int V = t->vocab_size;
     if (t->bos_id < -1 || t->bos_id >= V || t->eos_id < -1 || t->eos_id >= V || t->unk_id < -1 || t->unk_id >= V)
         fatal("%s: invalid tokenizer header: special token id outside the vocabulary", path);
@@ -762,42 +873,25 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
     t->user_defined = xcalloc(V, sizeof(int));
     for (int b = 0; b < 256; b++) t->byte_ids[b] = -1;
 
-    /* Pieces are moved to a fresh buffer so each can end in a NUL. */
-    size_t text_bytes = 0;
-    const uint8_t *start = p;
+    /* The pieces get a buffer of their own, so that each can end in a NUL:
+       its size is at most the file's size plus one NUL per token. */
+    t->blob = xmalloc(size + (size_t)V + 1);
+    char *out = t->blob;
     for (int i = 0; i < V; i++) {
-        int32_t len, type = TOK_NORMAL;
-        float score;
-        NEED(4, "token score");
-        memcpy(&score, p, 4); p += 4;
-        if (ours) {
-            NEED(4, "token type");
-            memcpy(&type, p, 4); p += 4;
-            if (type < TOK_NORMAL || type > TOK_BYTE) fatal("%s: token %d has unknown type %d", path, i, type);
-        }
-        NEED(4, "token length");
-        memcpy(&len, p, 4); p += 4;
+        t->scores[i] = 0.0f;
+        memcpy(&t->scores[i], (need_bytes(&r, 4, "token score"), r.p), 4);
+        r.p += 4;
+        int32_t type = ours ? read_i32(&r, "token type") : TOK_NORMAL;
+        if (type < TOK_NORMAL || type > TOK_BYTE) fatal("%s: token %d has unknown type %d", path, i, type);
+        int32_t len = read_i32(&r, "token length");
         if (len < 0 || len > 65536) fatal("%s: token %d has invalid length %d", path, i, len);
-        NEED(len, "token bytes");
-        p += len;
-        text_bytes += (size_t)len + 1;
-        (void)score; (void)type;
-    }
-    if (p != end) fatal("%s: tokenizer file has %lld unexpected bytes after the last token", path, (long long)(end - p));
-    char *text = xmalloc(text_bytes);
-    char *out = text;
-    p = start;
-    for (int i = 0; i < V; i++) {
-        int32_t len, type = TOK_NORMAL;
-        memcpy(&t->scores[i], p, 4); p += 4;
-        if (ours) { memcpy(&type, p, 4); p += 4; }
-        memcpy(&len, p, 4); p += 4;
-        memcpy(out, p, len);
+        need_bytes(&r, (size_t)len, "token bytes");
+        memcpy(out, r.p, len);
+        r.p += len;
         out[len] = '\0';
         t->pieces[i] = out;
         t->lengths[i] = len;
         out += len + 1;
-        p += len;
         if (!ours) { /* llama2.c's file has no types: infer them */
             if (i == t->unk_id) type = TOK_UNKNOWN;
             else if (i == t->bos_id || i == t->eos_id) type = TOK_CONTROL;
@@ -806,38 +900,32 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
         t->types[i] = (uint8_t)type;
         if (len > t->max_len) t->max_len = len;
         if (type == TOK_BYTE) {
+            if (t->kind != KIND_SENTENCEPIECE) fatal("%s: token %d: byte tokens belong to SentencePiece tokenizers", path, i);
             int b = parse_byte_piece(t->pieces[i], len);
             if (b < 0) fatal("%s: token %d is a byte token but its text is not <0xNN>", path, i);
             if (t->byte_ids[b] < 0) t->byte_ids[b] = i;
         }
         if (type == TOK_USER_DEFINED && len > 0) t->user_defined[t->n_user_defined++] = i;
     }
-    free(t->blob);
-    t->blob = text;
-#undef NEED
-
-    /* Hash table of the pieces that merges may produce (as SentencePiece:
-       normal, user-defined and unused pieces; control, unknown and byte
-       tokens are never made from text). The first id wins on duplicates. */
-    uint32_t cap = 1;
-    while (cap < (uint32_t)V * 2) cap <<= 1;
-    t->hash_mask = cap - 1;
-    t->hash = xmalloc(cap * sizeof(int));
-    for (uint32_t i = 0; i < cap; i++) t->hash[i] = -1;
-    for (int id = 0; id < V; id++) {
-        int ty = t->types[id];
-        if (ty != TOK_NORMAL && ty != TOK_USER_DEFINED && ty != TOK_UNUSED) continue;
-        if (lookup_piece(t, t->pieces[id], t->lengths[id]) >= 0) continue;
-        uint32_t i = hash_bytes(t->pieces[id], t->lengths[id]) & t->hash_mask;
-        while (t->hash[i] >= 0) i = (i + 1) & t->hash_mask;
-        t->hash[i] = id;
+    build_piece_hash(t);
+    if (t->kind == KIND_BYTE_LEVEL) {
+        for (int b = 0; b < 256; b++) { /* a byte without a token is dropped, as Hugging Face does */
+            char c = (char)b;
+            t->byte_ids[b] = lookup_piece(t, &c, 1);
+        }
+        if (t->n_merges > 0) read_merges(t, &r);
     }
+    if (r.p != r.end)
+        fatal("%s: tokenizer file has %lld unexpected bytes at the end", path, (long long)(r.end - r.p));
+    free(file);
 }
 
 static void free_tokenizer(Tokenizer *t) {
     free(t->pieces); free(t->lengths); free(t->scores); free(t->types);
-    free(t->hash); free(t->user_defined); free(t->blob);
+    free(t->hash); free(t->merges); free(t->merge_hash); free(t->user_defined); free(t->blob);
 }
+
+/* ---- Unicode: UTF-8 and the character classes of the pre-tokenizers ---- */
 
 static const char REPLACEMENT_CHAR[] = "\xEF\xBF\xBD"; /* U+FFFD */
 
@@ -858,6 +946,279 @@ static int utf8_char_len(const uint8_t *s, size_t n) {
     if (cp < min_cp[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) return 0;
     return len;
 }
+
+#define NOT_A_CHAR 0xFFFFFFFFu /* an invalid byte: neither letter, number nor space */
+
+/* The character at s (n > 0 bytes): its code point, and its length in *len.
+   An invalid byte counts as a character of its own. */
+static uint32_t decode_char(const uint8_t *s, size_t n, int *len) {
+    *len = utf8_char_len(s, n);
+    if (*len == 0) {
+        *len = 1;
+        return NOT_A_CHAR;
+    }
+    if (*len == 1) return s[0];
+    uint32_t cp = s[0] & (0x7F >> *len);
+    for (int i = 1; i < *len; i++) cp = (cp << 6) | (s[i] & 0x3F);
+    return cp;
+}
+
+/* UNICODE_LETTERS (\p{L}) and UNICODE_NUMBERS (\p{N}): sorted code point ranges. */
+/* generated by tools/gen_unicode.py (python3-regex 2.5.123) */
+static const uint32_t UNICODE_LETTERS[][2] = { /* 659 ranges */
+    {0x41,0x5A},{0x61,0x7A},{0xAA,0xAA},{0xB5,0xB5},{0xBA,0xBA},{0xC0,0xD6},
+    {0xD8,0xF6},{0xF8,0x2C1},{0x2C6,0x2D1},{0x2E0,0x2E4},{0x2EC,0x2EC},{0x2EE,0x2EE},
+    {0x370,0x374},{0x376,0x377},{0x37A,0x37D},{0x37F,0x37F},{0x386,0x386},{0x388,0x38A},
+    {0x38C,0x38C},{0x38E,0x3A1},{0x3A3,0x3F5},{0x3F7,0x481},{0x48A,0x52F},{0x531,0x556},
+    {0x559,0x559},{0x560,0x588},{0x5D0,0x5EA},{0x5EF,0x5F2},{0x620,0x64A},{0x66E,0x66F},
+    {0x671,0x6D3},{0x6D5,0x6D5},{0x6E5,0x6E6},{0x6EE,0x6EF},{0x6FA,0x6FC},{0x6FF,0x6FF},
+    {0x710,0x710},{0x712,0x72F},{0x74D,0x7A5},{0x7B1,0x7B1},{0x7CA,0x7EA},{0x7F4,0x7F5},
+    {0x7FA,0x7FA},{0x800,0x815},{0x81A,0x81A},{0x824,0x824},{0x828,0x828},{0x840,0x858},
+    {0x860,0x86A},{0x870,0x887},{0x889,0x88E},{0x8A0,0x8C9},{0x904,0x939},{0x93D,0x93D},
+    {0x950,0x950},{0x958,0x961},{0x971,0x980},{0x985,0x98C},{0x98F,0x990},{0x993,0x9A8},
+    {0x9AA,0x9B0},{0x9B2,0x9B2},{0x9B6,0x9B9},{0x9BD,0x9BD},{0x9CE,0x9CE},{0x9DC,0x9DD},
+    {0x9DF,0x9E1},{0x9F0,0x9F1},{0x9FC,0x9FC},{0xA05,0xA0A},{0xA0F,0xA10},{0xA13,0xA28},
+    {0xA2A,0xA30},{0xA32,0xA33},{0xA35,0xA36},{0xA38,0xA39},{0xA59,0xA5C},{0xA5E,0xA5E},
+    {0xA72,0xA74},{0xA85,0xA8D},{0xA8F,0xA91},{0xA93,0xAA8},{0xAAA,0xAB0},{0xAB2,0xAB3},
+    {0xAB5,0xAB9},{0xABD,0xABD},{0xAD0,0xAD0},{0xAE0,0xAE1},{0xAF9,0xAF9},{0xB05,0xB0C},
+    {0xB0F,0xB10},{0xB13,0xB28},{0xB2A,0xB30},{0xB32,0xB33},{0xB35,0xB39},{0xB3D,0xB3D},
+    {0xB5C,0xB5D},{0xB5F,0xB61},{0xB71,0xB71},{0xB83,0xB83},{0xB85,0xB8A},{0xB8E,0xB90},
+    {0xB92,0xB95},{0xB99,0xB9A},{0xB9C,0xB9C},{0xB9E,0xB9F},{0xBA3,0xBA4},{0xBA8,0xBAA},
+    {0xBAE,0xBB9},{0xBD0,0xBD0},{0xC05,0xC0C},{0xC0E,0xC10},{0xC12,0xC28},{0xC2A,0xC39},
+    {0xC3D,0xC3D},{0xC58,0xC5A},{0xC5D,0xC5D},{0xC60,0xC61},{0xC80,0xC80},{0xC85,0xC8C},
+    {0xC8E,0xC90},{0xC92,0xCA8},{0xCAA,0xCB3},{0xCB5,0xCB9},{0xCBD,0xCBD},{0xCDD,0xCDE},
+    {0xCE0,0xCE1},{0xCF1,0xCF2},{0xD04,0xD0C},{0xD0E,0xD10},{0xD12,0xD3A},{0xD3D,0xD3D},
+    {0xD4E,0xD4E},{0xD54,0xD56},{0xD5F,0xD61},{0xD7A,0xD7F},{0xD85,0xD96},{0xD9A,0xDB1},
+    {0xDB3,0xDBB},{0xDBD,0xDBD},{0xDC0,0xDC6},{0xE01,0xE30},{0xE32,0xE33},{0xE40,0xE46},
+    {0xE81,0xE82},{0xE84,0xE84},{0xE86,0xE8A},{0xE8C,0xEA3},{0xEA5,0xEA5},{0xEA7,0xEB0},
+    {0xEB2,0xEB3},{0xEBD,0xEBD},{0xEC0,0xEC4},{0xEC6,0xEC6},{0xEDC,0xEDF},{0xF00,0xF00},
+    {0xF40,0xF47},{0xF49,0xF6C},{0xF88,0xF8C},{0x1000,0x102A},{0x103F,0x103F},{0x1050,0x1055},
+    {0x105A,0x105D},{0x1061,0x1061},{0x1065,0x1066},{0x106E,0x1070},{0x1075,0x1081},{0x108E,0x108E},
+    {0x10A0,0x10C5},{0x10C7,0x10C7},{0x10CD,0x10CD},{0x10D0,0x10FA},{0x10FC,0x1248},{0x124A,0x124D},
+    {0x1250,0x1256},{0x1258,0x1258},{0x125A,0x125D},{0x1260,0x1288},{0x128A,0x128D},{0x1290,0x12B0},
+    {0x12B2,0x12B5},{0x12B8,0x12BE},{0x12C0,0x12C0},{0x12C2,0x12C5},{0x12C8,0x12D6},{0x12D8,0x1310},
+    {0x1312,0x1315},{0x1318,0x135A},{0x1380,0x138F},{0x13A0,0x13F5},{0x13F8,0x13FD},{0x1401,0x166C},
+    {0x166F,0x167F},{0x1681,0x169A},{0x16A0,0x16EA},{0x16F1,0x16F8},{0x1700,0x1711},{0x171F,0x1731},
+    {0x1740,0x1751},{0x1760,0x176C},{0x176E,0x1770},{0x1780,0x17B3},{0x17D7,0x17D7},{0x17DC,0x17DC},
+    {0x1820,0x1878},{0x1880,0x1884},{0x1887,0x18A8},{0x18AA,0x18AA},{0x18B0,0x18F5},{0x1900,0x191E},
+    {0x1950,0x196D},{0x1970,0x1974},{0x1980,0x19AB},{0x19B0,0x19C9},{0x1A00,0x1A16},{0x1A20,0x1A54},
+    {0x1AA7,0x1AA7},{0x1B05,0x1B33},{0x1B45,0x1B4C},{0x1B83,0x1BA0},{0x1BAE,0x1BAF},{0x1BBA,0x1BE5},
+    {0x1C00,0x1C23},{0x1C4D,0x1C4F},{0x1C5A,0x1C7D},{0x1C80,0x1C88},{0x1C90,0x1CBA},{0x1CBD,0x1CBF},
+    {0x1CE9,0x1CEC},{0x1CEE,0x1CF3},{0x1CF5,0x1CF6},{0x1CFA,0x1CFA},{0x1D00,0x1DBF},{0x1E00,0x1F15},
+    {0x1F18,0x1F1D},{0x1F20,0x1F45},{0x1F48,0x1F4D},{0x1F50,0x1F57},{0x1F59,0x1F59},{0x1F5B,0x1F5B},
+    {0x1F5D,0x1F5D},{0x1F5F,0x1F7D},{0x1F80,0x1FB4},{0x1FB6,0x1FBC},{0x1FBE,0x1FBE},{0x1FC2,0x1FC4},
+    {0x1FC6,0x1FCC},{0x1FD0,0x1FD3},{0x1FD6,0x1FDB},{0x1FE0,0x1FEC},{0x1FF2,0x1FF4},{0x1FF6,0x1FFC},
+    {0x2071,0x2071},{0x207F,0x207F},{0x2090,0x209C},{0x2102,0x2102},{0x2107,0x2107},{0x210A,0x2113},
+    {0x2115,0x2115},{0x2119,0x211D},{0x2124,0x2124},{0x2126,0x2126},{0x2128,0x2128},{0x212A,0x212D},
+    {0x212F,0x2139},{0x213C,0x213F},{0x2145,0x2149},{0x214E,0x214E},{0x2183,0x2184},{0x2C00,0x2CE4},
+    {0x2CEB,0x2CEE},{0x2CF2,0x2CF3},{0x2D00,0x2D25},{0x2D27,0x2D27},{0x2D2D,0x2D2D},{0x2D30,0x2D67},
+    {0x2D6F,0x2D6F},{0x2D80,0x2D96},{0x2DA0,0x2DA6},{0x2DA8,0x2DAE},{0x2DB0,0x2DB6},{0x2DB8,0x2DBE},
+    {0x2DC0,0x2DC6},{0x2DC8,0x2DCE},{0x2DD0,0x2DD6},{0x2DD8,0x2DDE},{0x2E2F,0x2E2F},{0x3005,0x3006},
+    {0x3031,0x3035},{0x303B,0x303C},{0x3041,0x3096},{0x309D,0x309F},{0x30A1,0x30FA},{0x30FC,0x30FF},
+    {0x3105,0x312F},{0x3131,0x318E},{0x31A0,0x31BF},{0x31F0,0x31FF},{0x3400,0x4DBF},{0x4E00,0xA48C},
+    {0xA4D0,0xA4FD},{0xA500,0xA60C},{0xA610,0xA61F},{0xA62A,0xA62B},{0xA640,0xA66E},{0xA67F,0xA69D},
+    {0xA6A0,0xA6E5},{0xA717,0xA71F},{0xA722,0xA788},{0xA78B,0xA7CA},{0xA7D0,0xA7D1},{0xA7D3,0xA7D3},
+    {0xA7D5,0xA7D9},{0xA7F2,0xA801},{0xA803,0xA805},{0xA807,0xA80A},{0xA80C,0xA822},{0xA840,0xA873},
+    {0xA882,0xA8B3},{0xA8F2,0xA8F7},{0xA8FB,0xA8FB},{0xA8FD,0xA8FE},{0xA90A,0xA925},{0xA930,0xA946},
+    {0xA960,0xA97C},{0xA984,0xA9B2},{0xA9CF,0xA9CF},{0xA9E0,0xA9E4},{0xA9E6,0xA9EF},{0xA9FA,0xA9FE},
+    {0xAA00,0xAA28},{0xAA40,0xAA42},{0xAA44,0xAA4B},{0xAA60,0xAA76},{0xAA7A,0xAA7A},{0xAA7E,0xAAAF},
+    {0xAAB1,0xAAB1},{0xAAB5,0xAAB6},{0xAAB9,0xAABD},{0xAAC0,0xAAC0},{0xAAC2,0xAAC2},{0xAADB,0xAADD},
+    {0xAAE0,0xAAEA},{0xAAF2,0xAAF4},{0xAB01,0xAB06},{0xAB09,0xAB0E},{0xAB11,0xAB16},{0xAB20,0xAB26},
+    {0xAB28,0xAB2E},{0xAB30,0xAB5A},{0xAB5C,0xAB69},{0xAB70,0xABE2},{0xAC00,0xD7A3},{0xD7B0,0xD7C6},
+    {0xD7CB,0xD7FB},{0xF900,0xFA6D},{0xFA70,0xFAD9},{0xFB00,0xFB06},{0xFB13,0xFB17},{0xFB1D,0xFB1D},
+    {0xFB1F,0xFB28},{0xFB2A,0xFB36},{0xFB38,0xFB3C},{0xFB3E,0xFB3E},{0xFB40,0xFB41},{0xFB43,0xFB44},
+    {0xFB46,0xFBB1},{0xFBD3,0xFD3D},{0xFD50,0xFD8F},{0xFD92,0xFDC7},{0xFDF0,0xFDFB},{0xFE70,0xFE74},
+    {0xFE76,0xFEFC},{0xFF21,0xFF3A},{0xFF41,0xFF5A},{0xFF66,0xFFBE},{0xFFC2,0xFFC7},{0xFFCA,0xFFCF},
+    {0xFFD2,0xFFD7},{0xFFDA,0xFFDC},{0x10000,0x1000B},{0x1000D,0x10026},{0x10028,0x1003A},{0x1003C,0x1003D},
+    {0x1003F,0x1004D},{0x10050,0x1005D},{0x10080,0x100FA},{0x10280,0x1029C},{0x102A0,0x102D0},{0x10300,0x1031F},
+    {0x1032D,0x10340},{0x10342,0x10349},{0x10350,0x10375},{0x10380,0x1039D},{0x103A0,0x103C3},{0x103C8,0x103CF},
+    {0x10400,0x1049D},{0x104B0,0x104D3},{0x104D8,0x104FB},{0x10500,0x10527},{0x10530,0x10563},{0x10570,0x1057A},
+    {0x1057C,0x1058A},{0x1058C,0x10592},{0x10594,0x10595},{0x10597,0x105A1},{0x105A3,0x105B1},{0x105B3,0x105B9},
+    {0x105BB,0x105BC},{0x10600,0x10736},{0x10740,0x10755},{0x10760,0x10767},{0x10780,0x10785},{0x10787,0x107B0},
+    {0x107B2,0x107BA},{0x10800,0x10805},{0x10808,0x10808},{0x1080A,0x10835},{0x10837,0x10838},{0x1083C,0x1083C},
+    {0x1083F,0x10855},{0x10860,0x10876},{0x10880,0x1089E},{0x108E0,0x108F2},{0x108F4,0x108F5},{0x10900,0x10915},
+    {0x10920,0x10939},{0x10980,0x109B7},{0x109BE,0x109BF},{0x10A00,0x10A00},{0x10A10,0x10A13},{0x10A15,0x10A17},
+    {0x10A19,0x10A35},{0x10A60,0x10A7C},{0x10A80,0x10A9C},{0x10AC0,0x10AC7},{0x10AC9,0x10AE4},{0x10B00,0x10B35},
+    {0x10B40,0x10B55},{0x10B60,0x10B72},{0x10B80,0x10B91},{0x10C00,0x10C48},{0x10C80,0x10CB2},{0x10CC0,0x10CF2},
+    {0x10D00,0x10D23},{0x10E80,0x10EA9},{0x10EB0,0x10EB1},{0x10F00,0x10F1C},{0x10F27,0x10F27},{0x10F30,0x10F45},
+    {0x10F70,0x10F81},{0x10FB0,0x10FC4},{0x10FE0,0x10FF6},{0x11003,0x11037},{0x11071,0x11072},{0x11075,0x11075},
+    {0x11083,0x110AF},{0x110D0,0x110E8},{0x11103,0x11126},{0x11144,0x11144},{0x11147,0x11147},{0x11150,0x11172},
+    {0x11176,0x11176},{0x11183,0x111B2},{0x111C1,0x111C4},{0x111DA,0x111DA},{0x111DC,0x111DC},{0x11200,0x11211},
+    {0x11213,0x1122B},{0x1123F,0x11240},{0x11280,0x11286},{0x11288,0x11288},{0x1128A,0x1128D},{0x1128F,0x1129D},
+    {0x1129F,0x112A8},{0x112B0,0x112DE},{0x11305,0x1130C},{0x1130F,0x11310},{0x11313,0x11328},{0x1132A,0x11330},
+    {0x11332,0x11333},{0x11335,0x11339},{0x1133D,0x1133D},{0x11350,0x11350},{0x1135D,0x11361},{0x11400,0x11434},
+    {0x11447,0x1144A},{0x1145F,0x11461},{0x11480,0x114AF},{0x114C4,0x114C5},{0x114C7,0x114C7},{0x11580,0x115AE},
+    {0x115D8,0x115DB},{0x11600,0x1162F},{0x11644,0x11644},{0x11680,0x116AA},{0x116B8,0x116B8},{0x11700,0x1171A},
+    {0x11740,0x11746},{0x11800,0x1182B},{0x118A0,0x118DF},{0x118FF,0x11906},{0x11909,0x11909},{0x1190C,0x11913},
+    {0x11915,0x11916},{0x11918,0x1192F},{0x1193F,0x1193F},{0x11941,0x11941},{0x119A0,0x119A7},{0x119AA,0x119D0},
+    {0x119E1,0x119E1},{0x119E3,0x119E3},{0x11A00,0x11A00},{0x11A0B,0x11A32},{0x11A3A,0x11A3A},{0x11A50,0x11A50},
+    {0x11A5C,0x11A89},{0x11A9D,0x11A9D},{0x11AB0,0x11AF8},{0x11C00,0x11C08},{0x11C0A,0x11C2E},{0x11C40,0x11C40},
+    {0x11C72,0x11C8F},{0x11D00,0x11D06},{0x11D08,0x11D09},{0x11D0B,0x11D30},{0x11D46,0x11D46},{0x11D60,0x11D65},
+    {0x11D67,0x11D68},{0x11D6A,0x11D89},{0x11D98,0x11D98},{0x11EE0,0x11EF2},{0x11F02,0x11F02},{0x11F04,0x11F10},
+    {0x11F12,0x11F33},{0x11FB0,0x11FB0},{0x12000,0x12399},{0x12480,0x12543},{0x12F90,0x12FF0},{0x13000,0x1342F},
+    {0x13441,0x13446},{0x14400,0x14646},{0x16800,0x16A38},{0x16A40,0x16A5E},{0x16A70,0x16ABE},{0x16AD0,0x16AED},
+    {0x16B00,0x16B2F},{0x16B40,0x16B43},{0x16B63,0x16B77},{0x16B7D,0x16B8F},{0x16E40,0x16E7F},{0x16F00,0x16F4A},
+    {0x16F50,0x16F50},{0x16F93,0x16F9F},{0x16FE0,0x16FE1},{0x16FE3,0x16FE3},{0x17000,0x187F7},{0x18800,0x18CD5},
+    {0x18D00,0x18D08},{0x1AFF0,0x1AFF3},{0x1AFF5,0x1AFFB},{0x1AFFD,0x1AFFE},{0x1B000,0x1B122},{0x1B132,0x1B132},
+    {0x1B150,0x1B152},{0x1B155,0x1B155},{0x1B164,0x1B167},{0x1B170,0x1B2FB},{0x1BC00,0x1BC6A},{0x1BC70,0x1BC7C},
+    {0x1BC80,0x1BC88},{0x1BC90,0x1BC99},{0x1D400,0x1D454},{0x1D456,0x1D49C},{0x1D49E,0x1D49F},{0x1D4A2,0x1D4A2},
+    {0x1D4A5,0x1D4A6},{0x1D4A9,0x1D4AC},{0x1D4AE,0x1D4B9},{0x1D4BB,0x1D4BB},{0x1D4BD,0x1D4C3},{0x1D4C5,0x1D505},
+    {0x1D507,0x1D50A},{0x1D50D,0x1D514},{0x1D516,0x1D51C},{0x1D51E,0x1D539},{0x1D53B,0x1D53E},{0x1D540,0x1D544},
+    {0x1D546,0x1D546},{0x1D54A,0x1D550},{0x1D552,0x1D6A5},{0x1D6A8,0x1D6C0},{0x1D6C2,0x1D6DA},{0x1D6DC,0x1D6FA},
+    {0x1D6FC,0x1D714},{0x1D716,0x1D734},{0x1D736,0x1D74E},{0x1D750,0x1D76E},{0x1D770,0x1D788},{0x1D78A,0x1D7A8},
+    {0x1D7AA,0x1D7C2},{0x1D7C4,0x1D7CB},{0x1DF00,0x1DF1E},{0x1DF25,0x1DF2A},{0x1E030,0x1E06D},{0x1E100,0x1E12C},
+    {0x1E137,0x1E13D},{0x1E14E,0x1E14E},{0x1E290,0x1E2AD},{0x1E2C0,0x1E2EB},{0x1E4D0,0x1E4EB},{0x1E7E0,0x1E7E6},
+    {0x1E7E8,0x1E7EB},{0x1E7ED,0x1E7EE},{0x1E7F0,0x1E7FE},{0x1E800,0x1E8C4},{0x1E900,0x1E943},{0x1E94B,0x1E94B},
+    {0x1EE00,0x1EE03},{0x1EE05,0x1EE1F},{0x1EE21,0x1EE22},{0x1EE24,0x1EE24},{0x1EE27,0x1EE27},{0x1EE29,0x1EE32},
+    {0x1EE34,0x1EE37},{0x1EE39,0x1EE39},{0x1EE3B,0x1EE3B},{0x1EE42,0x1EE42},{0x1EE47,0x1EE47},{0x1EE49,0x1EE49},
+    {0x1EE4B,0x1EE4B},{0x1EE4D,0x1EE4F},{0x1EE51,0x1EE52},{0x1EE54,0x1EE54},{0x1EE57,0x1EE57},{0x1EE59,0x1EE59},
+    {0x1EE5B,0x1EE5B},{0x1EE5D,0x1EE5D},{0x1EE5F,0x1EE5F},{0x1EE61,0x1EE62},{0x1EE64,0x1EE64},{0x1EE67,0x1EE6A},
+    {0x1EE6C,0x1EE72},{0x1EE74,0x1EE77},{0x1EE79,0x1EE7C},{0x1EE7E,0x1EE7E},{0x1EE80,0x1EE89},{0x1EE8B,0x1EE9B},
+    {0x1EEA1,0x1EEA3},{0x1EEA5,0x1EEA9},{0x1EEAB,0x1EEBB},{0x20000,0x2A6DF},{0x2A700,0x2B739},{0x2B740,0x2B81D},
+    {0x2B820,0x2CEA1},{0x2CEB0,0x2EBE0},{0x2F800,0x2FA1D},{0x30000,0x3134A},{0x31350,0x323AF},
+};
+static const uint32_t UNICODE_NUMBERS[][2] = { /* 137 ranges */
+    {0x30,0x39},{0xB2,0xB3},{0xB9,0xB9},{0xBC,0xBE},{0x660,0x669},{0x6F0,0x6F9},
+    {0x7C0,0x7C9},{0x966,0x96F},{0x9E6,0x9EF},{0x9F4,0x9F9},{0xA66,0xA6F},{0xAE6,0xAEF},
+    {0xB66,0xB6F},{0xB72,0xB77},{0xBE6,0xBF2},{0xC66,0xC6F},{0xC78,0xC7E},{0xCE6,0xCEF},
+    {0xD58,0xD5E},{0xD66,0xD78},{0xDE6,0xDEF},{0xE50,0xE59},{0xED0,0xED9},{0xF20,0xF33},
+    {0x1040,0x1049},{0x1090,0x1099},{0x1369,0x137C},{0x16EE,0x16F0},{0x17E0,0x17E9},{0x17F0,0x17F9},
+    {0x1810,0x1819},{0x1946,0x194F},{0x19D0,0x19DA},{0x1A80,0x1A89},{0x1A90,0x1A99},{0x1B50,0x1B59},
+    {0x1BB0,0x1BB9},{0x1C40,0x1C49},{0x1C50,0x1C59},{0x2070,0x2070},{0x2074,0x2079},{0x2080,0x2089},
+    {0x2150,0x2182},{0x2185,0x2189},{0x2460,0x249B},{0x24EA,0x24FF},{0x2776,0x2793},{0x2CFD,0x2CFD},
+    {0x3007,0x3007},{0x3021,0x3029},{0x3038,0x303A},{0x3192,0x3195},{0x3220,0x3229},{0x3248,0x324F},
+    {0x3251,0x325F},{0x3280,0x3289},{0x32B1,0x32BF},{0xA620,0xA629},{0xA6E6,0xA6EF},{0xA830,0xA835},
+    {0xA8D0,0xA8D9},{0xA900,0xA909},{0xA9D0,0xA9D9},{0xA9F0,0xA9F9},{0xAA50,0xAA59},{0xABF0,0xABF9},
+    {0xFF10,0xFF19},{0x10107,0x10133},{0x10140,0x10178},{0x1018A,0x1018B},{0x102E1,0x102FB},{0x10320,0x10323},
+    {0x10341,0x10341},{0x1034A,0x1034A},{0x103D1,0x103D5},{0x104A0,0x104A9},{0x10858,0x1085F},{0x10879,0x1087F},
+    {0x108A7,0x108AF},{0x108FB,0x108FF},{0x10916,0x1091B},{0x109BC,0x109BD},{0x109C0,0x109CF},{0x109D2,0x109FF},
+    {0x10A40,0x10A48},{0x10A7D,0x10A7E},{0x10A9D,0x10A9F},{0x10AEB,0x10AEF},{0x10B58,0x10B5F},{0x10B78,0x10B7F},
+    {0x10BA9,0x10BAF},{0x10CFA,0x10CFF},{0x10D30,0x10D39},{0x10E60,0x10E7E},{0x10F1D,0x10F26},{0x10F51,0x10F54},
+    {0x10FC5,0x10FCB},{0x11052,0x1106F},{0x110F0,0x110F9},{0x11136,0x1113F},{0x111D0,0x111D9},{0x111E1,0x111F4},
+    {0x112F0,0x112F9},{0x11450,0x11459},{0x114D0,0x114D9},{0x11650,0x11659},{0x116C0,0x116C9},{0x11730,0x1173B},
+    {0x118E0,0x118F2},{0x11950,0x11959},{0x11C50,0x11C6C},{0x11D50,0x11D59},{0x11DA0,0x11DA9},{0x11F50,0x11F59},
+    {0x11FC0,0x11FD4},{0x12400,0x1246E},{0x16A60,0x16A69},{0x16AC0,0x16AC9},{0x16B50,0x16B59},{0x16B5B,0x16B61},
+    {0x16E80,0x16E96},{0x1D2C0,0x1D2D3},{0x1D2E0,0x1D2F3},{0x1D360,0x1D378},{0x1D7CE,0x1D7FF},{0x1E140,0x1E149},
+    {0x1E2F0,0x1E2F9},{0x1E4F0,0x1E4F9},{0x1E8C7,0x1E8CF},{0x1E950,0x1E959},{0x1EC71,0x1ECAB},{0x1ECAD,0x1ECAF},
+    {0x1ECB1,0x1ECB4},{0x1ED01,0x1ED2D},{0x1ED2F,0x1ED3D},{0x1F100,0x1F10C},{0x1FBF0,0x1FBF9},
+};
+
+static int in_ranges(uint32_t cp, const uint32_t (*r)[2], int n) {
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid - 1;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+static int is_letter(uint32_t cp) {
+    if (cp < 0x80) return (cp | 0x20) >= 'a' && (cp | 0x20) <= 'z';
+    return in_ranges(cp, UNICODE_LETTERS, (int)(sizeof UNICODE_LETTERS / sizeof UNICODE_LETTERS[0]));
+}
+
+static int is_number(uint32_t cp) {
+    if (cp < 0x80) return cp >= '0' && cp <= '9';
+    return in_ranges(cp, UNICODE_NUMBERS, (int)(sizeof UNICODE_NUMBERS / sizeof UNICODE_NUMBERS[0]));
+}
+
+static int is_space(uint32_t cp) { /* \s: Unicode White_Space */
+    return (cp >= 9 && cp <= 13) || cp == ' ' || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+           cp == 0x3000;
+}
+
+static int is_newline(uint32_t cp) { return cp == '\r' || cp == '\n'; }
+static int is_other(uint32_t cp) { return !is_space(cp) && !is_letter(cp) && !is_number(cp); }
+
+/* ---- Pre-tokenizers: the first piece of the text, coded from the regex ---- */
+
+/* Bytes of the run of characters at s[i..n) for which `in_class` holds. */
+static size_t skip_class(const uint8_t *s, size_t n, size_t i, int (*in_class)(uint32_t), int max_chars) {
+    for (int count = 0; i < n && count < max_chars; count++) {
+        int len;
+        if (!in_class(decode_char(s + i, n - i, &len))) break;
+        i += len;
+    }
+    return i;
+}
+
+/* 's 't 're 've 'm 'll 'd (any case when ignore_case: Llama 3 and Qwen2 write
+   (?i:...), in which the long s U+017F is an s). Returns the length or 0. */
+static size_t contraction(const uint8_t *s, size_t n, int ignore_case) {
+    if (n < 2 || s[0] != '\'') return 0;
+    int c1 = ignore_case && s[1] < 0x80 ? tolower(s[1]) : s[1];
+    int c2 = n >= 3 ? (ignore_case && s[2] < 0x80 ? tolower(s[2]) : s[2]) : 0;
+    if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') return 2;
+    if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) return 3;
+    if (ignore_case && n >= 3 && s[1] == 0xC5 && s[2] == 0xBF) return 3; /* 'ſ */
+    return 0;
+}
+
+/* Whitespace at s (the first character is a space):
+     \s*[\r\n]+   (newline_rule: up to the last newline of the run)
+     \s+(?!\S)    (the run, but its last space stays for the next piece)
+     \s+          (the run)                                                */
+static size_t whitespace_piece(const uint8_t *s, size_t n, int newline_rule) {
+    size_t i = 0, last_start = 0, after_newline = 0;
+    int chars = 0;
+    while (i < n) {
+        int len;
+        uint32_t cp = decode_char(s + i, n - i, &len);
+        if (!is_space(cp)) break;
+        last_start = i;
+        i += len;
+        chars++;
+        if (is_newline(cp)) after_newline = i;
+    }
+    if (newline_rule && after_newline > 0) return after_newline;
+    if (i == n || chars < 2) return i;
+    return last_start;
+}
+
+/* Llama 3 (max_digits 3) and Qwen2 (max_digits 1):
+     (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
+     | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+                    */
+static size_t pretok_llama3(const uint8_t *s, size_t n, int max_digits) {
+    size_t k = contraction(s, n, 1);
+    if (k) return k;
+    int l0, l1 = 0;
+    uint32_t c0 = decode_char(s, n, &l0), c1 = (size_t)l0 < n ? decode_char(s + l0, n - l0, &l1) : NOT_A_CHAR;
+    if (is_letter(c0)) return skip_class(s, n, 0, is_letter, INT32_MAX);
+    if (!is_newline(c0) && !is_number(c0) && l1 && is_letter(c1)) return skip_class(s, n, l0, is_letter, INT32_MAX);
+    if (is_number(c0)) return skip_class(s, n, 0, is_number, max_digits);
+    size_t i = c0 == ' ' && l1 && is_other(c1) ? 1 : 0;
+    if (i == 1 || is_other(c0)) return skip_class(s, n, skip_class(s, n, i, is_other, INT32_MAX), is_newline, INT32_MAX);
+    return whitespace_piece(s, n, 1);
+}
+
+/* GPT-2:  's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+static size_t pretok_gpt2(const uint8_t *s, size_t n) {
+    size_t k = contraction(s, n, 0);
+    if (k) return k;
+    int l0, l1 = 0;
+    uint32_t c0 = decode_char(s, n, &l0), c1 = (size_t)l0 < n ? decode_char(s + l0, n - l0, &l1) : NOT_A_CHAR;
+    int (*classes[3])(uint32_t) = {is_letter, is_number, is_other};
+    for (int c = 0; c < 3; c++) {
+        if (classes[c](c0)) return skip_class(s, n, 0, classes[c], INT32_MAX);
+        if (c0 == ' ' && l1 && classes[c](c1)) return skip_class(s, n, 1, classes[c], INT32_MAX);
+    }
+    return whitespace_piece(s, n, 0);
+}
+
+/* Length of the first pre-token of s[0..n), n > 0. */
+static size_t pretokenize(int kind, const uint8_t *s, size_t n) {
+    switch (kind) {
+    case PRETOK_LLAMA3: return pretok_llama3(s, n, 3);
+    case PRETOK_QWEN2: return pretok_llama3(s, n, 1);
+    case PRETOK_GPT2: return pretok_gpt2(s, n);
+    default: return n;
+    }
+}
+
+/* ---- BPE merging ---- */
 
 /* SentencePiece's normalization of the text (see the top of this section).
    Returns a new buffer and its length in *out_len. */
@@ -886,7 +1247,7 @@ static char *normalize_text(const Tokenizer *t, const char *text, size_t len, si
             i += cl;
         }
         if (remove_ws && n > 0 && out[n - 1] == ' ') {
-            /* collapse runs of spaces, and drop them at the end */
+            /* squeeze runs of spaces, and drop them at the end */
             while (i < len && s[i] == ' ') i++;
             if (i >= len) n--;
         }
@@ -897,9 +1258,10 @@ static char *normalize_text(const Tokenizer *t, const char *text, size_t len, si
 
 /* A candidate merge of the adjacent symbols left and right. */
 typedef struct {
-    float score;
+    float score;   /* priority: higher merges first */
     int left, right;
-    int len; /* bytes of the merged piece: the pair is stale if this changed */
+    int len;       /* bytes of the merged symbol: the pair is stale if this changed */
+    int id;        /* token of the merged symbol */
 } MergeCandidate;
 
 /* Max-heap on (score, then smaller left position), SentencePiece's order. */
@@ -934,86 +1296,165 @@ static MergeCandidate heap_pop(MergeCandidate *heap, int *n) {
 }
 
 typedef struct {
-    int start, len;   /* bytes of the normalized text this symbol covers */
+    int start, len;   /* bytes of the text this symbol covers; len 0 once merged away */
     int prev, next;   /* neighbours in the linked list, -1 at the ends */
-    int frozen;       /* user-defined piece: never merged */
+    int id;           /* its token, -1 if not in the vocabulary */
 } Symbol;
+
+/* Scratch space for merging, sized for the longest segment of a text. */
+typedef struct {
+    Symbol *sym;
+    MergeCandidate *heap;
+} BpeScratch;
 
 static void try_pair(const Tokenizer *t, const char *text, const Symbol *sym, int left,
                      MergeCandidate *heap, int *n_heap) {
     if (left < 0) return;
     int right = sym[left].next;
-    if (right < 0 || sym[left].frozen || sym[right].frozen) return;
-    int len = sym[left].len + sym[right].len;
-    int id = lookup_piece(t, text + sym[left].start, len);
-    if (id < 0) return;
-    MergeCandidate c = {t->scores[id], left, right, len};
+    if (right < 0) return;
+    MergeCandidate c = {0.0f, left, right, sym[left].len + sym[right].len, -1};
+    if (t->n_merges > 0) { /* merge list: earlier merges first */
+        if (sym[left].id < 0 || sym[right].id < 0) return;
+        int m = lookup_merge(t, sym[left].id, sym[right].id);
+        if (m < 0) return;
+        c.score = -(float)m;
+        c.id = t->merges[3 * m + 2];
+    } else { /* the concatenation is a token: its score first */
+        c.id = lookup_piece(t, text + sym[left].start, c.len);
+        if (c.id < 0) return;
+        c.score = t->scores[c.id];
+    }
     heap_push(heap, n_heap, c);
 }
 
-/* Encodes text into token ids. tokens must have room for
-   text_len * 3 + 3 ids (the most any text can produce). Returns the count. */
-static int encode(const Tokenizer *t, const char *text, size_t text_len, int add_bos, int *tokens) {
-    int n_tokens = 0;
-    if (add_bos && t->bos_id >= 0 && (t->flags & TOKF_ADD_BOS)) tokens[n_tokens++] = t->bos_id;
-    size_t norm_len;
-    char *norm = normalize_text(t, text, text_len, &norm_len);
-    if (norm_len > (size_t)INT32_MAX / 2) fatal("text is too long to tokenize (%zu bytes)", text_len);
-
-    /* Split into characters (user-defined pieces whole), as a linked list. */
-    Symbol *sym = xmalloc((norm_len + 1) * sizeof(Symbol));
-    int n_sym = 0;
-    for (size_t i = 0; i < norm_len;) {
-        int len = 0, frozen = 0;
-        for (int u = 0; u < t->n_user_defined; u++) { /* longest user-defined match */
-            int id = t->user_defined[u], ul = t->lengths[id];
-            if (ul > len && (size_t)ul <= norm_len - i && memcmp(norm + i, t->pieces[id], ul) == 0) {
-                len = ul;
-                frozen = 1;
-            }
+/* BPE on one segment s[0..len): SentencePiece's characters or byte-level's
+   bytes, merged by priority. Writes the tokens to out; returns their count. */
+static int bpe_segment(const Tokenizer *t, const char *s, int len, BpeScratch *scratch, int *out) {
+    if (len == 0) return 0;
+    if (t->flags & TOKF_IGNORE_MERGES) { /* a piece that is a token is taken whole */
+        int id = lookup_piece(t, s, len);
+        if (id >= 0) {
+            out[0] = id;
+            return 1;
         }
-        if (!frozen) len = utf8_char_len((const uint8_t *)norm + i, norm_len - i);
-        if (len == 0) len = 1; /* cannot happen after normalization */
-        sym[n_sym] = (Symbol){(int)i, len, n_sym - 1, n_sym + 1, frozen};
-        n_sym++;
-        i += len;
     }
-    if (n_sym > 0) sym[n_sym - 1].next = -1;
+    Symbol *sym = scratch->sym;
+    int n_sym = 0;
+    for (int i = 0; i < len;) {
+        int l = t->kind == KIND_BYTE_LEVEL ? 1 : utf8_char_len((const uint8_t *)s + i, len - i);
+        if (l == 0) l = 1; /* cannot happen after normalization */
+        int id = t->kind == KIND_BYTE_LEVEL ? t->byte_ids[(uint8_t)s[i]] : lookup_piece(t, s + i, l);
+        if (id < 0 && t->kind == KIND_BYTE_LEVEL) { /* a byte with no token: dropped */
+            i += l;
+            continue;
+        }
+        sym[n_sym] = (Symbol){i, l, n_sym - 1, n_sym + 1, id};
+        n_sym++;
+        i += l;
+    }
+    if (n_sym == 0) return 0;
+    sym[n_sym - 1].next = -1;
 
     /* Merge the best pair until none is left. Stale candidates (a side
-       already merged into something else) are skipped when popped. */
-    MergeCandidate *heap = xmalloc((size_t)(2 * n_sym + 1) * sizeof(MergeCandidate));
+       already merged into something else) are skipped when popped. A heap
+       holds fewer than 2 * n_sym candidates: n_sym - 1 at first, and each
+       merge removes one and adds at most two. */
+    MergeCandidate *heap = scratch->heap;
     int n_heap = 0;
-    for (int i = 0; i < n_sym; i++) try_pair(t, norm, sym, i, heap, &n_heap);
+    for (int i = 0; i < n_sym; i++) try_pair(t, s, sym, i, heap, &n_heap);
     while (n_heap > 0) {
         MergeCandidate c = heap_pop(heap, &n_heap);
         Symbol *L = &sym[c.left], *R = &sym[c.right];
         if (L->len == 0 || R->len == 0 || L->next != c.right || L->len + R->len != c.len) continue;
         L->len += R->len;
+        L->id = c.id;
         R->len = 0;
         L->next = R->next;
         if (R->next >= 0) sym[R->next].prev = c.left;
-        try_pair(t, norm, sym, L->prev, heap, &n_heap);
-        try_pair(t, norm, sym, c.left, heap, &n_heap);
-        /* a heap holds at most one live candidate per symbol plus stale ones:
-           each merge adds two, and there are fewer than n_sym merges */
+        try_pair(t, s, sym, L->prev, heap, &n_heap);
+        try_pair(t, s, sym, c.left, heap, &n_heap);
     }
 
-    /* Emit ids; pieces not in the vocabulary fall back to byte tokens. */
-    for (int i = n_sym > 0 ? 0 : -1; i >= 0; i = sym[i].next) {
-        int id = lookup_piece(t, norm + sym[i].start, sym[i].len);
-        if (id >= 0) {
-            tokens[n_tokens++] = id;
+    /* Emit the tokens; symbols outside the vocabulary fall back to bytes. */
+    int n = 0;
+    for (int i = 0; i >= 0; i = sym[i].next) {
+        if (sym[i].id >= 0) {
+            out[n++] = sym[i].id;
             continue;
         }
         for (int b = 0; b < sym[i].len; b++) {
-            int bid = t->byte_ids[(uint8_t)norm[sym[i].start + b]];
-            if (bid >= 0) tokens[n_tokens++] = bid;
-            else if (b == 0 && t->unk_id >= 0) tokens[n_tokens++] = t->unk_id; /* one unk per piece */
+            int bid = t->byte_ids[(uint8_t)s[sym[i].start + b]];
+            if (bid >= 0) out[n++] = bid;
+            else if (b == 0 && t->unk_id >= 0) out[n++] = t->unk_id; /* one unk per symbol */
         }
     }
-    free(heap);
-    free(sym);
+    return n;
+}
+
+/* Tokens of text that holds no user-defined token: SentencePiece merges it
+   whole, byte-level BPE piece by piece. */
+static int encode_span(const Tokenizer *t, const char *s, size_t len, BpeScratch *scratch, int *out) {
+    if (t->kind == KIND_SENTENCEPIECE) return bpe_segment(t, s, (int)len, scratch, out);
+    int n = 0;
+    const uint8_t *u = (const uint8_t *)s;
+    for (size_t pos = 0; pos < len;) {
+        size_t run = len - pos;
+        int pretok = t->pretok;
+        if (pretok == PRETOK_SMOLLM) {
+            /* SmolLM2: each digit alone first, then GPT-2's pattern on the rest */
+            int cl;
+            if (is_number(decode_char(u + pos, run, &cl))) {
+                n += bpe_segment(t, s + pos, cl, scratch, out + n);
+                pos += cl;
+                continue;
+            }
+            size_t end = pos;
+            while (end < len && !is_number(decode_char(u + end, len - end, &cl))) end += cl;
+            run = end - pos;
+            pretok = PRETOK_GPT2;
+        }
+        for (size_t end = pos + run; pos < end;) {
+            size_t piece = pretokenize(pretok, u + pos, end - pos);
+            n += bpe_segment(t, s + pos, (int)piece, scratch, out + n);
+            pos += piece;
+        }
+    }
+    return n;
+}
+
+/* Encodes text into token ids, BOS first if add_bos and the tokenizer uses
+   one. tokens must have room for text_len * 3 + 3 ids (the most any text
+   can produce). Returns the count. */
+static int encode(const Tokenizer *t, const char *text, size_t text_len, int add_bos, int *tokens) {
+    int n_tokens = 0;
+    if (add_bos && t->bos_id >= 0 && (t->flags & TOKF_ADD_BOS)) tokens[n_tokens++] = t->bos_id;
+    size_t len = text_len;
+    char *norm = NULL;
+    if (t->kind == KIND_SENTENCEPIECE) text = norm = normalize_text(t, text, text_len, &len);
+    if (len > (size_t)INT32_MAX / 4) fatal("text is too long to tokenize (%zu bytes)", text_len);
+    BpeScratch scratch = {xmalloc((len + 1) * sizeof(Symbol)), xmalloc((2 * len + 2) * sizeof(MergeCandidate))};
+
+    /* Cut out user-defined tokens (longest match), encode what lies between. */
+    size_t done = 0;
+    for (size_t i = 0; i < len && t->n_user_defined > 0;) {
+        int best = -1;
+        for (int u = 0; u < t->n_user_defined; u++) {
+            int id = t->user_defined[u], ul = t->lengths[id];
+            if ((size_t)ul <= len - i && (best < 0 || ul > t->lengths[best]) && memcmp(text + i, t->pieces[id], ul) == 0)
+                best = id;
+        }
+        if (best < 0) {
+            i++;
+            continue;
+        }
+        n_tokens += encode_span(t, text + done, i - done, &scratch, tokens + n_tokens);
+        tokens[n_tokens++] = best;
+        i += t->lengths[best];
+        done = i;
+    }
+    n_tokens += encode_span(t, text + done, len - done, &scratch, tokens + n_tokens);
+    free(scratch.sym);
+    free(scratch.heap);
     free(norm);
     return n_tokens;
 }
@@ -1259,7 +1700,7 @@ static void usage(FILE *f) {
             "  -n <int>    positions to run, prompt included, default 256 (0 = the model's maximum)\n"
             "  -i <string> input prompt\n"
             "  -f <path>   read the input prompt from a file\n"
-            "  -z <path>   tokenizer file, default tokenizer.bin\n"
+            "  -z <path>   tokenizer file, default: tokenizer.bin beside the model, else in the current directory\n"
             "  -m <string> mode: generate (default), tokenize or perplexity\n"
             "  -y <string> system prompt (chat mode only)\n"
             "  -h          this help\n");
@@ -1284,9 +1725,27 @@ static long long parse_integer(const char *flag, const char *value, long long lo
     return v;
 }
 
+/* Without -z: tokenizer.bin beside the model file, else in the current
+   directory (llama2.c's default). */
+static char *default_tokenizer_path(const char *model_path) {
+    const char *name = "tokenizer.bin";
+    if (model_path) {
+        const char *slash = strrchr(model_path, '/');
+        size_t dir_len = slash ? (size_t)(slash - model_path) + 1 : 0;
+        char *beside = xmalloc(dir_len + strlen(name) + 1);
+        memcpy(beside, model_path, dir_len);
+        strcpy(beside + dir_len, name);
+        if (access(beside, F_OK) == 0) return beside;
+        free(beside);
+    }
+    char *here = xmalloc(strlen(name) + 1);
+    strcpy(here, name);
+    return here;
+}
+
 #ifndef RUN_NO_MAIN
 int main(int argc, char **argv) {
-    const char *model_path = NULL, *tokenizer_path = "tokenizer.bin", *prompt = NULL, *prompt_file = NULL;
+    const char *model_path = NULL, *tokenizer_path = NULL, *prompt = NULL, *prompt_file = NULL;
     const char *mode = "generate", *system_prompt = NULL;
     float temperature = 1.0f, topp = 0.9f;
     long long seed = 0, steps = 256;
@@ -1346,6 +1805,8 @@ int main(int argc, char **argv) {
     Model model;
     int have_model = model_path != NULL;
     if (have_model) build_model(&model, model_path);
+    char *found_tokenizer = NULL;
+    if (!tokenizer_path) tokenizer_path = found_tokenizer = default_tokenizer_path(model_path);
     Tokenizer tok;
     build_tokenizer(&tok, tokenizer_path, have_model ? model.config.vocab_size : 0);
 
@@ -1391,6 +1852,7 @@ int main(int argc, char **argv) {
 
     free(tokens);
     free(prompt_buf);
+    free(found_tokenizer);
     free_tokenizer(&tok);
     if (have_model) free_model(&model);
     return 0;
