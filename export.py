@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Convert checkpoints and tokenizers into the files run.c reads.
 
-    python3 export.py OUT.bin --hf DIR              Hugging Face Llama directory
+    python3 export.py OUT.bin --hf DIR              Hugging Face directory (Llama, Mistral,
+                                                    Qwen2; its tokenizer goes to tokenizer.bin
+                                                    beside OUT.bin)
     python3 export.py OUT.bin --llama2c IN.bin      llama2.c legacy model file
-    python3 export.py OUT.bin --tokenizer tokenizer.model
-                                                    SentencePiece tokenizer
+    python3 export.py OUT.bin --tokenizer PATH      tokenizer.model (SentencePiece or
+                                                    tiktoken) or tokenizer.json
 
 Needs only Python 3 and numpy. The file formats are described in README.md
 (section "File formats") and at the top of the matching sections of run.c.
@@ -24,7 +26,7 @@ MODEL_HEADER_SIZE = 256
 TENSOR_ALIGN = 64
 MAX_EOS = 8
 WEIGHT_F32 = 0
-FLAG_TIED_CLASSIFIER = 1
+FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS = 1, 2
 
 TOKENIZER_MAGIC = b"RUNT"
 TOKENIZER_VERSION = 1
@@ -48,7 +50,7 @@ def model_header(cfg):
     if len(eos) > MAX_EOS:
         raise ExportError(f"at most {MAX_EOS} EOS ids are supported, got {len(eos)}")
     rope = cfg.get("rope_scaling") or {}
-    flags = FLAG_TIED_CLASSIFIER if cfg["tied"] else 0
+    flags = (FLAG_TIED_CLASSIFIER if cfg["tied"] else 0) | (FLAG_QKV_BIAS if cfg.get("qkv_bias") else 0)
     head = struct.pack(
         "<4sI8i4fif3ii",
         MODEL_MAGIC, MODEL_VERSION,
@@ -68,8 +70,12 @@ def tensor_order(cfg):
     order = [("tok_embeddings", (cfg["vocab_size"], d))]
     for i in range(cfg["n_layers"]):
         p = f"layers.{i}."
-        order += [(p + "attention_norm", (d,)), (p + "wq", (q, d)), (p + "wk", (kv, d)), (p + "wv", (kv, d)),
-                  (p + "wo", (d, q)), (p + "ffn_norm", (d,)), (p + "w1", (h, d)), (p + "w2", (d, h)),
+        order.append((p + "attention_norm", (d,)))
+        for w, rows in (("q", q), ("k", kv), ("v", kv)):
+            order.append((p + "w" + w, (rows, d)))
+            if cfg.get("qkv_bias"):
+                order.append((p + "b" + w, (rows,)))
+        order += [(p + "wo", (d, q)), (p + "ffn_norm", (d,)), (p + "w1", (h, d)), (p + "w2", (d, h)),
                   (p + "w3", (h, d))]
     order.append(("norm", (d,)))
     if not cfg["tied"]:
@@ -198,13 +204,16 @@ class HuggingFaceCheckpoint:
     def make_config(self):
         hf = self.hf
         model_type = hf.get("model_type", "llama")
-        if model_type != "llama":
-            raise ExportError(f"{self.dir}: model_type {model_type!r} is not supported (expected 'llama')")
+        if model_type not in ("llama", "mistral", "qwen2"):
+            raise ExportError(f"{self.dir}: model_type {model_type!r} is not supported "
+                              "(supported: llama, mistral, qwen2)")
         if hf.get("hidden_act", "silu") != "silu":
             raise ExportError(f"{self.dir}: hidden_act {hf['hidden_act']!r} is not supported (expected 'silu')")
         for flag in ("attention_bias", "mlp_bias"):
             if hf.get(flag):
                 raise ExportError(f"{self.dir}: {flag} is not supported")
+        if model_type == "qwen2" and hf.get("use_sliding_window"):
+            raise ExportError(f"{self.dir}: Qwen2 sliding-window attention is not supported")
         n_heads = hf["num_attention_heads"]
         dim = hf["hidden_size"]
         head_dim = hf.get("head_dim") or dim // n_heads
@@ -212,9 +221,16 @@ class HuggingFaceCheckpoint:
         emb_rows = self.files["model.embed_tokens.weight"].tensors["model.embed_tokens.weight"][1][0] \
             if "model.embed_tokens.weight" in self.files else vocab
         tied = bool(hf.get("tie_word_embeddings", False)) or "lm_head.weight" not in self.files
-        eos = hf.get("eos_token_id", 2)
-        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        eos = as_list(hf.get("eos_token_id", 2)) + as_list(self.generation_config().get("eos_token_id"))
+        eos = list(dict.fromkeys(eos))  # unique, in order
         bos = hf.get("bos_token_id", 1)
+        seq_len = hf.get("max_position_embeddings", 2048)
+        window = hf.get("sliding_window") if model_type == "mistral" else None
+        if window and window < seq_len:
+            # Mistral 7B v0.1 attends to the last 4096 positions only: run.c
+            # has no sliding window, so the context stops at the window.
+            progress_done(f"note: sliding window of {window}: the context is capped at {window} positions")
+            seq_len = window
         return {
             "dim": dim,
             "hidden_dim": hf["intermediate_size"],
@@ -223,14 +239,22 @@ class HuggingFaceCheckpoint:
             "n_kv_heads": hf.get("num_key_value_heads") or n_heads,
             "head_dim": head_dim,
             "vocab_size": emb_rows,
-            "seq_len": hf.get("max_position_embeddings", 2048),
+            "seq_len": seq_len,
             "rope_theta": float(hf.get("rope_theta", 10000.0)),
             "rope_scaling": self.rope_scaling(hf.get("rope_scaling")),
             "norm_eps": float(hf.get("rms_norm_eps", 1e-6)),
             "tied": tied,
+            "qkv_bias": model_type == "qwen2",
             "bos_id": -1 if bos is None else bos,
             "eos_ids": eos,
         }
+
+    def generation_config(self):
+        path = os.path.join(self.dir, "generation_config.json")
+        if not os.path.isfile(path):
+            return {}
+        with open(path) as f:
+            return json.load(f)
 
     def rope_scaling(self, rs):
         if not rs:
@@ -255,24 +279,31 @@ class HuggingFaceCheckpoint:
             return self.tensor("lm_head.weight")
         _, i, kind = name.split(".")
         p = f"model.layers.{i}."
-        if kind == "wq":
-            return unpermute_rope(self.tensor(p + "self_attn.q_proj.weight"), c["n_heads"], c["head_dim"])
-        if kind == "wk":
-            return unpermute_rope(self.tensor(p + "self_attn.k_proj.weight"), c["n_kv_heads"], c["head_dim"])
+        if kind in ("wq", "wk", "bq", "bk"):
+            heads = c["n_heads"] if kind[1] == "q" else c["n_kv_heads"]
+            part = "weight" if kind[0] == "w" else "bias"
+            return unpermute_rope(self.tensor(f"{p}self_attn.{kind[1]}_proj.{part}"), heads, c["head_dim"])
+        if kind == "bv":
+            return self.tensor(p + "self_attn.v_proj.bias")
         hf_names = {"wv": "self_attn.v_proj.weight", "wo": "self_attn.o_proj.weight",
                     "w1": "mlp.gate_proj.weight", "w2": "mlp.down_proj.weight", "w3": "mlp.up_proj.weight",
                     "attention_norm": "input_layernorm.weight", "ffn_norm": "post_attention_layernorm.weight"}
         return self.tensor(p + hf_names[kind])
 
 
+def as_list(ids):
+    return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+
+
 def unpermute_rope(w, n_heads, head_dim):
     """Hugging Face rotates the pairs (i, i + head_dim/2) of each head; run.c
     rotates (2i, 2i + 1). Reorder the output rows of wq or wk so that row
     2i of a head is Hugging Face's row i and row 2i + 1 is its row i + head_dim/2."""
-    rows, cols = w.shape
+    rows = w.shape[0]
     if rows != n_heads * head_dim:
         raise ExportError(f"attention weight has {rows} rows, expected {n_heads} heads x {head_dim}")
-    return w.reshape(n_heads, 2, head_dim // 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
+    cols = w.shape[1:]  # (dim,) for a weight, () for a bias
+    return w.reshape(n_heads, 2, head_dim // 2, *cols).swapaxes(1, 2).reshape(rows, *cols)
 
 
 # ---------------------------------------------------------------------------
@@ -650,6 +681,10 @@ def main(argv=None):
             return 0
         ckpt = HuggingFaceCheckpoint(args.hf) if args.hf else Llama2cCheckpoint(args.llama2c)
         write_model(args.out, ckpt.config, ckpt.get)
+        if args.hf and any(os.path.isfile(os.path.join(args.hf, n)) for n in ("tokenizer.model", "tokenizer.json")):
+            # run.c looks for tokenizer.bin beside the model
+            tok_out = os.path.join(os.path.dirname(os.path.abspath(args.out)), "tokenizer.bin")
+            export_tokenizer(args.hf, tok_out, vocab_size=ckpt.config["vocab_size"])
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

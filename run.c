@@ -100,8 +100,11 @@ static char *read_file(const char *path, size_t *len) {
          for each layer:
            attn_norm                  (dim)
            wq                         (n_heads * head_dim, dim)
+           bq                         (n_heads * head_dim)     only with FLAG_QKV_BIAS
            wk                         (n_kv_heads * head_dim, dim)
+           bk                         (n_kv_heads * head_dim)  only with FLAG_QKV_BIAS
            wv                         (n_kv_heads * head_dim, dim)
+           bv                         (n_kv_heads * head_dim)  only with FLAG_QKV_BIAS
            wo                         (dim, n_heads * head_dim)
            ffn_norm                   (dim)
            w1 (gate)                  (hidden_dim, dim)
@@ -124,7 +127,7 @@ static char *read_file(const char *path, size_t *len) {
 #define MAX_EOS 8
 
 enum { WEIGHT_F32 = 0 };
-enum { FLAG_TIED_CLASSIFIER = 1u << 0 };
+enum { FLAG_TIED_CLASSIFIER = 1u << 0, FLAG_QKV_BIAS = 1u << 1 };
 
 typedef struct {
     uint32_t magic;         /* MODEL_MAGIC */
@@ -143,7 +146,7 @@ typedef struct {
     float rope_high_freq_factor;
     int32_t rope_original_seq_len;
     float norm_eps;         /* RMSNorm epsilon */
-    uint32_t flags;         /* FLAG_TIED_CLASSIFIER */
+    uint32_t flags;         /* FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS */
     int32_t weight_type;    /* WEIGHT_F32 */
     int32_t bos_id;
     int32_t n_eos;          /* how many of eos_ids are used */
@@ -160,6 +163,7 @@ typedef struct {
     int rope_original_seq_len;
     float norm_eps;
     int tied_classifier;
+    int qkv_bias;   /* q, k and v projections have biases (Qwen2) */
     int weight_type;
     int bos_id;
     int n_eos;
@@ -172,6 +176,9 @@ typedef struct {
     const float *wq;        /* (n_heads * head_dim, dim) */
     const float *wk;        /* (n_kv_heads * head_dim, dim) */
     const float *wv;        /* (n_kv_heads * head_dim, dim) */
+    const float *bq;        /* (n_heads * head_dim) or NULL: biases of the */
+    const float *bk;        /* (n_kv_heads * head_dim)   q, k and v */
+    const float *bv;        /* (n_kv_heads * head_dim)   projections */
     const float *wo;        /* (dim, n_heads * head_dim) */
     const float *ffn_norm;  /* (dim) */
     const float *w1;        /* (hidden_dim, dim) */
@@ -278,8 +285,11 @@ static void map_weights(Weights *w, const Config *c, TensorReader *r) {
             LayerWeights *lw = &w->layers[l];
             lw->attn_norm = take_tensor(r, dim, "attn_norm");
             lw->wq = take_tensor(r, q_dim * dim, "wq");
+            if (c->qkv_bias) lw->bq = take_tensor(r, q_dim, "bq");
             lw->wk = take_tensor(r, kv_dim * dim, "wk");
+            if (c->qkv_bias) lw->bk = take_tensor(r, kv_dim, "bk");
             lw->wv = take_tensor(r, kv_dim * dim, "wv");
+            if (c->qkv_bias) lw->bv = take_tensor(r, kv_dim, "bv");
             lw->wo = take_tensor(r, dim * q_dim, "wo");
             lw->ffn_norm = take_tensor(r, dim, "ffn_norm");
             lw->w1 = take_tensor(r, hidden * dim, "w1");
@@ -334,7 +344,9 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
         c->rope_original_seq_len = h.rope_original_seq_len;
         c->norm_eps = h.norm_eps;
         c->tied_classifier = (h.flags & FLAG_TIED_CLASSIFIER) != 0;
-        if (h.flags & ~FLAG_TIED_CLASSIFIER) fatal("%s: unknown flags 0x%x in model header", path, h.flags);
+        c->qkv_bias = (h.flags & FLAG_QKV_BIAS) != 0;
+        if (h.flags & ~(FLAG_TIED_CLASSIFIER | FLAG_QKV_BIAS))
+            fatal("%s: unknown flags 0x%x in model header", path, h.flags);
         c->weight_type = h.weight_type;
         c->bos_id = h.bos_id;
         c->n_eos = h.n_eos;
@@ -580,6 +592,11 @@ static float *forward(const Model *m, RunState *s, int token, int pos) {
         matmul(s->q, s->xb, lw->wq, dim, q_dim); /* q = wq(xb) */
         matmul(k, s->xb, lw->wk, dim, kv_dim);   /* k = wk(xb), straight into the cache */
         matmul(v, s->xb, lw->wv, dim, kv_dim);   /* v = wv(xb) */
+        if (c->qkv_bias) { /* q += bq, k += bk, v += bv */
+            for (int i = 0; i < q_dim; i++) s->q[i] += lw->bq[i];
+            for (int i = 0; i < kv_dim; i++) k[i] += lw->bk[i];
+            for (int i = 0; i < kv_dim; i++) v[i] += lw->bv[i];
+        }
         rope(s->q, c->n_heads, head_dim, s->rope_cos, s->rope_sin);
         rope(k, c->n_kv_heads, head_dim, s->rope_cos, s->rope_sin);
 

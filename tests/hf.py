@@ -32,6 +32,9 @@ def random_llama(config, seed):
         w[p + "self_attn.k_proj.weight"] = linear(nkv * hd, d)
         w[p + "self_attn.v_proj.weight"] = linear(nkv * hd, d)
         w[p + "self_attn.o_proj.weight"] = linear(d, nh * hd)
+        if config.get("model_type") == "qwen2":  # Qwen2: biases on q, k and v
+            for n, rows in (("q", nh * hd), ("k", nkv * hd), ("v", nkv * hd)):
+                w[p + f"self_attn.{n}_proj.bias"] = rng.normal(0, 0.5, rows).astype(np.float32)
         w[p + "post_attention_layernorm.weight"] = norm(d)
         w[p + "mlp.gate_proj.weight"] = linear(h, d)
         w[p + "mlp.up_proj.weight"] = linear(h, d)
@@ -65,8 +68,9 @@ def write_safetensors(path, tensors, dtype):
             raw = a.astype("<f4").tobytes()
         elif dtype == "F16":
             raw = a.astype("<f2").tobytes()
-        else:  # BF16: already rounded by round_to, keep the top half
-            raw = (a.astype(np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+        else:  # BF16: round to nearest even, keep the top half
+            rounded = round_to({name: a.astype(np.float32)}, "BF16")[name]
+            raw = (rounded.view(np.uint32) >> 16).astype("<u2").tobytes()
         header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)

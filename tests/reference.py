@@ -59,9 +59,9 @@ def forward(config, weights, tokens):
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
         h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
-        q = (h @ w[p + "self_attn.q_proj.weight"].T).reshape(T, n_heads, head_dim)
-        k = (h @ w[p + "self_attn.k_proj.weight"].T).reshape(T, n_kv, head_dim)
-        v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(T, n_kv, head_dim)
+        q, k, v = (h @ w[f"{p}self_attn.{n}_proj.weight"].T + w.get(f"{p}self_attn.{n}_proj.bias", 0.0)
+                   for n in "qkv")  # Qwen2 has biases on q, k and v
+        q, k, v = q.reshape(T, n_heads, head_dim), k.reshape(T, n_kv, head_dim), v.reshape(T, n_kv, head_dim)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         k = np.repeat(k, n_heads // n_kv, axis=1)              # repeat_kv

@@ -1,0 +1,93 @@
+"""Each supported model family, as a tiny random model in its real Hugging
+Face layout (its config.json keys with sizes shrunk, its tensor names, biases
+and tied embeddings), exported and compared with the numpy reference."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import hf
+import reference
+from conftest import export, logits
+
+SMALL = {"vocab_size": 512, "num_hidden_layers": 2}
+
+FAMILIES = {
+    # Llama 3.2 1B: GQA 32/8, head_dim 64, rope_theta 5e5, llama3 rope scaling, tied, three EOS ids
+    "llama3.2": {**SMALL, "model_type": "llama", "hidden_size": 128, "intermediate_size": 256,
+                 "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 16, "rope_theta": 500000.0,
+                 "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                                  "original_max_position_embeddings": 32, "rope_type": "llama3"},
+                 "rms_norm_eps": 1e-5, "tie_word_embeddings": True, "bos_token_id": 128000 % 512,
+                 "eos_token_id": [1, 8, 9], "max_position_embeddings": 1024},
+    # TinyLlama 1.1B: GQA 32/4 (ratio 8), Llama 2 everything else
+    "tinyllama": {**SMALL, "model_type": "llama", "hidden_size": 128, "intermediate_size": 352,
+                  "num_attention_heads": 8, "num_key_value_heads": 1, "rope_theta": 10000.0,
+                  "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "max_position_embeddings": 2048},
+    # SmolLM2 135M: 9 heads / 3 kv heads, rope_theta 1e5, tied
+    "smollm2": {**SMALL, "model_type": "llama", "hidden_size": 96, "intermediate_size": 256,
+                "num_attention_heads": 6, "num_key_value_heads": 2, "rope_theta": 100000.0,
+                "rms_norm_eps": 1e-5, "tie_word_embeddings": True, "max_position_embeddings": 8192},
+    # Mistral 7B v0.1: GQA 32/8, sliding window 4096 of 32768 positions
+    "mistral-v0.1": {**SMALL, "model_type": "mistral", "hidden_size": 128, "intermediate_size": 448,
+                     "num_attention_heads": 8, "num_key_value_heads": 2, "rope_theta": 10000.0,
+                     "rms_norm_eps": 1e-5, "sliding_window": 4096, "max_position_embeddings": 32768,
+                     "tie_word_embeddings": False},
+    # Mistral 7B v0.2+: rope_theta 1e6, no sliding window
+    "mistral-v0.2": {**SMALL, "model_type": "mistral", "hidden_size": 128, "intermediate_size": 448,
+                     "num_attention_heads": 8, "num_key_value_heads": 2, "rope_theta": 1000000.0,
+                     "rms_norm_eps": 1e-5, "sliding_window": None, "max_position_embeddings": 32768,
+                     "tie_word_embeddings": False},
+    # Qwen2.5 0.5B: 14 heads / 2 kv (ratio 7), q/k/v biases, eps 1e-6, rope_theta 1e6, tied
+    "qwen2.5": {**SMALL, "model_type": "qwen2", "hidden_size": 112, "intermediate_size": 304,
+                "num_attention_heads": 7, "num_key_value_heads": 1, "rope_theta": 1000000.0,
+                "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "max_position_embeddings": 32768,
+                "sliding_window": 32768, "use_sliding_window": False, "max_window_layers": 21,
+                "bos_token_id": 500, "eos_token_id": 501},
+}
+
+
+def header(path):
+    with open(path, "rb") as f:
+        h = f.read(112)
+    ints = struct.unpack("<4sI8i", h[:40])
+    n_eos = struct.unpack("<i", h[76:80])[0]
+    return {"seq_len": ints[9], "flags": struct.unpack("<I", h[64:68])[0],
+            "bos": struct.unpack("<i", h[72:76])[0], "eos": list(struct.unpack(f"<{n_eos}i", h[80:80 + 4 * n_eos]))}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_matches_reference(tmp_path, family):
+    config = FAMILIES[family]
+    weights = hf.random_llama(config, seed=3)
+    full = hf.write_checkpoint(tmp_path / "hf", config, weights, dtype="BF16")
+    weights = hf.round_to(weights, "BF16")
+    export(tmp_path / "model.bin", "--hf", tmp_path / "hf")
+    tokens = list(np.random.default_rng(4).integers(0, config["vocab_size"], 40))
+    got = logits(tmp_path / "model.bin", tokens)
+    want = reference.forward(full, weights, tokens)
+    assert np.std(want) > 0.3
+    diff = np.max(np.abs(got - want))
+    assert diff < 1e-4, f"{family}: max abs logit difference {diff:.3g}"
+
+
+def test_header_records_what_changes_the_math(tmp_path):
+    for family, expect in [("llama3.2", {"eos": [1, 8, 9], "flags": 1}), ("qwen2.5", {"flags": 3, "bos": 500}),
+                           ("mistral-v0.1", {"seq_len": 4096, "flags": 0}),
+                           ("mistral-v0.2", {"seq_len": 32768})]:
+        config = FAMILIES[family]
+        hf.write_checkpoint(tmp_path / family, config, hf.random_llama(config, 0))
+        export(tmp_path / f"{family}.bin", "--hf", tmp_path / family)
+        h = header(tmp_path / f"{family}.bin")
+        for key, value in expect.items():
+            assert h[key] == value, f"{family}: {key} is {h[key]}, expected {value}"
+
+
+def test_generation_config_eos_ids_are_added(tmp_path):
+    config = {**FAMILIES["llama3.2"], "eos_token_id": 1}
+    hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, 0))
+    (tmp_path / "hf" / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, 8, 9]}))
+    export(tmp_path / "m.bin", "--hf", tmp_path / "hf")
+    assert header(tmp_path / "m.bin")["eos"] == [1, 8, 9]
