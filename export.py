@@ -307,6 +307,227 @@ def unpermute_rope(w, n_heads, head_dim):
 
 
 # ---------------------------------------------------------------------------
+# GGUF (llama.cpp): v2 and v3 files of Llama-architecture models
+
+GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+GGML_F32, GGML_F16, GGML_Q8_0, GGML_BF16 = 0, 1, 8, 30
+GGML_TYPES = {GGML_F32: ("F32", 1, 4), GGML_F16: ("F16", 1, 2), GGML_Q8_0: ("Q8_0", 32, 34), GGML_BF16: ("BF16", 1, 2)}
+
+
+class GGUFFile:
+    """The key-value metadata and tensor table of a GGUF file; tensors are read
+    on demand. Layout: "GGUF", uint32 version, uint64 tensor count, uint64
+    key-value count, the key-values, the tensor infos (name, dims innermost
+    first, ggml type, offset), then the data, aligned to general.alignment."""
+
+    def __init__(self, path):
+        self.path = path
+        self.size = os.path.getsize(path)
+        self.f = open(path, "rb")
+        if self.read(4) != b"GGUF":
+            raise ExportError(f"{path}: not a GGUF file (bad magic)")
+        (version,) = self.unpack("<I")
+        if version not in (2, 3):
+            raise ExportError(f"{path}: GGUF version {version} is not supported (2 and 3 are)")
+        n_tensors, n_kv = self.unpack("<QQ")
+        if n_tensors > 1_000_000 or n_kv > 1_000_000:
+            raise ExportError(f"{path}: implausible GGUF counts ({n_tensors} tensors, {n_kv} keys)")
+        self.meta = {}
+        for _ in range(n_kv):
+            key = self.string()
+            (vtype,) = self.unpack("<I")
+            self.meta[key] = self.value(vtype)
+        self.tensors = {}
+        for _ in range(n_tensors):
+            name = self.string()
+            (n_dims,) = self.unpack("<I")
+            if n_dims > 4:
+                raise ExportError(f"{path}: tensor {name} has {n_dims} dimensions")
+            dims = self.unpack(f"<{n_dims}Q")
+            ttype, offset = self.unpack("<IQ")
+            self.tensors[name] = (tuple(reversed(dims)), ttype, offset)
+        align = self.meta.get("general.alignment", 32)
+        if not isinstance(align, int) or align <= 0 or align & (align - 1):
+            raise ExportError(f"{path}: invalid general.alignment {align}")
+        self.data_start = -(-self.f.tell() // align) * align
+        for name, (shape, ttype, offset) in self.tensors.items():
+            if ttype not in GGML_TYPES:
+                raise ExportError(f"{path}: tensor {name} has ggml type {ttype}; supported: F32, F16, BF16, Q8_0")
+            if self.data_start + offset + self.nbytes(shape, ttype, name) > self.size:
+                raise ExportError(f"{path}: tensor {name} lies outside the file (truncated?)")
+
+    def read(self, n):
+        data = self.f.read(n)
+        if len(data) != n:
+            raise ExportError(f"{self.path}: GGUF file is truncated")
+        return data
+
+    def unpack(self, fmt):
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))
+
+    def string(self):
+        (n,) = self.unpack("<Q")
+        if n > self.size:
+            raise ExportError(f"{self.path}: string length {n} is larger than the file")
+        return self.read(n).decode("utf-8", errors="replace")
+
+    def value(self, vtype):
+        if vtype in GGUF_SCALARS:
+            return self.unpack(GGUF_SCALARS[vtype])[0]
+        if vtype == 8:
+            return self.string()
+        if vtype == 9:
+            itype, n = self.unpack("<IQ")
+            if n > self.size:
+                raise ExportError(f"{self.path}: array length {n} is larger than the file")
+            if itype in GGUF_SCALARS and itype != 7:  # numbers: read in one go
+                dt = np.dtype(GGUF_SCALARS[itype])
+                return np.frombuffer(self.read(n * dt.itemsize), dtype=dt).tolist()
+            return [self.value(itype) for _ in range(n)]
+        raise ExportError(f"{self.path}: unknown GGUF value type {vtype}")
+
+    def nbytes(self, shape, ttype, name):
+        _, block, block_bytes = GGML_TYPES[ttype]
+        count = int(np.prod(shape, dtype=np.int64))
+        if shape and shape[-1] % block:
+            raise ExportError(f"{self.path}: tensor {name} rows are not a whole number of blocks")
+        return count // block * block_bytes
+
+    def get(self, name):
+        shape, ttype, offset = self.tensors[name]
+        start = self.data_start + offset
+        count = int(np.prod(shape, dtype=np.int64))
+        if ttype == GGML_F32:
+            a = np.memmap(self.path, dtype="<f4", mode="r", offset=start, shape=(count,))
+        elif ttype == GGML_F16:
+            a = np.memmap(self.path, dtype="<f2", mode="r", offset=start, shape=(count,))
+        elif ttype == GGML_BF16:
+            a = np.memmap(self.path, dtype="<u2", mode="r", offset=start, shape=(count,))
+            a = (a.astype(np.uint32) << 16).view(np.float32)
+        else:  # Q8_0: blocks of an fp16 scale and 32 int8 values
+            blocks = np.memmap(self.path, dtype=np.uint8, mode="r", offset=start, shape=(count // 32, 34))
+            scale = blocks[:, :2].copy().view("<f2").astype(np.float32)
+            a = blocks[:, 2:].copy().view(np.int8).astype(np.float32) * scale
+        return np.asarray(a, dtype=np.float32).reshape(shape)
+
+
+def llama3_rope_from_factors(factors, head_dim, theta, path):
+    """llama.cpp stores Llama 3.1 rope scaling as a rope_freqs tensor (the
+    divisor of each frequency) rather than its parameters: find the
+    parameters (low 1, high 4, original 8192, as Meta uses) that give it."""
+    factors = np.asarray(factors, dtype=np.float64)
+    factor = float(factors.max())
+    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2) / head_dim)
+    for orig in (8192, 4096, 2048, 16384, 32768):
+        rs = {"factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_seq_len": orig}
+        wavelen = 2 * np.pi / inv_freq
+        smooth = (orig / wavelen - 1.0) / 3.0
+        want = np.where(wavelen < orig / 4.0, 1.0, np.where(wavelen > orig, factor, 1 / ((1 - smooth) / factor + smooth)))
+        if want.shape == factors.shape and np.allclose(want, factors, rtol=1e-3):
+            return rs
+    raise ExportError(f"{path}: rope_freqs does not match Llama 3.1 rope scaling with any known parameters")
+
+
+class GGUFCheckpoint:
+    NAMES = {"attention_norm": "attn_norm", "wq": "attn_q", "wk": "attn_k", "wv": "attn_v", "wo": "attn_output",
+             "ffn_norm": "ffn_norm", "w1": "ffn_gate", "w2": "ffn_down", "w3": "ffn_up",
+             "bq": "attn_q", "bk": "attn_k", "bv": "attn_v"}
+
+    def __init__(self, path):
+        self.gguf = g = GGUFFile(path)
+        self.path = path
+        arch = g.meta.get("general.architecture")
+        if arch not in ("llama", "qwen2"):
+            raise ExportError(f"{path}: architecture {arch!r} is not supported (llama, qwen2)")
+
+        def key(k, default=None):
+            v = g.meta.get(f"{arch}.{k}", default)
+            if v is None:
+                raise ExportError(f"{path}: GGUF metadata {arch}.{k} is missing")
+            return v
+
+        dim, n_heads = key("embedding_length"), key("attention.head_count")
+        head_dim = key("attention.key_length", dim // n_heads)
+        theta = float(key("rope.freq_base", 10000.0))
+        if "token_embd.weight" not in g.tensors:
+            raise ExportError(f"{path}: no token_embd.weight tensor")
+        rope = None
+        if "rope_freqs.weight" in g.tensors:
+            rope = llama3_rope_from_factors(g.get("rope_freqs.weight"), head_dim, theta, path)
+        eos = g.meta.get("tokenizer.ggml.eos_token_id")
+        self.config = {
+            "dim": dim, "hidden_dim": key("feed_forward_length"), "n_layers": key("block_count"),
+            "n_heads": n_heads, "n_kv_heads": key("attention.head_count_kv", n_heads), "head_dim": head_dim,
+            "vocab_size": g.tensors["token_embd.weight"][0][0], "seq_len": key("context_length"),
+            "rope_theta": theta, "rope_scaling": rope, "norm_eps": float(key("attention.layer_norm_rms_epsilon")),
+            "tied": "output.weight" not in g.tensors, "qkv_bias": "blk.0.attn_q.bias" in g.tensors,
+            "bos_id": g.meta.get("tokenizer.ggml.bos_token_id", -1), "eos_ids": as_list(eos),
+        }
+
+    def get(self, name):
+        if name in ("tok_embeddings", "norm", "output"):
+            return self.tensor({"tok_embeddings": "token_embd", "norm": "output_norm", "output": "output"}[name]
+                               + ".weight")
+        _, i, kind = name.split(".")
+        # llama.cpp's converter already put q and k rows in Meta's interleaved
+        # RoPE order (its "permute"), which is run.c's: no reordering here.
+        part = "bias" if kind[0] == "b" else "weight"
+        return self.tensor(f"blk.{i}.{self.NAMES[kind]}.{part}")
+
+    def tensor(self, name):
+        if name not in self.gguf.tensors:
+            raise ExportError(f"{self.path}: tensor {name} is missing")
+        return self.gguf.get(name)
+
+
+def export_gguf_tokenizer(g, out, vocab_size):
+    m = g.meta
+    model = m.get("tokenizer.ggml.model")
+    tokens = m.get("tokenizer.ggml.tokens")
+    if model is None or tokens is None:
+        raise ExportError(f"{g.path}: no tokenizer in the GGUF file")
+    n = len(tokens)
+    scores = m.get("tokenizer.ggml.scores", [0.0] * n)
+    types = m.get("tokenizer.ggml.token_type", [TOK_NORMAL] * n)
+    bos, eos = m.get("tokenizer.ggml.bos_token_id", -1), m.get("tokenizer.ggml.eos_token_id", -1)
+    if model == "llama":  # SentencePiece
+        out_tokens = [(t.encode() if ty == TOK_BYTE else t.replace("\u2581", " ").encode(), float(sc), ty)
+                      for t, sc, ty in zip(tokens, scores, types)]
+        flags = TOKF_ADD_BOS if m.get("tokenizer.ggml.add_bos_token", True) else 0
+        flags |= TOKF_DUMMY_PREFIX if m.get("tokenizer.ggml.add_space_prefix", True) else 0
+        write_tokenizer(out, pad_vocab(out_tokens, vocab_size, g.path), KIND_SENTENCEPIECE, bos, eos,
+                        m.get("tokenizer.ggml.unknown_token_id", -1), flags)
+    elif model == "gpt2":  # byte-level BPE
+        pre = m.get("tokenizer.ggml.pre", "default")
+        pretok = {"llama-bpe": PRETOK_LLAMA3, "llama3": PRETOK_LLAMA3, "qwen2": PRETOK_QWEN2,
+                  "smollm": PRETOK_SMOLLM, "gpt-2": PRETOK_GPT2, "default": PRETOK_GPT2}.get(pre)
+        if pretok is None:
+            raise ExportError(f"{g.path}: pre-tokenizer {pre!r} is not one run.c implements")
+        to_byte = gpt2_unicode_to_byte()
+        out_tokens = []
+        for t, ty in zip(tokens, types):
+            if ty in (TOK_CONTROL, TOK_USER_DEFINED, TOK_UNUSED):
+                out_tokens.append((t.encode(), 0.0, ty))
+            else:
+                out_tokens.append((bytes(to_byte[c] for c in t), 0.0, TOK_NORMAL))
+        ids = {tok[0]: i for i, tok in reversed(list(enumerate(out_tokens))) if tok[2] == TOK_NORMAL}
+        merges = []
+        for k, mg in enumerate(m.get("tokenizer.ggml.merges", [])):
+            a, b = mg.split(" ", 1)
+            try:
+                merges.append((ids[bytes(to_byte[c] for c in a)], ids[bytes(to_byte[c] for c in b)]))
+            except KeyError:
+                raise ExportError(f"{g.path}: merge {k} names a token that is not in the vocabulary") from None
+        flags = TOKF_ADD_BOS if m.get("tokenizer.ggml.add_bos_token", False) else 0
+        flags |= TOKF_IGNORE_MERGES if pretok == PRETOK_LLAMA3 else 0
+        write_tokenizer(out, pad_vocab(out_tokens, vocab_size, g.path), KIND_BYTE_LEVEL, bos, eos, -1, flags,
+                        pretok, merges)
+    else:
+        raise ExportError(f"{g.path}: tokenizer model {model!r} is not supported (llama, gpt2)")
+    progress_done(f"wrote {out}: tokenizer from the GGUF file, {n} tokens")
+
+
+# ---------------------------------------------------------------------------
 # llama2.c legacy format
 
 class Llama2cCheckpoint:
@@ -654,6 +875,8 @@ def export_tokenizer(path, out, vocab_size=None):
         raise ExportError(f"{path}: no tokenizer.model or tokenizer.json")
     with open(path, "rb") as f:
         head = f.read(64).lstrip()
+    if head.startswith(b"GGUF"):
+        return export_gguf_tokenizer(GGUFFile(path), out, vocab_size)
     if head.startswith(b"{"):
         return export_tokenizer_json(path, out, vocab_size)
     if is_tiktoken(path):
@@ -669,21 +892,30 @@ def main(argv=None):
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--hf", metavar="DIR", help="Hugging Face model directory (config.json + safetensors)")
     src.add_argument("--llama2c", metavar="FILE", help="llama2.c legacy model file (version 0)")
+    src.add_argument("--gguf", metavar="FILE", help="GGUF v2/v3 file of a Llama-architecture model")
     src.add_argument("--tokenizer", metavar="PATH",
-                     help="tokenizer.model (SentencePiece or tiktoken), tokenizer.json, or a directory with one")
+                     help="tokenizer.model (SentencePiece or tiktoken), tokenizer.json, a GGUF file, "
+                          "or a directory with one")
     args = ap.parse_args(argv)
     try:
-        for p in (args.hf, args.llama2c, args.tokenizer):
+        for p in (args.hf, args.llama2c, args.gguf, args.tokenizer):
             if p is not None and not os.path.exists(p):
                 raise ExportError(f"{p}: no such file or directory")
         if args.tokenizer:
             export_tokenizer(args.tokenizer, args.out)
             return 0
-        ckpt = HuggingFaceCheckpoint(args.hf) if args.hf else Llama2cCheckpoint(args.llama2c)
+        if args.gguf:
+            ckpt = GGUFCheckpoint(args.gguf)
+        elif args.hf:
+            ckpt = HuggingFaceCheckpoint(args.hf)
+        else:
+            ckpt = Llama2cCheckpoint(args.llama2c)
         write_model(args.out, ckpt.config, ckpt.get)
+        tok_out = os.path.join(os.path.dirname(os.path.abspath(args.out)), "tokenizer.bin")
+        if args.gguf and "tokenizer.ggml.tokens" in ckpt.gguf.meta:
+            export_gguf_tokenizer(ckpt.gguf, tok_out, ckpt.config["vocab_size"])
         if args.hf and any(os.path.isfile(os.path.join(args.hf, n)) for n in ("tokenizer.model", "tokenizer.json")):
             # run.c looks for tokenizer.bin beside the model
-            tok_out = os.path.join(os.path.dirname(os.path.abspath(args.out)), "tokenizer.bin")
             export_tokenizer(args.hf, tok_out, vocab_size=ckpt.config["vocab_size"])
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,132 @@
+"""Writes GGUF files for the tests, the way llama.cpp's converter does: its
+metadata keys, its tensor names, q and k rows permuted from Hugging Face's
+layout to Meta's interleaved one, dims innermost first, data aligned to 32."""
+
+import struct
+
+import numpy as np
+
+F32, F16, Q8_0, BF16 = 0, 1, 8, 30
+
+
+def llama_cpp_permute(w, n_head):
+    """convert_hf_to_gguf.py's LlamaModel.permute: HF rotate-half rows to Meta's pairs."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def quantize_q8_0(a):
+    """Blocks of 32: an fp16 scale d = max|x| / 127 and round(x / d) as int8."""
+    blocks = a.astype(np.float32).reshape(-1, 32)
+    d = np.abs(blocks).max(axis=1) / 127
+    q = np.round(blocks / np.where(d == 0, 1, d)[:, None]).astype(np.int8)
+    d16 = d.astype(np.float16)
+    raw = np.concatenate([d16.view(np.uint8).reshape(-1, 2), q.view(np.uint8)], axis=1).tobytes()
+    dequant = (q.astype(np.float32) * d16.astype(np.float32)[:, None]).reshape(a.shape)
+    return raw, dequant
+
+
+def encode_tensor(a, ttype):
+    """(bytes, the values as read back)"""
+    if ttype == F32:
+        return a.astype("<f4").tobytes(), a.astype(np.float32)
+    if ttype == F16:
+        return a.astype("<f2").tobytes(), a.astype(np.float16).astype(np.float32)
+    if ttype == BF16:
+        u = a.astype(np.float32).view(np.uint32).astype(np.uint64)
+        u = (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF).astype("<u2")
+        return u.tobytes(), (u.astype(np.uint32) << 16).view(np.float32).reshape(a.shape)
+    return quantize_q8_0(a)
+
+
+def _string(s):
+    b = s.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def _value(v):
+    if isinstance(v, bool):
+        return struct.pack("<I?", 7, v)
+    if isinstance(v, int):
+        return struct.pack("<Ii", 5, v) if -2**31 <= v < 2**31 else struct.pack("<Iq", 11, v)
+    if isinstance(v, float):
+        return struct.pack("<If", 6, v)
+    if isinstance(v, str):
+        return struct.pack("<I", 8) + _string(v)
+    if isinstance(v, list):
+        if all(isinstance(x, str) for x in v):
+            return struct.pack("<IIQ", 9, 8, len(v)) + b"".join(_string(x) for x in v)
+        if all(isinstance(x, int) for x in v):
+            return struct.pack("<IIQ", 9, 5, len(v)) + np.asarray(v, dtype="<i4").tobytes()
+        return struct.pack("<IIQ", 9, 6, len(v)) + np.asarray(v, dtype="<f4").tobytes()
+    raise TypeError(v)
+
+
+def write_gguf(path, metadata, tensors, version=3):
+    """tensors: name -> (array in numpy layout, ggml type). Returns name -> values as stored."""
+    header = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(metadata))
+    header += b"".join(_string(k) + _value(v) for k, v in metadata.items())
+    blobs, stored, offset, infos = [], {}, 0, b""
+    for name, (a, ttype) in tensors.items():
+        raw, stored[name] = encode_tensor(a, ttype)
+        infos += _string(name) + struct.pack("<I", a.ndim) + struct.pack(f"<{a.ndim}Q", *reversed(a.shape))
+        infos += struct.pack("<IQ", ttype, offset)
+        pad = (-len(raw)) % 32
+        blobs.append(raw + bytes(pad))
+        offset += len(raw) + pad
+    head = header + infos
+    head += bytes((-len(head)) % 32)
+    with open(path, "wb") as f:
+        f.write(head + b"".join(blobs))
+    return stored
+
+
+def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None, extra=None):
+    """A GGUF of a Hugging Face-layout model, as llama.cpp would convert it.
+    Returns the weights as stored, back in Hugging Face layout, for the reference."""
+    nh = config["num_attention_heads"]
+    nkv = config.get("num_key_value_heads") or nh
+    hd = config.get("head_dim") or config["hidden_size"] // nh
+    meta = {"general.architecture": arch, "general.alignment": 32,
+            f"{arch}.context_length": config.get("max_position_embeddings", 256),
+            f"{arch}.embedding_length": config["hidden_size"], f"{arch}.block_count": config["num_hidden_layers"],
+            f"{arch}.feed_forward_length": config["intermediate_size"], f"{arch}.attention.head_count": nh,
+            f"{arch}.attention.head_count_kv": nkv, f"{arch}.rope.dimension_count": hd,
+            f"{arch}.attention.key_length": hd,
+            f"{arch}.rope.freq_base": float(config.get("rope_theta", 10000.0)),
+            f"{arch}.attention.layer_norm_rms_epsilon": float(config.get("rms_norm_eps", 1e-6))}
+    if tokenizer:
+        meta.update(tokenizer)
+    names = {"input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
+             "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
+             "self_attn.o_proj.weight": "attn_output.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+             "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+             "mlp.down_proj.weight": "ffn_down.weight", "self_attn.q_proj.bias": "attn_q.bias",
+             "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.bias": "attn_v.bias"}
+    tensors, back = {}, {}
+    for hf_name, a in hf_weights.items():
+        if hf_name == "model.embed_tokens.weight":
+            name = "token_embd.weight"
+        elif hf_name == "model.norm.weight":
+            name = "output_norm.weight"
+        elif hf_name == "lm_head.weight":
+            name = "output.weight"
+        else:
+            _, _, i, rest = hf_name.split(".", 3)
+            name = f"blk.{i}.{names[rest]}"
+        heads = nh if "q_proj" in hf_name else nkv if "k_proj" in hf_name else None
+        if heads:
+            a = llama_cpp_permute(a, heads)
+        # as llama.cpp: 1-D tensors (norms, biases) stay F32, and rows that are
+        # not a whole number of 32-value blocks cannot be Q8_0 (F16 instead)
+        t = F32 if a.ndim == 1 else F16 if ttype == Q8_0 and a.shape[-1] % 32 else ttype
+        tensors[name] = (a, t)
+        back[name] = (hf_name, heads)
+    tensors.update(extra or {})
+    stored = write_gguf(path, meta, tensors)
+    out = {}
+    for name, (hf_name, heads) in back.items():  # extra tensors are not returned
+        a = stored[name]
+        if heads:  # undo the permutation: Meta pairs back to rotate-half
+            a = a.reshape(heads, a.shape[0] // heads // 2, 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
+        out[hf_name] = a
+    return out
