@@ -528,6 +528,169 @@ def export_gguf_tokenizer(g, out, vocab_size):
 
 
 # ---------------------------------------------------------------------------
+# Meta's original checkpoints: consolidated.*.pth and params.json
+
+class LazyStorage:
+    """A tensor storage inside the .pth zip, mapped when first used."""
+
+    def __init__(self, zf, path, entry, dtype):
+        self.zf, self.path, self.entry, self.dtype = zf, path, entry, dtype
+        self.array = None
+
+    def load(self):
+        if self.array is None:
+            info = self.zf.getinfo(self.entry)
+            if info.compress_type == 0:  # stored: map it straight from the file
+                with open(self.path, "rb") as f:
+                    f.seek(info.header_offset)
+                    local = f.read(30)
+                    if local[:4] != b"PK\x03\x04":
+                        raise ExportError(f"{self.path}: damaged zip entry {self.entry}")
+                    name_len, extra_len = struct.unpack("<HH", local[26:30])
+                start = info.header_offset + 30 + name_len + extra_len
+                raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=start, shape=(info.file_size,))
+            else:
+                raw = np.frombuffer(self.zf.read(self.entry), dtype=np.uint8)
+            self.array = raw.view(self.dtype)
+        return self.array
+
+
+class LazyTensor:
+    def __init__(self, storage, offset, shape, stride):
+        self.storage, self.offset, self.shape, self.stride = storage, offset, tuple(shape), tuple(stride)
+
+    def numpy(self):
+        data = self.storage.load()
+        count = int(np.prod(self.shape, dtype=np.int64))
+        end = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride)) + 1 if count else self.offset
+        if self.offset < 0 or end > len(data):
+            raise ExportError(f"{self.storage.path}: tensor lies outside its storage")
+        item = data.itemsize
+        a = np.lib.stride_tricks.as_strided(data[self.offset:], shape=self.shape,
+                                            strides=[s * item for s in self.stride])
+        if self.storage.dtype == "<u2":  # bfloat16: the top half of a float32
+            return (a.astype(np.uint32) << 16).view(np.float32)
+        return a.astype(np.float32)
+
+
+TORCH_STORAGES = {"BFloat16Storage": "<u2", "HalfStorage": "<f2", "FloatStorage": "<f4"}
+
+
+def read_torch_checkpoint(path):
+    """The tensors of a torch.save zip file, without torch: a restricted
+    unpickler that knows only what a state dict of tensors needs."""
+    import collections
+    import pickle
+    import zipfile
+
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise ExportError(f"{path}: not a torch checkpoint (not a zip file; the old format is not supported)") \
+            from None
+    pkl = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+    if len(pkl) != 1:
+        raise ExportError(f"{path}: no data.pkl in the checkpoint")
+    prefix = pkl[0][:-len("data.pkl")]
+
+    def rebuild_tensor(storage, offset, shape, stride, *_):
+        return LazyTensor(storage, offset, shape, stride)
+
+    allowed = {("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
+               ("torch._utils", "_rebuild_parameter"): lambda data, *_: data,
+               ("collections", "OrderedDict"): collections.OrderedDict}
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if module == "torch" and name in TORCH_STORAGES:
+                return TORCH_STORAGES[name]
+            if (module, name) in allowed:
+                return allowed[(module, name)]
+            raise ExportError(f"{path}: the checkpoint refers to {module}.{name}, which is not allowed here")
+
+        def persistent_load(self, pid):
+            if not isinstance(pid, tuple) or len(pid) < 3 or pid[0] != "storage":
+                raise ExportError(f"{path}: unexpected persistent id in the checkpoint")
+            dtype, key = pid[1], str(pid[2])
+            if dtype not in TORCH_STORAGES.values():
+                raise ExportError(f"{path}: storage type {dtype!r} is not supported (bf16, f16, f32)")
+            return LazyStorage(zf, path, f"{prefix}data/{key}", dtype)
+
+    try:
+        with zf.open(pkl[0]) as f:
+            state = Unpickler(f).load()
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"{path}: cannot read the checkpoint's pickle: {e}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, LazyTensor) for v in state.values()):
+        raise ExportError(f"{path}: the checkpoint is not a dictionary of tensors")
+    return state
+
+
+class MetaCheckpoint:
+    """Meta's llama download: params.json and consolidated.NN.pth, one shard per
+    model-parallel rank. Column-parallel weights (wq, wk, wv, w1, w3, output)
+    are split by rows, row-parallel ones (wo, w2) by columns, the embedding by
+    columns (Llama 2) or rows (Llama 3), norms are repeated. q and k rows are
+    in the interleaved RoPE order run.c uses."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        params_path = os.path.join(directory, "params.json")
+        if not os.path.isfile(params_path):
+            raise ExportError(f"{directory}: no params.json")
+        with open(params_path) as f:
+            p = json.load(f)
+        shards = sorted(n for n in os.listdir(directory) if n.startswith("consolidated.") and n.endswith(".pth"))
+        if not shards:
+            raise ExportError(f"{directory}: no consolidated.*.pth files")
+        self.shards = [read_torch_checkpoint(os.path.join(directory, n)) for n in shards]
+        first = self.shards[0]
+        for key in ("tok_embeddings.weight", "layers.0.feed_forward.w1.weight"):
+            if key not in first:
+                raise ExportError(f"{directory}: tensor {key} is missing")
+        dim, n_heads = p["dim"], p["n_heads"]
+        # a shard with whole rows of the embedding holds part of the vocabulary
+        self.embedding_axis = 0 if first["tok_embeddings.weight"].shape[1] == dim else 1
+        vocab = sum(s["tok_embeddings.weight"].shape[0] for s in self.shards) if self.embedding_axis == 0 \
+            else first["tok_embeddings.weight"].shape[0]
+        rope = None
+        if p.get("use_scaled_rope"):
+            # Llama 3.1 uses factor 8; 3.2 1B and 3B use 32
+            factor = p.get("rope_scaling_factor") or (32.0 if (dim, p["n_layers"]) in ((2048, 16), (3072, 28)) else 8.0)
+            rope = {"factor": float(factor), "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_seq_len": 8192}
+            progress_done(f"note: Llama 3.1 rope scaling with factor {factor}")
+        seq_len = p.get("max_seq_len") or (131072 if rope else 4096 if vocab == 32000 else 8192)
+        self.config = {
+            "dim": dim, "hidden_dim": sum(s["layers.0.feed_forward.w1.weight"].shape[0] for s in self.shards),
+            "n_layers": p["n_layers"], "n_heads": n_heads, "n_kv_heads": p.get("n_kv_heads") or n_heads,
+            "head_dim": dim // n_heads, "vocab_size": vocab, "seq_len": seq_len,
+            "rope_theta": float(p.get("rope_theta", 10000.0)), "rope_scaling": rope,
+            "norm_eps": float(p.get("norm_eps", 1e-5)), "tied": "output.weight" not in first,
+            "bos_id": 128000 if vocab >= 128000 else 1, "eos_ids": [128001, 128008, 128009] if vocab >= 128000 else [2],
+        }
+
+    def get(self, name):
+        meta = {"tok_embeddings": "tok_embeddings.weight", "norm": "norm.weight", "output": "output.weight"}.get(name)
+        if meta is None:
+            _, i, kind = name.split(".")
+            part = {"attention_norm": "attention_norm", "ffn_norm": "ffn_norm", "wq": "attention.wq",
+                    "wk": "attention.wk", "wv": "attention.wv", "wo": "attention.wo", "w1": "feed_forward.w1",
+                    "w2": "feed_forward.w2", "w3": "feed_forward.w3"}[kind]
+            meta = f"layers.{i}.{part}.weight"
+        parts = []
+        for s in self.shards:
+            if meta not in s:
+                raise ExportError(f"{self.dir}: tensor {meta} is missing from a shard")
+            parts.append(s[meta].numpy())
+        if len(parts) == 1 or parts[0].ndim == 1:
+            return parts[0]
+        axis = self.embedding_axis if meta == "tok_embeddings.weight" else 1 if meta.endswith(("wo.weight", "w2.weight")) else 0
+        return np.concatenate(parts, axis=axis)
+
+
+# ---------------------------------------------------------------------------
 # llama2.c legacy format
 
 class Llama2cCheckpoint:
@@ -893,12 +1056,13 @@ def main(argv=None):
     src.add_argument("--hf", metavar="DIR", help="Hugging Face model directory (config.json + safetensors)")
     src.add_argument("--llama2c", metavar="FILE", help="llama2.c legacy model file (version 0)")
     src.add_argument("--gguf", metavar="FILE", help="GGUF v2/v3 file of a Llama-architecture model")
+    src.add_argument("--meta-llama", metavar="DIR", help="Meta checkpoint: params.json and consolidated.*.pth")
     src.add_argument("--tokenizer", metavar="PATH",
                      help="tokenizer.model (SentencePiece or tiktoken), tokenizer.json, a GGUF file, "
                           "or a directory with one")
     args = ap.parse_args(argv)
     try:
-        for p in (args.hf, args.llama2c, args.gguf, args.tokenizer):
+        for p in (args.hf, args.llama2c, args.gguf, args.meta_llama, args.tokenizer):
             if p is not None and not os.path.exists(p):
                 raise ExportError(f"{p}: no such file or directory")
         if args.tokenizer:
@@ -906,6 +1070,8 @@ def main(argv=None):
             return 0
         if args.gguf:
             ckpt = GGUFCheckpoint(args.gguf)
+        elif args.meta_llama:
+            ckpt = MetaCheckpoint(args.meta_llama)
         elif args.hf:
             ckpt = HuggingFaceCheckpoint(args.hf)
         else:
@@ -914,9 +1080,10 @@ def main(argv=None):
         tok_out = os.path.join(os.path.dirname(os.path.abspath(args.out)), "tokenizer.bin")
         if args.gguf and "tokenizer.ggml.tokens" in ckpt.gguf.meta:
             export_gguf_tokenizer(ckpt.gguf, tok_out, ckpt.config["vocab_size"])
-        if args.hf and any(os.path.isfile(os.path.join(args.hf, n)) for n in ("tokenizer.model", "tokenizer.json")):
+        src_dir = args.hf or args.meta_llama
+        if src_dir and any(os.path.isfile(os.path.join(src_dir, n)) for n in ("tokenizer.model", "tokenizer.json")):
             # run.c looks for tokenizer.bin beside the model
-            export_tokenizer(args.hf, tok_out, vocab_size=ckpt.config["vocab_size"])
+            export_tokenizer(src_dir, tok_out, vocab_size=ckpt.config["vocab_size"])
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
