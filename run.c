@@ -1492,8 +1492,8 @@ static int decode_piece(const Tokenizer *t, int prev, int token, const char **ou
     }
     const char *s = t->pieces[token];
     int len = t->lengths[token];
-    /* the dummy prefix: the first word after BOS loses its leading space */
-    if (prev == t->bos_id && (t->flags & TOKF_DUMMY_PREFIX) && len > 0 && s[0] == ' ') { s++; len--; }
+    /* the dummy prefix: the first word (after BOS, if any) loses its leading space */
+    if ((prev < 0 || prev == t->bos_id) && (t->flags & TOKF_DUMMY_PREFIX) && len > 0 && s[0] == ' ') { s++; len--; }
     *out = s;
     return len;
 }
@@ -1662,14 +1662,16 @@ static void generate(const Model *m, RunState *s, const Tokenizer *tok, Sampler 
     int token = prompt[0];
     int pos = 0;
     double start = 0.0;
+    const char *piece;
+    int len = decode_piece(tok, -1, token, &piece); /* nothing for BOS; the first word otherwise */
+    utf8_put(&printer, piece, len);
     while (pos < steps) {
         float *logits = forward(m, s, token, pos);
         /* inside the prompt the next token is given; after it, sampled */
         int next = pos + 1 < n_prompt ? prompt[pos + 1] : sample(sampler, logits);
         pos++;
         if (pos >= n_prompt && (next == m->config.bos_id || is_eos(&m->config, next))) break;
-        const char *piece;
-        int len = decode_piece(tok, token, next, &piece);
+        len = decode_piece(tok, token, next, &piece);
         utf8_put(&printer, piece, len);
         fflush(stdout);
         token = next;

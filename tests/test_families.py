@@ -3,6 +3,7 @@ Face layout (its config.json keys with sizes shrunk, its tensor names, biases
 and tied embeddings), exported and compared with the numpy reference."""
 
 import json
+import os
 import struct
 
 import numpy as np
@@ -91,3 +92,24 @@ def test_generation_config_eos_ids_are_added(tmp_path):
     (tmp_path / "hf" / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, 8, 9]}))
     export(tmp_path / "m.bin", "--hf", tmp_path / "hf")
     assert header(tmp_path / "m.bin")["eos"] == [1, 8, 9]
+
+
+@pytest.mark.parametrize("family,tokenizer,vocab", [
+    ("llama3.2", "llama3/tokenizer.model", 128256),
+    ("smollm2", "smollm2/tokenizer.json", 49152),
+])
+def test_exported_directory_runs_with_its_tokenizer(shared, tmp_path, family, tokenizer, vocab):
+    """export.py --hf writes tokenizer.bin beside the model; run.c finds it,
+    and the prompt comes back out through byte-level decoding."""
+    import shutil
+    from conftest import run
+    config = {**FAMILIES[family], "vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64,
+              "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16}
+    hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, 0))
+    shutil.copy(f"{shared}/tokenizers/{tokenizer}", tmp_path / "hf" / os.path.basename(tokenizer))
+    (tmp_path / "out").mkdir()
+    export(tmp_path / "out" / "model.bin", "--hf", tmp_path / "hf")
+    assert (tmp_path / "out" / "tokenizer.bin").exists()
+    prompt = "Héllo wörld, it's 2024! 👋🏽 中文\n\tdone"
+    out = run(tmp_path / "out" / "model.bin", "-t", "0", "-n", "64", "-i", prompt).stdout.decode()
+    assert out.startswith(prompt)
