@@ -496,7 +496,8 @@ def export_gguf_tokenizer(g, out, vocab_size):
         flags = TOKF_ADD_BOS if m.get("tokenizer.ggml.add_bos_token", True) else 0
         flags |= TOKF_DUMMY_PREFIX if m.get("tokenizer.ggml.add_space_prefix", True) else 0
         write_tokenizer(out, pad_vocab(out_tokens, vocab_size, g.path), KIND_SENTENCEPIECE, bos, eos,
-                        m.get("tokenizer.ggml.unknown_token_id", -1), flags)
+                        m.get("tokenizer.ggml.unknown_token_id", -1), flags,
+                        chat=detect_chat_template(m.get("tokenizer.chat_template")))
     elif model == "gpt2":  # byte-level BPE
         pre = m.get("tokenizer.ggml.pre", "default")
         pretok = {"llama-bpe": PRETOK_LLAMA3, "llama3": PRETOK_LLAMA3, "qwen2": PRETOK_QWEN2,
@@ -521,7 +522,7 @@ def export_gguf_tokenizer(g, out, vocab_size):
         flags = TOKF_ADD_BOS if m.get("tokenizer.ggml.add_bos_token", False) else 0
         flags |= TOKF_IGNORE_MERGES if pretok == PRETOK_LLAMA3 else 0
         write_tokenizer(out, pad_vocab(out_tokens, vocab_size, g.path), KIND_BYTE_LEVEL, bos, eos, -1, flags,
-                        pretok, merges)
+                        pretok, merges, detect_chat_template(m.get("tokenizer.chat_template")))
     else:
         raise ExportError(f"{g.path}: tokenizer model {model!r} is not supported (llama, gpt2)")
     progress_done(f"wrote {out}: tokenizer from the GGUF file, {n} tokens")
@@ -818,9 +819,12 @@ def read_sentencepiece(path):
     return pieces, trainer, normalizer
 
 
-def write_tokenizer(out, tokens, kind, bos_id, eos_id, unk_id, flags, pretok=PRETOK_NONE, merges=()):
+def write_tokenizer(out, tokens, kind, bos_id, eos_id, unk_id, flags, pretok=PRETOK_NONE, merges=(), chat=(0, None)):
     """tokens: list of (bytes, score, type); merges: (left id, right id) pairs,
-    highest priority first. See run.c's tokenizer section for the layout."""
+    highest priority first; chat: (TEMPLATE_*, default system prompt or None).
+    See run.c's tokenizer section for the layout."""
+    template, system = chat
+    system = (system or "").encode()
     vocab = len(tokens)
     for name, i in (("bos_id", bos_id), ("eos_id", eos_id), ("unk_id", unk_id)):
         if not -1 <= i < vocab:
@@ -830,9 +834,10 @@ def write_tokenizer(out, tokens, kind, bos_id, eos_id, unk_id, flags, pretok=PRE
         body += struct.pack("<fii", score, ttype, len(text)) + text
     for a, b in merges:
         body += struct.pack("<ii", a, b)
+    body += system
     max_len = max(len(t[0]) for t in tokens)
-    header = struct.pack("<4sI9i", TOKENIZER_MAGIC, TOKENIZER_VERSION, vocab, max_len, bos_id, eos_id, unk_id,
-                         flags, kind, pretok, len(merges))
+    header = struct.pack("<4sI11i", TOKENIZER_MAGIC, TOKENIZER_VERSION, vocab, max_len, bos_id, eos_id, unk_id,
+                         flags, kind, pretok, len(merges), template, len(system))
     header += bytes(TOKENIZER_HEADER_SIZE - len(header))
     tmp = out + ".tmp"
     with open(tmp, "wb") as f:
@@ -863,7 +868,9 @@ def export_sentencepiece(path, out, vocab_size=None):
         text = p["piece"] if p["type"] == TOK_BYTE else p["piece"].replace("\u2581".encode(), b" ")
         tokens.append((text, p["score"], p["type"]))
     tokens = pad_vocab(tokens, vocab_size, path)
-    write_tokenizer(out, tokens, KIND_SENTENCEPIECE, trainer["bos_id"], trainer["eos_id"], trainer["unk_id"], flags)
+    chat = detect_chat_template(read_tokenizer_config(os.path.dirname(path)).get("chat_template"))
+    write_tokenizer(out, tokens, KIND_SENTENCEPIECE, trainer["bos_id"], trainer["eos_id"], trainer["unk_id"], flags,
+                    chat=chat)
     progress_done(f"wrote {out}: SentencePiece BPE tokenizer, {len(tokens)} tokens")
 
 
@@ -898,6 +905,33 @@ LLAMA3_SPECIAL = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_t
                   + [f"<|reserved_special_token_{i}|>" for i in range(2, 247)])
 
 
+TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "llama3.1": 3, "chatml": 4, "zephyr": 5, "mistral": 6}
+
+
+def detect_chat_template(jinja):
+    """(TEMPLATE_*, default system prompt) for a Hugging Face chat_template:
+    which of the templates run.c renders it is, told by its markers."""
+    import re
+    if not jinja:
+        return TEMPLATES["none"], None
+    if isinstance(jinja, list):  # named templates: the default one
+        jinja = next((t["template"] for t in jinja if t.get("name") == "default"), jinja[0]["template"])
+    if "<|start_header_id|>" in jinja:
+        return TEMPLATES["llama3.1" if "Cutting Knowledge Date" in jinja else "llama3"], None
+    if "<|im_start|>" in jinja:
+        # a default system prompt is written as a literal: '<|im_start|>system\n...<|im_end|>'
+        m = re.search(r"<\|im_start\|>system\\n([^'\"]*?)<\|im_end\|>", jinja)
+        return TEMPLATES["chatml"], m.group(1).replace("\\n", "\n") if m else None
+    if "<|user|>" in jinja and "<|assistant|>" in jinja:
+        return TEMPLATES["zephyr"], None
+    if "<<SYS>>" in jinja:
+        return TEMPLATES["llama2"], None
+    if "[INST]" in jinja:
+        return TEMPLATES["mistral"], None
+    progress_done("note: the chat template is not one run.c knows; chat needs --template")
+    return TEMPLATES["none"], None
+
+
 def is_tiktoken(path):
     with open(path, "rb") as f:
         first = f.readline().split()
@@ -918,8 +952,9 @@ def export_tiktoken(path, out, vocab_size=None):
         raise ExportError(f"{path}: a tiktoken file of {len(tokens)} tokens; only Llama 3's (128000) is known")
     tokens += [(name.encode(), 0.0, TOK_CONTROL) for name in LLAMA3_SPECIAL]
     tokens = pad_vocab(tokens, vocab_size, path)
+    chat = detect_chat_template(read_tokenizer_config(os.path.dirname(path)).get("chat_template"))
     write_tokenizer(out, tokens, KIND_BYTE_LEVEL, 128000, 128001, -1, TOKF_ADD_BOS | TOKF_IGNORE_MERGES,
-                    PRETOK_LLAMA3)
+                    PRETOK_LLAMA3, chat=chat)
     progress_done(f"wrote {out}: Llama 3 byte-level BPE tokenizer, {len(tokens)} tokens")
 
 
@@ -1025,7 +1060,8 @@ def export_tokenizer_json(path, out, vocab_size=None):
     if eos < 0:
         eos = next((added[t] for t in ("<|end_of_text|>", "<|endoftext|>", "</s>") if t in added), -1)
     tokens = pad_vocab(tokens, vocab_size, path)
-    write_tokenizer(out, tokens, KIND_BYTE_LEVEL, bos, eos, -1, flags, pretok, merges)
+    write_tokenizer(out, tokens, KIND_BYTE_LEVEL, bos, eos, -1, flags, pretok, merges,
+                    detect_chat_template(config.get("chat_template")))
     progress_done(f"wrote {out}: byte-level BPE tokenizer, {len(tokens)} tokens, {len(merges)} merges")
 
 

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -680,9 +681,11 @@ static float *forward(const Model *m, RunState *s, int token, int pos) {
    (a) this project's ("RUNT", version 1), written by export.py: a 64-byte
        header of 16 int32: magic, version, vocab_size, max_token_length,
        bos_id, eos_id, unk_id, flags, kind (1 SentencePiece, 2 byte-level),
-       pre-tokenizer (PRETOK_*), n_merges, then zeros; per token: float32
+       pre-tokenizer (PRETOK_*), n_merges, chat template (TEMPLATE_*),
+       length of the default system prompt, then zeros; per token: float32
        score, int32 type, int32 length, bytes; then n_merges pairs of int32
-       token ids (left, right), highest priority first.
+       token ids (left, right), highest priority first; then the default
+       system prompt's bytes.
    (b) llama2.c's tokenizer.bin: uint32 max_token_length, then per token:
        float32 score, int32 length, bytes. Ids 0, 1, 2 are unk, BOS and EOS. */
 
@@ -716,6 +719,8 @@ typedef struct {
     int *user_defined;  /* ids of USER_DEFINED pieces, matched whole before merging */
     int n_user_defined;
     char *blob;         /* the pieces' bytes */
+    int chat_template;  /* TEMPLATE_* (section 8), from the model's own chat template */
+    char *default_system; /* system prompt the template uses when none is given, or NULL */
 } Tokenizer;
 
 static uint32_t hash_bytes(const char *s, int len) {
@@ -850,6 +855,7 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
     uint32_t magic = 0;
     if (size >= 4) memcpy(&magic, file, 4);
     int ours = magic == TOKENIZER_MAGIC;
+    int32_t system_len = 0;
     if (ours) {
         int32_t h[TOKENIZER_HEADER_INTS];
         for (int i = 0; i < TOKENIZER_HEADER_INTS; i++) h[i] = read_i32(&r, "header");
@@ -861,6 +867,10 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
         t->kind = h[8];
         t->pretok = h[9];
         t->n_merges = h[10];
+        t->chat_template = h[11];
+        if (h[11] < 0 || h[11] > 6) fatal("%s: unknown chat template %d", path, h[11]);
+        if (h[12] < 0 || h[12] > 65536) fatal("%s: invalid default system prompt length %d", path, h[12]);
+        system_len = h[12];
         if (t->vocab_size <= 0 || t->vocab_size > MAX_VOCAB)
             fatal("%s: invalid tokenizer header: vocab_size %d", path, t->vocab_size);
         if (t->flags & ~15u) fatal("%s: unknown tokenizer flags 0x%x", path, t->flags);
@@ -932,6 +942,13 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
         }
         if (t->n_merges > 0) read_merges(t, &r);
     }
+    if (system_len > 0) {
+        need_bytes(&r, (size_t)system_len, "default system prompt");
+        t->default_system = xmalloc((size_t)system_len + 1);
+        memcpy(t->default_system, r.p, system_len);
+        t->default_system[system_len] = '\0';
+        r.p += system_len;
+    }
     if (r.p != r.end)
         fatal("%s: tokenizer file has %lld unexpected bytes at the end", path, (long long)(r.end - r.p));
     free(file);
@@ -940,6 +957,7 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
 static void free_tokenizer(Tokenizer *t) {
     free(t->pieces); free(t->lengths); free(t->scores); free(t->types);
     free(t->hash); free(t->merges); free(t->merge_hash); free(t->user_defined); free(t->blob);
+    free(t->default_system);
 }
 
 /* ---- Unicode: UTF-8 and the character classes of the pre-tokenizers ---- */
@@ -1644,7 +1662,7 @@ static int sample(Sampler *s, float *logits) {
 }
 
 /* ========================================================================== */
-/* 8. Modes: generate, tokenize, perplexity                                   */
+/* 8. Modes: generate, tokenize, perplexity, chat                             */
 /* ========================================================================== */
 
 /* Tokenizes the prompt, with BOS first when the tokenizer uses one. */
@@ -1703,6 +1721,341 @@ static void perplexity(const Model *m, RunState *s, const int *tokens, int n) {
     printf("tokens: %d\nnll: %.6f\nperplexity: %.6f\n", n, nll, exp(nll));
 }
 
+/* ---- chat ---------------------------------------------------------------- */
+
+/* Chat templates, each written from the family's published Hugging Face
+   template (tokenizer_config.json's chat_template). Special tokens are
+   placed by id; the text between two of them is encoded in one piece, as
+   Hugging Face does when it tokenizes the rendered string. */
+enum { TEMPLATE_NONE, TEMPLATE_LLAMA2, TEMPLATE_LLAMA3, TEMPLATE_LLAMA31, TEMPLATE_CHATML, TEMPLATE_ZEPHYR,
+       TEMPLATE_MISTRAL, N_TEMPLATES };
+static const char *TEMPLATE_NAMES[N_TEMPLATES] = {"none", "llama2", "llama3", "llama3.1", "chatml", "zephyr", "mistral"};
+
+/* Tokens being rendered: text accumulates until a special token (or
+   render_flush) encodes it, so the text between two special tokens is
+   encoded in one piece. */
+typedef struct {
+    const Tokenizer *tok;
+    int *ids;
+    int n, cap;
+    char *text;
+    size_t text_len, text_cap;
+} Render;
+
+static void render_text(Render *r, const char *s) {
+    size_t len = strlen(s);
+    if (r->text_len + len + 1 > r->text_cap) {
+        r->text_cap = (r->text_len + len + 1) * 2;
+        char *grown = realloc(r->text, r->text_cap);
+        if (!grown) fatal("out of memory");
+        r->text = grown;
+    }
+    memcpy(r->text + r->text_len, s, len);
+    r->text_len += len;
+}
+
+static void render_reserve(Render *r, size_t more) {
+    if ((size_t)r->n + more <= (size_t)r->cap) return;
+    r->cap = (int)((r->n + more) * 2);
+    int *grown = realloc(r->ids, (size_t)r->cap * sizeof(int));
+    if (!grown) fatal("out of memory");
+    r->ids = grown;
+}
+
+static void render_flush(Render *r) {
+    if (r->text_len == 0) return;
+    render_reserve(r, r->text_len * 3 + 3);
+    r->n += encode(r->tok, r->text, r->text_len, 0, r->ids + r->n);
+    r->text_len = 0;
+}
+
+static void render_special(Render *r, int id) {
+    render_flush(r);
+    render_reserve(r, 1);
+    r->ids[r->n++] = id;
+}
+
+/* The control token spelled `text`, which the template needs. */
+static int special_id(const Tokenizer *t, const char *text) {
+    for (int i = 0; i < t->vocab_size; i++)
+        if (t->types[i] == TOK_CONTROL && strcmp(t->pieces[i], text) == 0) return i;
+    fatal("the chat template needs the token %s, which the tokenizer does not have", text);
+    return -1;
+}
+
+/* Copy of s without leading and trailing whitespace (Jinja's trim/strip). */
+static char *trimmed(const char *s) {
+    while (*s && isspace((unsigned char)*s)) s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1])) n--;
+    char *out = xmalloc(n + 1);
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return out;
+}
+
+typedef struct {
+    int template;
+    const char *system; /* or NULL */
+    int bos, eos;       /* the tokenizer's */
+    int eot;            /* token that ends an assistant turn */
+    int a, b;           /* the template's other special tokens: header start/end, or im_start/im_end */
+} ChatFormat;
+
+static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, const char *system) {
+    memset(f, 0, sizeof(*f));
+    f->template = template;
+    f->system = system ? system : t->default_system;
+    f->bos = t->bos_id;
+    f->eos = f->eot = t->eos_id;
+    if (template == TEMPLATE_LLAMA3 || template == TEMPLATE_LLAMA31) {
+        f->a = special_id(t, "<|start_header_id|>");
+        f->b = special_id(t, "<|end_header_id|>");
+        f->eot = special_id(t, "<|eot_id|>");
+    } else if (template == TEMPLATE_CHATML) {
+        f->a = special_id(t, "<|im_start|>");
+        f->b = f->eot = special_id(t, "<|im_end|>");
+    }
+    if ((template == TEMPLATE_LLAMA2 || template == TEMPLATE_LLAMA3 || template == TEMPLATE_LLAMA31 ||
+         template == TEMPLATE_MISTRAL) && f->bos < 0)
+        fatal("the %s chat template needs a BOS token, which the tokenizer does not have", TEMPLATE_NAMES[template]);
+    if (f->eot < 0) fatal("the chat template needs an end-of-turn token, which the tokenizer does not have");
+}
+
+static void llama3_header(Render *r, const ChatFormat *f, const char *role) {
+    render_special(r, f->a);
+    render_text(r, role);
+    render_special(r, f->b);
+    render_text(r, "\n\n");
+}
+
+/* The start of a conversation: BOS and the system prompt, where the template
+   puts them before the first user message. */
+static void render_open(Render *r, const ChatFormat *f) {
+    char *sys = f->system ? trimmed(f->system) : NULL;
+    switch (f->template) {
+    case TEMPLATE_LLAMA3:
+    case TEMPLATE_LLAMA31:
+        render_special(r, f->bos);
+        if (f->template == TEMPLATE_LLAMA31 || sys) {
+            llama3_header(r, f, "system");
+            if (f->template == TEMPLATE_LLAMA31)
+                render_text(r, "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
+            render_text(r, sys ? sys : "");
+            render_special(r, f->eot);
+        }
+        break;
+    case TEMPLATE_CHATML:
+        if (f->system) { /* untrimmed, as the template writes it */
+            render_special(r, f->a);
+            render_text(r, "system\n");
+            render_text(r, f->system);
+            render_special(r, f->b);
+            render_text(r, "\n");
+        }
+        break;
+    case TEMPLATE_ZEPHYR:
+        if (f->system) {
+            render_text(r, "<|system|>\n");
+            render_text(r, f->system);
+            render_special(r, f->eos);
+            render_text(r, "\n");
+        }
+        break;
+    case TEMPLATE_MISTRAL: render_special(r, f->bos); break;
+    default: break; /* Llama 2 puts BOS and the system prompt in the first user turn */
+    }
+    free(sys);
+}
+
+/* A user message and the assistant's header (the generation prompt). */
+static void render_user(Render *r, const ChatFormat *f, const char *message, int first) {
+    char *msg = trimmed(message);
+    switch (f->template) {
+    case TEMPLATE_LLAMA2: /* [INST] <<SYS>>\n...\n<</SYS>>\n\n... [/INST] */
+        render_special(r, f->bos);
+        render_text(r, "[INST] ");
+        if (first && f->system) {
+            char *sys = trimmed(f->system);
+            render_text(r, "<<SYS>>\n");
+            render_text(r, sys);
+            render_text(r, "\n<</SYS>>\n\n");
+            free(sys);
+        }
+        render_text(r, msg);
+        render_text(r, " [/INST]");
+        break;
+    case TEMPLATE_MISTRAL: /* no system role: the system prompt leads the first message */
+        render_text(r, "[INST] ");
+        if (first && f->system) {
+            render_text(r, f->system);
+            render_text(r, "\n\n");
+        }
+        render_text(r, message);
+        render_text(r, " [/INST]");
+        break;
+    case TEMPLATE_LLAMA3:
+    case TEMPLATE_LLAMA31:
+        llama3_header(r, f, "user");
+        render_text(r, msg);
+        render_special(r, f->eot);
+        llama3_header(r, f, "assistant");
+        break;
+    case TEMPLATE_CHATML:
+        render_special(r, f->a);
+        render_text(r, "user\n");
+        render_text(r, message);
+        render_special(r, f->b);
+        render_text(r, "\n");
+        render_special(r, f->a);
+        render_text(r, "assistant\n");
+        break;
+    case TEMPLATE_ZEPHYR:
+        render_text(r, "<|user|>\n");
+        render_text(r, message);
+        render_special(r, f->eos);
+        render_text(r, "\n<|assistant|>\n");
+        break;
+    default: fatal("no chat template");
+    }
+    free(msg);
+}
+
+/* What follows the assistant's end-of-turn token, before the next user turn. */
+static void render_after_reply(Render *r, const ChatFormat *f) {
+    if (f->template == TEMPLATE_CHATML || f->template == TEMPLATE_ZEPHYR) render_text(r, "\n");
+}
+
+static volatile sig_atomic_t interrupted = 0;
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
+
+/* Reads one message: lines ending in a backslash continue it. Returns NULL at
+   end of input. */
+static char *read_message(FILE *in, int interactive) {
+    char *msg = NULL, *line = NULL;
+    size_t msg_len = 0, cap = 0;
+    for (;;) {
+        ssize_t n = getline(&line, &cap, in);
+        if (n < 0) break;
+        if (n > 0 && line[n - 1] == '\n') line[--n] = '\0';
+        int more = n > 0 && line[n - 1] == '\\';
+        if (more) line[n - 1] = '\n'; /* the backslash becomes the line break */
+        char *grown = realloc(msg, msg_len + (size_t)n + 1);
+        if (!grown) fatal("out of memory");
+        msg = grown;
+        memcpy(msg + msg_len, line, (size_t)n);
+        msg_len += (size_t)n;
+        msg[msg_len] = '\0';
+        if (!more) break;
+        if (interactive) fputs("... ", stdout), fflush(stdout);
+    }
+    free(line);
+    return msg;
+}
+
+typedef struct {
+    int trace;  /* print each token fed to the model, with its position, on stderr */
+    int stats;  /* tokens/s after each reply */
+} ChatOptions;
+
+/* Feeds tokens into the model from position *pos on; returns the logits of
+   the last one. */
+static float *feed(const Model *m, RunState *s, const int *tokens, int n, int *pos, const ChatOptions *o) {
+    float *logits = NULL;
+    for (int i = 0; i < n; i++) {
+        if (o->trace) fprintf(stderr, "[pos %d] %d\n", *pos, tokens[i]);
+        logits = forward(m, s, tokens[i], (*pos)++);
+    }
+    return logits;
+}
+
+/* A conversation in the terminal (or from a pipe): each message is appended
+   to the KV cache, so nothing already processed is computed again. */
+static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sampler, const ChatFormat *f,
+                 const ChatOptions *o) {
+    const Config *c = &m->config;
+    int interactive = isatty(0);
+    Render r = {tok, NULL, 0, 0, NULL, 0, 0};
+    int pos = 0;       /* next position in the KV cache */
+    int pending = -1;  /* a sampled end-of-turn token not yet fed to the model */
+    int started = 0;   /* the conversation's opening has been rendered */
+    Utf8Printer printer = {{0}, 0, 0, stdout};
+    for (;;) {
+        if (interactive) fputs("User: ", stdout), fflush(stdout);
+        char *message = read_message(stdin, interactive);
+        if (!message) break;
+        if (strcmp(message, "/exit") == 0) {
+            free(message);
+            break;
+        }
+        if (strcmp(message, "/reset") == 0) {
+            pos = 0, pending = -1, started = 0;
+            printf("(conversation cleared)\n");
+            free(message);
+            continue;
+        }
+        r.n = 0;
+        if (pending >= 0) {
+            render_special(&r, pending);
+            render_after_reply(&r, f);
+        }
+        if (!started) render_open(&r, f);
+        render_user(&r, f, message, !started);
+        render_flush(&r);
+        free(message);
+        if (pos + r.n + 1 >= s->ctx) {
+            printf("(the context is full: %d of %d positions are used, and this message needs %d more; "
+                   "type /reset to start over)\n", pos, s->ctx, r.n);
+            fflush(stdout);
+            continue;
+        }
+        started = 1;
+        pending = -1;
+        float *logits = feed(m, s, r.ids, r.n, &pos, o);
+
+        /* the reply, until an end-of-turn token, the end of the context, or Ctrl-C */
+        if (interactive) fputs("Assistant: ", stdout);
+        interrupted = 0;
+        signal(SIGINT, on_sigint);
+        int prev = -1, n_reply = 0;
+        double start = time_seconds();
+        for (;;) {
+            int next = sample(sampler, logits);
+            if (next == f->eot || is_eos(c, next) || next == tok->eos_id) {
+                pending = f->eot;
+                break;
+            }
+            const char *piece;
+            int len = decode_piece(tok, prev, next, &piece);
+            utf8_put(&printer, piece, len);
+            fflush(stdout);
+            n_reply++;
+            prev = next;
+            if (interrupted || pos + 2 >= s->ctx) { /* keep room for the end-of-turn token */
+                if (!interrupted) printf(" (the context is full: type /reset to start over)");
+                pending = f->eot;             /* close the turn as the model would have */
+                feed(m, s, &next, 1, &pos, o);
+                break;
+            }
+            logits = feed(m, s, &next, 1, &pos, o);
+        }
+        signal(SIGINT, SIG_DFL);
+        utf8_flush(&printer);
+        printf("\n");
+        if (o->stats) {
+            double elapsed = time_seconds() - start;
+            fprintf(stderr, "(%d tokens, %.2f tok/s, %d of %d positions used)\n", n_reply,
+                    elapsed > 0 ? n_reply / elapsed : 0.0, pos, s->ctx);
+        }
+        fflush(stdout);
+    }
+    free(r.ids);
+    free(r.text);
+}
+
 /* ========================================================================== */
 /* 9. Command line                                                            */
 /* ========================================================================== */
@@ -1720,8 +2073,12 @@ static void usage(FILE *f) {
             "  -i <string> input prompt\n"
             "  -f <path>   read the input prompt from a file\n"
             "  -z <path>   tokenizer file, default: tokenizer.bin beside the model, else in the current directory\n"
-            "  -m <string> mode: generate (default), tokenize or perplexity\n"
-            "  -y <string> system prompt (chat mode only)\n"
+            "  -m <string> mode: generate (default), chat, tokenize or perplexity\n"
+            "  -y <string> system prompt (chat mode)\n"
+            "  --template <name>  chat template: llama2, llama3, llama3.1, chatml, zephyr, mistral\n"
+            "                     (default: the model's own)\n"
+            "  --stats     chat: tokens/s after each reply\n"
+            "  --trace     print each token fed to the model, with its position, on stderr\n"
             "  -h          this help\n");
 }
 
@@ -1768,6 +2125,8 @@ int main(int argc, char **argv) {
     const char *mode = "generate", *system_prompt = NULL;
     float temperature = 1.0f, topp = 0.9f;
     long long seed = 0, steps = 256;
+    int steps_given = 0, template = -1;
+    ChatOptions chat_options = {0, 0};
 
     int i = 1;
     if (argc >= 2 && argv[1][0] != '-') model_path = argv[i++];
@@ -1776,6 +2135,19 @@ int main(int argc, char **argv) {
         if (strcmp(flag, "-h") == 0 || strcmp(flag, "--help") == 0) {
             usage(stdout);
             return 0;
+        }
+        if (strcmp(flag, "--stats") == 0 || strcmp(flag, "--trace") == 0) {
+            *(flag[2] == 's' ? &chat_options.stats : &chat_options.trace) = 1;
+            continue;
+        }
+        if (strcmp(flag, "--template") == 0) {
+            if (i + 1 >= argc) fatal("option --template needs a value");
+            const char *name = argv[++i];
+            for (int k = 1; k < N_TEMPLATES; k++)
+                if (strcmp(name, TEMPLATE_NAMES[k]) == 0) template = k;
+            if (template < 0)
+                fatal("unknown chat template '%s' (llama2, llama3, llama3.1, chatml, zephyr, mistral)", name);
+            continue;
         }
         if (flag[0] != '-' || strlen(flag) != 2) {
             usage(stderr);
@@ -1791,7 +2163,7 @@ int main(int argc, char **argv) {
         case 't': temperature = (float)parse_number(flag, value, 0.0, 1e6); break;
         case 'p': topp = (float)parse_number(flag, value, 0.0, 1.0); break;
         case 's': seed = parse_integer(flag, value, 0, INT64_MAX); break;
-        case 'n': steps = parse_integer(flag, value, 0, INT32_MAX); break;
+        case 'n': steps = parse_integer(flag, value, 0, INT32_MAX), steps_given = 1; break;
         case 'i': prompt = value; break;
         case 'f': prompt_file = value; break;
         case 'z': tokenizer_path = value; break;
@@ -1800,11 +2172,12 @@ int main(int argc, char **argv) {
         }
     }
     int is_generate = strcmp(mode, "generate") == 0, is_tokenize = strcmp(mode, "tokenize") == 0,
-        is_perplexity = strcmp(mode, "perplexity") == 0;
-    if (!is_generate && !is_tokenize && !is_perplexity)
-        fatal("unknown mode '%s' (expected generate, tokenize or perplexity)", mode);
+        is_perplexity = strcmp(mode, "perplexity") == 0, is_chat = strcmp(mode, "chat") == 0;
+    if (!is_generate && !is_tokenize && !is_perplexity && !is_chat)
+        fatal("unknown mode '%s' (expected generate, chat, tokenize or perplexity)", mode);
     if (prompt && prompt_file) fatal("give the prompt with -i or -f, not both");
-    if (system_prompt) fprintf(stderr, "note: -y (system prompt) is used only in chat mode; ignored\n");
+    if (system_prompt && !is_chat) fprintf(stderr, "note: -y (system prompt) is used only in chat mode; ignored\n");
+    if (is_chat && (prompt || prompt_file)) fatal("chat mode reads its messages from the input, not from -i or -f");
     if (!model_path && !is_tokenize) {
         usage(stderr);
         fatal("no model file given");
@@ -1835,6 +2208,32 @@ int main(int argc, char **argv) {
     if (is_tokenize) {
         for (int k = 0; k < n_prompt; k++) printf(k ? " %d" : "%d", tokens[k]);
         printf("\n");
+    } else if (is_chat) {
+        const Config *c = &model.config;
+        if (template < 0) template = tok.chat_template;
+        if (template == TEMPLATE_NONE)
+            fatal("%s: the model has no known chat template: choose one with --template "
+                  "(llama2, llama3, llama3.1, chatml, zephyr, mistral)", tokenizer_path);
+        /* the context: -n, or the model's, up to 4096 positions (the KV cache grows with it) */
+        int ctx = steps_given && steps > 0 ? (int)(steps < c->seq_len ? steps : c->seq_len)
+                                           : (c->seq_len < 4096 ? c->seq_len : 4096);
+        char *asked = NULL;
+        if (!system_prompt && isatty(0)) { /* as llama2.c: ask once */
+            fputs("Enter system prompt (optional): ", stdout);
+            fflush(stdout);
+            asked = read_message(stdin, 1);
+            if (asked && asked[0]) system_prompt = asked;
+        }
+        ChatFormat format;
+        build_chat_format(&format, &tok, template, system_prompt);
+        RunState state;
+        build_state(&state, c, ctx);
+        Sampler sampler;
+        build_sampler(&sampler, c->vocab_size, temperature, topp, seed > 0 ? (uint64_t)seed : (uint64_t)time(NULL));
+        chat(&model, &state, &tok, &sampler, &format, &chat_options);
+        free_sampler(&sampler);
+        free_state(&state);
+        free(asked);
     } else {
         const Config *c = &model.config;
         if (n_prompt < 1) fatal("the prompt encodes to no tokens (the tokenizer has no BOS): give a prompt with -i");

@@ -1,0 +1,241 @@
+"""Chat: each template renders exactly the tokens of its family's published
+Hugging Face template, and a piped multi-turn conversation runs end to end
+on the KV cache without recomputing anything."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import hf
+import ref_bpe
+from conftest import RUN, TOKENIZER, export, harness, run
+
+SYSTEM, U1, A1, U2 = "You are a pirate.", "Hello there!", "Arr, hello.", "Tell me a joke."
+
+
+@pytest.fixture(scope="module")
+def spm(shared):
+    if os.environ.get("CI"):
+        import sentencepiece
+    else:
+        sentencepiece = pytest.importorskip("sentencepiece")
+    sp = sentencepiece.SentencePieceProcessor(model_file=f"{shared}/tokenizers/llama2/tokenizer.model")
+    return sp.encode
+
+
+@pytest.fixture(scope="module")
+def llama3(shared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("l3") / "tokenizer.bin"
+    export(out, "--tokenizer", f"{shared}/tokenizers/llama3/tokenizer.model")
+    return out, ref_bpe.Tiktoken(f"{shared}/tokenizers/llama3/tokenizer.model").encode
+
+
+@pytest.fixture(scope="module")
+def smollm2(shared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("smol") / "tokenizer.bin"
+    export(out, "--tokenizer", f"{shared}/tokenizers/smollm2/tokenizer.json")
+    return out, ref_bpe.TokenizerJson(f"{shared}/tokenizers/smollm2/tokenizer.json").encode
+
+
+def render(tmp_path, tokenizer, template, turns):
+    path = tmp_path / "conversation.bin"
+    path.write_bytes(b"".join(role.encode() + b"\0" + text.encode() + b"\0" for role, text in turns))
+    return [int(i) for i in harness("render", tokenizer, template, path).split()]
+
+
+CONVERSATION = [("system", SYSTEM), ("user", U1), ("assistant", A1), ("user", U2)]
+
+
+def test_llama2_template(tmp_path, spm):
+    # <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {answer} </s><s>[INST] {user} [/INST]
+    want = ([1] + spm(f"[INST] <<SYS>>\n{SYSTEM}\n<</SYS>>\n\n{U1} [/INST] {A1} ") + [2]
+            + [1] + spm(f"[INST] {U2} [/INST]"))
+    assert render(tmp_path, TOKENIZER, "llama2", CONVERSATION) == want
+
+
+def test_mistral_template(tmp_path, spm):
+    # <s>[INST] {user} [/INST]{answer}</s>[INST] {user} [/INST]; the system prompt leads the first message
+    want = [1] + spm(f"[INST] {SYSTEM}\n\n{U1} [/INST]{A1}") + [2] + spm(f"[INST] {U2} [/INST]")
+    assert render(tmp_path, TOKENIZER, "mistral", CONVERSATION) == want
+
+
+def test_zephyr_template(tmp_path, spm):
+    # <|system|>\n{system}</s>\n<|user|>\n{user}</s>\n<|assistant|>\n{answer}</s>\n ... <|assistant|>\n (no BOS)
+    want = (spm(f"<|system|>\n{SYSTEM}") + [2] + spm(f"\n<|user|>\n{U1}") + [2] + spm(f"\n<|assistant|>\n{A1}")
+            + [2] + spm(f"\n<|user|>\n{U2}") + [2] + spm("\n<|assistant|>\n"))
+    assert render(tmp_path, TOKENIZER, "zephyr", CONVERSATION) == want
+
+
+def llama3_expected(enc, system_text):
+    sh, eh, eot = 128006, 128007, 128009
+
+    def header(role):
+        return [sh] + enc(role.encode()) + [eh]
+    return ([128000] + header("system") + enc(f"\n\n{system_text}".encode()) + [eot]
+            + header("user") + enc(f"\n\n{U1}".encode()) + [eot]
+            + header("assistant") + enc(f"\n\n{A1}".encode()) + [eot]
+            + header("user") + enc(f"\n\n{U2}".encode()) + [eot]
+            + header("assistant") + enc(b"\n\n"))
+
+
+def test_llama3_template(tmp_path, llama3):
+    tok, enc = llama3
+    assert render(tmp_path, tok, "llama3", CONVERSATION) == llama3_expected(enc, SYSTEM)
+
+
+def test_llama31_template_dates_the_system_message(tmp_path, llama3):
+    tok, enc = llama3
+    system = f"Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n{SYSTEM}"
+    assert render(tmp_path, tok, "llama3.1", CONVERSATION) == llama3_expected(enc, system)
+
+
+def chatml_expected(enc, system):
+    s, e = 1, 2  # SmolLM2's <|im_start|> and <|im_end|>
+    return ([s] + enc(f"system\n{system}".encode()) + [e] + enc(b"\n")
+            + [s] + enc(f"user\n{U1}".encode()) + [e] + enc(b"\n")
+            + [s] + enc(f"assistant\n{A1}".encode()) + [e] + enc(b"\n")
+            + [s] + enc(f"user\n{U2}".encode()) + [e] + enc(b"\n")
+            + [s] + enc(b"assistant\n"))
+
+
+def test_chatml_template(tmp_path, smollm2):
+    tok, enc = smollm2
+    assert render(tmp_path, tok, "chatml", CONVERSATION) == chatml_expected(enc, SYSTEM)
+
+
+QWEN_TEMPLATE = ("{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] "
+                 "+ '<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. "
+                 "You are a helpful assistant.<|im_end|>\\n' }}{%- endif %}{%- for message in messages %}"
+                 "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}{%- endfor %}"
+                 "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
+def test_chatml_default_system_prompt_comes_from_the_template(shared, tmp_path, smollm2):
+    _, enc = smollm2
+    shutil.copy(f"{shared}/tokenizers/smollm2/tokenizer.json", tmp_path / "tokenizer.json")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": QWEN_TEMPLATE}))
+    export(tmp_path / "tok.bin", "--tokenizer", tmp_path)
+    turns = [t for t in CONVERSATION if t[0] != "system"]
+    default = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    assert render(tmp_path, tmp_path / "tok.bin", "chatml", turns) == chatml_expected(enc, default)
+
+
+@pytest.mark.parametrize("marker,name", [("<|start_header_id|>", "llama3"), ("<<SYS>>[INST]", "llama2"),
+                                         ("[INST]", "mistral"), ("<|user|><|assistant|>", "zephyr")])
+def test_export_detects_the_template(shared, tmp_path, marker, name):
+    import struct
+    shutil.copy(f"{shared}/tokenizers/llama2/tokenizer.model", tmp_path / "tokenizer.model")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ '" + marker + "' }}"}))
+    export(tmp_path / "tok.bin", "--tokenizer", tmp_path)
+    template = struct.unpack("<i", (tmp_path / "tok.bin").read_bytes()[44:48])[0]
+    assert template == ["none", "llama2", "llama3", "llama3.1", "chatml", "zephyr", "mistral"].index(name)
+
+
+# --- a conversation through a pipe -------------------------------------------
+
+@pytest.fixture(scope="module")
+def scripted(shared, tmp_path_factory):
+    """A model that answers every turn with "Arr" then <|im_end|>: all layers
+    write zeros, so the last hidden state is the token's own embedding, and
+    the classifier rows pick the next token from it (assistant header's
+    newline -> "Arr" -> <|im_end|>)."""
+    d = tmp_path_factory.mktemp("scripted")
+    ahoy, im_end, newline = 40909, 2, 198  # SmolLM2: "Arr" is one token
+    config = {"model_type": "llama", "vocab_size": 49152, "hidden_size": 64, "intermediate_size": 64,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+              "tie_word_embeddings": False, "max_position_embeddings": 512, "bos_token_id": 1, "eos_token_id": 2}
+    w = hf.random_llama(config, 0)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(49152, 64)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    w["model.embed_tokens.weight"] = emb
+    for name in w:
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            w[name][:] = 0
+        if name.endswith("norm.weight"):
+            w[name][:] = 1
+    head = rng.normal(0, 0.01, (49152, 64)).astype(np.float32)
+    head[ahoy] = 20 * emb[newline]
+    head[im_end] = 20 * emb[ahoy]
+    w["lm_head.weight"] = head
+    hf.write_checkpoint(d / "hf", config, w)
+    shutil.copy(f"{shared}/tokenizers/smollm2/tokenizer.json", d / "hf" / "tokenizer.json")
+    (d / "hf" / "tokenizer_config.json").write_text(json.dumps({"chat_template": QWEN_TEMPLATE}))
+    (d / "out").mkdir()
+    export(d / "out" / "model.bin", "--hf", d / "hf")
+    return d / "out" / "model.bin"
+
+
+def chat(model, text, *args):
+    p = subprocess.run([RUN, model, "-m", "chat", "-t", "0", "--trace", *args], input=text.encode(),
+                       capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    fed = [tuple(map(int, line[5:].replace("]", "").split())) for line in p.stderr.decode().splitlines()
+           if line.startswith("[pos ")]
+    return p.stdout.decode(), fed
+
+
+def test_piped_multi_turn_conversation(scripted, smollm2, tmp_path):
+    tok, enc = smollm2
+    out, fed = chat(scripted, "Hello there!\nTell me\\\na joke.\n", "-y", SYSTEM)
+    assert out == "Arr\nArr\n"
+    positions = [p for p, _ in fed]
+    assert positions == list(range(len(fed))), "a position was computed twice or skipped"
+    turns = [("system", SYSTEM), ("user", U1), ("assistant", "Arr"), ("user", "Tell me\na joke.")]
+    want = render(tmp_path, tok, "chatml", turns) + [40909]  # the second reply's token
+    assert [t for _, t in fed] == want
+
+
+def test_reset_and_exit(scripted):
+    out, fed = chat(scripted, "Hi\n/reset\nHi\n/exit\nnever read\n", "-y", SYSTEM)
+    assert out == "Arr\n(conversation cleared)\nArr\n"
+    first = [t for p, t in fed[:len(fed) // 2]]
+    second = [t for p, t in fed[len(fed) // 2:]]
+    assert first == second and fed[len(fed) // 2][0] == 0
+
+
+def test_context_full_is_said_and_never_overflows(scripted):
+    out, fed = chat(scripted, "Hi\n" + "many words " * 20 + "\nHi\n/reset\nHi\n", "-n", "40", "-y", SYSTEM)
+    lines = out.splitlines()
+    assert lines[0] == "Arr" and "context is full" in lines[1] and lines[2] == "Arr"
+    assert max(p for p, _ in fed) < 40
+
+
+def test_default_system_prompt_is_used_without_y(scripted, tmp_path):
+    out, fed = chat(scripted, "Hello there!\n")
+    turns = [("user", U1)]  # the tokenizer beside the model carries Qwen's default system prompt
+    assert [t for _, t in fed[:-1]] == render(tmp_path, scripted.parent / "tokenizer.bin", "chatml", turns)
+
+
+def test_no_template_is_a_clear_error(shared, tmp_path):
+    p = run(f"{shared}/models/stories260K.bin", "-z", f"{shared}/models/tok512.bin", "-m", "chat", check=False,
+            input=b"hi\n")
+    assert p.returncode == 1 and b"no known chat template" in p.stderr and b"--template" in p.stderr
+
+
+def test_ctrl_c_stops_the_reply_and_returns_to_the_prompt(shared, tmp_path):
+    """A random model never ends its reply by itself: Ctrl-C (SIGINT) does."""
+    import signal
+    import time
+    config = {"model_type": "llama", "vocab_size": 49152, "hidden_size": 32, "intermediate_size": 64,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+              "max_position_embeddings": 100000, "tie_word_embeddings": True}
+    hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, 0))
+    shutil.copy(f"{shared}/tokenizers/smollm2/tokenizer.json", tmp_path / "hf" / "tokenizer.json")
+    (tmp_path / "out").mkdir()
+    export(tmp_path / "out" / "m.bin", "--hf", tmp_path / "hf")
+    p = subprocess.Popen([RUN, tmp_path / "out" / "m.bin", "-m", "chat", "--template", "chatml", "-n", "100000",
+                          "--stats"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdin.write(b"Hello\n")
+    p.stdin.flush()
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    out, err = p.communicate(b"/exit\n", timeout=60)
+    assert p.returncode == 0, err.decode()
+    assert b"tok/s" in err  # the reply ended and printed its statistics
+    assert out.endswith(b"\n")
