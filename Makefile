@@ -21,7 +21,7 @@ endif
 
 # Binaries are rebuilt on every call (one file, about a second), so that
 # `make` and `make fast` never leave a stale build of the other kind behind.
-.PHONY: all build fast harness test run tokenizer clean
+.PHONY: all build fast harness test run tokenizer clean bench
 all: build
 
 build:
@@ -52,3 +52,7 @@ tokenizer:
 
 clean:
 	rm -f run tests/harness
+
+# Speed on random models of fixed shapes (see tools/bench.py); not part of the tests.
+bench: fast
+	$(PYTHON) tools/bench.py

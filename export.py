@@ -25,7 +25,8 @@ MODEL_VERSION = 1
 MODEL_HEADER_SIZE = 256
 TENSOR_ALIGN = 64
 MAX_EOS = 8
-WEIGHT_F32 = 0
+WEIGHT_TYPES = {"fp32": 0, "q8_0": 1, "q4_0": 2}
+QK = 32  # values per quantized block
 FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS = 1, 2
 
 TOKENIZER_MAGIC = b"RUNT"
@@ -58,7 +59,7 @@ def model_header(cfg):
         cfg["head_dim"], cfg["vocab_size"], cfg["seq_len"],
         cfg["rope_theta"], rope.get("factor", 0.0), rope.get("low_freq_factor", 0.0),
         rope.get("high_freq_factor", 0.0), int(rope.get("original_seq_len", 0)),
-        cfg["norm_eps"], flags, WEIGHT_F32, cfg["bos_id"], len(eos))
+        cfg["norm_eps"], flags, WEIGHT_TYPES[cfg.get("dtype", "fp32")], cfg["bos_id"], len(eos))
     head += struct.pack(f"<{MAX_EOS}i", *(eos + [0] * (MAX_EOS - len(eos))))
     assert len(head) == 112
     return head + bytes(MODEL_HEADER_SIZE - len(head))
@@ -83,10 +84,49 @@ def tensor_order(cfg):
     return order
 
 
+def quantize(t, dtype):
+    """A matrix as run.c's q8_0 or q4_0: rows padded with zeros to whole blocks
+    of 32; (values, fp16 scales). q8_0: scale = max|x| / 127, value =
+    round(x / scale). q4_0: scale = m / -8 with m the value of largest
+    magnitude, value = round(x / scale) + 8 in [0, 15], two per byte (value j
+    of a block in the low nibble of byte j, value j + 16 in its high nibble)."""
+    rows, cols = t.shape
+    padded = -(-cols // QK) * QK
+    blocks = np.zeros((rows, padded), dtype=np.float32)
+    blocks[:, :cols] = t
+    blocks = blocks.reshape(rows, padded // QK, QK)
+    if dtype == "q8_0":
+        scale = (np.abs(blocks).max(axis=2) / 127).astype(np.float16)
+        inv = np.divide(1.0, scale.astype(np.float32), out=np.zeros(scale.shape, np.float32), where=scale != 0)
+        values = np.clip(np.rint(blocks * inv[:, :, None]), -127, 127).astype(np.int8)
+        return values.reshape(rows, padded), scale
+    idx = np.abs(blocks).argmax(axis=2)
+    extreme = np.take_along_axis(blocks, idx[:, :, None], axis=2)[:, :, 0]
+    scale = (extreme / -8).astype(np.float16)
+    inv = np.divide(1.0, scale.astype(np.float32), out=np.zeros(scale.shape, np.float32), where=scale != 0)
+    q = np.clip(np.rint(blocks * inv[:, :, None]) + 8, 0, 15).astype(np.uint8)
+    packed = q[:, :, :QK // 2] | (q[:, :, QK // 2:] << 4)
+    return packed.reshape(rows, padded // 2), scale
+
+
+def dequantize(values, scale, dtype, cols):
+    """The floats a quantized matrix stands for (for tests and measurements)."""
+    rows = values.shape[0]
+    s = scale.astype(np.float32)[:, :, None]
+    if dtype == "q8_0":
+        q = values.reshape(rows, -1, QK).astype(np.float32)
+    else:
+        p = values.reshape(rows, -1, QK // 2)
+        q = np.concatenate([p & 15, p >> 4], axis=2).astype(np.float32) - 8
+    return (q * s).reshape(rows, -1)[:, :cols]
+
+
 def write_model(path, cfg, get_tensor):
     """Streams the tensors to path one at a time. get_tensor(name) returns a
-    float32 array in run.c's layout (q and k rows in interleaved RoPE order)."""
+    float32 array in run.c's layout (q and k rows in interleaved RoPE order).
+    Matrices are written in cfg["dtype"]; norms and biases stay fp32."""
     order = tensor_order(cfg)
+    dtype = cfg.get("dtype", "fp32")
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(model_header(cfg))
@@ -96,8 +136,10 @@ def write_model(path, cfg, get_tensor):
                 raise ExportError(f"tensor {name} has shape {t.shape}, expected {shape}")
             if not np.all(np.isfinite(t)):
                 raise ExportError(f"tensor {name} has NaN or infinite values")
-            f.write(bytes((-f.tell()) % TENSOR_ALIGN))
-            f.write(t.tobytes())
+            parts = [t] if dtype == "fp32" or t.ndim == 1 else quantize(t, dtype)
+            for part in parts:
+                f.write(bytes((-f.tell()) % TENSOR_ALIGN))
+                f.write(np.ascontiguousarray(part).astype(part.dtype.newbyteorder("<")).tobytes())
             progress(f"writing {path}: tensor {k + 1}/{len(order)} {name}")
     os.replace(tmp, path)
     progress_done(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
@@ -1088,6 +1130,8 @@ def export_tokenizer(path, out, vocab_size=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Convert checkpoints and tokenizers to run.c's formats.")
     ap.add_argument("out", help="output file")
+    ap.add_argument("--dtype", choices=list(WEIGHT_TYPES), default="fp32",
+                    help="weight type of the matrices: fp32 (default), q8_0 or q4_0 (norms stay fp32)")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--hf", metavar="DIR", help="Hugging Face model directory (config.json + safetensors)")
     src.add_argument("--llama2c", metavar="FILE", help="llama2.c legacy model file (version 0)")
@@ -1112,7 +1156,7 @@ def main(argv=None):
             ckpt = HuggingFaceCheckpoint(args.hf)
         else:
             ckpt = Llama2cCheckpoint(args.llama2c)
-        write_model(args.out, ckpt.config, ckpt.get)
+        write_model(args.out, {**ckpt.config, "dtype": args.dtype}, ckpt.get)
         tok_out = os.path.join(os.path.dirname(os.path.abspath(args.out)), "tokenizer.bin")
         if args.gguf and "tokenizer.ggml.tokens" in ckpt.gguf.meta:
             export_gguf_tokenizer(ckpt.gguf, tok_out, ckpt.config["vocab_size"])

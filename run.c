@@ -29,6 +29,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* ========================================================================== */
 /* 1. Errors and small helpers                                                */
@@ -115,6 +118,15 @@ static char *read_file(const char *path, size_t *len) {
          classifier                   (vocab_size, dim)   absent when tied
        q and k rows are in the interleaved RoPE layout (pairs 2i, 2i+1), as
        Meta's original checkpoints; export.py converts Hugging Face's layout.
+       Norms and biases are fp32. The matrices (all 2-D tensors) are of the
+       header's weight type:
+         fp32: rows x cols floats;
+         q8_0: each row padded with zeros to a multiple of 32 columns, in
+               blocks of 32: rows x cols_padded int8 values, then (aligned)
+               rows x cols_padded/32 fp16 scales; weight = value * scale;
+         q4_0: the same with 4-bit values: 16 bytes per block, byte j holding
+               values j (low nibble) and j + 16 (high nibble), each stored
+               plus 8; weight = (nibble - 8) * scale.
 
    (b) llama2.c's legacy format (version 0): seven int32 (dim, hidden_dim,
        n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a negative
@@ -127,7 +139,8 @@ static char *read_file(const char *path, size_t *len) {
 #define TENSOR_ALIGN 64
 #define MAX_EOS 8
 
-enum { WEIGHT_F32 = 0 };
+enum { WEIGHT_F32 = 0, WEIGHT_Q8_0 = 1, WEIGHT_Q4_0 = 2 };
+#define QK 32 /* values per block of a quantized row */
 enum { FLAG_TIED_CLASSIFIER = 1u << 0, FLAG_QKV_BIAS = 1u << 1 };
 
 typedef struct {
@@ -148,7 +161,7 @@ typedef struct {
     int32_t rope_original_seq_len;
     float norm_eps;         /* RMSNorm epsilon */
     uint32_t flags;         /* FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS */
-    int32_t weight_type;    /* WEIGHT_F32 */
+    int32_t weight_type;    /* WEIGHT_F32, WEIGHT_Q8_0, WEIGHT_Q4_0 */
     int32_t bos_id;
     int32_t n_eos;          /* how many of eos_ids are used */
     int32_t eos_ids[MAX_EOS];
@@ -172,27 +185,49 @@ typedef struct {
     int legacy; /* 1 when read from a llama2.c file */
 } Config;
 
+/* A weight matrix (rows, cols) in the file's weight type. */
+typedef struct {
+    int type;                /* WEIGHT_* */
+    int rows, cols;
+    int cols_padded;         /* cols rounded up to whole blocks (quantized types) */
+    const void *data;        /* float (rows, cols), int8 (rows, cols_padded) or 4-bit (rows, cols_padded / 2) */
+    const uint16_t *scales;  /* fp16 (rows, cols_padded / 32), quantized types only */
+} Matrix;
+
 typedef struct {
     const float *attn_norm; /* (dim) */
-    const float *wq;        /* (n_heads * head_dim, dim) */
-    const float *wk;        /* (n_kv_heads * head_dim, dim) */
-    const float *wv;        /* (n_kv_heads * head_dim, dim) */
+    Matrix wq;              /* (n_heads * head_dim, dim) */
+    Matrix wk;              /* (n_kv_heads * head_dim, dim) */
+    Matrix wv;              /* (n_kv_heads * head_dim, dim) */
     const float *bq;        /* (n_heads * head_dim) or NULL: biases of the */
     const float *bk;        /* (n_kv_heads * head_dim)   q, k and v */
     const float *bv;        /* (n_kv_heads * head_dim)   projections */
-    const float *wo;        /* (dim, n_heads * head_dim) */
+    Matrix wo;              /* (dim, n_heads * head_dim) */
     const float *ffn_norm;  /* (dim) */
-    const float *w1;        /* (hidden_dim, dim) */
-    const float *w2;        /* (dim, hidden_dim) */
-    const float *w3;        /* (hidden_dim, dim) */
+    Matrix w1;              /* (hidden_dim, dim) */
+    Matrix w2;              /* (dim, hidden_dim) */
+    Matrix w3;              /* (hidden_dim, dim) */
 } LayerWeights;
 
 typedef struct {
-    const float *token_embedding; /* (vocab_size, dim) */
-    LayerWeights *layers;         /* (n_layers) */
-    const float *final_norm;      /* (dim) */
-    const float *classifier;      /* (vocab_size, dim), may alias token_embedding */
+    Matrix token_embedding;  /* (vocab_size, dim) */
+    LayerWeights *layers;    /* (n_layers) */
+    const float *final_norm; /* (dim) */
+    Matrix classifier;       /* (vocab_size, dim), may be the token embedding */
 } Weights;
+
+/* IEEE half precision to float, by its bits (scales of quantized blocks). */
+static float fp16_to_fp32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
+    float f;
+    if (exp == 0) { /* zero or subnormal: mant * 2^-24 */
+        f = (float)mant * (1.0f / 16777216.0f);
+        return sign ? -f : f;
+    }
+    bits = exp == 31 ? sign | 0x7F800000u | (mant << 13) : sign | ((exp + 112) << 23) | (mant << 13);
+    memcpy(&f, &bits, 4);
+    return f;
+}
 
 /* Upper bounds on each dimension. They are far above any real model and keep
    every product of sizes below 2^63, so the size arithmetic cannot overflow. */
@@ -236,8 +271,8 @@ static void validate_config(const char *path, const Config *c) {
         if (c->rope_original_seq_len <= 0)
             fatal("%s: invalid model header: rope scaling needs a positive original context length", path);
     }
-    if (c->weight_type != WEIGHT_F32)
-        fatal("%s: weight type %d is not supported (this build reads fp32 weights)", path, c->weight_type);
+    if (c->weight_type < WEIGHT_F32 || c->weight_type > WEIGHT_Q4_0)
+        fatal("%s: weight type %d is not supported (0 fp32, 1 q8_0, 2 q4_0)", path, c->weight_type);
     if (c->bos_id < -1 || c->bos_id >= c->vocab_size)
         fatal("%s: invalid model header: bos_id %d is outside the vocabulary", path, c->bos_id);
     if (c->n_eos < 0 || c->n_eos > MAX_EOS)
@@ -268,6 +303,39 @@ static const float *take_tensor(TensorReader *r, uint64_t n_floats, const char *
     return (const float *)(r->base + start);
 }
 
+static const uint8_t *take_bytes(TensorReader *r, uint64_t bytes, const char *name) {
+    uint64_t start = (r->offset + r->align - 1) / r->align * r->align;
+    if (start > r->size || bytes > r->size - start)
+        fatal("%s: file is truncated: tensor %s needs bytes %llu..%llu but the file has %llu",
+              r->path, name, (unsigned long long)start, (unsigned long long)(start + bytes),
+              (unsigned long long)r->size);
+    r->offset = start + bytes;
+    return r->base + start;
+}
+
+/* A matrix in the file's weight type; quantized blocks must have finite scales. */
+static Matrix take_matrix(TensorReader *r, int type, uint64_t rows, uint64_t cols, const char *name) {
+    Matrix m = {type, (int)rows, (int)cols, (int)cols, NULL, NULL};
+    if (type == WEIGHT_F32) {
+        m.data = take_tensor(r, rows * cols, name);
+        return m;
+    }
+    m.cols_padded = (int)((cols + QK - 1) / QK * QK);
+    uint64_t n_blocks = rows * (uint64_t)m.cols_padded / QK;
+    m.data = take_bytes(r, type == WEIGHT_Q8_0 ? rows * m.cols_padded : rows * m.cols_padded / 2, name);
+    m.scales = (const uint16_t *)take_bytes(r, n_blocks * sizeof(uint16_t), name);
+    for (uint64_t b = 0; b < n_blocks; b++)
+        if (((m.scales[b] >> 10) & 0x1F) == 0x1F)
+            fatal("%s: tensor %s has a NaN or infinite scale in block %llu", r->path, name, (unsigned long long)b);
+    return m;
+}
+
+/* A matrix that is a slice of fp32 floats (llama2.c's files). */
+static Matrix f32_matrix(const float *data, int rows, int cols) {
+    Matrix m = {WEIGHT_F32, rows, cols, cols, data, NULL};
+    return m;
+}
+
 static void skip_bytes(TensorReader *r, uint64_t bytes, const char *name) {
     if (r->offset > r->size || bytes > r->size - r->offset)
         fatal("%s: file is truncated inside %s", r->path, name);
@@ -278,48 +346,55 @@ static void skip_bytes(TensorReader *r, uint64_t bytes, const char *name) {
 static void map_weights(Weights *w, const Config *c, TensorReader *r) {
     uint64_t dim = c->dim, hidden = c->hidden_dim, vocab = c->vocab_size;
     uint64_t q_dim = (uint64_t)c->n_heads * c->head_dim, kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
-    int L = c->n_layers;
+    int L = c->n_layers, T = c->weight_type;
     w->layers = xcalloc(L, sizeof(LayerWeights));
-    w->token_embedding = take_tensor(r, vocab * dim, "token_embedding");
+    w->token_embedding = take_matrix(r, T, vocab, dim, "token_embedding");
     if (!c->legacy) {
         for (int l = 0; l < L; l++) {
             LayerWeights *lw = &w->layers[l];
             lw->attn_norm = take_tensor(r, dim, "attn_norm");
-            lw->wq = take_tensor(r, q_dim * dim, "wq");
+            lw->wq = take_matrix(r, T, q_dim, dim, "wq");
             if (c->qkv_bias) lw->bq = take_tensor(r, q_dim, "bq");
-            lw->wk = take_tensor(r, kv_dim * dim, "wk");
+            lw->wk = take_matrix(r, T, kv_dim, dim, "wk");
             if (c->qkv_bias) lw->bk = take_tensor(r, kv_dim, "bk");
-            lw->wv = take_tensor(r, kv_dim * dim, "wv");
+            lw->wv = take_matrix(r, T, kv_dim, dim, "wv");
             if (c->qkv_bias) lw->bv = take_tensor(r, kv_dim, "bv");
-            lw->wo = take_tensor(r, dim * q_dim, "wo");
+            lw->wo = take_matrix(r, T, dim, q_dim, "wo");
             lw->ffn_norm = take_tensor(r, dim, "ffn_norm");
-            lw->w1 = take_tensor(r, hidden * dim, "w1");
-            lw->w2 = take_tensor(r, dim * hidden, "w2");
-            lw->w3 = take_tensor(r, hidden * dim, "w3");
+            lw->w1 = take_matrix(r, T, hidden, dim, "w1");
+            lw->w2 = take_matrix(r, T, dim, hidden, "w2");
+            lw->w3 = take_matrix(r, T, hidden, dim, "w3");
         }
         w->final_norm = take_tensor(r, dim, "final_norm");
     } else {
-        /* llama2.c groups each kind of tensor across all layers. */
-#define LEGACY_GROUP(field, n, name)                                          \
-    do {                                                                      \
-        const float *t = take_tensor(r, (uint64_t)L * (n), name);             \
-        for (int l = 0; l < L; l++) w->layers[l].field = t + (uint64_t)l * (n); \
+        /* llama2.c groups each kind of tensor across all layers (all fp32). */
+#define LEGACY_NORMS(field, name)                                                     \
+    do {                                                                              \
+        const float *t = take_tensor(r, (uint64_t)L * dim, name);                     \
+        for (int l = 0; l < L; l++) w->layers[l].field = t + (uint64_t)l * dim;       \
     } while (0)
-        LEGACY_GROUP(attn_norm, dim, "rms_att_weight");
-        LEGACY_GROUP(wq, q_dim * dim, "wq");
-        LEGACY_GROUP(wk, kv_dim * dim, "wk");
-        LEGACY_GROUP(wv, kv_dim * dim, "wv");
-        LEGACY_GROUP(wo, dim * q_dim, "wo");
-        LEGACY_GROUP(ffn_norm, dim, "rms_ffn_weight");
-        LEGACY_GROUP(w1, hidden * dim, "w1");
-        LEGACY_GROUP(w2, dim * hidden, "w2");
-        LEGACY_GROUP(w3, hidden * dim, "w3");
-#undef LEGACY_GROUP
+#define LEGACY_MATRICES(field, rows, cols, name)                                      \
+    do {                                                                              \
+        const float *t = take_tensor(r, (uint64_t)L * (rows) * (cols), name);         \
+        for (int l = 0; l < L; l++)                                                   \
+            w->layers[l].field = f32_matrix(t + (uint64_t)l * (rows) * (cols), (int)(rows), (int)(cols)); \
+    } while (0)
+        LEGACY_NORMS(attn_norm, "rms_att_weight");
+        LEGACY_MATRICES(wq, q_dim, dim, "wq");
+        LEGACY_MATRICES(wk, kv_dim, dim, "wk");
+        LEGACY_MATRICES(wv, kv_dim, dim, "wv");
+        LEGACY_MATRICES(wo, dim, q_dim, "wo");
+        LEGACY_NORMS(ffn_norm, "rms_ffn_weight");
+        LEGACY_MATRICES(w1, hidden, dim, "w1");
+        LEGACY_MATRICES(w2, dim, hidden, "w2");
+        LEGACY_MATRICES(w3, hidden, dim, "w3");
+#undef LEGACY_NORMS
+#undef LEGACY_MATRICES
         w->final_norm = take_tensor(r, dim, "rms_final_weight");
         /* two RoPE tables, (seq_len, head_dim / 2) each, that we recompute */
         skip_bytes(r, (uint64_t)c->seq_len * c->head_dim * sizeof(float), "freq_cis");
     }
-    w->classifier = c->tied_classifier ? w->token_embedding : take_tensor(r, vocab * dim, "classifier");
+    w->classifier = c->tied_classifier ? w->token_embedding : take_matrix(r, T, vocab, dim, "classifier");
     if (r->offset != r->size)
         fatal("%s: file has %llu bytes but the header describes %llu: wrong header or not a model file",
               r->path, (unsigned long long)r->size, (unsigned long long)r->offset);
@@ -424,21 +499,35 @@ static int is_eos(const Config *c, int token) {
 /* 3. Run state: activations and the KV cache                                 */
 /* ========================================================================== */
 
+#define MAX_BATCH 64 /* tokens of a prompt that go through the model together */
+
+/* Activations quantized like a q8_0 row, for the integer dot products of a
+   quantized matmul (section 4): x[j] ~ q[j] * scale[b] for j in block b. */
+typedef struct {
+    int8_t *q;     /* (n_padded) values in [-127, 127] */
+    float *scale;  /* (n_padded / 32) */
+    int32_t *sum;  /* (n_padded / 32) sum of each block's q (q4_0 needs it) */
+} QuantizedVector;
+
 typedef struct {
     int ctx;          /* positions the KV cache holds */
-    float *x;         /* (dim) the residual stream at the current position */
-    float *xb;        /* (max(dim, q_dim)) normed input / attention output */
-    float *xb2;       /* (dim) output of a block before it is added to x */
-    float *hb;        /* (hidden_dim) gate branch of the feed-forward layer */
-    float *hb2;       /* (hidden_dim) up branch of the feed-forward layer */
-    float *q;         /* (n_heads * head_dim) query of the current position */
+    int max_tokens;   /* tokens one forward pass may take (T below) */
+    float *x;         /* (T, dim) the residual stream */
+    float *xb;        /* (T, dim) normed input of a block */
+    float *xb2;       /* (T, dim) output of a block before it is added to x */
+    float *ao;        /* (T, n_heads * head_dim) attention output */
+    float *hb;        /* (T, hidden_dim) gate branch of the feed-forward layer */
+    float *hb2;       /* (T, hidden_dim) up branch of the feed-forward layer */
+    float *q;         /* (T, n_heads * head_dim) queries */
     float *att;       /* (n_heads, ctx) attention scores */
-    float *logits;    /* (vocab_size) */
+    float *logits;    /* (T, vocab_size) */
     float *key_cache;   /* (n_layers, ctx, n_kv_heads * head_dim) */
     float *value_cache; /* (n_layers, ctx, n_kv_heads * head_dim) */
     float *rope_freq; /* (head_dim / 2) rotation frequency of each pair */
-    float *rope_cos;  /* (head_dim / 2) cos(pos * freq) at the current position */
-    float *rope_sin;  /* (head_dim / 2) */
+    float *rope_cos;  /* (T, head_dim / 2) cos(pos * freq) of each token's position */
+    float *rope_sin;  /* (T, head_dim / 2) */
+    QuantizedVector *xq; /* (T) activations quantized for a matmul */
+    int trace;        /* print each token fed to the model, with its position, on stderr */
 } RunState;
 
 /* RoPE frequencies, with Llama 3.1's scaling when the file asks for it.
@@ -469,30 +558,46 @@ static void rope_frequencies(const Config *c, float *freq) {
     }
 }
 
+
 static void build_state(RunState *s, const Config *c, int ctx) {
-    int q_dim = c->n_heads * c->head_dim;
+    int q_dim = c->n_heads * c->head_dim, half = c->head_dim / 2;
     uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
+    int T = ctx < MAX_BATCH ? ctx : MAX_BATCH;
     s->ctx = ctx;
-    s->x = xcalloc(c->dim, sizeof(float));
-    s->xb = xcalloc(c->dim > q_dim ? c->dim : q_dim, sizeof(float));
-    s->xb2 = xcalloc(c->dim, sizeof(float));
-    s->hb = xcalloc(c->hidden_dim, sizeof(float));
-    s->hb2 = xcalloc(c->hidden_dim, sizeof(float));
-    s->q = xcalloc(q_dim, sizeof(float));
+    s->max_tokens = T;
+    s->x = xcalloc((size_t)T * c->dim, sizeof(float));
+    s->xb = xcalloc((size_t)T * c->dim, sizeof(float));
+    s->xb2 = xcalloc((size_t)T * c->dim, sizeof(float));
+    s->ao = xcalloc((size_t)T * q_dim, sizeof(float));
+    s->hb = xcalloc((size_t)T * c->hidden_dim, sizeof(float));
+    s->hb2 = xcalloc((size_t)T * c->hidden_dim, sizeof(float));
+    s->q = xcalloc((size_t)T * q_dim, sizeof(float));
     s->att = xcalloc((size_t)c->n_heads * ctx, sizeof(float));
-    s->logits = xcalloc(c->vocab_size, sizeof(float));
+    s->logits = xcalloc((size_t)T * c->vocab_size, sizeof(float));
     uint64_t cache = (uint64_t)c->n_layers * ctx * kv_dim;
     if (cache > SIZE_MAX / sizeof(float)) fatal("KV cache of %llu floats is too large", (unsigned long long)cache);
     s->key_cache = xcalloc((size_t)cache, sizeof(float));
     s->value_cache = xcalloc((size_t)cache, sizeof(float));
-    s->rope_freq = xcalloc(c->head_dim / 2, sizeof(float));
-    s->rope_cos = xcalloc(c->head_dim / 2, sizeof(float));
-    s->rope_sin = xcalloc(c->head_dim / 2, sizeof(float));
+    s->rope_freq = xcalloc(half, sizeof(float));
+    s->rope_cos = xcalloc((size_t)T * half, sizeof(float));
+    s->rope_sin = xcalloc((size_t)T * half, sizeof(float));
     rope_frequencies(c, s->rope_freq);
+    /* the widest matmul input, in whole blocks */
+    int widest = c->dim > q_dim ? c->dim : q_dim;
+    if (c->hidden_dim > widest) widest = c->hidden_dim;
+    int padded = (widest + QK - 1) / QK * QK;
+    s->xq = xcalloc(T, sizeof(QuantizedVector));
+    for (int t = 0; t < T; t++) {
+        s->xq[t].q = xcalloc(padded, 1);
+        s->xq[t].scale = xcalloc(padded / QK, sizeof(float));
+        s->xq[t].sum = xcalloc(padded / QK, sizeof(int32_t));
+    }
 }
 
 static void free_state(RunState *s) {
-    free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2); free(s->q); free(s->att);
+    for (int t = 0; t < s->max_tokens; t++) free(s->xq[t].q), free(s->xq[t].scale), free(s->xq[t].sum);
+    free(s->xq);
+    free(s->x); free(s->xb); free(s->xb2); free(s->ao); free(s->hb); free(s->hb2); free(s->q); free(s->att);
     free(s->logits); free(s->key_cache); free(s->value_cache);
     free(s->rope_freq); free(s->rope_cos); free(s->rope_sin);
 }
@@ -523,22 +628,6 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
-/* out (d) = W (d, n) @ x (n).  PyTorch: out = x @ W.T  (nn.Linear without bias)
-   Nearly all the time of a forward pass is spent here: each row is a dot
-   product, and the rows are shared among threads. */
-static void matmul(float *out, const float *x, const float *w, int n, int d) {
-    int i;
-#ifdef _OPENMP
-#pragma omp parallel for private(i)
-#endif
-    for (i = 0; i < d; i++) {
-        const float *row = w + (size_t)i * n;
-        float sum = 0.0f;
-        for (int j = 0; j < n; j++) sum += row[j] * x[j];
-        out[i] = sum;
-    }
-}
-
 /* Rotary position embedding on n_heads heads of width head_dim, in place.
    Each pair (x[2i], x[2i+1]) of a head is rotated by the angle pos * freq[i]:
      x[2i]   = x[2i] * cos - x[2i+1] * sin
@@ -556,95 +645,382 @@ static void rope(float *x, int n_heads, int head_dim, const float *cos_t, const 
     }
 }
 
+/* ---- dot products: the inner loop of every matmul ----
+
+   Each has a plain scalar version, the definition, and SIMD versions for
+   x86 AVX2 (with FMA and F16C; AVX-512 machines run it too) and ARM NEON,
+   chosen at compile time (make fast builds for this machine; -DRUN_SCALAR
+   forces the scalar ones). The tests hold each SIMD version to its scalar
+   one. */
+
+#if defined(RUN_SCALAR)
+#define SIMD_NAME "scalar"
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define USE_AVX2 1
+#define SIMD_NAME "AVX2"
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#define USE_NEON 1
+#define SIMD_NAME "NEON"
+#else
+#define SIMD_NAME "scalar"
+#endif
+#if defined(USE_AVX2)
+#include <immintrin.h>
+#elif defined(USE_NEON)
+#include <arm_neon.h>
+#endif
+
+/* The scalar versions are not static: the tests call them even in builds
+   where a SIMD version does the work. */
+
+/* sum(a[i] * b[i]) for fp32 */
+float dot_f32_scalar(const float *a, const float *b, int n) {
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+/* Activations are quantized like q8_0 weights before a quantized matmul, so
+   that each block of 32 is an integer dot product (as llama.cpp does):
+   scale = max |x| / 127 over the block, q = round(x / scale). */
+static void quantize_vector(QuantizedVector *out, const float *x, int n, int n_padded) {
+    for (int b = 0; b < n_padded / QK; b++) {
+        float amax = 0.0f;
+        for (int j = b * QK; j < (b + 1) * QK && j < n; j++) amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+        int32_t sum = 0;
+        for (int j = b * QK; j < (b + 1) * QK; j++) {
+            int q = j < n ? (int)lrintf(x[j] * inv) : 0;
+            out->q[j] = (int8_t)q;
+            sum += q;
+        }
+        out->scale[b] = d;
+        out->sum[b] = sum;
+    }
+}
+
+/* Row of a q8_0 matrix . quantized x: per block, (sum of q_w * q_x) * scale_w * scale_x */
+float dot_q8_scalar(const int8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
+    float sum = 0.0f;
+    for (int b = 0; b < n_blocks; b++) {
+        int32_t acc = 0;
+        for (int j = 0; j < QK; j++) acc += (int32_t)w[b * QK + j] * x->q[b * QK + j];
+        sum += (float)acc * fp16_to_fp32(ws[b]) * x->scale[b];
+    }
+    return sum;
+}
+
+/* Row of a q4_0 matrix . quantized x. Byte j of a block holds weights j (low
+   nibble) and j + 16 (high nibble), each stored as q + 8 in [0, 15]; so the
+   block's sum of q_w * q_x is sum(nibble * q_x) - 8 * sum(q_x). */
+float dot_q4_scalar(const uint8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
+    float sum = 0.0f;
+    for (int b = 0; b < n_blocks; b++) {
+        const uint8_t *wb = w + b * QK / 2;
+        const int8_t *xb = x->q + b * QK;
+        int32_t acc = 0;
+        for (int j = 0; j < QK / 2; j++) acc += (wb[j] & 15) * xb[j] + (wb[j] >> 4) * xb[j + QK / 2];
+        sum += (float)(acc - 8 * x->sum[b]) * fp16_to_fp32(ws[b]) * x->scale[b];
+    }
+    return sum;
+}
+
+#if defined(USE_AVX2)
+static float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Four independent sums, so that each FMA need not wait for the one before. */
+static float dot_f32(const float *a, const float *b, int n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(),
+           acc3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), acc3);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    float sum = hsum256(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+/* 32 products of unsigned by signed bytes, summed into 8 int32 */
+static __m256i dot_u8_s8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* The combined scale (weight scale x activation scale) of 8 blocks. */
+static __m256 block_scales(const uint16_t *ws, const float *xs) {
+    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)ws)), _mm256_loadu_ps(xs));
+}
+
+/* maddubs multiplies unsigned by signed bytes, so the weights' signs move
+   onto the activations: |w| * (x * sign(w)) = w * x. Eight blocks per step,
+   in two independent sums. */
+static float dot_q8(const int8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 8 <= n_blocks; b += 8) {
+        float scale[8];
+        _mm256_storeu_ps(scale, block_scales(ws + b, x->scale + b));
+        for (int k = 0; k < 8; k += 2) {
+            __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + (b + k) * QK));
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)(x->q + (b + k) * QK));
+            __m256i w1 = _mm256_loadu_si256((const __m256i *)(w + (b + k + 1) * QK));
+            __m256i x1 = _mm256_loadu_si256((const __m256i *)(x->q + (b + k + 1) * QK));
+            __m256i d0 = dot_u8_s8(_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0));
+            __m256i d1 = dot_u8_s8(_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1));
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_broadcast_ss(scale + k), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(scale + k + 1), acc1);
+        }
+    }
+    float sum = hsum256(_mm256_add_ps(acc0, acc1));
+    if (b < n_blocks) {
+        QuantizedVector rest = {x->q + b * QK, x->scale + b, x->sum + b};
+        sum += dot_q8_scalar(w + b * QK, ws + b, &rest, n_blocks - b);
+    }
+    return sum;
+}
+
+/* Two blocks' 32 packed bytes unpack at once: low nibbles and high nibbles,
+   then each block's [low | high] is gathered from the two halves. The -8 *
+   sum(q_x) of each block goes on one lane in integers, so it is exact. */
+static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    const __m256i low4 = _mm256_set1_epi8(15);
+    int b = 0;
+    for (; b + 8 <= n_blocks; b += 8) {
+        float scale[8];
+        _mm256_storeu_ps(scale, block_scales(ws + b, x->scale + b));
+        for (int k = 0; k < 8; k += 2) {
+            __m256i p = _mm256_loadu_si256((const __m256i *)(w + (b + k) * QK / 2));
+            __m256i lo = _mm256_and_si256(p, low4), hi = _mm256_and_si256(_mm256_srli_epi16(p, 4), low4);
+            __m256i n0 = _mm256_permute2x128_si256(lo, hi, 0x20), n1 = _mm256_permute2x128_si256(lo, hi, 0x31);
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)(x->q + (b + k) * QK));
+            __m256i x1 = _mm256_loadu_si256((const __m256i *)(x->q + (b + k + 1) * QK));
+            __m256i d0 = _mm256_add_epi32(dot_u8_s8(n0, x0), _mm256_setr_epi32(-8 * x->sum[b + k], 0, 0, 0, 0, 0, 0, 0));
+            __m256i d1 = _mm256_add_epi32(dot_u8_s8(n1, x1),
+                                          _mm256_setr_epi32(-8 * x->sum[b + k + 1], 0, 0, 0, 0, 0, 0, 0));
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_broadcast_ss(scale + k), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(scale + k + 1), acc1);
+        }
+    }
+    float sum = hsum256(_mm256_add_ps(acc0, acc1));
+    if (b < n_blocks) {
+        QuantizedVector rest = {x->q + b * QK, x->scale + b, x->sum + b};
+        sum += dot_q4_scalar(w + b * QK / 2, ws + b, &rest, n_blocks - b);
+    }
+    return sum;
+}
+
+#elif defined(USE_NEON)
+static float dot_f32(const float *a, const float *b, int n) {
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), vld1q_f32(b + i));
+        acc1 = vfmaq_f32(acc1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+    }
+    float sum = vaddvq_f32(vaddq_f32(acc0, acc1));
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+/* 16 products of signed bytes, summed into 4 int32 */
+static int32x4_t dot_s8(int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(vdupq_n_s32(0), a, b);
+#else
+    int16x8_t lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    int16x8_t hi = vmull_high_s8(a, b);
+    return vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi));
+#endif
+}
+
+static float dot_q8(const int8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    for (int b = 0; b < n_blocks; b++) {
+        const int8_t *wb = w + b * QK, *xb = x->q + b * QK;
+        int32x4_t d = vaddq_s32(dot_s8(vld1q_s8(wb), vld1q_s8(xb)), dot_s8(vld1q_s8(wb + 16), vld1q_s8(xb + 16)));
+        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(d), fp16_to_fp32(ws[b]) * x->scale[b]);
+    }
+    return vaddvq_f32(acc);
+}
+
+static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
+    float sum = 0.0f;
+    for (int b = 0; b < n_blocks; b++) {
+        uint8x16_t p = vld1q_u8(w + b * QK / 2);
+        int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(p, vdupq_n_u8(15))), hi = vreinterpretq_s8_u8(vshrq_n_u8(p, 4));
+        const int8_t *xb = x->q + b * QK;
+        int32x4_t d = vaddq_s32(dot_s8(lo, vld1q_s8(xb)), dot_s8(hi, vld1q_s8(xb + 16)));
+        sum += (float)(vaddvq_s32(d) - 8 * x->sum[b]) * fp16_to_fp32(ws[b]) * x->scale[b];
+    }
+    return sum;
+}
+
+#else
+#define dot_f32 dot_f32_scalar
+#define dot_q8 dot_q8_scalar
+#define dot_q4 dot_q4_scalar
+#endif
+
+/* out (T, d) = x (T, n) @ W (d, n)^T, for T tokens at once.
+   PyTorch: out = x @ W.T  (nn.Linear without bias)
+   Nearly all the time of a forward pass is spent here. Output rows are
+   shared among threads; each weight row is read from memory once and used
+   for all T tokens while it is in cache, which is why a prompt processed in
+   chunks costs far less per token than generation. */
+static void matmul(float *out, const float *x, const Matrix *W, int T, QuantizedVector *xq) {
+    int n = W->cols, d = W->rows, n_blocks = W->cols_padded / QK;
+    if (W->type != WEIGHT_F32)
+        for (int t = 0; t < T; t++) quantize_vector(&xq[t], x + (size_t)t * n, n, W->cols_padded);
+    int i;
+#ifdef _OPENMP
+#pragma omp parallel for private(i) schedule(static)
+#endif
+    for (i = 0; i < d; i++) {
+        for (int t = 0; t < T; t++) {
+            float v;
+            if (W->type == WEIGHT_F32) {
+                v = dot_f32((const float *)W->data + (size_t)i * n, x + (size_t)t * n, n);
+            } else if (W->type == WEIGHT_Q8_0) {
+                v = dot_q8((const int8_t *)W->data + (size_t)i * W->cols_padded, W->scales + (size_t)i * n_blocks,
+                           &xq[t], n_blocks);
+            } else {
+                v = dot_q4((const uint8_t *)W->data + (size_t)i * W->cols_padded / 2,
+                           W->scales + (size_t)i * n_blocks, &xq[t], n_blocks);
+            }
+            out[(size_t)t * d + i] = v;
+        }
+    }
+}
+
+/* Row `row` of W as floats (the embedding lookup: only this row is read). */
+static void matrix_row(float *out, const Matrix *W, int row) {
+    int n = W->cols, n_blocks = W->cols_padded / QK;
+    if (W->type == WEIGHT_F32) {
+        memcpy(out, (const float *)W->data + (size_t)row * n, n * sizeof(float));
+        return;
+    }
+    const uint16_t *ws = W->scales + (size_t)row * n_blocks;
+    for (int j = 0; j < n; j++) {
+        float s = fp16_to_fp32(ws[j / QK]);
+        if (W->type == WEIGHT_Q8_0) {
+            out[j] = ((const int8_t *)W->data)[(size_t)row * W->cols_padded + j] * s;
+        } else {
+            const uint8_t *block = (const uint8_t *)W->data + (size_t)row * W->cols_padded / 2 + (j / QK) * QK / 2;
+            int k = j % QK;
+            int nib = k < QK / 2 ? block[k] & 15 : block[k - QK / 2] >> 4;
+            out[j] = (nib - 8) * s;
+        }
+    }
+}
+
 /* ========================================================================== */
 /* 5. Forward pass                                                            */
 /* ========================================================================== */
 
-/* Runs one token at position pos through the model; returns the logits
-   (vocab_size). Positions must come in order 0, 1, 2, ... (the KV cache holds
-   keys and values of every earlier position). */
-static float *forward(const Model *m, RunState *s, int token, int pos) {
+/* Runs T tokens, at positions pos .. pos + T - 1, through the model (T at most
+   s->max_tokens; earlier positions must already be in the KV cache). Returns
+   the logits: of every token (T, vocab_size) if all_logits, else of the last
+   token only (vocab_size). Generation passes one token at a time; a prompt
+   goes through in chunks of up to MAX_BATCH tokens, each weight matrix read
+   once per chunk. */
+static float *forward(const Model *m, RunState *s, const int *tokens, int T, int pos, int all_logits) {
     const Config *c = &m->config;
     const Weights *w = &m->weights;
-    int dim = c->dim, hidden = c->hidden_dim, head_dim = c->head_dim;
+    int dim = c->dim, hidden = c->hidden_dim, head_dim = c->head_dim, half = head_dim / 2;
     int q_dim = c->n_heads * head_dim;
     int kv_dim = c->n_kv_heads * head_dim;
     int group = c->n_heads / c->n_kv_heads; /* query heads sharing one kv head */
     float *x = s->x;
 
-    /* x = embedding[token]   PyTorch: x = model.embed_tokens(token) */
-    memcpy(x, w->token_embedding + (size_t)token * dim, dim * sizeof(float));
+    /* x[t] = embedding[token t]   PyTorch: x = model.embed_tokens(tokens) */
+    for (int t = 0; t < T; t++) matrix_row(x + (size_t)t * dim, &w->token_embedding, tokens[t]);
 
-    /* cos and sin of this position, shared by every head of every layer */
-    for (int i = 0; i < head_dim / 2; i++) {
-        double angle = (double)pos * (double)s->rope_freq[i];
-        s->rope_cos[i] = (float)cos(angle);
-        s->rope_sin[i] = (float)sin(angle);
-    }
+    /* cos and sin of each token's position, shared by every head of every layer */
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            double angle = (double)(pos + t) * (double)s->rope_freq[i];
+            s->rope_cos[t * half + i] = (float)cos(angle);
+            s->rope_sin[t * half + i] = (float)sin(angle);
+        }
 
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *lw = &w->layers[l];
         size_t layer_off = (size_t)l * s->ctx * kv_dim;
-        float *k = s->key_cache + layer_off + (size_t)pos * kv_dim;   /* (kv_dim) */
-        float *v = s->value_cache + layer_off + (size_t)pos * kv_dim; /* (kv_dim) */
+        float *k = s->key_cache + layer_off + (size_t)pos * kv_dim;   /* (T, kv_dim) */
+        float *v = s->value_cache + layer_off + (size_t)pos * kv_dim; /* (T, kv_dim) */
 
         /* ---- attention block: x = x + wo(attention(rmsnorm(x))) ---- */
-        rmsnorm(s->xb, x, lw->attn_norm, dim, c->norm_eps);
-        matmul(s->q, s->xb, lw->wq, dim, q_dim); /* q = wq(xb) */
-        matmul(k, s->xb, lw->wk, dim, kv_dim);   /* k = wk(xb), straight into the cache */
-        matmul(v, s->xb, lw->wv, dim, kv_dim);   /* v = wv(xb) */
-        if (c->qkv_bias) { /* q += bq, k += bk, v += bv */
-            for (int i = 0; i < q_dim; i++) s->q[i] += lw->bq[i];
-            for (int i = 0; i < kv_dim; i++) k[i] += lw->bk[i];
-            for (int i = 0; i < kv_dim; i++) v[i] += lw->bv[i];
+        for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, lw->attn_norm, dim, c->norm_eps);
+        matmul(s->q, s->xb, &lw->wq, T, s->xq); /* q = wq(xb) */
+        matmul(k, s->xb, &lw->wk, T, s->xq);    /* k = wk(xb), straight into the cache */
+        matmul(v, s->xb, &lw->wv, T, s->xq);    /* v = wv(xb) */
+        for (int t = 0; t < T; t++) {
+            float *qt = s->q + (size_t)t * q_dim, *kt = k + (size_t)t * kv_dim, *vt = v + (size_t)t * kv_dim;
+            if (c->qkv_bias) { /* q += bq, k += bk, v += bv */
+                for (int i = 0; i < q_dim; i++) qt[i] += lw->bq[i];
+                for (int i = 0; i < kv_dim; i++) kt[i] += lw->bk[i], vt[i] += lw->bv[i];
+            }
+            rope(qt, c->n_heads, head_dim, s->rope_cos + t * half, s->rope_sin + t * half);
+            rope(kt, c->n_kv_heads, head_dim, s->rope_cos + t * half, s->rope_sin + t * half);
         }
-        rope(s->q, c->n_heads, head_dim, s->rope_cos, s->rope_sin);
-        rope(k, c->n_kv_heads, head_dim, s->rope_cos, s->rope_sin);
 
-        /* Each query head h attends over positions 0..pos with kv head h / group.
-           PyTorch: att = softmax(q @ k.T / sqrt(head_dim)) ; out = att @ v */
+        /* Token t (at position pos + t) attends over positions 0 .. pos + t,
+           query head h to kv head h / group.
+           PyTorch: att = softmax(q @ k.T / sqrt(head_dim) + causal mask); out = att @ v */
         int h;
         float scale = 1.0f / sqrtf((float)head_dim);
 #ifdef _OPENMP
 #pragma omp parallel for private(h)
 #endif
         for (h = 0; h < c->n_heads; h++) {
-            const float *qh = s->q + (size_t)h * head_dim;
             float *att = s->att + (size_t)h * s->ctx;
             size_t kv_off = (size_t)(h / group) * head_dim;
-            for (int t = 0; t <= pos; t++) {
-                const float *kt = s->key_cache + layer_off + (size_t)t * kv_dim + kv_off;
-                float score = 0.0f;
-                for (int i = 0; i < head_dim; i++) score += qh[i] * kt[i];
-                att[t] = score * scale;
-            }
-            softmax(att, pos + 1);
-            float *out = s->xb + (size_t)h * head_dim;
-            memset(out, 0, head_dim * sizeof(float));
-            for (int t = 0; t <= pos; t++) {
-                const float *vt = s->value_cache + layer_off + (size_t)t * kv_dim + kv_off;
-                float a = att[t];
-                for (int i = 0; i < head_dim; i++) out[i] += a * vt[i];
+            for (int t = 0; t < T; t++) {
+                const float *qh = s->q + (size_t)t * q_dim + (size_t)h * head_dim;
+                int last = pos + t;
+                for (int p = 0; p <= last; p++) {
+                    const float *kp = s->key_cache + layer_off + (size_t)p * kv_dim + kv_off;
+                    att[p] = dot_f32(qh, kp, head_dim) * scale;
+                }
+                softmax(att, last + 1);
+                float *out = s->ao + (size_t)t * q_dim + (size_t)h * head_dim;
+                memset(out, 0, head_dim * sizeof(float));
+                for (int p = 0; p <= last; p++) {
+                    const float *vp = s->value_cache + layer_off + (size_t)p * kv_dim + kv_off;
+                    float a = att[p];
+                    for (int i = 0; i < head_dim; i++) out[i] += a * vp[i];
+                }
             }
         }
-        matmul(s->xb2, s->xb, lw->wo, q_dim, dim); /* xb2 = wo(attention) */
-        for (int i = 0; i < dim; i++) x[i] += s->xb2[i];
+        matmul(s->xb2, s->ao, &lw->wo, T, s->xq); /* xb2 = wo(attention) */
+        for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += s->xb2[i];
 
         /* ---- feed-forward block: x = x + w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x) ---- */
-        rmsnorm(s->xb, x, lw->ffn_norm, dim, c->norm_eps);
-        matmul(s->hb, s->xb, lw->w1, dim, hidden);
-        matmul(s->hb2, s->xb, lw->w3, dim, hidden);
-        for (int i = 0; i < hidden; i++) {
+        for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, lw->ffn_norm, dim, c->norm_eps);
+        matmul(s->hb, s->xb, &lw->w1, T, s->xq);
+        matmul(s->hb2, s->xb, &lw->w3, T, s->xq);
+        for (size_t i = 0; i < (size_t)T * hidden; i++) {
             float g = s->hb[i];
             s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i]; /* silu(g) = g * sigmoid(g) */
         }
-        matmul(s->xb2, s->hb, lw->w2, hidden, dim);
-        for (int i = 0; i < dim; i++) x[i] += s->xb2[i];
+        matmul(s->xb2, s->hb, &lw->w2, T, s->xq);
+        for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += s->xb2[i];
     }
 
     /* logits = classifier(rmsnorm(x))   PyTorch: lm_head(model.norm(x)) */
-    rmsnorm(x, x, w->final_norm, dim, c->norm_eps);
-    matmul(s->logits, x, w->classifier, dim, c->vocab_size);
+    int first = all_logits ? 0 : T - 1;
+    for (int t = first; t < T; t++) rmsnorm(x + (size_t)t * dim, x + (size_t)t * dim, w->final_norm, dim, c->norm_eps);
+    matmul(s->logits, x + (size_t)first * dim, &w->classifier, T - first, s->xq);
     return s->logits;
 }
 
@@ -1672,50 +2048,77 @@ static int *encode_prompt(const Tokenizer *tok, const char *text, size_t len, in
     return tokens;
 }
 
+/* Runs tokens through the model from position pos on, in chunks of up to
+   s->max_tokens; returns the logits of the last one. With s->trace each token
+   is printed, with its position, on stderr. */
+static float *process_tokens(const Model *m, RunState *s, const int *tokens, int n, int pos) {
+    float *logits = NULL;
+    for (int done = 0; done < n;) {
+        int T = n - done < s->max_tokens ? n - done : s->max_tokens;
+        if (s->trace)
+            for (int t = 0; t < T; t++) fprintf(stderr, "[pos %d] %d\n", pos + done + t, tokens[done + t]);
+        logits = forward(m, s, tokens + done, T, pos + done, 0);
+        done += T;
+    }
+    return logits;
+}
+
 /* Prints the prompt and its continuation until `steps` positions are used,
-   or the model emits BOS or an EOS token. */
+   or the model emits BOS or an EOS token. The prompt goes through the model
+   in chunks; then one token at a time. */
 static void generate(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sampler,
                      const int *prompt, int n_prompt, int steps) {
     Utf8Printer printer = {{0}, 0, 0, stdout};
-    int token = prompt[0];
-    int pos = 0;
-    double start = 0.0;
     const char *piece;
-    int len = decode_piece(tok, -1, token, &piece); /* nothing for BOS; the first word otherwise */
-    utf8_put(&printer, piece, len);
-    while (pos < steps) {
-        float *logits = forward(m, s, token, pos);
-        /* inside the prompt the next token is given; after it, sampled */
-        int next = pos + 1 < n_prompt ? prompt[pos + 1] : sample(sampler, logits);
-        pos++;
-        if (pos >= n_prompt && (next == m->config.bos_id || is_eos(&m->config, next))) break;
-        len = decode_piece(tok, token, next, &piece);
+    for (int i = 0; i < n_prompt; i++) { /* BOS prints nothing */
+        int len = decode_piece(tok, i > 0 ? prompt[i - 1] : -1, prompt[i], &piece);
+        utf8_put(&printer, piece, len);
+    }
+    fflush(stdout);
+    double start = time_seconds();
+    float *logits = process_tokens(m, s, prompt, n_prompt, 0);
+    double prompt_done = time_seconds();
+    int token = prompt[n_prompt - 1], pos = n_prompt, n_forward = 0;
+    for (;;) {
+        int next = sample(sampler, logits);
+        if (next == m->config.bos_id || is_eos(&m->config, next)) break;
+        int len = decode_piece(tok, token, next, &piece);
         utf8_put(&printer, piece, len);
         fflush(stdout);
         token = next;
-        if (start == 0.0) start = time_seconds(); /* not timing the first step (warm-up) */
+        if (pos >= steps) break;
+        if (s->trace) fprintf(stderr, "[pos %d] %d\n", pos, token);
+        logits = forward(m, s, &token, 1, pos++, 0);
+        n_forward++;
     }
     utf8_flush(&printer);
     printf("\n");
     fflush(stdout);
-    if (pos > 1) {
-        double elapsed = time_seconds() - start;
-        fprintf(stderr, "achieved tok/s: %.2f\n", elapsed > 0 ? (pos - 1) / elapsed : 0.0);
-    }
+    double end = time_seconds();
+    double prompt_rate = prompt_done > start ? n_prompt / (prompt_done - start) : 0.0;
+    double gen_rate = end > prompt_done && n_forward > 0 ? n_forward / (end - prompt_done) : 0.0;
+    fprintf(stderr, "prompt: %d tokens at %.2f tok/s; generation: %d tokens at %.2f tok/s\n", n_prompt,
+            prompt_rate, n_forward, gen_rate);
+    fprintf(stderr, "achieved tok/s: %.2f\n", gen_rate); /* llama2.c's line: the generation speed */
 }
 
 /* Mean negative log-likelihood of each token given all before it. */
 static void perplexity(const Model *m, RunState *s, const int *tokens, int n) {
     double total = 0.0;
-    for (int pos = 0; pos + 1 < n; pos++) {
-        const float *logits = forward(m, s, tokens[pos], pos);
-        int V = m->config.vocab_size;
-        /* -log softmax(logits)[next] = logsumexp(logits) - logits[next] */
-        double max = logits[0], sum = 0.0;
-        for (int i = 1; i < V; i++)
-            if (logits[i] > max) max = logits[i];
-        for (int i = 0; i < V; i++) sum += exp((double)logits[i] - max);
-        total += max + log(sum) - logits[tokens[pos + 1]];
+    int V = m->config.vocab_size;
+    for (int pos = 0; pos + 1 < n;) {
+        int T = n - 1 - pos < s->max_tokens ? n - 1 - pos : s->max_tokens;
+        const float *all = forward(m, s, tokens + pos, T, pos, 1);
+        for (int t = 0; t < T; t++) {
+            /* -log softmax(logits)[next] = logsumexp(logits) - logits[next] */
+            const float *logits = all + (size_t)t * V;
+            double max = logits[0], sum = 0.0;
+            for (int i = 1; i < V; i++)
+                if (logits[i] > max) max = logits[i];
+            for (int i = 0; i < V; i++) sum += exp((double)logits[i] - max);
+            total += max + log(sum) - logits[tokens[pos + t + 1]];
+        }
+        pos += T;
     }
     double nll = n > 1 ? total / (n - 1) : 0.0;
     printf("tokens: %d\nnll: %.6f\nperplexity: %.6f\n", n, nll, exp(nll));
@@ -1956,26 +2359,18 @@ static char *read_message(FILE *in, int interactive) {
     return msg;
 }
 
-typedef struct {
-    int trace;  /* print each token fed to the model, with its position, on stderr */
-    int stats;  /* tokens/s after each reply */
-} ChatOptions;
-
 /* Feeds tokens into the model from position *pos on; returns the logits of
    the last one. */
-static float *feed(const Model *m, RunState *s, const int *tokens, int n, int *pos, const ChatOptions *o) {
-    float *logits = NULL;
-    for (int i = 0; i < n; i++) {
-        if (o->trace) fprintf(stderr, "[pos %d] %d\n", *pos, tokens[i]);
-        logits = forward(m, s, tokens[i], (*pos)++);
-    }
+static float *feed(const Model *m, RunState *s, const int *tokens, int n, int *pos) {
+    float *logits = process_tokens(m, s, tokens, n, *pos);
+    *pos += n;
     return logits;
 }
 
 /* A conversation in the terminal (or from a pipe): each message is appended
    to the KV cache, so nothing already processed is computed again. */
 static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sampler, const ChatFormat *f,
-                 const ChatOptions *o) {
+                 int stats) {
     const Config *c = &m->config;
     int interactive = isatty(0);
     Render r = {tok, NULL, 0, 0, NULL, 0, 0};
@@ -2014,7 +2409,7 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
         }
         started = 1;
         pending = -1;
-        float *logits = feed(m, s, r.ids, r.n, &pos, o);
+        float *logits = feed(m, s, r.ids, r.n, &pos);
 
         /* the reply, until an end-of-turn token, the end of the context, or Ctrl-C */
         if (interactive) fputs("Assistant: ", stdout);
@@ -2037,15 +2432,15 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
             if (interrupted || pos + 2 >= s->ctx) { /* keep room for the end-of-turn token */
                 if (!interrupted) printf(" (the context is full: type /reset to start over)");
                 pending = f->eot;             /* close the turn as the model would have */
-                feed(m, s, &next, 1, &pos, o);
+                feed(m, s, &next, 1, &pos);
                 break;
             }
-            logits = feed(m, s, &next, 1, &pos, o);
+            logits = feed(m, s, &next, 1, &pos);
         }
         signal(SIGINT, SIG_DFL);
         utf8_flush(&printer);
         printf("\n");
-        if (o->stats) {
+        if (stats) {
             double elapsed = time_seconds() - start;
             fprintf(stderr, "(%d tokens, %.2f tok/s, %d of %d positions used)\n", n_reply,
                     elapsed > 0 ? n_reply / elapsed : 0.0, pos, s->ctx);
@@ -2075,6 +2470,7 @@ static void usage(FILE *f) {
             "  -z <path>   tokenizer file, default: tokenizer.bin beside the model, else in the current directory\n"
             "  -m <string> mode: generate (default), chat, tokenize or perplexity\n"
             "  -y <string> system prompt (chat mode)\n"
+            "  -T <int>    threads, default: OMP_NUM_THREADS or all cores (builds with OpenMP)\n"
             "  --template <name>  chat template: llama2, llama3, llama3.1, chatml, zephyr, mistral\n"
             "                     (default: the model's own)\n"
             "  --stats     chat: tokens/s after each reply\n"
@@ -2125,8 +2521,7 @@ int main(int argc, char **argv) {
     const char *mode = "generate", *system_prompt = NULL;
     float temperature = 1.0f, topp = 0.9f;
     long long seed = 0, steps = 256;
-    int steps_given = 0, template = -1;
-    ChatOptions chat_options = {0, 0};
+    int steps_given = 0, template = -1, stats = 0, trace = 0;
 
     int i = 1;
     if (argc >= 2 && argv[1][0] != '-') model_path = argv[i++];
@@ -2137,7 +2532,7 @@ int main(int argc, char **argv) {
             return 0;
         }
         if (strcmp(flag, "--stats") == 0 || strcmp(flag, "--trace") == 0) {
-            *(flag[2] == 's' ? &chat_options.stats : &chat_options.trace) = 1;
+            *(flag[2] == 's' ? &stats : &trace) = 1;
             continue;
         }
         if (strcmp(flag, "--template") == 0) {
@@ -2153,7 +2548,7 @@ int main(int argc, char **argv) {
             usage(stderr);
             fatal("unexpected argument '%s'", flag);
         }
-        if (!strchr("tpsnifzmy", flag[1])) {
+        if (!strchr("tpsnifzmyT", flag[1])) {
             usage(stderr);
             fatal("unknown option %s", flag);
         }
@@ -2169,6 +2564,15 @@ int main(int argc, char **argv) {
         case 'z': tokenizer_path = value; break;
         case 'm': mode = value; break;
         case 'y': system_prompt = value; break;
+        case 'T': {
+            int threads = (int)parse_integer(flag, value, 1, 1024);
+#ifdef _OPENMP
+            omp_set_num_threads(threads);
+#else
+            if (threads > 1) fprintf(stderr, "note: this build has no OpenMP: -T %d runs on one thread\n", threads);
+#endif
+            break;
+        }
         }
     }
     int is_generate = strcmp(mode, "generate") == 0, is_tokenize = strcmp(mode, "tokenize") == 0,
@@ -2228,9 +2632,10 @@ int main(int argc, char **argv) {
         build_chat_format(&format, &tok, template, system_prompt);
         RunState state;
         build_state(&state, c, ctx);
+        state.trace = trace;
         Sampler sampler;
         build_sampler(&sampler, c->vocab_size, temperature, topp, seed > 0 ? (uint64_t)seed : (uint64_t)time(NULL));
-        chat(&model, &state, &tok, &sampler, &format, &chat_options);
+        chat(&model, &state, &tok, &sampler, &format, stats);
         free_sampler(&sampler);
         free_state(&state);
         free(asked);
@@ -2256,6 +2661,7 @@ int main(int argc, char **argv) {
         }
         RunState state;
         build_state(&state, c, ctx);
+        state.trace = trace;
         if (is_perplexity) {
             perplexity(&model, &state, tokens, n_prompt);
         } else {

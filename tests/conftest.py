@@ -54,8 +54,9 @@ def export(*args, check=True):
     return p
 
 
-def logits(model_path, tokens):
-    """run.c's logits at every position, as a numpy array (T, vocab)."""
+def logits(model_path, tokens, chunk=1):
+    """run.c's logits at every position, as a numpy array (T, vocab); the
+    tokens go through the model `chunk` at a time."""
     import numpy as np
-    out = harness("logits", model_path, *tokens)
+    out = harness("logits", model_path, chunk, *tokens)
     return np.array([[float(v) for v in line.split()] for line in out.strip().split("\n")])

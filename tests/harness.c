@@ -1,8 +1,12 @@
 /* Test harness: run.c's functions, driven by the Python tests.
 
-   harness logits MODEL ID...        one line of logits per position
+   harness logits MODEL CHUNK ID...  one line of logits per position, the
+                                     tokens going through CHUNK at a time
    harness encode TOKENIZER FILE     FILE holds texts separated by NUL bytes;
                                      prints one line of ids per text (no BOS)
+   harness kernels                   each SIMD dot product against its scalar
+                                     version on random data of odd sizes; prints
+                                     the largest relative difference of each
    harness render TOKENIZER TEMPLATE FILE
                                      FILE holds a conversation: role, NUL,
                                      content, NUL, ... (roles system, user,
@@ -12,20 +16,31 @@
 #define RUN_NO_MAIN
 #include "../run.c"
 
+/* harness logits MODEL CHUNK ID...: the tokens go through forward() CHUNK
+   at a time (1: one by one, as generation; more: as a prompt). */
 static int cmd_logits(int argc, char **argv) {
     Model m;
     build_model(&m, argv[2]);
-    int n = argc - 3;
-    if (n < 1 || n > m.config.seq_len) fatal("give between 1 and seq_len token ids");
+    int chunk = atoi(argv[3]), n = argc - 4;
+    if (n < 1 || n > m.config.seq_len || chunk < 1) fatal("give a chunk size and between 1 and seq_len token ids");
+    int *tokens = xmalloc(n * sizeof(int));
+    for (int i = 0; i < n; i++) {
+        tokens[i] = atoi(argv[4 + i]);
+        if (tokens[i] < 0 || tokens[i] >= m.config.vocab_size) fatal("token %d is out of range", tokens[i]);
+    }
     RunState s;
     build_state(&s, &m.config, n);
-    for (int pos = 0; pos < n; pos++) {
-        int token = atoi(argv[3 + pos]);
-        if (token < 0 || token >= m.config.vocab_size) fatal("token %d is out of range", token);
-        const float *logits = forward(&m, &s, token, pos);
-        for (int i = 0; i < m.config.vocab_size; i++) printf(i ? " %.9g" : "%.9g", logits[i]);
-        printf("\n");
+    if (chunk > s.max_tokens) chunk = s.max_tokens;
+    int V = m.config.vocab_size;
+    for (int pos = 0; pos < n; pos += chunk) {
+        int T = n - pos < chunk ? n - pos : chunk;
+        const float *logits = forward(&m, &s, tokens + pos, T, pos, 1);
+        for (int t = 0; t < T; t++) {
+            for (int i = 0; i < V; i++) printf(i ? " %.9g" : "%.9g", logits[(size_t)t * V + i]);
+            printf("\n");
+        }
     }
+    free(tokens);
     free_state(&s);
     free_model(&m);
     return 0;
@@ -102,10 +117,45 @@ static int cmd_render(char **argv) {
     return 0;
 }
 
+static float random_unit(uint64_t *state) { return random_f32(state) * 2.0f - 1.0f; }
+
+static int cmd_kernels(void) {
+    static const int sizes[] = {1, 7, 16, 31, 32, 33, 63, 64, 65, 95, 100, 257, 1000, 4099};
+    uint64_t rng = 12345;
+    double worst_f32 = 0, worst_q8 = 0, worst_q4 = 0;
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int n = sizes[k], padded = (n + QK - 1) / QK * QK, nb = padded / QK;
+        float *a = xmalloc(n * sizeof(float)), *b = xmalloc(n * sizeof(float));
+        int8_t *w8 = xcalloc(padded, 1);
+        uint8_t *w4 = xcalloc(padded / 2, 1);
+        uint16_t *ws = xmalloc(nb * sizeof(uint16_t));
+        QuantizedVector xq = {xcalloc(padded, 1), xcalloc(nb, sizeof(float)), xcalloc(nb, sizeof(int32_t))};
+        for (int rep = 0; rep < 20; rep++) {
+            for (int i = 0; i < n; i++) a[i] = random_unit(&rng), b[i] = random_unit(&rng) * 3.0f;
+            for (int i = 0; i < padded; i++) w8[i] = i < n ? (int8_t)(random_u32(&rng) % 255 - 127) : 0;
+            for (int i = 0; i < padded / 2; i++) w4[i] = (uint8_t)random_u32(&rng);
+            for (int i = 0; i < nb; i++) ws[i] = (uint16_t)(0x2000 + random_u32(&rng) % 0x1800); /* ~1e-3..0.5 */
+            quantize_vector(&xq, b, n, padded);
+            double pairs[3][2] = {{dot_f32(a, b, n), dot_f32_scalar(a, b, n)},
+                                  {dot_q8(w8, ws, &xq, nb), dot_q8_scalar(w8, ws, &xq, nb)},
+                                  {dot_q4(w4, ws, &xq, nb), dot_q4_scalar(w4, ws, &xq, nb)}};
+            double *worst[3] = {&worst_f32, &worst_q8, &worst_q4};
+            for (int j = 0; j < 3; j++) {
+                double diff = fabs(pairs[j][0] - pairs[j][1]) / (fabs(pairs[j][1]) + 1e-3);
+                if (diff > *worst[j]) *worst[j] = diff;
+            }
+        }
+        free(a), free(b), free(w8), free(w4), free(ws), free(xq.q), free(xq.scale), free(xq.sum);
+    }
+    printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\n", SIMD_NAME, worst_f32, worst_q8, worst_q4);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    if (argc >= 3 && strcmp(argv[1], "logits") == 0) return cmd_logits(argc, argv);
+    if (argc >= 5 && strcmp(argv[1], "logits") == 0) return cmd_logits(argc, argv);
     if (argc == 4 && strcmp(argv[1], "encode") == 0) return cmd_encode(argv);
     if (argc == 5 && strcmp(argv[1], "render") == 0) return cmd_render(argv);
-    fprintf(stderr, "usage: harness logits MODEL ID... | encode TOKENIZER FILE | render TOKENIZER TEMPLATE FILE\n");
+    if (argc == 2 && strcmp(argv[1], "kernels") == 0) return cmd_kernels();
+    fprintf(stderr, "usage: harness logits MODEL CHUNK ID... | encode TOKENIZER FILE | render TOKENIZER TEMPLATE FILE\n");
     return 2;
 }

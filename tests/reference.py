@@ -40,10 +40,29 @@ def rotate_half(x):
     return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
-def forward(config, weights, tokens):
+def quantize_activations(x):
+    """What run.c does to the input of a q8_0/q4_0 matmul: blocks of 32 values
+    along the last axis become round(x / s) * s with s = max|x| / 127, in
+    float32 as the engine computes it."""
+    x32 = np.asarray(x, dtype=np.float32)
+    n = x32.shape[-1]
+    padded = -(-n // 32) * 32
+    blocks = np.zeros(x32.shape[:-1] + (padded,), dtype=np.float32)
+    blocks[..., :n] = x32
+    blocks = blocks.reshape(x32.shape[:-1] + (padded // 32, 32))
+    s = np.abs(blocks).max(axis=-1, keepdims=True) / np.float32(127)
+    inv = np.divide(np.float32(1), s, out=np.zeros_like(s), where=s != 0)
+    q = np.rint(blocks * inv)
+    return (q.astype(np.float64) * s).reshape(x32.shape[:-1] + (padded,))[..., :n]
+
+
+def forward(config, weights, tokens, quantized_activations=False):
     """Logits (len(tokens), vocab) for the whole sequence, causal attention.
-    weights: dict of Hugging Face tensor names to arrays."""
+    weights: dict of Hugging Face tensor names to arrays. With
+    quantized_activations, every matmul input is quantized as run.c does for
+    q8_0 and q4_0 weights (the weights given are then the dequantized ones)."""
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    aq = quantize_activations if quantized_activations else (lambda h: h)
     n_heads = config["num_attention_heads"]
     n_kv = config.get("num_key_value_heads") or n_heads
     head_dim = config.get("head_dim") or config["hidden_size"] // n_heads
@@ -59,7 +78,7 @@ def forward(config, weights, tokens):
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
         h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
-        q, k, v = (h @ w[f"{p}self_attn.{n}_proj.weight"].T + w.get(f"{p}self_attn.{n}_proj.bias", 0.0)
+        q, k, v = (aq(h) @ w[f"{p}self_attn.{n}_proj.weight"].T + w.get(f"{p}self_attn.{n}_proj.bias", 0.0)
                    for n in "qkv")  # Qwen2 has biases on q, k and v
         q, k, v = q.reshape(T, n_heads, head_dim), k.reshape(T, n_kv, head_dim), v.reshape(T, n_kv, head_dim)
         q = q * cos + rotate_half(q) * sin
@@ -70,12 +89,12 @@ def forward(config, weights, tokens):
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         att = scores / scores.sum(axis=-1, keepdims=True)
         out = np.einsum("hts,shd->thd", att, v).reshape(T, n_heads * head_dim)
-        x = x + out @ w[p + "self_attn.o_proj.weight"].T
+        x = x + aq(out) @ w[p + "self_attn.o_proj.weight"].T
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
-        gate = h @ w[p + "mlp.gate_proj.weight"].T
-        up = h @ w[p + "mlp.up_proj.weight"].T
-        x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj.weight"].T
+        gate = aq(h) @ w[p + "mlp.gate_proj.weight"].T
+        up = aq(h) @ w[p + "mlp.up_proj.weight"].T
+        x = x + aq(gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj.weight"].T
 
     x = rms_norm(x, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if "lm_head.weight" not in w else w["lm_head.weight"]
-    return x @ head.T
+    return aq(x) @ head.T

@@ -104,7 +104,7 @@ def test_bad_float_header_values(tmp_path, model, offset, value, match):
 
 
 @pytest.mark.parametrize("offset,value,match", [
-    (64, 0x80, "unknown flags"), (68, 2, "weight type 2"), (72, 40000, "bos_id"), (76, 9, "n_eos"),
+    (64, 0x80, "unknown flags"), (68, 7, "weight type 7"), (72, 40000, "bos_id"), (76, 9, "n_eos"),
     (80, -5, "eos id"),
 ])
 def test_bad_header_fields(tmp_path, model, offset, value, match):

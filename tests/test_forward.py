@@ -41,13 +41,14 @@ def export_random(tmp_path, name, config, dtype="F32", shards=1, seed=0):
 
 
 def assert_logits_match(model, full_config, weights, tokens):
-    got = logits(model, tokens)
+    """One token at a time (generation) and in chunks of 13 and 64 (a prompt)."""
     want = reference.forward(full_config, weights, tokens)
-    assert got.shape == want.shape
     assert np.std(want) > 0.3, "reference logits are too small to be a meaningful check"
-    diff = np.max(np.abs(got - want))
-    assert diff < 1e-4, f"max abs logit difference {diff:.3g}"
-    return diff
+    for chunk in (1, 13, 64):
+        got = logits(model, tokens, chunk)
+        assert got.shape == want.shape
+        diff = np.max(np.abs(got - want))
+        assert diff < 1e-4, f"chunks of {chunk}: max abs logit difference {diff:.3g}"
 
 
 @pytest.mark.parametrize("name", CONFIGS)

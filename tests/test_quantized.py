@@ -1,0 +1,91 @@
+"""q8_0 and q4_0 weights: the quantizer's error bounds, every SIMD dot
+product against its scalar version, and the quantized forward pass against
+the numpy reference run on the dequantized weights with run.c's activation
+quantization."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import hf
+import reference
+from conftest import HARNESS, ROOT, export, logits, run
+from test_families import FAMILIES
+
+sys.path.insert(0, ROOT)
+import export as exporter  # noqa: E402  (export.py's quantizer, to dequantize for the reference)
+
+
+@pytest.mark.parametrize("dtype,levels", [("q8_0", 127), ("q4_0", 8)])
+def test_quantization_error_is_within_half_a_step(dtype, levels):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(37, 100)).astype(np.float32)  # 100 columns: padded to 128
+    values, scales = exporter.quantize(w, dtype)
+    back = exporter.dequantize(values, scales, dtype, 100)
+    step = np.repeat(np.abs(scales.astype(np.float32)), 32, axis=1)[:, :100]
+    # q4_0 maps the block's extreme to -8 exactly; the other end can reach +8,
+    # which 4 bits cannot hold (7 is the top): up to one step there
+    bound = 0.5 if dtype == "q8_0" else 1.0
+    assert np.all(np.abs(back - w) <= step * bound * (1 + 1e-3) + 1e-7)
+    assert values.shape == ((37, 128) if dtype == "q8_0" else (37, 64))
+
+
+def test_simd_dot_products_equal_scalar_on_odd_sizes():
+    out = subprocess.run([HARNESS, "kernels"], capture_output=True, text=True, check=True).stdout
+    result = dict(line.split(" ", 1) for line in out.strip().splitlines())
+    print(result)  # which SIMD path this build uses
+    assert float(result["f32"]) < 1e-3
+    assert float(result["q8_0"]) < 1e-4
+    assert float(result["q4_0"]) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("family", ["tinyllama", "qwen2.5", "llama3.2"])
+def test_quantized_forward_matches_reference(tmp_path, family, dtype):
+    """Activations are quantized to int8 per block of 32 before each matmul,
+    and the reference does the same on the dequantized weights. They agree to
+    float precision except where a value lies within float32's error of a
+    rounding boundary: there run.c (float32) and the reference (float64) may
+    round it one step apart, which then spreads to later positions. The
+    kernels themselves are held exactly to their scalar versions above; this
+    test checks the quantized model end to end, so it allows such steps but
+    nothing more (a misread block or scale costs far more than 5%)."""
+    config = FAMILIES[family]
+    weights = hf.random_llama(config, seed=3)
+    full = hf.write_checkpoint(tmp_path / "hf", config, weights)
+    export(tmp_path / "m.bin", "--hf", tmp_path / "hf", "--dtype", dtype)
+    deq = {k: exporter.dequantize(*exporter.quantize(v, dtype), dtype, v.shape[1]) if v.ndim == 2 else v
+           for k, v in weights.items()}
+    tokens = list(np.random.default_rng(4).integers(0, config["vocab_size"], 40))
+    want = reference.forward(full, deq, tokens, quantized_activations=True)
+    assert np.std(want) > 0.3
+    for chunk in (1, 7):
+        got = logits(tmp_path / "m.bin", tokens, chunk)
+        assert np.max(np.abs(got - want)) < 0.05 * np.std(want)
+        assert np.mean(got.argmax(axis=1) == want.argmax(axis=1)) >= 0.9
+        assert np.abs(got[0] - want[0]).max() < 0.05 * np.std(want)
+
+
+def test_quantized_model_files_are_smaller(tmp_path):
+    config = FAMILIES["tinyllama"]
+    hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, 0))
+    sizes = {}
+    for dtype in ("fp32", "q8_0", "q4_0"):
+        export(tmp_path / f"{dtype}.bin", "--hf", tmp_path / "hf", "--dtype", dtype)
+        sizes[dtype] = os.path.getsize(tmp_path / f"{dtype}.bin")
+    assert sizes["q8_0"] < 0.3 * sizes["fp32"] and sizes["q4_0"] < 0.6 * sizes["q8_0"]
+
+
+def test_nan_scale_is_rejected(tmp_path):
+    config = FAMILIES["tinyllama"]
+    hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, 0))
+    export(tmp_path / "m.bin", "--hf", tmp_path / "hf", "--dtype", "q8_0")
+    data = bytearray((tmp_path / "m.bin").read_bytes())
+    # the embedding's scales follow its 512 x 128 int8 values, from offset 256
+    data[256 + 512 * 128 + 10: 256 + 512 * 128 + 12] = b"\x00\x7e"  # fp16 NaN
+    (tmp_path / "bad.bin").write_bytes(bytes(data))
+    p = run(tmp_path / "bad.bin", "-n", "4", check=False)
+    assert p.returncode == 1 and b"NaN or infinite scale" in p.stderr

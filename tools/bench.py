@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""make bench: generation and prompt speed of run.c on random models of fixed
+shapes, in each weight type, with 1 and 2 threads, against this machine's
+measured memory bandwidth. Prints one Markdown table.
+
+    /usr/bin/python3 tools/bench.py [--shapes stories15M,stories110M,tinyllama-1.1B]
+                                    [--dtypes fp32,q8_0,q4_0] [--threads 1,2] [--dir DIR]
+
+Models are created once in --dir (default: $TMPDIR/runc-bench; the 1.1B fp32 file
+is 4.4 GB) and reused. Generation: greedy, 256 tokens after BOS. Prompt: 512
+tokens of TinyStories text (or repeated words without ../shared). Effective
+GB/s: the bytes of weights read per generated token (the file, less the
+embedding table when the classifier is separate) times tokens/s.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import export  # noqa: E402
+
+SHAPES = {  # dim, hidden, layers, heads, kv heads, vocab, context, tied
+    "stories15M": (288, 768, 6, 6, 6, 32000, 1024, True),
+    "stories110M": (768, 2048, 12, 12, 12, 32000, 1024, True),
+    "tinyllama-1.1B": (2048, 5632, 22, 32, 4, 32000, 2048, False),
+}
+
+
+def make_model(path, shape, dtype):
+    dim, hidden, layers, heads, kv_heads, vocab, ctx, tied = shape
+    cfg = {"dim": dim, "hidden_dim": hidden, "n_layers": layers, "n_heads": heads, "n_kv_heads": kv_heads,
+           "head_dim": dim // heads, "vocab_size": vocab, "seq_len": ctx, "rope_theta": 10000.0,
+           "rope_scaling": None, "norm_eps": 1e-5, "tied": tied, "bos_id": 1, "eos_ids": [2], "dtype": dtype}
+    rng = np.random.default_rng(0)
+
+    def tensor(name):
+        shape_ = dict(export.tensor_order(cfg))[name]
+        if len(shape_) == 1:
+            return np.ones(shape_, dtype=np.float32)
+        return (rng.standard_normal(shape_, dtype=np.float32) * 0.02).astype(np.float32)
+    export.write_model(path, cfg, tensor)
+
+
+def weight_bytes(path, shape, dtype):
+    """Bytes of weights read per generated token: the whole file, less the
+    embedding table when the classifier is separate (one row is read)."""
+    dim, vocab, tied = shape[0], shape[5], shape[7]
+    padded = -(-dim // 32) * 32
+    per_value = {"fp32": 4.0, "q8_0": 1 + 2 / 32, "q4_0": 0.5 + 2 / 32}[dtype]
+    embedding = vocab * (dim if dtype == "fp32" else padded) * per_value
+    return os.path.getsize(path) - (0 if tied else embedding)
+
+
+def run(model, args, threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    p = subprocess.run([os.path.join(ROOT, "run"), model, "-z", os.path.join(ROOT, "tokenizer.bin"), "-t", "0",
+                        "-T", str(threads), *args], capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise SystemExit(f"run failed: {p.stderr}")
+    m = re.search(r"prompt: (\d+) tokens at ([\d.]+) tok/s; generation: (\d+) tokens at ([\d.]+) tok/s", p.stderr)
+    return int(m.group(1)), float(m.group(2)), int(m.group(3)), float(m.group(4))
+
+
+def bandwidth():
+    exe = os.path.join(tempfile.gettempdir(), "runc-bandwidth")
+    subprocess.run(["cc", "-O3", "-march=native", "-fopenmp", os.path.join(ROOT, "tools", "bandwidth.c"), "-o", exe],
+                   check=True)
+    out = subprocess.run([exe], capture_output=True, text=True, check=True).stdout
+    return {int(t): float(g) for t, g in re.findall(r"threads (\d+): ([\d.]+) GB/s", out)}
+
+
+def prompt_file(directory):
+    path = os.path.join(directory, "prompt.txt")
+    text_path = os.path.join(os.path.dirname(ROOT), "shared", "text", "tinystories_valid_head.txt")
+    text = open(text_path, encoding="utf-8").read()[:20000] if os.path.exists(text_path) else "once upon a time " * 800
+    # cut to 511 tokens (BOS makes 512)
+    ids = subprocess.run([os.path.join(ROOT, "run"), "-m", "tokenize", "-z", os.path.join(ROOT, "tokenizer.bin"),
+                          "-i", text[:6000]], capture_output=True, text=True, check=True).stdout.split()
+    lo, hi = 0, 6000
+    while lo < hi:  # the longest prefix with at most 512 tokens
+        mid = (lo + hi + 1) // 2
+        n = len(subprocess.run([os.path.join(ROOT, "run"), "-m", "tokenize", "-z", os.path.join(ROOT, "tokenizer.bin"),
+                                "-i", text[:mid]], capture_output=True, text=True, check=True).stdout.split())
+        lo, hi = (mid, hi) if n <= 512 else (lo, mid - 1)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text[:lo])
+    del ids
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser(description="run.c benchmark")
+    ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--dtypes", default="fp32,q8_0,q4_0")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "runc-bench"))
+    args = ap.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+    bw = bandwidth()
+    print(f"memory read bandwidth: " + ", ".join(f"{bw[t]:.1f} GB/s ({t} thread{'s' if t > 1 else ''})" for t in sorted(bw)),
+          file=sys.stderr)
+    prompt = prompt_file(args.dir)
+    rows = []
+    for shape_name in args.shapes.split(","):
+        shape = SHAPES[shape_name]
+        for dtype in args.dtypes.split(","):
+            model = os.path.join(args.dir, f"{shape_name}-{dtype}.bin")
+            if not os.path.exists(model):
+                print(f"creating {model}", file=sys.stderr)
+                make_model(model, shape, dtype)
+            gb = weight_bytes(model, shape, dtype) / 1e9
+            for threads in map(int, args.threads.split(",")):
+                _, _, n_gen, gen = run(model, ["-n", "257"], threads)
+                n_prompt, prompt_rate, _, _ = run(model, ["-f", prompt, "-n", "513"], threads)
+                limit = bw.get(threads, max(bw.values()))
+                rows.append((shape_name, dtype, threads, gen, prompt_rate, 1000 / gen if gen else 0, gb * gen,
+                             100 * gb * gen / limit, n_gen, n_prompt))
+                print(f"{shape_name} {dtype} {threads}T: {gen:.1f} tok/s, prompt {prompt_rate:.1f} tok/s",
+                      file=sys.stderr)
+    print(f"Memory read bandwidth: " + ", ".join(f"{bw[t]:.1f} GB/s with {t} thread{'s' if t > 1 else ''}"
+                                                 for t in sorted(bw)) + "\n")
+    print("| shape | weights | threads | generation tok/s | prompt tok/s | ms/token | GB/s streamed | % of bandwidth |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:.1f} | {r[7]:.0f}% |")
+
+
+if __name__ == "__main__":
+    main()
