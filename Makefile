@@ -2,7 +2,7 @@
 #   make            portable build (-O3), no OpenMP
 #   make fast       this machine's instruction set (-march=native) and OpenMP threads
 #   make test       portable build, then the test suite (make test BUILD=fast: the same on the fast build)
-#   make run        build and tell a story
+#   make run        build and tell a story with the default model (models/)
 #   make tokenizer  re-export tokenizer.bin from ../shared's Llama 2 tokenizer.model
 
 CC ?= cc
@@ -37,15 +37,10 @@ harness:
 test: $(BUILD) harness
 	$(PYTHON) -m pytest -q tests
 
-# Until the project ships its own default model, tell a story with
-# stories260K from ../shared.
+# The default model, trained by tools/train.py, tells a story; run.c finds
+# models/tokenizer.bin beside it.
 run: build
-	@if [ -f $(SHARED)/models/stories260K.bin ]; then \
-		echo "(running $(SHARED)/models/stories260K.bin: the project has no embedded model yet)" >&2; \
-		./run $(SHARED)/models/stories260K.bin -z $(SHARED)/models/tok512.bin -i "Once upon a time"; \
-	else \
-		echo "make run needs $(SHARED)/models/stories260K.bin, which is absent" >&2; exit 1; \
-	fi
+	./run models/tinystories.bin
 
 tokenizer:
 	$(PYTHON) export.py tokenizer.bin --tokenizer $(SHARED)/tokenizers/llama2/tokenizer.model
