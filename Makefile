@@ -4,6 +4,9 @@
 #   make test       portable build, then the test suite (make test BUILD=fast: the same on the fast build)
 #   make run        build and tell a story with the default model (models/)
 #   make tokenizer  re-export tokenizer.bin from ../shared's Llama 2 tokenizer.model
+#   make test BUILD=sanitize  the suite on an AddressSanitizer + UBSan build
+#   make fuzz       each libFuzzer target for FUZZ_SECONDS (clang)
+#   make bench      speed on random models (tools/bench.py)
 
 CC ?= cc
 PYTHON ?= python3
@@ -13,15 +16,19 @@ WARN = -std=c11 -Wall -Wextra
 SHARED ?= ../shared
 BUILD ?= build
 
+SANFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+
 ifeq ($(BUILD),fast)
 FLAGS = $(FASTFLAGS)
+else ifeq ($(BUILD),sanitize)
+FLAGS = $(SANFLAGS)
 else
 FLAGS = $(CFLAGS)
 endif
 
 # Binaries are rebuilt on every call (one file, about a second), so that
 # `make` and `make fast` never leave a stale build of the other kind behind.
-.PHONY: all build fast harness test run tokenizer clean bench
+.PHONY: all build fast sanitize harness test run tokenizer clean bench fuzz
 all: build
 
 build:
@@ -29,6 +36,9 @@ build:
 
 fast:
 	$(CC) $(FASTFLAGS) $(WARN) -o run run.c -lm
+
+sanitize:
+	$(CC) $(SANFLAGS) $(WARN) -o run run.c -lm
 
 # run.c's functions driven by the tests (logits, encoding), built like ./run
 harness:
@@ -51,3 +61,25 @@ clean:
 # Speed on random models of fixed shapes (see tools/bench.py); not part of the tests.
 bench: fast
 	$(PYTHON) tools/bench.py
+
+# libFuzzer targets (tests/fuzz), with AddressSanitizer and UBSan, each run for
+# FUZZ_SECONDS from the seed corpus in tests/fuzz/corpus (new inputs go to
+# $(FUZZ_DIR), not into the repository).
+FUZZ_SECONDS ?= 60
+FUZZ_DIR ?= /tmp/runc-fuzz
+FUZZ_TARGETS = model tokenizer encode chat
+fuzz:
+	mkdir -p $(FUZZ_DIR)
+	$(PYTHON) export.py $(FUZZ_DIR)/smollm2.bin --tokenizer $(SHARED)/tokenizers/smollm2/tokenizer.json
+	$(PYTHON) export.py $(FUZZ_DIR)/llama3.bin --tokenizer $(SHARED)/tokenizers/llama3/tokenizer.model
+	for t in $(FUZZ_TARGETS); do \
+		clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+			-o $(FUZZ_DIR)/fuzz_$$t tests/fuzz/fuzz_$$t.c -lm || exit 1; \
+	done
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_DIR)/corpus_$$t; \
+		FUZZ_SPM_TOKENIZER=tokenizer.bin FUZZ_BPE_TOKENIZER=$(FUZZ_DIR)/smollm2.bin \
+		FUZZ_LLAMA3_TOKENIZER=$(FUZZ_DIR)/llama3.bin ASAN_OPTIONS=detect_leaks=0 \
+		$(FUZZ_DIR)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 \
+			-print_final_stats=1 $(FUZZ_DIR)/corpus_$$t tests/fuzz/corpus/$$t || exit 1; \
+	done

@@ -205,6 +205,8 @@ class SafetensorsFile:
         dtype, shape, begin = self.tensors[name]
         np_dtype = SAFETENSORS_DTYPES[dtype][0]
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if count == 0:
+            return np.zeros(shape, dtype=np.float32)
         a = np.memmap(self.path, dtype=np_dtype, mode="r", offset=self.data_start + begin, shape=(count,))
         if dtype == "BF16":  # bfloat16 is the top half of a float32
             a = (a.astype(np.uint32) << 16).view(np.float32)
@@ -387,6 +389,8 @@ class GGUFFile:
                 raise ExportError(f"{path}: tensor {name} has {n_dims} dimensions")
             dims = self.unpack(f"<{n_dims}Q")
             ttype, offset = self.unpack("<IQ")
+            if any(d == 0 or d > self.size * 2 for d in dims):
+                raise ExportError(f"{path}: tensor {name} has impossible dimensions {list(dims)}")
             self.tensors[name] = (tuple(reversed(dims)), ttype, offset)
         align = self.meta.get("general.alignment", 32)
         if not isinstance(align, int) or align <= 0 or align & (align - 1):
@@ -449,7 +453,8 @@ class GGUFFile:
         else:  # Q8_0: blocks of an fp16 scale and 32 int8 values
             blocks = np.memmap(self.path, dtype=np.uint8, mode="r", offset=start, shape=(count // 32, 34))
             scale = blocks[:, :2].copy().view("<f2").astype(np.float32)
-            a = blocks[:, 2:].copy().view(np.int8).astype(np.float32) * scale
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN scales are refused by write_model
+                a = blocks[:, 2:].copy().view(np.int8).astype(np.float32) * scale
         return np.asarray(a, dtype=np.float32).reshape(shape)
 
 
@@ -551,8 +556,10 @@ def export_gguf_tokenizer(g, out, vocab_size):
         for t, ty in zip(tokens, types):
             if ty in (TOK_CONTROL, TOK_USER_DEFINED, TOK_UNUSED):
                 out_tokens.append((t.encode(), 0.0, ty))
-            else:
+            elif all(c in to_byte for c in t):
                 out_tokens.append((bytes(to_byte[c] for c in t), 0.0, TOK_NORMAL))
+            else:
+                raise ExportError(f"{g.path}: token {t!r} is not in GPT-2's byte alphabet")
         ids = {tok[0]: i for i, tok in reversed(list(enumerate(out_tokens))) if tok[2] == TOK_NORMAL}
         merges = []
         for k, mg in enumerate(m.get("tokenizer.ggml.merges", [])):
@@ -581,6 +588,14 @@ class LazyStorage:
         self.array = None
 
     def load(self):
+        import zipfile
+        import zlib
+        try:
+            return self._load()
+        except (KeyError, ValueError, OSError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as e:
+            raise ExportError(f"{self.path}: cannot read storage {self.entry}: {e}") from None
+
+    def _load(self):
         if self.array is None:
             info = self.zf.getinfo(self.entry)
             if info.compress_type == 0:  # stored: map it straight from the file
@@ -604,6 +619,9 @@ class LazyTensor:
 
     def numpy(self):
         data = self.storage.load()
+        if not all(isinstance(v, int) and v >= 0 for v in self.shape + self.stride + (self.offset,)) \
+                or len(self.shape) != len(self.stride):
+            raise ExportError(f"{self.storage.path}: a tensor has an invalid shape or stride")
         count = int(np.prod(self.shape, dtype=np.int64))
         end = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride)) + 1 if count else self.offset
         if self.offset < 0 or end > len(data):
@@ -628,7 +646,7 @@ def read_torch_checkpoint(path):
 
     try:
         zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, ValueError):
         raise ExportError(f"{path}: not a torch checkpoint (not a zip file; the old format is not supported)") \
             from None
     pkl = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
@@ -731,6 +749,40 @@ class MetaCheckpoint:
             return parts[0]
         axis = self.embedding_axis if meta == "tok_embeddings.weight" else 1 if meta.endswith(("wo.weight", "w2.weight")) else 0
         return np.concatenate(parts, axis=axis)
+
+
+# ---------------------------------------------------------------------------
+# This project's own fp32 files, to re-export (for example quantized)
+
+class RuncCheckpoint:
+    def __init__(self, path):
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(MODEL_HEADER_SIZE)
+        if len(head) < MODEL_HEADER_SIZE or head[:4] != MODEL_MAGIC:
+            raise ExportError(f"{path}: not a {MODEL_MAGIC.decode()} model file")
+        f = struct.unpack("<4sI8i4fif3ii8i", head[:112])
+        (_, version, dim, hidden, layers, heads, kv_heads, head_dim, vocab, seq_len, theta, factor, low, high,
+         orig, eps, flags, wtype, bos, n_eos) = f[:20]
+        if version != MODEL_VERSION or wtype != 0:
+            raise ExportError(f"{path}: only fp32 files of version {MODEL_VERSION} can be re-exported")
+        self.config = {"dim": dim, "hidden_dim": hidden, "n_layers": layers, "n_heads": heads,
+                       "n_kv_heads": kv_heads, "head_dim": head_dim, "vocab_size": vocab, "seq_len": seq_len,
+                       "rope_theta": theta, "norm_eps": eps, "tied": bool(flags & FLAG_TIED_CLASSIFIER),
+                       "qkv_bias": bool(flags & FLAG_QKV_BIAS), "bos_id": bos, "eos_ids": list(f[20:20 + n_eos]),
+                       "rope_scaling": {"factor": factor, "low_freq_factor": low, "high_freq_factor": high,
+                                        "original_seq_len": orig} if factor else None}
+        self.arrays, offset = {}, MODEL_HEADER_SIZE
+        for name, shape in tensor_order(self.config):
+            offset += -offset % TENSOR_ALIGN
+            count = int(np.prod(shape, dtype=np.int64))
+            if offset + 4 * count > size:
+                raise ExportError(f"{path}: file is truncated (tensor {name})")
+            self.arrays[name] = np.memmap(path, dtype="<f4", mode="r", offset=offset, shape=shape)
+            offset += 4 * count
+
+    def get(self, name):
+        return self.arrays[name]
 
 
 # ---------------------------------------------------------------------------
@@ -984,12 +1036,16 @@ def export_tiktoken(path, out, vocab_size=None):
     """tiktoken's format: one line per token, base64 of its bytes and its rank."""
     import base64
     tokens = []
+    import binascii
     with open(path, "rb") as f:
         for n, line in enumerate(f):
             parts = line.split()
-            if len(parts) != 2 or int(parts[1]) != n:
-                raise ExportError(f"{path}: line {n + 1} is not '<base64> {n}'")
-            tokens.append((base64.b64decode(parts[0]), -float(n), TOK_NORMAL))
+            try:
+                if len(parts) != 2 or int(parts[1]) != n:
+                    raise ValueError
+                tokens.append((base64.b64decode(parts[0], validate=True), -float(n), TOK_NORMAL))
+            except (ValueError, binascii.Error):
+                raise ExportError(f"{path}: line {n + 1} is not '<base64> {n}'") from None
     if len(tokens) != 128000:
         raise ExportError(f"{path}: a tiktoken file of {len(tokens)} tokens; only Llama 3's (128000) is known")
     tokens += [(name.encode(), 0.0, TOK_CONTROL) for name in LLAMA3_SPECIAL]
@@ -1048,6 +1104,14 @@ def token_text(value):
 
 
 def export_tokenizer_json(path, out, vocab_size=None):
+    try:
+        return _export_tokenizer_json(path, out, vocab_size)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        # json errors are ValueErrors too
+        raise ExportError(f"{path}: malformed tokenizer.json ({type(e).__name__}: {e})") from None
+
+
+def _export_tokenizer_json(path, out, vocab_size=None):
     with open(path, encoding="utf-8") as f:
         tj = json.load(f)
     model = tj.get("model", {})
@@ -1137,12 +1201,13 @@ def main(argv=None):
     src.add_argument("--llama2c", metavar="FILE", help="llama2.c legacy model file (version 0)")
     src.add_argument("--gguf", metavar="FILE", help="GGUF v2/v3 file of a Llama-architecture model")
     src.add_argument("--meta-llama", metavar="DIR", help="Meta checkpoint: params.json and consolidated.*.pth")
+    src.add_argument("--runc", metavar="FILE", help="this project's fp32 model file (to quantize it, say)")
     src.add_argument("--tokenizer", metavar="PATH",
                      help="tokenizer.model (SentencePiece or tiktoken), tokenizer.json, a GGUF file, "
                           "or a directory with one")
     args = ap.parse_args(argv)
     try:
-        for p in (args.hf, args.llama2c, args.gguf, args.meta_llama, args.tokenizer):
+        for p in (args.hf, args.llama2c, args.gguf, args.meta_llama, args.runc, args.tokenizer):
             if p is not None and not os.path.exists(p):
                 raise ExportError(f"{p}: no such file or directory")
         if args.tokenizer:
@@ -1152,6 +1217,8 @@ def main(argv=None):
             ckpt = GGUFCheckpoint(args.gguf)
         elif args.meta_llama:
             ckpt = MetaCheckpoint(args.meta_llama)
+        elif args.runc:
+            ckpt = RuncCheckpoint(args.runc)
         elif args.hf:
             ckpt = HuggingFaceCheckpoint(args.hf)
         else:

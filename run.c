@@ -37,8 +37,20 @@
 /* 1. Errors and small helpers                                                */
 /* ========================================================================== */
 
-/* Every error ends the program with one line on stderr and exit status 1. */
+/* Every error ends the program with one line on stderr and exit status 1.
+   (The fuzz targets in tests/fuzz define RUN_FUZZING: there an error returns
+   to the target through fuzz_escape instead, so that it can try the next
+   input.) */
+#ifdef RUN_FUZZING
+#include <setjmp.h>
+static jmp_buf fuzz_escape;
+#endif
+
 static void fatal(const char *fmt, ...) {
+#ifdef RUN_FUZZING
+    (void)fmt;
+    longjmp(fuzz_escape, 1);
+#else
     va_list ap;
     va_start(ap, fmt);
     fputs("error: ", stderr);
@@ -46,17 +58,23 @@ static void fatal(const char *fmt, ...) {
     fputc('\n', stderr);
     va_end(ap);
     exit(1);
+#endif
 }
+
+static size_t allocated_bytes; /* all that xmalloc and xcalloc handed out (--verbose) */
 
 static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) fatal("out of memory (asked for %zu bytes)", n);
+    allocated_bytes += n;
     return p;
 }
 
 static void *xcalloc(size_t count, size_t size) {
+    if (size && count > SIZE_MAX / size) fatal("out of memory (asked for %zu x %zu bytes)", count, size);
     void *p = calloc(count ? count : 1, size ? size : 1);
     if (!p) fatal("out of memory (asked for %zu x %zu bytes)", count, size);
+    allocated_bytes += count * size;
     return p;
 }
 
@@ -1231,13 +1249,14 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
     uint32_t magic = 0;
     if (size >= 4) memcpy(&magic, file, 4);
     int ours = magic == TOKENIZER_MAGIC;
-    int32_t system_len = 0;
+    int32_t system_len = 0, declared_max_len;
     if (ours) {
         int32_t h[TOKENIZER_HEADER_INTS];
         for (int i = 0; i < TOKENIZER_HEADER_INTS; i++) h[i] = read_i32(&r, "header");
         if (h[1] != TOKENIZER_VERSION)
             fatal("%s: tokenizer format version %d is not supported (this build reads %d)", path, h[1], TOKENIZER_VERSION);
         t->vocab_size = h[2];
+        declared_max_len = h[3];
         t->bos_id = h[4]; t->eos_id = h[5]; t->unk_id = h[6];
         t->flags = (uint32_t)h[7];
         t->kind = h[8];
@@ -1257,7 +1276,7 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
         if (t->n_merges < 0 || t->n_merges > MAX_VOCAB || (t->kind == KIND_SENTENCEPIECE && t->n_merges))
             fatal("%s: invalid tokenizer header: %d merges", path, t->n_merges);
     } else {
-        read_i32(&r, "header"); /* max_token_length: recomputed below */
+        declared_max_len = read_i32(&r, "header");
         t->vocab_size = count_legacy_tokens(r);
         t->bos_id = 1; t->eos_id = 2; t->unk_id = 0;
         t->flags = TOKF_DUMMY_PREFIX | TOKF_ADD_BOS;
@@ -1288,6 +1307,8 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
         if (type < TOK_NORMAL || type > TOK_BYTE) fatal("%s: token %d has unknown type %d", path, i, type);
         int32_t len = read_i32(&r, "token length");
         if (len < 0 || len > 65536) fatal("%s: token %d has invalid length %d", path, i, len);
+        if (len > declared_max_len)
+            fatal("%s: token %d is %d bytes, longer than the declared maximum of %d", path, i, len, declared_max_len);
         need_bytes(&r, (size_t)len, "token bytes");
         memcpy(out, r.p, len);
         r.p += len;
@@ -2455,6 +2476,38 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
 /* 9. Command line                                                            */
 /* ========================================================================== */
 
+/* --verbose: what is running, on stderr. */
+static void print_model_card(const Model *m, const RunState *s, const Tokenizer *t, const char *tokenizer_path) {
+    static const char *weights[] = {"fp32", "q8_0", "q4_0"};
+    static const char *kinds[] = {"", "SentencePiece BPE", "byte-level BPE"};
+    const Config *c = &m->config;
+    uint64_t q_dim = (uint64_t)c->n_heads * c->head_dim, kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
+    uint64_t per_layer = 2 * (uint64_t)c->dim + (q_dim + 2 * kv_dim) * c->dim + c->dim * q_dim +
+                         3 * (uint64_t)c->hidden_dim * c->dim + (c->qkv_bias ? q_dim + 2 * kv_dim : 0);
+    uint64_t params = (uint64_t)c->vocab_size * c->dim * (c->tied_classifier ? 1 : 2) + c->dim +
+                      per_layer * c->n_layers;
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    double kv_mb = 2.0 * c->n_layers * s->ctx * kv_dim * sizeof(float) / 1e6;
+    fprintf(stderr, "model       %s (%s format)\n", m->path, c->legacy ? "llama2.c" : "run.c");
+    fprintf(stderr, "shape       dim %d, ffn %d, %d layers, %d query heads sharing %d key/value heads of %d, "
+                    "vocab %d, context %d\n", c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
+            c->head_dim, c->vocab_size, c->seq_len);
+    fprintf(stderr, "parameters  %.2fM, weights %s%s%s\n", params / 1e6, weights[c->weight_type],
+            c->tied_classifier ? ", classifier tied to the embedding" : "", c->qkv_bias ? ", q/k/v biases" : "");
+    fprintf(stderr, "rope        theta %g", c->rope_theta);
+    if (c->rope_factor != 0.0f)
+        fprintf(stderr, ", Llama 3.1 scaling x%g (original context %d)", c->rope_factor, c->rope_original_seq_len);
+    fprintf(stderr, "; RMSNorm eps %g\n", c->norm_eps);
+    fprintf(stderr, "tokenizer   %s: %s, %d tokens, chat template %s\n", tokenizer_path, kinds[t->kind],
+            t->vocab_size, TEMPLATE_NAMES[t->chat_template]);
+    fprintf(stderr, "memory      %.1f MB mapped (the file), %.1f MB allocated, of which the KV cache for %d "
+                    "positions is %.1f MB\n", m->size / 1e6, allocated_bytes / 1e6, s->ctx, kv_mb);
+    fprintf(stderr, "compute     %d thread%s, %s kernels\n", threads, threads > 1 ? "s" : "", SIMD_NAME);
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "Usage:   run MODEL [options]\n"
@@ -2475,6 +2528,7 @@ static void usage(FILE *f) {
             "                     (default: the model's own)\n"
             "  --stats     chat: tokens/s after each reply\n"
             "  --trace     print each token fed to the model, with its position, on stderr\n"
+            "  --verbose   a model card on stderr: shape, weights, tokenizer, memory, threads\n"
             "  -h          this help\n");
 }
 
@@ -2521,7 +2575,7 @@ int main(int argc, char **argv) {
     const char *mode = "generate", *system_prompt = NULL;
     float temperature = 1.0f, topp = 0.9f;
     long long seed = 0, steps = 256;
-    int steps_given = 0, template = -1, stats = 0, trace = 0;
+    int steps_given = 0, template = -1, stats = 0, trace = 0, verbose = 0;
 
     int i = 1;
     if (argc >= 2 && argv[1][0] != '-') model_path = argv[i++];
@@ -2531,8 +2585,8 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
-        if (strcmp(flag, "--stats") == 0 || strcmp(flag, "--trace") == 0) {
-            *(flag[2] == 's' ? &stats : &trace) = 1;
+        if (strcmp(flag, "--stats") == 0 || strcmp(flag, "--trace") == 0 || strcmp(flag, "--verbose") == 0) {
+            *(flag[2] == 's' ? &stats : flag[2] == 't' ? &trace : &verbose) = 1;
             continue;
         }
         if (strcmp(flag, "--template") == 0) {
@@ -2633,6 +2687,7 @@ int main(int argc, char **argv) {
         RunState state;
         build_state(&state, c, ctx);
         state.trace = trace;
+        if (verbose) print_model_card(&model, &state, &tok, tokenizer_path);
         Sampler sampler;
         build_sampler(&sampler, c->vocab_size, temperature, topp, seed > 0 ? (uint64_t)seed : (uint64_t)time(NULL));
         chat(&model, &state, &tok, &sampler, &format, stats);
@@ -2662,6 +2717,7 @@ int main(int argc, char **argv) {
         RunState state;
         build_state(&state, c, ctx);
         state.trace = trace;
+        if (verbose) print_model_card(&model, &state, &tok, tokenizer_path);
         if (is_perplexity) {
             perplexity(&model, &state, tokens, n_prompt);
         } else {

@@ -257,3 +257,22 @@ def test_export_rejects_non_sentencepiece_file(tmp_path):
 def test_export_missing_input(tmp_path):
     p = export(tmp_path / "o.bin", "--llama2c", tmp_path / "none.bin", check=False)
     assert p.returncode == 1 and "no such file" in p.stderr
+
+
+def test_token_longer_than_declared_maximum(tmp_path):
+    data = bytearray(open(TOKENIZER, "rb").read())
+    struct.pack_into("<i", data, 12, 3)  # max_token_length 3; "<unk>" is 5 bytes
+    path = tmp_path / "tok.bin"
+    path.write_bytes(bytes(data))
+    fails("-m", "tokenize", "-z", path, "-i", "hi", match="longer than the declared maximum")
+
+
+@pytest.mark.parametrize("prompt", ["", "\udcff\udcfe invalid", "<s></s><|eot_id|>", "\t\n \r"])
+def test_unusual_prompts_run(model, prompt):
+    p = run(model, "-z", TOKENIZER, "-n", "40", "-t", "0", "-i", prompt.encode("utf-8", "surrogateescape"))
+    assert p.returncode == 0
+
+
+def test_prompt_of_only_special_token_text_is_plain_text():
+    ids = run("-m", "tokenize", "-z", TOKENIZER, "-i", "<s></s>").stdout.split()
+    assert ids[0] == b"1" and b"2" not in ids[1:] and b"1" not in ids[1:]
