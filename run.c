@@ -2069,6 +2069,87 @@ static int *encode_prompt(const Tokenizer *tok, const char *text, size_t len, in
     return tokens;
 }
 
+/* ---- teaching views ---- */
+
+/* A token's text for display: its bytes, or <0xNN> for each byte when it is a
+   byte token or its bytes are not whole UTF-8 characters; \n and \t escaped.
+   Returns 1 for text, 2 for bytes, 3 for a control token. */
+static int token_text(const Tokenizer *t, int id, char *out, size_t cap) {
+    const char *p = t->pieces[id];
+    int len = t->lengths[id], kind = t->types[id] == TOK_CONTROL || t->types[id] == TOK_UNKNOWN ? 3 : 1;
+    if (t->types[id] == TOK_BYTE) {
+        snprintf(out, cap, "%s", p);
+        return 2;
+    }
+    for (int i = 0; i < len;) { /* whole UTF-8 characters? */
+        int cl = utf8_char_len((const uint8_t *)p + i, len - i);
+        if (cl == 0) kind = 2;
+        i += cl ? cl : 1;
+    }
+    size_t n = 0;
+    for (int i = 0; i < len && n + 8 < cap; i++) {
+        uint8_t b = (uint8_t)p[i];
+        if (kind == 2) n += snprintf(out + n, cap - n, "<0x%02X>", b);
+        else if (b == '\n') n += snprintf(out + n, cap - n, "\\n");
+        else if (b == '\t') n += snprintf(out + n, cap - n, "\\t");
+        else if (b < 0x20) n += snprintf(out + n, cap - n, "<0x%02X>", b);
+        else out[n++] = (char)b;
+    }
+    out[n] = '\0';
+    return kind;
+}
+
+/* -m tokenize --show: the text cut into its tokens. On a terminal the tokens
+   alternate between two background colours, byte tokens are underlined and
+   control tokens bold; otherwise each token is in [brackets], control tokens
+   in {braces}. Then the ids and their count. */
+static void show_tokens(const Tokenizer *t, const int *ids, int n, int color) {
+    char text[1024];
+    static const char *bg[2] = {"\033[30;48;5;153m", "\033[30;48;5;223m"};
+    for (int i = 0; i < n; i++) {
+        int kind = token_text(t, ids[i], text, sizeof text);
+        if (color) printf("%s%s%s\033[0m", bg[i % 2], kind == 2 ? "\033[4m" : kind == 3 ? "\033[1m" : "", text);
+        else printf(kind == 3 ? "{%s}" : "[%s]", text);
+    }
+    printf("\nids: ");
+    for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+    printf("\ntokens: %d\n", n);
+}
+
+/* --probs K: the K most likely next tokens with their probabilities (after
+   temperature; at temperature 0 the model's own), those outside the top-p
+   nucleus marked "cut", then the one sampled. On stderr, one line per token. */
+static void show_probabilities(const Tokenizer *t, const Sampler *sampler, const float *logits, int k, int pos,
+                               int chosen, float *probs, ProbIndex *order) {
+    int V = sampler->vocab_size;
+    float temp = sampler->temperature > 0.0f ? sampler->temperature : 1.0f;
+    for (int i = 0; i < V; i++) probs[i] = logits[i] / temp;
+    softmax(probs, V);
+    for (int i = 0; i < V; i++) order[i] = (ProbIndex){probs[i], i};
+    qsort(order, V, sizeof(ProbIndex), compare_prob_desc);
+    int nucleus = V; /* how many tokens top-p keeps */
+    if (sampler->temperature > 0.0f && sampler->topp > 0.0f && sampler->topp < 1.0f) {
+        float cumulative = 0.0f;
+        for (int i = 0; i < V; i++) {
+            cumulative += order[i].prob;
+            if (cumulative > sampler->topp) {
+                nucleus = i + 1;
+                break;
+            }
+        }
+    } else if (sampler->temperature == 0.0f) {
+        nucleus = 1; /* greedy keeps only the most likely */
+    }
+    char text[1024];
+    token_text(t, chosen, text, sizeof text);
+    fprintf(stderr, "[pos %d] '%s' %.1f%% |", pos, text, 100.0 * probs[chosen]);
+    for (int i = 0; i < k && i < V; i++) {
+        token_text(t, order[i].index, text, sizeof text);
+        fprintf(stderr, " '%s' %.1f%%%s", text, 100.0 * order[i].prob, i >= nucleus ? " (cut)" : "");
+    }
+    fputc('\n', stderr);
+}
+
 /* Runs tokens through the model from position pos on, in chunks of up to
    s->max_tokens; returns the logits of the last one. With s->trace each token
    is printed, with its position, on stderr. */
@@ -2088,7 +2169,9 @@ static float *process_tokens(const Model *m, RunState *s, const int *tokens, int
    or the model emits BOS or an EOS token. The prompt goes through the model
    in chunks; then one token at a time. */
 static void generate(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sampler,
-                     const int *prompt, int n_prompt, int steps) {
+                     const int *prompt, int n_prompt, int steps, int show_probs) {
+    float *probs = show_probs ? xmalloc((size_t)m->config.vocab_size * sizeof(float)) : NULL;
+    ProbIndex *order = show_probs ? xmalloc((size_t)m->config.vocab_size * sizeof(ProbIndex)) : NULL;
     Utf8Printer printer = {{0}, 0, 0, stdout};
     const char *piece;
     for (int i = 0; i < n_prompt; i++) { /* BOS prints nothing */
@@ -2101,7 +2184,9 @@ static void generate(const Model *m, RunState *s, const Tokenizer *tok, Sampler 
     double prompt_done = time_seconds();
     int token = prompt[n_prompt - 1], pos = n_prompt, n_forward = 0;
     for (;;) {
+        if (show_probs) memcpy(probs, logits, (size_t)m->config.vocab_size * sizeof(float)); /* sample() overwrites */
         int next = sample(sampler, logits);
+        if (show_probs) show_probabilities(tok, sampler, probs, show_probs, pos, next, probs, order);
         if (next == m->config.bos_id || is_eos(&m->config, next)) break;
         int len = decode_piece(tok, token, next, &piece);
         utf8_put(&printer, piece, len);
@@ -2121,6 +2206,8 @@ static void generate(const Model *m, RunState *s, const Tokenizer *tok, Sampler 
     fprintf(stderr, "prompt: %d tokens at %.2f tok/s; generation: %d tokens at %.2f tok/s\n", n_prompt,
             prompt_rate, n_forward, gen_rate);
     fprintf(stderr, "achieved tok/s: %.2f\n", gen_rate); /* llama2.c's line: the generation speed */
+    free(probs);
+    free(order);
 }
 
 /* Mean negative log-likelihood of each token given all before it. */
@@ -2529,6 +2616,8 @@ static void usage(FILE *f) {
             "  --stats     chat: tokens/s after each reply\n"
             "  --trace     print each token fed to the model, with its position, on stderr\n"
             "  --verbose   a model card on stderr: shape, weights, tokenizer, memory, threads\n"
+            "  --probs <K> generate: after each token, the K most likely with their probabilities\n"
+            "  --show      tokenize: the text cut into its tokens (colours on a terminal)\n"
             "  -h          this help\n");
 }
 
@@ -2575,7 +2664,7 @@ int main(int argc, char **argv) {
     const char *mode = "generate", *system_prompt = NULL;
     float temperature = 1.0f, topp = 0.9f;
     long long seed = 0, steps = 256;
-    int steps_given = 0, template = -1, stats = 0, trace = 0, verbose = 0;
+    int steps_given = 0, template = -1, stats = 0, trace = 0, verbose = 0, show = 0, show_probs = 0;
 
     int i = 1;
     if (argc >= 2 && argv[1][0] != '-') model_path = argv[i++];
@@ -2587,6 +2676,15 @@ int main(int argc, char **argv) {
         }
         if (strcmp(flag, "--stats") == 0 || strcmp(flag, "--trace") == 0 || strcmp(flag, "--verbose") == 0) {
             *(flag[2] == 's' ? &stats : flag[2] == 't' ? &trace : &verbose) = 1;
+            continue;
+        }
+        if (strcmp(flag, "--show") == 0) {
+            show = 1;
+            continue;
+        }
+        if (strcmp(flag, "--probs") == 0) {
+            if (i + 1 >= argc) fatal("option --probs needs a value");
+            show_probs = (int)parse_integer(flag, argv[++i], 1, 100);
             continue;
         }
         if (strcmp(flag, "--template") == 0) {
@@ -2663,7 +2761,9 @@ int main(int argc, char **argv) {
     int n_prompt;
     int *tokens = encode_prompt(&tok, prompt, prompt_len, &n_prompt);
 
-    if (is_tokenize) {
+    if (is_tokenize && show) {
+        show_tokens(&tok, tokens, n_prompt, isatty(1));
+    } else if (is_tokenize) {
         for (int k = 0; k < n_prompt; k++) printf(k ? " %d" : "%d", tokens[k]);
         printf("\n");
     } else if (is_chat) {
@@ -2724,7 +2824,7 @@ int main(int argc, char **argv) {
             Sampler sampler;
             uint64_t rng_seed = seed > 0 ? (uint64_t)seed : (uint64_t)time(NULL);
             build_sampler(&sampler, c->vocab_size, temperature, topp, rng_seed);
-            generate(&model, &state, &tok, &sampler, tokens, n_prompt, (int)steps);
+            generate(&model, &state, &tok, &sampler, tokens, n_prompt, (int)steps, show_probs);
             free_sampler(&sampler);
         }
         free_state(&state);
