@@ -1113,6 +1113,7 @@ typedef struct {
     int *user_defined;  /* ids of USER_DEFINED pieces, matched whole before merging */
     int n_user_defined;
     char *blob;         /* the pieces' bytes */
+    char *file;         /* the file's contents, while it is being read */
     int chat_template;  /* TEMPLATE_* (section 8), from the model's own chat template */
     char *default_system; /* system prompt the template uses when none is given, or NULL */
 } Tokenizer;
@@ -1244,7 +1245,7 @@ static void read_merges(Tokenizer *t, ByteReader *r) {
 static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) {
     memset(t, 0, sizeof(*t));
     size_t size;
-    char *file = read_file(path, &size);
+    char *file = t->file = read_file(path, &size);
     ByteReader r = {path, (const uint8_t *)file, (const uint8_t *)file + size};
     uint32_t magic = 0;
     if (size >= 4) memcpy(&magic, file, 4);
@@ -1349,12 +1350,14 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
     if (r.p != r.end)
         fatal("%s: tokenizer file has %lld unexpected bytes at the end", path, (long long)(r.end - r.p));
     free(file);
+    t->file = NULL;
 }
 
 static void free_tokenizer(Tokenizer *t) {
     free(t->pieces); free(t->lengths); free(t->scores); free(t->types);
     free(t->hash); free(t->merges); free(t->merge_hash); free(t->user_defined); free(t->blob);
     free(t->default_system);
+    free(t->file);
 }
 
 /* ---- Unicode: UTF-8 and the character classes of the pre-tokenizers ---- */
