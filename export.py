@@ -213,14 +213,21 @@ class SafetensorsFile:
         return a.astype(np.float32).reshape(shape)
 
 
+def read_json(directory, name):
+    path = os.path.join(directory, name)
+    if not os.path.isfile(path):
+        raise ExportError(f"{directory}: no {name}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as e:
+        raise ExportError(f"{path}: not valid JSON: {e}") from None
+
+
 class HuggingFaceCheckpoint:
     def __init__(self, directory):
         self.dir = directory
-        cfg_path = os.path.join(directory, "config.json")
-        if not os.path.isfile(cfg_path):
-            raise ExportError(f"{directory}: no config.json")
-        with open(cfg_path) as f:
-            self.hf = json.load(f)
+        self.hf = read_json(directory, "config.json")
         self.files = {}  # tensor name -> SafetensorsFile
         index = os.path.join(directory, "model.safetensors.index.json")
         single = os.path.join(directory, "model.safetensors")
@@ -698,11 +705,7 @@ class MetaCheckpoint:
 
     def __init__(self, directory):
         self.dir = directory
-        params_path = os.path.join(directory, "params.json")
-        if not os.path.isfile(params_path):
-            raise ExportError(f"{directory}: no params.json")
-        with open(params_path) as f:
-            p = json.load(f)
+        p = read_json(directory, "params.json")
         shards = sorted(n for n in os.listdir(directory) if n.startswith("consolidated.") and n.endswith(".pth"))
         if not shards:
             raise ExportError(f"{directory}: no consolidated.*.pth files")

@@ -8,7 +8,7 @@ import pytest
 
 import ref_bpe
 from conftest import export, harness, run
-from test_tokenizer import encode_all, varied_texts
+from test_tokenizer import assert_llama_cpp_cases, encode_all, varied_texts
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +35,7 @@ def byte_level_texts(shared):
 
 
 def test_llama_cpp_llama_bpe_cases(shared, llama3, tmp_path):
-    with open(os.path.join(shared, "testdata", "tokenizer", "ggml-vocab-llama-bpe.gguf.tests.json")) as f:
-        cases = json.load(f)
-    assert len(cases) == 46
-    got = encode_all(tmp_path, llama3, [c["text"].encode() for c in cases])
-    failures = [(c["text"], g, c["ids"]) for c, g in zip(cases, got) if g != c["ids"]]
-    assert not failures, f"{len(failures)} of {len(cases)} cases differ: {failures[:3]}"
+    assert_llama_cpp_cases(shared, tmp_path, llama3, "bpe")
 
 
 def assert_same_as_reference(tmp_path, tokenizer, reference, texts):

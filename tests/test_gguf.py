@@ -58,13 +58,10 @@ def test_shared_gguf_exports_and_runs(shared, tmp_path):
 
 
 def test_gguf_vocab_file_tokenizer_passes_llama_cpp_cases(shared, tmp_path):
-    import json
+    from test_tokenizer import assert_llama_cpp_cases
     tok = tmp_path / "tok.bin"
     export(tok, "--tokenizer", os.path.join(shared, "testdata", "tokenizer", "ggml-vocab-llama-spm.gguf"))
-    with open(os.path.join(shared, "testdata", "tokenizer", "ggml-vocab-llama-spm.gguf.tests.json")) as f:
-        cases = json.load(f)
-    got = encode_all(tmp_path, tok, [c["text"].encode() for c in cases])
-    assert got == [c["ids"] for c in cases]
+    assert_llama_cpp_cases(shared, tmp_path, tok, "spm")
 
 
 def test_damaged_gguf_is_rejected(shared, tmp_path):

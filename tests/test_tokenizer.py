@@ -26,13 +26,18 @@ def test_tokenizer_bin_is_exported_from_llama2_tokenizer_model(shared, tmp_path)
         assert f.read() == fresh.read_bytes(), "tokenizer.bin is stale: run `make tokenizer`"
 
 
-def test_llama_cpp_spm_vocab_cases(shared, tmp_path):
-    with open(os.path.join(shared, "testdata", "tokenizer", "ggml-vocab-llama-spm.gguf.tests.json")) as f:
+def assert_llama_cpp_cases(shared, tmp_path, tokenizer, vocab):
+    """All 46 of llama.cpp's test cases for `vocab` ("spm" or "bpe") encode as expected."""
+    with open(os.path.join(shared, "testdata", "tokenizer", f"ggml-vocab-llama-{vocab}.gguf.tests.json")) as f:
         cases = json.load(f)
     assert len(cases) == 46
-    got = encode_all(tmp_path, TOKENIZER, [c["text"].encode() for c in cases])
+    got = encode_all(tmp_path, tokenizer, [c["text"].encode() for c in cases])
     failures = [(c["text"], g, c["ids"]) for c, g in zip(cases, got) if g != c["ids"]]
     assert not failures, f"{len(failures)} of {len(cases)} cases differ: {failures[:3]}"
+
+
+def test_llama_cpp_spm_vocab_cases(shared, tmp_path):
+    assert_llama_cpp_cases(shared, tmp_path, TOKENIZER, "spm")
 
 
 def varied_texts(shared, seed=0):
