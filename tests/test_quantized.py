@@ -89,3 +89,45 @@ def test_nan_scale_is_rejected(tmp_path):
     (tmp_path / "bad.bin").write_bytes(bytes(data))
     p = run(tmp_path / "bad.bin", "-n", "4", check=False)
     assert p.returncode == 1 and b"NaN or infinite scale" in p.stderr
+
+
+@pytest.fixture(scope="module")
+def arm_harnesses(tmp_path_factory):
+    """The harness cross-built for ARM (with and without the dotprod extension),
+    run under qemu: the NEON kernels, tested on this x86 machine."""
+    import shutil
+    if not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")):
+        if os.environ.get("CI"):
+            pytest.fail("CI installs gcc-aarch64-linux-gnu and qemu-user to test the NEON kernels")
+        pytest.skip("gcc-aarch64-linux-gnu and qemu-user are not installed: NEON kernels not tested")
+    d = tmp_path_factory.mktemp("arm")
+    exes = []
+    for arch in ("armv8-a", "armv8.2-a+dotprod"):
+        exe = d / f"harness-{arch.replace('+', '-')}"
+        subprocess.run(["aarch64-linux-gnu-gcc", "-std=c11", "-O2", f"-march={arch}", "-static", "-Wall", "-Wextra",
+                        "-Wno-unused-function", "-o", exe, os.path.join(ROOT, "tests", "harness.c"), "-lm"],
+                       check=True)
+        exes.append(exe)
+    return exes
+
+
+def test_neon_dot_products_equal_scalar(arm_harnesses):
+    for exe in arm_harnesses:
+        out = subprocess.run(["qemu-aarch64", exe, "kernels"], capture_output=True, text=True, check=True).stdout
+        result = dict(line.split(" ", 1) for line in out.strip().splitlines())
+        assert result["simd"] == "NEON"
+        assert float(result["f32"]) < 1e-3 and float(result["q8_0"]) < 1e-4 and float(result["q4_0"]) < 1e-4
+
+
+def test_neon_forward_matches_reference(arm_harnesses, tmp_path):
+    config = FAMILIES["qwen2.5"]
+    weights = hf.random_llama(config, seed=5)
+    full = hf.write_checkpoint(tmp_path / "hf", config, weights)
+    export(tmp_path / "m.bin", "--hf", tmp_path / "hf")
+    tokens = list(np.random.default_rng(0).integers(0, config["vocab_size"], 12))
+    want = reference.forward(full, weights, tokens)
+    for exe in arm_harnesses:
+        out = subprocess.run(["qemu-aarch64", exe, "logits", tmp_path / "m.bin", "5", *map(str, tokens)],
+                             capture_output=True, text=True, check=True).stdout
+        got = np.array([[float(v) for v in line.split()] for line in out.strip().split("\n")])
+        assert np.max(np.abs(got - want)) < 1e-4 * max(1.0, np.std(want))
