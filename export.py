@@ -1002,7 +1002,8 @@ LLAMA3_SPECIAL = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_t
                   + [f"<|reserved_special_token_{i}|>" for i in range(2, 247)])
 
 
-TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "llama3.1": 3, "chatml": 4, "zephyr": 5, "mistral": 6}
+TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "llama3.1": 3, "chatml": 4, "zephyr": 5, "mistral": 6,
+             "deepseek-r1": 7}
 
 
 def detect_chat_template(jinja):
@@ -1013,6 +1014,8 @@ def detect_chat_template(jinja):
         return TEMPLATES["none"], None
     if isinstance(jinja, list):  # named templates: the default one
         jinja = next((t["template"] for t in jinja if t.get("name") == "default"), jinja[0]["template"])
+    if "<\uff5cAssistant\uff5c>" in jinja:  # DeepSeek-R1 distills: <｜User｜>, <｜Assistant｜>
+        return TEMPLATES["deepseek-r1"], None
     if "<|start_header_id|>" in jinja:
         return TEMPLATES["llama3.1" if "Cutting Knowledge Date" in jinja else "llama3"], None
     if "<|im_start|>" in jinja:

@@ -1264,7 +1264,7 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
         t->pretok = h[9];
         t->n_merges = h[10];
         t->chat_template = h[11];
-        if (h[11] < 0 || h[11] > 6) fatal("%s: unknown chat template %d", path, h[11]);
+        if (h[11] < 0 || h[11] > 7) fatal("%s: unknown chat template %d", path, h[11]);
         if (h[12] < 0 || h[12] > 65536) fatal("%s: invalid default system prompt length %d", path, h[12]);
         system_len = h[12];
         if (t->vocab_size <= 0 || t->vocab_size > MAX_VOCAB)
@@ -2242,8 +2242,9 @@ static void perplexity(const Model *m, RunState *s, const int *tokens, int n) {
    placed by id; the text between two of them is encoded in one piece, as
    Hugging Face does when it tokenizes the rendered string. */
 enum { TEMPLATE_NONE, TEMPLATE_LLAMA2, TEMPLATE_LLAMA3, TEMPLATE_LLAMA31, TEMPLATE_CHATML, TEMPLATE_ZEPHYR,
-       TEMPLATE_MISTRAL, N_TEMPLATES };
-static const char *TEMPLATE_NAMES[N_TEMPLATES] = {"none", "llama2", "llama3", "llama3.1", "chatml", "zephyr", "mistral"};
+       TEMPLATE_MISTRAL, TEMPLATE_DEEPSEEK_R1, N_TEMPLATES };
+static const char *TEMPLATE_NAMES[N_TEMPLATES] = {"none", "llama2", "llama3", "llama3.1", "chatml", "zephyr", "mistral",
+                                                  "deepseek-r1"};
 
 /* Tokens being rendered: text accumulates until a special token (or
    render_flush) encodes it, so the text between two special tokens is
@@ -2289,10 +2290,10 @@ static void render_special(Render *r, int id) {
     r->ids[r->n++] = id;
 }
 
-/* The control token spelled `text`, which the template needs. */
+/* The control (or user-defined) token spelled `text`, which the template needs. */
 static int special_id(const Tokenizer *t, const char *text) {
     for (int i = 0; i < t->vocab_size; i++)
-        if (t->types[i] == TOK_CONTROL && strcmp(t->pieces[i], text) == 0) return i;
+        if ((t->types[i] == TOK_CONTROL || t->types[i] == TOK_USER_DEFINED) && strcmp(t->pieces[i], text) == 0) return i;
     fatal("the chat template needs the token %s, which the tokenizer does not have", text);
     return -1;
 }
@@ -2313,7 +2314,9 @@ typedef struct {
     const char *system; /* or NULL */
     int bos, eos;       /* the tokenizer's */
     int eot;            /* token that ends an assistant turn */
-    int a, b;           /* the template's other special tokens: header start/end, or im_start/im_end */
+    int a, b;           /* the template's other special tokens: header start/end, im_start/im_end,
+                           or DeepSeek's User/Assistant */
+    int think_open, think_close; /* <think> and </think> of a reasoning model, or -1 */
 } ChatFormat;
 
 static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, const char *system) {
@@ -2322,6 +2325,7 @@ static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, c
     f->system = system ? system : t->default_system;
     f->bos = t->bos_id;
     f->eos = f->eot = t->eos_id;
+    f->think_open = f->think_close = -1;
     if (template == TEMPLATE_LLAMA3 || template == TEMPLATE_LLAMA31) {
         f->a = special_id(t, "<|start_header_id|>");
         f->b = special_id(t, "<|end_header_id|>");
@@ -2329,9 +2333,14 @@ static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, c
     } else if (template == TEMPLATE_CHATML) {
         f->a = special_id(t, "<|im_start|>");
         f->b = f->eot = special_id(t, "<|im_end|>");
+    } else if (template == TEMPLATE_DEEPSEEK_R1) { /* "｜" is U+FF5C, the fullwidth bar */
+        f->a = special_id(t, "<\xEF\xBD\x9C" "User\xEF\xBD\x9C>");
+        f->b = special_id(t, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
+        f->think_open = special_id(t, "<think>");
+        f->think_close = special_id(t, "</think>");
     }
     if ((template == TEMPLATE_LLAMA2 || template == TEMPLATE_LLAMA3 || template == TEMPLATE_LLAMA31 ||
-         template == TEMPLATE_MISTRAL) && f->bos < 0)
+         template == TEMPLATE_MISTRAL || template == TEMPLATE_DEEPSEEK_R1) && f->bos < 0)
         fatal("the %s chat template needs a BOS token, which the tokenizer does not have", TEMPLATE_NAMES[template]);
     if (f->eot < 0) fatal("the chat template needs an end-of-turn token, which the tokenizer does not have");
 }
@@ -2377,6 +2386,10 @@ static void render_open(Render *r, const ChatFormat *f) {
         }
         break;
     case TEMPLATE_MISTRAL: render_special(r, f->bos); break;
+    case TEMPLATE_DEEPSEEK_R1: /* the system prompt right after BOS, untagged */
+        render_special(r, f->bos);
+        if (f->system) render_text(r, f->system);
+        break;
     default: break; /* Llama 2 puts BOS and the system prompt in the first user turn */
     }
     free(sys);
@@ -2429,6 +2442,13 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
         render_text(r, message);
         render_special(r, f->eos);
         render_text(r, "\n<|assistant|>\n");
+        break;
+    case TEMPLATE_DEEPSEEK_R1: /* <｜User｜>...<｜Assistant｜><think>\n: the reply starts thinking */
+        render_special(r, f->a);
+        render_text(r, message);
+        render_special(r, f->b);
+        render_special(r, f->think_open);
+        render_text(r, "\n");
         break;
     default: fatal("no chat template");
     }
@@ -2527,6 +2547,10 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
         interrupted = 0;
         signal(SIGINT, on_sigint);
         int prev = -1, n_reply = 0;
+        /* a reasoning model's thinking is shown dimmed (marked when not a terminal) */
+        const char *think_on = isatty(1) ? "\033[2m" : "[think]", *think_off = isatty(1) ? "\033[0m" : "[/think]";
+        int thinking = f->template == TEMPLATE_DEEPSEEK_R1; /* its prompt ends in <think> */
+        if (thinking) fputs(think_on, stdout);
         double start = time_seconds();
         for (;;) {
             int next = sample(sampler, logits);
@@ -2535,8 +2559,15 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
                 break;
             }
             const char *piece;
-            int len = decode_piece(tok, prev, next, &piece);
-            utf8_put(&printer, piece, len);
+            int len = 0;
+            if (next == f->think_open || next == f->think_close) {
+                utf8_flush(&printer);
+                thinking = next == f->think_open;
+                fputs(thinking ? think_on : think_off, stdout);
+            } else {
+                len = decode_piece(tok, prev, next, &piece);
+            }
+            if (len > 0) utf8_put(&printer, piece, len);
             fflush(stdout);
             n_reply++;
             prev = next;
@@ -2550,6 +2581,7 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
         }
         signal(SIGINT, SIG_DFL);
         utf8_flush(&printer);
+        if (thinking) fputs(think_off, stdout);
         printf("\n");
         if (stats) {
             double elapsed = time_seconds() - start;
@@ -2614,7 +2646,7 @@ static void usage(FILE *f) {
             "  -m <string> mode: generate (default), chat, tokenize or perplexity\n"
             "  -y <string> system prompt (chat mode)\n"
             "  -T <int>    threads, default: OMP_NUM_THREADS or all cores (builds with OpenMP)\n"
-            "  --template <name>  chat template: llama2, llama3, llama3.1, chatml, zephyr, mistral\n"
+            "  --template <name>  chat template: llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1\n"
             "                     (default: the model's own)\n"
             "  --stats     chat: tokens/s after each reply\n"
             "  --trace     print each token fed to the model, with its position, on stderr\n"
@@ -2696,7 +2728,8 @@ int main(int argc, char **argv) {
             for (int k = 1; k < N_TEMPLATES; k++)
                 if (strcmp(name, TEMPLATE_NAMES[k]) == 0) template = k;
             if (template < 0)
-                fatal("unknown chat template '%s' (llama2, llama3, llama3.1, chatml, zephyr, mistral)", name);
+                fatal("unknown chat template '%s' (llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1)",
+                      name);
             continue;
         }
         if (flag[0] != '-' || strlen(flag) != 2) {
@@ -2774,7 +2807,7 @@ int main(int argc, char **argv) {
         if (template < 0) template = tok.chat_template;
         if (template == TEMPLATE_NONE)
             fatal("%s: the model has no known chat template: choose one with --template "
-                  "(llama2, llama3, llama3.1, chatml, zephyr, mistral)", tokenizer_path);
+                  "(llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1)", tokenizer_path);
         /* the context: -n, or the model's, up to 4096 positions (the KV cache grows with it) */
         int ctx = steps_given && steps > 0 ? (int)(steps < c->seq_len ? steps : c->seq_len)
                                            : (c->seq_len < 4096 ? c->seq_len : 4096);

@@ -239,3 +239,79 @@ def test_ctrl_c_stops_the_reply_and_returns_to_the_prompt(shared, tmp_path):
     assert p.returncode == 0, err.decode()
     assert b"tok/s" in err  # the reply ended and printed its statistics
     assert out.endswith(b"\n")
+
+
+# --- a reasoning model: DeepSeek-R1-Distill (Qwen layout) ---------------------
+
+R1_SPECIAL = {"bos": "<\uff5cbegin\u2581of\u2581sentence\uff5c>", "eos": "<\uff5cend\u2581of\u2581sentence\uff5c>",
+              "user": "<\uff5cUser\uff5c>", "assistant": "<\uff5cAssistant\uff5c>", "think": "<think>",
+              "end_think": "</think>"}
+R1_TEMPLATE = ("{{bos_token}}{{ns.system_prompt}}{%- for message in messages %}{%- if message['role'] == 'user' %}"
+               "{{'<\uff5cUser\uff5c>' + message['content']}}{%- endif %}{%- if message['role'] == 'assistant' %}"
+               "{{'<\uff5cAssistant\uff5c>' + content + '<\uff5cend\u2581of\u2581sentence\uff5c>'}}{%- endif %}"
+               "{%- endfor -%}{% if add_generation_prompt %}{{'<\uff5cAssistant\uff5c><think>\\n'}}{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def r1_dir(shared, tmp_path_factory):
+    """SmolLM2's vocabulary with R1-Distill's added tokens (as in its tokenizer.json:
+    BOS/EOS special, User/Assistant/think not) and its chat template."""
+    d = tmp_path_factory.mktemp("r1")
+    with open(f"{shared}/tokenizers/smollm2/tokenizer.json", encoding="utf-8") as f:
+        tj = json.load(f)
+    ids = {}
+    for k, name in enumerate(["bos", "eos", "user", "assistant", "think", "end_think"]):
+        ids[name] = 49152 + k
+        tj["added_tokens"].append({"id": ids[name], "content": R1_SPECIAL[name], "special": name in ("bos", "eos")})
+    (d / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
+    (d / "tokenizer_config.json").write_text(json.dumps(
+        {"chat_template": R1_TEMPLATE, "bos_token": R1_SPECIAL["bos"], "eos_token": R1_SPECIAL["eos"]}))
+    return d, ids
+
+
+def test_deepseek_r1_template(r1_dir, tmp_path, smollm2):
+    """BOS, the system prompt untagged, <｜User｜>message, and the generation
+    prompt <｜Assistant｜><think>\n that starts the reply thinking. (Hugging
+    Face re-renders earlier replies without their thinking; run.c keeps each
+    reply in the KV cache as the model wrote it, thinking included.)"""
+    d, ids = r1_dir
+    _, enc = smollm2
+    export(tmp_path / "tok.bin", "--tokenizer", d)
+    with open(tmp_path / "tok.bin", "rb") as f:
+        assert int.from_bytes(f.read(48)[44:48], "little") == 7  # recorded as deepseek-r1
+    want = ([ids["bos"]] + enc(SYSTEM.encode()) + [ids["user"]] + enc(U1.encode())
+            + [ids["assistant"], ids["think"]] + enc(b"\n"))
+    assert render(tmp_path, tmp_path / "tok.bin", "deepseek-r1", [("system", SYSTEM), ("user", U1)]) == want
+
+
+def test_reasoning_model_chats_and_marks_its_thinking(r1_dir, tmp_path):
+    """A scripted R1-Distill-Qwen-shaped model (q/k/v biases, tied) answers
+    'Arr</think>Yes' then EOS: the thinking is marked apart from the answer."""
+    d, ids = r1_dir
+    config = {"model_type": "qwen2", "vocab_size": 49158, "hidden_size": 64, "intermediate_size": 64,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+              "tie_word_embeddings": False, "max_position_embeddings": 512, "rms_norm_eps": 1e-6,
+              "rope_theta": 10000.0, "bos_token_id": ids["bos"], "eos_token_id": ids["eos"]}
+    w = hf.random_llama(config, 0)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(49158, 64)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    w["model.embed_tokens.weight"] = emb
+    for name in w:
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            w[name][:] = 0
+        if name.endswith("norm.weight"):
+            w[name][:] = 1
+    head = rng.normal(0, 0.01, (49158, 64)).astype(np.float32)
+    arr, yes, newline = 40909, 10539, 198
+    for source, target in ((newline, arr), (arr, ids["end_think"]), (ids["end_think"], yes), (yes, ids["eos"])):
+        head[target] = 20 * emb[source]
+    w["lm_head.weight"] = head
+    hf.write_checkpoint(tmp_path / "hf", config, w)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(d / f, tmp_path / "hf" / f)
+    (tmp_path / "out").mkdir()
+    export(tmp_path / "out" / "model.bin", "--hf", tmp_path / "hf")
+    out, fed = chat(tmp_path / "out" / "model.bin", "Hello there!\nAgain?\n")
+    assert out == "[think]Arr[/think]Yes\n[think]Arr[/think]Yes\n"
+    assert [p for p, _ in fed] == list(range(len(fed)))
