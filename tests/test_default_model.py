@@ -16,7 +16,9 @@ GOLDEN = os.path.join(ROOT, "tests", "golden", "tinystories_t0_n256.txt")
 
 
 def test_runs_with_no_flags_and_finds_its_tokenizer():
-    p = run(MODEL)
+    # no flags but the seed: with the clock's seed the sampled story is, about once
+    # in a hundred runs, BOS right away (an empty story, as llama2.c would print)
+    p = run(MODEL, "-s", "42")
     text = p.stdout.decode()
     assert len(text.split()) > 20
     assert b"achieved tok/s" in p.stderr
