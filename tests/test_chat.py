@@ -228,7 +228,8 @@ def test_ctrl_c_stops_the_reply_and_returns_to_the_prompt(shared, tmp_path):
     shutil.copy(f"{shared}/tokenizers/smollm2/tokenizer.json", tmp_path / "hf" / "tokenizer.json")
     (tmp_path / "out").mkdir()
     export(tmp_path / "out" / "m.bin", "--hf", tmp_path / "hf")
-    p = subprocess.Popen([RUN, tmp_path / "out" / "m.bin", "-m", "chat", "--template", "chatml", "-n", "100000",
+    # greedy, so that the reply is the same every run (and never ends by itself here)
+    p = subprocess.Popen([RUN, tmp_path / "out" / "m.bin", "-m", "chat", "--template", "chatml", "-n", "100000", "-t", "0",
                           "--stats"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdin.write(b"Hello\n")
     p.stdin.flush()
