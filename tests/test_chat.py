@@ -137,20 +137,15 @@ def test_export_detects_the_template(shared, tmp_path, marker, name):
 
 # --- a conversation through a pipe -------------------------------------------
 
-@pytest.fixture(scope="module")
-def scripted(shared, tmp_path_factory):
-    """A model that answers every turn with "Arr" then <|im_end|>: all layers
-    write zeros, so the last hidden state is the token's own embedding, and
-    the classifier rows pick the next token from it (assistant header's
-    newline -> "Arr" -> <|im_end|>)."""
-    d = tmp_path_factory.mktemp("scripted")
-    ahoy, im_end, newline = 40909, 2, 198  # SmolLM2: "Arr" is one token
-    config = {"model_type": "llama", "vocab_size": 49152, "hidden_size": 64, "intermediate_size": 64,
-              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-              "tie_word_embeddings": False, "max_position_embeddings": 512, "bos_token_id": 1, "eos_token_id": 2}
+def scripted_weights(config, transitions):
+    """Weights of a model that writes a fixed script: every layer outputs
+    zeros, so the last hidden state is the current token's own (unit, random)
+    embedding, and classifier row `next` is that embedding scaled up, so token
+    `current` is followed by `next` for each (current, next) in transitions."""
     w = hf.random_llama(config, 0)
     rng = np.random.default_rng(0)
-    emb = rng.normal(size=(49152, 64)).astype(np.float32)
+    vocab, dim = config["vocab_size"], config["hidden_size"]
+    emb = rng.normal(size=(vocab, dim)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     w["model.embed_tokens.weight"] = emb
     for name in w:
@@ -158,11 +153,23 @@ def scripted(shared, tmp_path_factory):
             w[name][:] = 0
         if name.endswith("norm.weight"):
             w[name][:] = 1
-    head = rng.normal(0, 0.01, (49152, 64)).astype(np.float32)
-    head[ahoy] = 20 * emb[newline]
-    head[im_end] = 20 * emb[ahoy]
+    head = rng.normal(0, 0.01, (vocab, dim)).astype(np.float32)
+    for current, nxt in transitions:
+        head[nxt] = 20 * emb[current]
     w["lm_head.weight"] = head
-    hf.write_checkpoint(d / "hf", config, w)
+    return w
+
+
+@pytest.fixture(scope="module")
+def scripted(shared, tmp_path_factory):
+    """A model that answers every turn with "Arr" then <|im_end|> (the
+    assistant header's newline -> "Arr" -> <|im_end|>)."""
+    d = tmp_path_factory.mktemp("scripted")
+    arr, im_end, newline = 40909, 2, 198  # SmolLM2: "Arr" is one token
+    config = {"model_type": "llama", "vocab_size": 49152, "hidden_size": 64, "intermediate_size": 64,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+              "tie_word_embeddings": False, "max_position_embeddings": 512, "bos_token_id": 1, "eos_token_id": 2}
+    hf.write_checkpoint(d / "hf", config, scripted_weights(config, [(newline, arr), (arr, im_end)]))
     shutil.copy(f"{shared}/tokenizers/smollm2/tokenizer.json", d / "hf" / "tokenizer.json")
     (d / "hf" / "tokenizer_config.json").write_text(json.dumps({"chat_template": QWEN_TEMPLATE}))
     (d / "out").mkdir()
@@ -293,21 +300,9 @@ def test_reasoning_model_chats_and_marks_its_thinking(r1_dir, tmp_path):
               "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
               "tie_word_embeddings": False, "max_position_embeddings": 512, "rms_norm_eps": 1e-6,
               "rope_theta": 10000.0, "bos_token_id": ids["bos"], "eos_token_id": ids["eos"]}
-    w = hf.random_llama(config, 0)
-    rng = np.random.default_rng(0)
-    emb = rng.normal(size=(49158, 64)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    w["model.embed_tokens.weight"] = emb
-    for name in w:
-        if name.endswith(("o_proj.weight", "down_proj.weight")):
-            w[name][:] = 0
-        if name.endswith("norm.weight"):
-            w[name][:] = 1
-    head = rng.normal(0, 0.01, (49158, 64)).astype(np.float32)
     arr, yes, newline = 40909, 10539, 198
-    for source, target in ((newline, arr), (arr, ids["end_think"]), (ids["end_think"], yes), (yes, ids["eos"])):
-        head[target] = 20 * emb[source]
-    w["lm_head.weight"] = head
+    w = scripted_weights(config, [(newline, arr), (arr, ids["end_think"]), (ids["end_think"], yes),
+                                  (yes, ids["eos"])])
     hf.write_checkpoint(tmp_path / "hf", config, w)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(d / f, tmp_path / "hf" / f)
