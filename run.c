@@ -889,16 +889,23 @@ static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector 
 #define dot_q4 dot_q4_scalar
 #endif
 
-/* out (T, d) = x (T, n) @ W (d, n)^T, for T tokens at once.
+/* The input of a quantized matmul, quantized once for all the matrices that
+   read it (wq, wk and wv share one input, w1 and w3 another). Nothing to do
+   for fp32 weights. */
+static void quantize_input(QuantizedVector *xq, const float *x, int T, const Matrix *W) {
+    if (W->type == WEIGHT_F32) return;
+    for (int t = 0; t < T; t++) quantize_vector(&xq[t], x + (size_t)t * W->cols, W->cols, W->cols_padded);
+}
+
+/* out (T, d) = x (T, n) @ W (d, n)^T, for T tokens at once; for quantized
+   weights xq must hold x as quantize_input left it.
    PyTorch: out = x @ W.T  (nn.Linear without bias)
    Nearly all the time of a forward pass is spent here. Output rows are
    shared among threads; each weight row is read from memory once and used
    for all T tokens while it is in cache, which is why a prompt processed in
    chunks costs far less per token than generation. */
-static void matmul(float *out, const float *x, const Matrix *W, int T, QuantizedVector *xq) {
+static void matmul(float *out, const float *x, const QuantizedVector *xq, const Matrix *W, int T) {
     int n = W->cols, d = W->rows, n_blocks = W->cols_padded / QK;
-    if (W->type != WEIGHT_F32)
-        for (int t = 0; t < T; t++) quantize_vector(&xq[t], x + (size_t)t * n, n, W->cols_padded);
     int i;
 #ifdef _OPENMP
 #pragma omp parallel for private(i) schedule(static)
@@ -979,9 +986,10 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
 
         /* ---- attention block: x = x + wo(attention(rmsnorm(x))) ---- */
         for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, lw->attn_norm, dim, c->norm_eps);
-        matmul(s->q, s->xb, &lw->wq, T, s->xq); /* q = wq(xb) */
-        matmul(k, s->xb, &lw->wk, T, s->xq);    /* k = wk(xb), straight into the cache */
-        matmul(v, s->xb, &lw->wv, T, s->xq);    /* v = wv(xb) */
+        quantize_input(s->xq, s->xb, T, &lw->wq);
+        matmul(s->q, s->xb, s->xq, &lw->wq, T); /* q = wq(xb) */
+        matmul(k, s->xb, s->xq, &lw->wk, T);    /* k = wk(xb), straight into the cache */
+        matmul(v, s->xb, s->xq, &lw->wv, T);    /* v = wv(xb) */
         for (int t = 0; t < T; t++) {
             float *qt = s->q + (size_t)t * q_dim, *kt = k + (size_t)t * kv_dim, *vt = v + (size_t)t * kv_dim;
             if (c->qkv_bias) { /* q += bq, k += bk, v += bv */
@@ -1020,25 +1028,29 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
                 }
             }
         }
-        matmul(s->xb2, s->ao, &lw->wo, T, s->xq); /* xb2 = wo(attention) */
+        quantize_input(s->xq, s->ao, T, &lw->wo);
+        matmul(s->xb2, s->ao, s->xq, &lw->wo, T); /* xb2 = wo(attention) */
         for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += s->xb2[i];
 
         /* ---- feed-forward block: x = x + w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x) ---- */
         for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, lw->ffn_norm, dim, c->norm_eps);
-        matmul(s->hb, s->xb, &lw->w1, T, s->xq);
-        matmul(s->hb2, s->xb, &lw->w3, T, s->xq);
+        quantize_input(s->xq, s->xb, T, &lw->w1);
+        matmul(s->hb, s->xb, s->xq, &lw->w1, T);
+        matmul(s->hb2, s->xb, s->xq, &lw->w3, T);
         for (size_t i = 0; i < (size_t)T * hidden; i++) {
             float g = s->hb[i];
             s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i]; /* silu(g) = g * sigmoid(g) */
         }
-        matmul(s->xb2, s->hb, &lw->w2, T, s->xq);
+        quantize_input(s->xq, s->hb, T, &lw->w2);
+        matmul(s->xb2, s->hb, s->xq, &lw->w2, T);
         for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += s->xb2[i];
     }
 
     /* logits = classifier(rmsnorm(x))   PyTorch: lm_head(model.norm(x)) */
     int first = all_logits ? 0 : T - 1;
     for (int t = first; t < T; t++) rmsnorm(x + (size_t)t * dim, x + (size_t)t * dim, w->final_norm, dim, c->norm_eps);
-    matmul(s->logits, x + (size_t)first * dim, &w->classifier, T - first, s->xq);
+    quantize_input(s->xq, x + (size_t)first * dim, T - first, &w->classifier);
+    matmul(s->logits, x + (size_t)first * dim, s->xq, &w->classifier, T - first);
     return s->logits;
 }
 
@@ -2121,12 +2133,13 @@ static void show_tokens(const Tokenizer *t, const int *ids, int n, int color) {
 
 /* --probs K: the K most likely next tokens with their probabilities (after
    temperature; at temperature 0 the model's own), those outside the top-p
-   nucleus marked "cut", then the one sampled. On stderr, one line per token. */
-static void show_probabilities(const Tokenizer *t, const Sampler *sampler, const float *logits, int k, int pos,
-                               int chosen, float *probs, ProbIndex *order) {
+   nucleus marked "cut", then the one sampled. On stderr, one line per token.
+   probs holds the logits on entry (it becomes the probabilities). */
+static void show_probabilities(const Tokenizer *t, const Sampler *sampler, float *probs, int k, int pos, int chosen,
+                               ProbIndex *order) {
     int V = sampler->vocab_size;
     float temp = sampler->temperature > 0.0f ? sampler->temperature : 1.0f;
-    for (int i = 0; i < V; i++) probs[i] = logits[i] / temp;
+    for (int i = 0; i < V; i++) probs[i] /= temp;
     softmax(probs, V);
     for (int i = 0; i < V; i++) order[i] = (ProbIndex){probs[i], i};
     qsort(order, V, sizeof(ProbIndex), compare_prob_desc);
@@ -2189,7 +2202,7 @@ static void generate(const Model *m, RunState *s, const Tokenizer *tok, Sampler 
     for (;;) {
         if (show_probs) memcpy(probs, logits, (size_t)m->config.vocab_size * sizeof(float)); /* sample() overwrites */
         int next = sample(sampler, logits);
-        if (show_probs) show_probabilities(tok, sampler, probs, show_probs, pos, next, probs, order);
+        if (show_probs) show_probabilities(tok, sampler, probs, show_probs, pos, next, order);
         if (next == m->config.bos_id || is_eos(&m->config, next)) break;
         int len = decode_piece(tok, token, next, &piece);
         utf8_put(&printer, piece, len);

@@ -1,16 +1,10 @@
 /* libFuzzer target: a model file. Loading must accept it or say why; a model
    that loads must run a forward pass. */
-#define RUN_NO_MAIN
-#define RUN_FUZZING
-#include "../../run.c"
+#include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static char path[64];
-    if (!path[0]) snprintf(path, sizeof path, "/tmp/fuzz-model-%d.bin", (int)getpid());
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    fwrite(data, 1, size, f);
-    fclose(f);
+    const char *path = write_input("model", data, size);
+    if (!path) return 0;
     static Model m; /* static: reachable after a longjmp out of build_model */
     static RunState s;
     memset(&m, 0, sizeof m);

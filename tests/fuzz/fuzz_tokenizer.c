@@ -1,16 +1,10 @@
 /* libFuzzer target: a tokenizer file. Loading must accept it or say why; a
    tokenizer that loads must encode text and decode every token. */
-#define RUN_NO_MAIN
-#define RUN_FUZZING
-#include "../../run.c"
+#include "fuzz_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static char path[64];
-    if (!path[0]) snprintf(path, sizeof path, "/tmp/fuzz-tokenizer-%d.bin", (int)getpid());
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    fwrite(data, 1, size, f);
-    fclose(f);
+    const char *path = write_input("tokenizer", data, size);
+    if (!path) return 0;
     static Tokenizer t;
     memset(&t, 0, sizeof t);
     if (setjmp(fuzz_escape) == 0) {
