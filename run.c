@@ -743,6 +743,33 @@ float dot_q4_scalar(const uint8_t *w, const uint16_t *ws, const QuantizedVector 
     return sum;
 }
 
+/* A tile: 2 weight rows x 4 tokens, the 8 dot products of prompt processing
+   done together (section "tiles" below for why). This is its definition:
+   out[r][t] = row r . token t, eight scalar dot products. x holds the 4
+   tokens one after another (fp32: n floats each). */
+void tile_f32_scalar(const float *w0, const float *w1, const float *x, int n, float out[2][4]) {
+    for (int t = 0; t < 4; t++) {
+        out[0][t] = dot_f32_scalar(w0, x + (size_t)t * n, n);
+        out[1][t] = dot_f32_scalar(w1, x + (size_t)t * n, n);
+    }
+}
+
+void tile_q8_scalar(const int8_t *w0, const int8_t *w1, const uint16_t *s0, const uint16_t *s1,
+                    const QuantizedVector *x, int n_blocks, float out[2][4]) {
+    for (int t = 0; t < 4; t++) {
+        out[0][t] = dot_q8_scalar(w0, s0, &x[t], n_blocks);
+        out[1][t] = dot_q8_scalar(w1, s1, &x[t], n_blocks);
+    }
+}
+
+void tile_q4_scalar(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, const uint16_t *s1,
+                    const QuantizedVector *x, int n_blocks, float out[2][4]) {
+    for (int t = 0; t < 4; t++) {
+        out[0][t] = dot_q4_scalar(w0, s0, &x[t], n_blocks);
+        out[1][t] = dot_q4_scalar(w1, s1, &x[t], n_blocks);
+    }
+}
+
 #if defined(USE_AVX2)
 static float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -806,30 +833,34 @@ static float dot_q8(const int8_t *w, const uint16_t *ws, const QuantizedVector *
     return sum;
 }
 
-/* Two blocks' 32 packed bytes unpack at once: low nibbles and high nibbles,
-   then each block's [low | high] is gathered from the two halves. The -8 *
-   sum(q_x) of each block goes on one lane in integers, so it is exact. */
+/* A q4_0 block's 16 bytes -> its 32 nibbles in order: the low nibbles
+   (weights 0..15) in the lower half, the high ones (16..31) in the upper. */
+static __m256i unpack_q4(const uint8_t *p) {
+    __m128i b = _mm_loadu_si128((const __m128i *)p);
+    __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(b), _mm_srli_epi16(b, 4), 1);
+    return _mm256_and_si256(both, _mm256_set1_epi8(15));
+}
+
+/* The nibbles (0..15) are unsigned, as maddubs wants, and multiply the
+   activations directly. The -8 * sum(q_x) of each block is taken out once per
+   8 blocks, as the sum of scale * sum(q_x), instead of once per block. */
 static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    const __m256i low4 = _mm256_set1_epi8(15);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), offset = _mm256_setzero_ps();
     int b = 0;
     for (; b + 8 <= n_blocks; b += 8) {
+        __m256 s = block_scales(ws + b, x->scale + b);
         float scale[8];
-        _mm256_storeu_ps(scale, block_scales(ws + b, x->scale + b));
+        _mm256_storeu_ps(scale, s);
+        offset = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->sum + b))), offset);
         for (int k = 0; k < 8; k += 2) {
-            __m256i p = _mm256_loadu_si256((const __m256i *)(w + (b + k) * QK / 2));
-            __m256i lo = _mm256_and_si256(p, low4), hi = _mm256_and_si256(_mm256_srli_epi16(p, 4), low4);
-            __m256i n0 = _mm256_permute2x128_si256(lo, hi, 0x20), n1 = _mm256_permute2x128_si256(lo, hi, 0x31);
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)(x->q + (b + k) * QK));
-            __m256i x1 = _mm256_loadu_si256((const __m256i *)(x->q + (b + k + 1) * QK));
-            __m256i d0 = _mm256_add_epi32(dot_u8_s8(n0, x0), _mm256_setr_epi32(-8 * x->sum[b + k], 0, 0, 0, 0, 0, 0, 0));
-            __m256i d1 = _mm256_add_epi32(dot_u8_s8(n1, x1),
-                                          _mm256_setr_epi32(-8 * x->sum[b + k + 1], 0, 0, 0, 0, 0, 0, 0));
+            __m256i d0 = dot_u8_s8(unpack_q4(w + (b + k) * QK / 2), _mm256_loadu_si256((const __m256i *)(x->q + (b + k) * QK)));
+            __m256i d1 = dot_u8_s8(unpack_q4(w + (b + k + 1) * QK / 2),
+                                   _mm256_loadu_si256((const __m256i *)(x->q + (b + k + 1) * QK)));
             acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_broadcast_ss(scale + k), acc0);
             acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(scale + k + 1), acc1);
         }
     }
-    float sum = hsum256(_mm256_add_ps(acc0, acc1));
+    float sum = hsum256(_mm256_add_ps(acc0, acc1)) - 8.0f * hsum256(offset);
     if (b < n_blocks) {
         QuantizedVector rest = {x->q + b * QK, x->scale + b, x->sum + b};
         sum += dot_q4_scalar(w + b * QK / 2, ws + b, &rest, n_blocks - b);
@@ -837,6 +868,80 @@ static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector 
     return sum;
 }
 
+/* ---- tiles: the matrix-matrix kernels of prompt processing ----
+   A tile is 2 weight rows x 4 tokens, 8 dot products at once: each weight
+   loaded (and for q4_0 unpacked) is used by 4 tokens, and each token's
+   activations by 2 rows, so the loads no longer outnumber the multiplies.
+   Their plain versions are tile_*_scalar above, which the tests hold them
+   to. out[r][t] = row r . token t. */
+
+static void tile_f32(const float *w0, const float *w1, const float *x, int n, float out[2][4]) {
+    __m256 a[2][4];
+    for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 r0 = _mm256_loadu_ps(w0 + i), r1 = _mm256_loadu_ps(w1 + i);
+        for (int t = 0; t < 4; t++) {
+            __m256 xt = _mm256_loadu_ps(x + (size_t)t * n + i);
+            a[0][t] = _mm256_fmadd_ps(r0, xt, a[0][t]);
+            a[1][t] = _mm256_fmadd_ps(r1, xt, a[1][t]);
+        }
+    }
+    for (int t = 0; t < 4; t++) {
+        const float *xt = x + (size_t)t * n;
+        out[0][t] = hsum256(a[0][t]) + dot_f32_scalar(w0 + i, xt + i, n - i);
+        out[1][t] = hsum256(a[1][t]) + dot_f32_scalar(w1 + i, xt + i, n - i);
+    }
+}
+
+/* The 8 combined scales of block b: lanes r * 4 + t = scale of row r x scale of token t. */
+static __m256 tile_scales(const uint16_t *s0, const uint16_t *s1, const QuantizedVector *x, int b) {
+    __m128 xs = _mm_setr_ps(x[0].scale[b], x[1].scale[b], x[2].scale[b], x[3].scale[b]);
+    __m256 ws = _mm256_setr_m128(_mm_set1_ps(_cvtsh_ss(s0[b])), _mm_set1_ps(_cvtsh_ss(s1[b])));
+    return _mm256_mul_ps(ws, _mm256_setr_m128(xs, xs));
+}
+
+static void tile_q8(const int8_t *w0, const int8_t *w1, const uint16_t *s0, const uint16_t *s1,
+                    const QuantizedVector *x, int n_blocks, float out[2][4]) {
+    __m256 a[2][4];
+    for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        float scale[8];
+        _mm256_storeu_ps(scale, tile_scales(s0, s1, x, b));
+        __m256i r0 = _mm256_loadu_si256((const __m256i *)(w0 + b * QK));
+        __m256i r1 = _mm256_loadu_si256((const __m256i *)(w1 + b * QK));
+        __m256i u0 = _mm256_sign_epi8(r0, r0), u1 = _mm256_sign_epi8(r1, r1);
+        for (int t = 0; t < 4; t++) {
+            __m256i xt = _mm256_loadu_si256((const __m256i *)(x[t].q + b * QK));
+            __m256i d0 = dot_u8_s8(u0, _mm256_sign_epi8(xt, r0)), d1 = dot_u8_s8(u1, _mm256_sign_epi8(xt, r1));
+            a[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_broadcast_ss(scale + t), a[0][t]);
+            a[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(scale + 4 + t), a[1][t]);
+        }
+    }
+    for (int t = 0; t < 4; t++) out[0][t] = hsum256(a[0][t]), out[1][t] = hsum256(a[1][t]);
+}
+
+static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, const uint16_t *s1,
+                    const QuantizedVector *x, int n_blocks, float out[2][4]) {
+    __m256 a[2][4], offset = _mm256_setzero_ps();
+    for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        __m256 s = tile_scales(s0, s1, x, b);
+        float scale[8];
+        _mm256_storeu_ps(scale, s);
+        __m128 sums = _mm_cvtepi32_ps(_mm_setr_epi32(x[0].sum[b], x[1].sum[b], x[2].sum[b], x[3].sum[b]));
+        offset = _mm256_fmadd_ps(s, _mm256_setr_m128(sums, sums), offset);
+        __m256i n0 = unpack_q4(w0 + b * QK / 2), n1 = unpack_q4(w1 + b * QK / 2);
+        for (int t = 0; t < 4; t++) {
+            __m256i xt = _mm256_loadu_si256((const __m256i *)(x[t].q + b * QK));
+            a[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(n0, xt)), _mm256_broadcast_ss(scale + t), a[0][t]);
+            a[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(n1, xt)), _mm256_broadcast_ss(scale + 4 + t), a[1][t]);
+        }
+    }
+    float off[8];
+    _mm256_storeu_ps(off, offset);
+    for (int t = 0; t < 4; t++) out[0][t] = hsum256(a[0][t]) - 8.0f * off[t], out[1][t] = hsum256(a[1][t]) - 8.0f * off[4 + t];
+}
 #elif defined(USE_NEON)
 static float dot_f32(const float *a, const float *b, int n) {
     float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
@@ -883,10 +988,77 @@ static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector 
     return sum;
 }
 
+/* Tiles (2 rows x 4 tokens; see the AVX2 ones above). */
+static void tile_f32(const float *w0, const float *w1, const float *x, int n, float out[2][4]) {
+    float32x4_t a[2][4];
+    for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t r0 = vld1q_f32(w0 + i), r1 = vld1q_f32(w1 + i);
+        for (int t = 0; t < 4; t++) {
+            float32x4_t xt = vld1q_f32(x + (size_t)t * n + i);
+            a[0][t] = vfmaq_f32(a[0][t], r0, xt);
+            a[1][t] = vfmaq_f32(a[1][t], r1, xt);
+        }
+    }
+    for (int t = 0; t < 4; t++) {
+        const float *xt = x + (size_t)t * n;
+        out[0][t] = vaddvq_f32(a[0][t]) + dot_f32_scalar(w0 + i, xt + i, n - i);
+        out[1][t] = vaddvq_f32(a[1][t]) + dot_f32_scalar(w1 + i, xt + i, n - i);
+    }
+}
+
+/* Both halves of a weight block against token t's block: 4 partial sums as floats. */
+static float32x4_t block_dot(int8x16_t lo, int8x16_t hi, const int8_t *xb) {
+    return vcvtq_f32_s32(vaddq_s32(dot_s8(lo, vld1q_s8(xb)), dot_s8(hi, vld1q_s8(xb + 16))));
+}
+
+static void tile_q8(const int8_t *w0, const int8_t *w1, const uint16_t *s0, const uint16_t *s1,
+                    const QuantizedVector *x, int n_blocks, float out[2][4]) {
+    float32x4_t a[2][4];
+    for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = vdupq_n_f32(0.0f);
+    for (int b = 0; b < n_blocks; b++) {
+        int8x16_t r0l = vld1q_s8(w0 + b * QK), r0h = vld1q_s8(w0 + b * QK + 16);
+        int8x16_t r1l = vld1q_s8(w1 + b * QK), r1h = vld1q_s8(w1 + b * QK + 16);
+        float sw0 = fp16_to_fp32(s0[b]), sw1 = fp16_to_fp32(s1[b]);
+        for (int t = 0; t < 4; t++) {
+            const int8_t *xb = x[t].q + b * QK;
+            a[0][t] = vfmaq_n_f32(a[0][t], block_dot(r0l, r0h, xb), sw0 * x[t].scale[b]);
+            a[1][t] = vfmaq_n_f32(a[1][t], block_dot(r1l, r1h, xb), sw1 * x[t].scale[b]);
+        }
+    }
+    for (int t = 0; t < 4; t++) out[0][t] = vaddvq_f32(a[0][t]), out[1][t] = vaddvq_f32(a[1][t]);
+}
+
+/* q4_0 nibbles become signed weights (nibble - 8) once, for all 4 tokens. */
+static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, const uint16_t *s1,
+                    const QuantizedVector *x, int n_blocks, float out[2][4]) {
+    float32x4_t a[2][4];
+    for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = vdupq_n_f32(0.0f);
+    const int8x16_t eight = vdupq_n_s8(8);
+    for (int b = 0; b < n_blocks; b++) {
+        uint8x16_t p0 = vld1q_u8(w0 + b * QK / 2), p1 = vld1q_u8(w1 + b * QK / 2);
+        int8x16_t r0l = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(p0, vdupq_n_u8(15))), eight);
+        int8x16_t r0h = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(p0, 4)), eight);
+        int8x16_t r1l = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(p1, vdupq_n_u8(15))), eight);
+        int8x16_t r1h = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(p1, 4)), eight);
+        float sw0 = fp16_to_fp32(s0[b]), sw1 = fp16_to_fp32(s1[b]);
+        for (int t = 0; t < 4; t++) {
+            const int8_t *xb = x[t].q + b * QK;
+            a[0][t] = vfmaq_n_f32(a[0][t], block_dot(r0l, r0h, xb), sw0 * x[t].scale[b]);
+            a[1][t] = vfmaq_n_f32(a[1][t], block_dot(r1l, r1h, xb), sw1 * x[t].scale[b]);
+        }
+    }
+    for (int t = 0; t < 4; t++) out[0][t] = vaddvq_f32(a[0][t]), out[1][t] = vaddvq_f32(a[1][t]);
+}
+
 #else
 #define dot_f32 dot_f32_scalar
 #define dot_q8 dot_q8_scalar
 #define dot_q4 dot_q4_scalar
+#define tile_f32 tile_f32_scalar
+#define tile_q8 tile_q8_scalar
+#define tile_q4 tile_q4_scalar
 #endif
 
 /* The input of a quantized matmul, quantized once for all the matrices that
@@ -897,33 +1069,61 @@ static void quantize_input(QuantizedVector *xq, const float *x, int T, const Mat
     for (int t = 0; t < T; t++) quantize_vector(&xq[t], x + (size_t)t * W->cols, W->cols, W->cols_padded);
 }
 
+/* Row r of W . token t's input: one output of a matmul. */
+static float row_dot(const Matrix *W, int r, const float *x, const QuantizedVector *xq, int t) {
+    size_t n_blocks = W->cols_padded / QK;
+    if (W->type == WEIGHT_F32)
+        return dot_f32((const float *)W->data + (size_t)r * W->cols, x + (size_t)t * W->cols, W->cols);
+    if (W->type == WEIGHT_Q8_0)
+        return dot_q8((const int8_t *)W->data + r * (size_t)W->cols_padded, W->scales + r * n_blocks, &xq[t],
+                      (int)n_blocks);
+    return dot_q4((const uint8_t *)W->data + r * (size_t)W->cols_padded / 2, W->scales + r * n_blocks, &xq[t],
+                  (int)n_blocks);
+}
+
+/* Rows r, r + 1 of W . tokens t .. t + 3: a tile of 8 outputs. */
+static void row_tile(const Matrix *W, int r, const float *x, const QuantizedVector *xq, int t, float out[2][4]) {
+    size_t n_blocks = W->cols_padded / QK, n = W->cols;
+    if (W->type == WEIGHT_F32) {
+        const float *w0 = (const float *)W->data + r * n;
+        tile_f32(w0, w0 + n, x + t * n, (int)n, out);
+    } else if (W->type == WEIGHT_Q8_0) {
+        const int8_t *w0 = (const int8_t *)W->data + r * (size_t)W->cols_padded;
+        const uint16_t *s0 = W->scales + r * n_blocks;
+        tile_q8(w0, w0 + W->cols_padded, s0, s0 + n_blocks, &xq[t], (int)n_blocks, out);
+    } else {
+        const uint8_t *w0 = (const uint8_t *)W->data + r * (size_t)W->cols_padded / 2;
+        const uint16_t *s0 = W->scales + r * n_blocks;
+        tile_q4(w0, w0 + W->cols_padded / 2, s0, s0 + n_blocks, &xq[t], (int)n_blocks, out);
+    }
+}
+
 /* out (T, d) = x (T, n) @ W (d, n)^T, for T tokens at once; for quantized
    weights xq must hold x as quantize_input left it.
    PyTorch: out = x @ W.T  (nn.Linear without bias)
    Nearly all the time of a forward pass is spent here. Output rows are
-   shared among threads; each weight row is read from memory once and used
-   for all T tokens while it is in cache, which is why a prompt processed in
-   chunks costs far less per token than generation. */
+   shared among threads, two at a time. Each pair of weight rows is read from
+   memory once and used for all T tokens, four tokens per tile, while it is in
+   cache: that is why a prompt processed in chunks costs far less per token
+   than generation, where T = 1 and each row gives a single dot product. */
 static void matmul(float *out, const float *x, const QuantizedVector *xq, const Matrix *W, int T) {
-    int n = W->cols, d = W->rows, n_blocks = W->cols_padded / QK;
+    int d = W->rows;
     int i;
 #ifdef _OPENMP
 #pragma omp parallel for private(i) schedule(static)
 #endif
-    for (i = 0; i < d; i++) {
-        for (int t = 0; t < T; t++) {
-            float v;
-            if (W->type == WEIGHT_F32) {
-                v = dot_f32((const float *)W->data + (size_t)i * n, x + (size_t)t * n, n);
-            } else if (W->type == WEIGHT_Q8_0) {
-                v = dot_q8((const int8_t *)W->data + (size_t)i * W->cols_padded, W->scales + (size_t)i * n_blocks,
-                           &xq[t], n_blocks);
-            } else {
-                v = dot_q4((const uint8_t *)W->data + (size_t)i * W->cols_padded / 2,
-                           W->scales + (size_t)i * n_blocks, &xq[t], n_blocks);
+    for (i = 0; i < d; i += 2) {
+        int t = 0;
+        if (i + 1 < d) {
+            for (; t + 4 <= T; t += 4) {
+                float tile[2][4];
+                row_tile(W, i, x, xq, t, tile);
+                for (int k = 0; k < 4; k++)
+                    out[(size_t)(t + k) * d + i] = tile[0][k], out[(size_t)(t + k) * d + i + 1] = tile[1][k];
             }
-            out[(size_t)t * d + i] = v;
         }
+        for (; t < T; t++)
+            for (int r = i; r < i + 2 && r < d; r++) out[(size_t)t * d + r] = row_dot(W, r, x, xq, t);
     }
 }
 

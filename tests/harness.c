@@ -4,9 +4,10 @@
                                      tokens going through CHUNK at a time
    harness encode TOKENIZER FILE     FILE holds texts separated by NUL bytes;
                                      prints one line of ids per text (no BOS)
-   harness kernels                   each SIMD dot product against its scalar
-                                     version on random data of odd sizes; prints
-                                     the largest relative difference of each
+   harness kernels                   each SIMD dot product and tile against its
+                                     scalar version on random data of odd sizes; prints
+                                     the largest difference of each, relative to
+                                     the sum of the products' magnitudes
    harness render TOKENIZER TEMPLATE FILE
                                      FILE holds a conversation: role, NUL,
                                      content, NUL, ... (roles system, user,
@@ -119,35 +120,79 @@ static int cmd_render(char **argv) {
 
 static float random_unit(uint64_t *state) { return random_f32(state) * 2.0f - 1.0f; }
 
+/* The size a dot product's rounding error is measured against: the sum of
+   the products' magnitudes, sum |w_i * x_i| (the result itself may cancel to
+   near zero, where any relative difference is large). One per weight type. */
+static double magnitude_f32(const float *w, const float *x, int n) {
+    double m = 0;
+    for (int i = 0; i < n; i++) m += fabs((double)w[i] * x[i]);
+    return m;
+}
+
+static double magnitude_q(const int8_t *w8, const uint8_t *w4, const uint16_t *ws, const QuantizedVector *x, int nb) {
+    double m = 0;
+    for (int j = 0; j < nb * QK; j++) {
+        int b = j / QK, k = j % QK;
+        int w = w8 ? w8[j] : (k < QK / 2 ? w4[b * QK / 2 + k] & 15 : w4[b * QK / 2 + k - QK / 2] >> 4) - 8;
+        m += fabs((double)w * x->q[j] * fp16_to_fp32(ws[b]) * x->scale[b]);
+    }
+    return m;
+}
+
+/* The difference of a SIMD result from its scalar one, relative to the
+   magnitude of the products; keeps the worst. */
+static void compare(double *worst, double simd, double scalar, double magnitude) {
+    double diff = fabs(simd - scalar) / (magnitude + 1e-30);
+    if (diff > *worst) *worst = diff;
+}
+
 static int cmd_kernels(void) {
     static const int sizes[] = {1, 7, 16, 31, 32, 33, 63, 64, 65, 95, 100, 257, 1000, 4099};
     uint64_t rng = 12345;
-    double worst_f32 = 0, worst_q8 = 0, worst_q4 = 0;
+    double worst[6] = {0}; /* dot f32, q8_0, q4_0, then tile f32, q8_0, q4_0 */
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        /* 2 weight rows and 4 tokens, so that the tiles see them all */
         int n = sizes[k], padded = (n + QK - 1) / QK * QK, nb = padded / QK;
-        float *a = xmalloc(n * sizeof(float)), *b = xmalloc(n * sizeof(float));
-        int8_t *w8 = xcalloc(padded, 1);
-        uint8_t *w4 = xcalloc(padded / 2, 1);
-        uint16_t *ws = xmalloc(nb * sizeof(uint16_t));
-        QuantizedVector xq = {xcalloc(padded, 1), xcalloc(nb, sizeof(float)), xcalloc(nb, sizeof(int32_t))};
+        float *w = xmalloc(2 * n * sizeof(float)), *x = xmalloc(4 * n * sizeof(float));
+        int8_t *w8 = xcalloc(2 * padded, 1);
+        uint8_t *w4 = xcalloc(padded, 1);
+        uint16_t *ws = xmalloc(2 * nb * sizeof(uint16_t));
+        QuantizedVector xq[4];
+        for (int t = 0; t < 4; t++)
+            xq[t] = (QuantizedVector){xcalloc(padded, 1), xcalloc(nb, sizeof(float)), xcalloc(nb, sizeof(int32_t))};
         for (int rep = 0; rep < 20; rep++) {
-            for (int i = 0; i < n; i++) a[i] = random_unit(&rng), b[i] = random_unit(&rng) * 3.0f;
-            for (int i = 0; i < padded; i++) w8[i] = i < n ? (int8_t)(random_u32(&rng) % 255 - 127) : 0;
-            for (int i = 0; i < padded / 2; i++) w4[i] = (uint8_t)random_u32(&rng);
-            for (int i = 0; i < nb; i++) ws[i] = (uint16_t)(0x2000 + random_u32(&rng) % 0x1800); /* ~1e-3..0.5 */
-            quantize_vector(&xq, b, n, padded);
-            double pairs[3][2] = {{dot_f32(a, b, n), dot_f32_scalar(a, b, n)},
-                                  {dot_q8(w8, ws, &xq, nb), dot_q8_scalar(w8, ws, &xq, nb)},
-                                  {dot_q4(w4, ws, &xq, nb), dot_q4_scalar(w4, ws, &xq, nb)}};
-            double *worst[3] = {&worst_f32, &worst_q8, &worst_q4};
-            for (int j = 0; j < 3; j++) {
-                double diff = fabs(pairs[j][0] - pairs[j][1]) / (fabs(pairs[j][1]) + 1e-3);
-                if (diff > *worst[j]) *worst[j] = diff;
-            }
+            for (int i = 0; i < 2 * n; i++) w[i] = random_unit(&rng);
+            for (int i = 0; i < 4 * n; i++) x[i] = random_unit(&rng) * 3.0f;
+            for (int i = 0; i < 2 * padded; i++) w8[i] = i % padded < n ? (int8_t)(random_u32(&rng) % 255 - 127) : 0;
+            for (int i = 0; i < padded; i++) w4[i] = (uint8_t)random_u32(&rng);
+            for (int i = 0; i < 2 * nb; i++) ws[i] = (uint16_t)(0x2000 + random_u32(&rng) % 0x1800); /* ~1e-3..0.5 */
+            for (int t = 0; t < 4; t++) quantize_vector(&xq[t], x + t * n, n, padded);
+            compare(&worst[0], dot_f32(w, x, n), dot_f32_scalar(w, x, n), magnitude_f32(w, x, n));
+            compare(&worst[1], dot_q8(w8, ws, &xq[0], nb), dot_q8_scalar(w8, ws, &xq[0], nb),
+                    magnitude_q(w8, NULL, ws, &xq[0], nb));
+            compare(&worst[2], dot_q4(w4, ws, &xq[0], nb), dot_q4_scalar(w4, ws, &xq[0], nb),
+                    magnitude_q(NULL, w4, ws, &xq[0], nb));
+            float simd[3][2][4], scalar[3][2][4];
+            tile_f32(w, w + n, x, n, simd[0]);
+            tile_f32_scalar(w, w + n, x, n, scalar[0]);
+            tile_q8(w8, w8 + padded, ws, ws + nb, xq, nb, simd[1]);
+            tile_q8_scalar(w8, w8 + padded, ws, ws + nb, xq, nb, scalar[1]);
+            tile_q4(w4, w4 + padded / 2, ws, ws + nb, xq, nb, simd[2]);
+            tile_q4_scalar(w4, w4 + padded / 2, ws, ws + nb, xq, nb, scalar[2]);
+            for (int r = 0; r < 2; r++)
+                for (int t = 0; t < 4; t++) {
+                    compare(&worst[3], simd[0][r][t], scalar[0][r][t], magnitude_f32(w + r * n, x + t * n, n));
+                    compare(&worst[4], simd[1][r][t], scalar[1][r][t],
+                            magnitude_q(w8 + r * padded, NULL, ws + r * nb, &xq[t], nb));
+                    compare(&worst[5], simd[2][r][t], scalar[2][r][t],
+                            magnitude_q(NULL, w4 + r * padded / 2, ws + r * nb, &xq[t], nb));
+                }
         }
-        free(a), free(b), free(w8), free(w4), free(ws), free(xq.q), free(xq.scale), free(xq.sum);
+        free(w), free(x), free(w8), free(w4), free(ws);
+        for (int t = 0; t < 4; t++) free(xq[t].q), free(xq[t].scale), free(xq[t].sum);
     }
-    printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\n", SIMD_NAME, worst_f32, worst_q8, worst_q4);
+    printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n", SIMD_NAME,
+           worst[0], worst[1], worst[2], worst[3], worst[4], worst[5]);
     return 0;
 }
 
