@@ -700,11 +700,16 @@ float dot_f32_scalar(const float *a, const float *b, int n) {
 
 /* Activations are quantized like q8_0 weights before a quantized matmul, so
    that each block of 32 is an integer dot product (as llama.cpp does):
-   scale = max |x| / 127 over the block, q = round(x / scale). */
-static void quantize_vector(QuantizedVector *out, const float *x, int n, int n_padded) {
+   scale = max |x| / 127 over the block, q = round(x / scale) (to nearest,
+   ties to even; x * (1 / scale), exactly so in the SIMD version). A block's
+   values past n are padding, quantized as 0. */
+void quantize_vector_scalar(QuantizedVector *out, const float *x, int n, int n_padded) {
     for (int b = 0; b < n_padded / QK; b++) {
         float amax = 0.0f;
-        for (int j = b * QK; j < (b + 1) * QK && j < n; j++) amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = b * QK; j < (b + 1) * QK && j < n; j++) {
+            float a = fabsf(x[j]);
+            amax = a > amax ? a : amax;
+        }
         float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
         int32_t sum = 0;
         for (int j = b * QK; j < (b + 1) * QK; j++) {
@@ -805,9 +810,52 @@ static __m256 block_scales(const uint16_t *ws, const float *xs) {
     return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)ws)), _mm256_loadu_ps(xs));
 }
 
-/* maddubs multiplies unsigned by signed bytes, so the weights' signs move
-   onto the activations: |w| * (x * sign(w)) = w * x. Eight blocks per step,
-   in two independent sums. */
+/* quantize_vector_scalar, 32 values at a time: the same max, the same
+   multiply, and cvtps rounds to nearest even as lrintf does. The packs
+   interleave 128-bit lanes, and the final permute puts the bytes back in order. */
+static void quantize_vector(QuantizedVector *out, const float *x, int n, int n_padded) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    int b = 0;
+    for (; (b + 1) * QK <= n; b++) {
+        const float *xb = x + b * QK;
+        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8), v2 = _mm256_loadu_ps(xb + 16),
+               v3 = _mm256_loadu_ps(xb + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
+                                 _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        float d = _mm_cvtss_f32(h) / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+        __m256 iv = _mm256_set1_ps(inv);
+        __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, iv)), q1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, iv));
+        __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, iv)), q3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, iv));
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
+        bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(out->q + b * QK), bytes);
+        out->scale[b] = d;
+        out->sum[b] = _mm_cvtsi128_si32(s4);
+    }
+    if (b < n_padded / QK) { /* the last block, when n stops inside it */
+        QuantizedVector rest = {out->q + b * QK, out->scale + b, out->sum + b};
+        quantize_vector_scalar(&rest, x + b * QK, n - b * QK, n_padded - b * QK);
+    }
+}
+
+/* One q8_0 block . one activation block, as 8 int32 partial sums. maddubs
+   multiplies unsigned by signed bytes, so the weights' signs move onto the
+   activations: |w| * (x * sign(w)) = w * x. */
+static __m256i block_q8(const int8_t *w, const int8_t *x) {
+    __m256i wv = _mm256_loadu_si256((const __m256i *)w), xv = _mm256_loadu_si256((const __m256i *)x);
+    return dot_u8_s8(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+}
+
+/* Eight blocks per step, their scales multiplied in one vector, in two
+   independent sums; the blocks left over (a row of 9 blocks has 1) one at a
+   time, still in SIMD. */
 static float dot_q8(const int8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int b = 0;
@@ -815,22 +863,17 @@ static float dot_q8(const int8_t *w, const uint16_t *ws, const QuantizedVector *
         float scale[8];
         _mm256_storeu_ps(scale, block_scales(ws + b, x->scale + b));
         for (int k = 0; k < 8; k += 2) {
-            __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + (b + k) * QK));
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)(x->q + (b + k) * QK));
-            __m256i w1 = _mm256_loadu_si256((const __m256i *)(w + (b + k + 1) * QK));
-            __m256i x1 = _mm256_loadu_si256((const __m256i *)(x->q + (b + k + 1) * QK));
-            __m256i d0 = dot_u8_s8(_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0));
-            __m256i d1 = dot_u8_s8(_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1));
+            __m256i d0 = block_q8(w + (b + k) * QK, x->q + (b + k) * QK);
+            __m256i d1 = block_q8(w + (b + k + 1) * QK, x->q + (b + k + 1) * QK);
             acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_broadcast_ss(scale + k), acc0);
             acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(scale + k + 1), acc1);
         }
     }
-    float sum = hsum256(_mm256_add_ps(acc0, acc1));
-    if (b < n_blocks) {
-        QuantizedVector rest = {x->q + b * QK, x->scale + b, x->sum + b};
-        sum += dot_q8_scalar(w + b * QK, ws + b, &rest, n_blocks - b);
+    for (; b < n_blocks; b++) {
+        __m256 s = _mm256_set1_ps(_cvtsh_ss(ws[b]) * x->scale[b]);
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_q8(w + (size_t)b * QK, x->q + (size_t)b * QK)), s, acc0);
     }
-    return sum;
+    return hsum256(_mm256_add_ps(acc0, acc1));
 }
 
 /* A q4_0 block's 16 bytes -> its 32 nibbles in order: the low nibbles
@@ -841,11 +884,17 @@ static __m256i unpack_q4(const uint8_t *p) {
     return _mm256_and_si256(both, _mm256_set1_epi8(15));
 }
 
+/* One q4_0 block's nibbles . one activation block, as 8 int32 partial sums. */
+static __m256i block_q4(const uint8_t *w, const int8_t *x) {
+    return dot_u8_s8(unpack_q4(w), _mm256_loadu_si256((const __m256i *)x));
+}
+
 /* The nibbles (0..15) are unsigned, as maddubs wants, and multiply the
    activations directly. The -8 * sum(q_x) of each block is taken out once per
    8 blocks, as the sum of scale * sum(q_x), instead of once per block. */
 static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), offset = _mm256_setzero_ps();
+    float rest_offset = 0.0f;
     int b = 0;
     for (; b + 8 <= n_blocks; b += 8) {
         __m256 s = block_scales(ws + b, x->scale + b);
@@ -853,19 +902,19 @@ static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector 
         _mm256_storeu_ps(scale, s);
         offset = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->sum + b))), offset);
         for (int k = 0; k < 8; k += 2) {
-            __m256i d0 = dot_u8_s8(unpack_q4(w + (b + k) * QK / 2), _mm256_loadu_si256((const __m256i *)(x->q + (b + k) * QK)));
-            __m256i d1 = dot_u8_s8(unpack_q4(w + (b + k + 1) * QK / 2),
-                                   _mm256_loadu_si256((const __m256i *)(x->q + (b + k + 1) * QK)));
+            __m256i d0 = block_q4(w + (b + k) * QK / 2, x->q + (b + k) * QK);
+            __m256i d1 = block_q4(w + (b + k + 1) * QK / 2, x->q + (b + k + 1) * QK);
             acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_broadcast_ss(scale + k), acc0);
             acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(scale + k + 1), acc1);
         }
     }
-    float sum = hsum256(_mm256_add_ps(acc0, acc1)) - 8.0f * hsum256(offset);
-    if (b < n_blocks) {
-        QuantizedVector rest = {x->q + b * QK, x->scale + b, x->sum + b};
-        sum += dot_q4_scalar(w + b * QK / 2, ws + b, &rest, n_blocks - b);
+    for (; b < n_blocks; b++) {
+        float s = _cvtsh_ss(ws[b]) * x->scale[b];
+        __m256i d = block_q4(w + (size_t)b * QK / 2, x->q + (size_t)b * QK);
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(s), acc0);
+        rest_offset += s * (float)x->sum[b];
     }
-    return sum;
+    return hsum256(_mm256_add_ps(acc0, acc1)) - 8.0f * (hsum256(offset) + rest_offset);
 }
 
 /* ---- tiles: the matrix-matrix kernels of prompt processing ----
@@ -943,6 +992,8 @@ static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
     for (int t = 0; t < 4; t++) out[0][t] = hsum256(a[0][t]) - 8.0f * off[t], out[1][t] = hsum256(a[1][t]) - 8.0f * off[4 + t];
 }
 #elif defined(USE_NEON)
+#define quantize_vector quantize_vector_scalar
+
 static float dot_f32(const float *a, const float *b, int n) {
     float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
     int i = 0;
@@ -1053,6 +1104,7 @@ static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
 }
 
 #else
+#define quantize_vector quantize_vector_scalar
 #define dot_f32 dot_f32_scalar
 #define dot_q8 dot_q8_scalar
 #define dot_q4 dot_q4_scalar
@@ -2216,8 +2268,9 @@ static float random_f32(uint64_t *state) { /* in [0, 1) */
 
 static int argmax(const float *x, int n) {
     int best = 0;
+    float best_value = x[0]; /* kept in a register: x[best] would be a load on every step's critical path */
     for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
+        if (x[i] > best_value) best = i, best_value = x[i];
     return best;
 }
 

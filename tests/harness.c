@@ -7,7 +7,9 @@
    harness kernels                   each SIMD dot product and tile against its
                                      scalar version on random data of odd sizes; prints
                                      the largest difference of each, relative to
-                                     the sum of the products' magnitudes
+                                     the sum of the products' magnitudes, and how
+                                     many quantized values the SIMD and scalar
+                                     quantize_vector disagree on (none allowed)
    harness render TOKENIZER TEMPLATE FILE
                                      FILE holds a conversation: role, NUL,
                                      content, NUL, ... (roles system, user,
@@ -150,6 +152,7 @@ static int cmd_kernels(void) {
     static const int sizes[] = {1, 7, 16, 31, 32, 33, 63, 64, 65, 95, 100, 257, 1000, 4099};
     uint64_t rng = 12345;
     double worst[6] = {0}; /* dot f32, q8_0, q4_0, then tile f32, q8_0, q4_0 */
+    long quantize_differences = 0; /* values, scales and sums the two quantize_vectors disagree on */
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         /* 2 weight rows and 4 tokens, so that the tiles see them all */
         int n = sizes[k], padded = (n + QK - 1) / QK * QK, nb = padded / QK;
@@ -157,7 +160,7 @@ static int cmd_kernels(void) {
         int8_t *w8 = xcalloc(2 * padded, 1);
         uint8_t *w4 = xcalloc(padded, 1);
         uint16_t *ws = xmalloc(2 * nb * sizeof(uint16_t));
-        QuantizedVector xq[4];
+        QuantizedVector xq[4], plain = {xcalloc(padded, 1), xcalloc(nb, sizeof(float)), xcalloc(nb, sizeof(int32_t))};
         for (int t = 0; t < 4; t++)
             xq[t] = (QuantizedVector){xcalloc(padded, 1), xcalloc(nb, sizeof(float)), xcalloc(nb, sizeof(int32_t))};
         for (int rep = 0; rep < 20; rep++) {
@@ -166,7 +169,13 @@ static int cmd_kernels(void) {
             for (int i = 0; i < 2 * padded; i++) w8[i] = i % padded < n ? (int8_t)(random_u32(&rng) % 255 - 127) : 0;
             for (int i = 0; i < padded; i++) w4[i] = (uint8_t)random_u32(&rng);
             for (int i = 0; i < 2 * nb; i++) ws[i] = (uint16_t)(0x2000 + random_u32(&rng) % 0x1800); /* ~1e-3..0.5 */
-            for (int t = 0; t < 4; t++) quantize_vector(&xq[t], x + t * n, n, padded);
+            for (int t = 0; t < 4; t++) {
+                quantize_vector(&xq[t], x + t * n, n, padded);
+                quantize_vector_scalar(&plain, x + t * n, n, padded); /* must be identical */
+                for (int j = 0; j < padded; j++) quantize_differences += plain.q[j] != xq[t].q[j];
+                for (int j = 0; j < nb; j++)
+                    quantize_differences += plain.scale[j] != xq[t].scale[j] || plain.sum[j] != xq[t].sum[j];
+            }
             compare(&worst[0], dot_f32(w, x, n), dot_f32_scalar(w, x, n), magnitude_f32(w, x, n));
             compare(&worst[1], dot_q8(w8, ws, &xq[0], nb), dot_q8_scalar(w8, ws, &xq[0], nb),
                     magnitude_q(w8, NULL, ws, &xq[0], nb));
@@ -190,9 +199,10 @@ static int cmd_kernels(void) {
         }
         free(w), free(x), free(w8), free(w4), free(ws);
         for (int t = 0; t < 4; t++) free(xq[t].q), free(xq[t].scale), free(xq[t].sum);
+        free(plain.q), free(plain.scale), free(plain.sum);
     }
-    printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n", SIMD_NAME,
-           worst[0], worst[1], worst[2], worst[3], worst[4], worst[5]);
+    printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\nquantize %ld\n",
+           SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], quantize_differences);
     return 0;
 }
 

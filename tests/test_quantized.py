@@ -44,6 +44,7 @@ def assert_kernels_equal_scalar(out):
     print(result)  # which SIMD path this build uses
     for kernel in KERNELS:
         assert float(result[kernel]) < 1e-5, kernel
+    assert result["quantize"] == "0"  # activations quantize identically
     return result["simd"]
 
 

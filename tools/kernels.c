@@ -1,0 +1,71 @@
+/* Arithmetic speed of run.c's kernels on one thread, with their data in cache:
+   the ceiling on tokens/s once memory is not the limit. For each weight type,
+   the dot product (generation: one token per weight row) and the tile (prompt:
+   2 rows x 4 tokens), on rows of 2048 weights; prints billions of
+   multiply-adds per second, best of 5 runs. Built like `make fast`:
+   cc -O3 -march=native tools/kernels.c -o kernels -lm && ./kernels */
+#define RUN_NO_MAIN
+#include "../run.c"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+enum { N = 2048, NB = N / QK, REPS = 20000 };
+
+/* Every result feeds `sink`, so that the compiler cannot drop any work. */
+static volatile float sink;
+
+static double best_gmacs(int type, int tile, float *w, float *x, int8_t *w8, uint8_t *w4, uint16_t *ws,
+                         QuantizedVector *xq) {
+    double best = 0;
+    for (int run = 0; run < 5; run++) {
+        float total = 0, out[2][4];
+        double t0 = now();
+        for (int r = 0; r < REPS; r++) {
+            if (tile) {
+                if (type == WEIGHT_F32) tile_f32(w, w + N, x, N, out);
+                else if (type == WEIGHT_Q8_0) tile_q8(w8, w8 + N, ws, ws + NB, xq, NB, out);
+                else tile_q4(w4, w4 + N / 2, ws, ws + NB, xq, NB, out);
+                for (int k = 0; k < 8; k++) total += out[k / 4][k % 4];
+            } else {
+                for (int k = 0; k < 8; k++) { /* 8 dot products, as many as a tile */
+                    int row = k % 2, t = k / 2;
+                    if (type == WEIGHT_F32) total += dot_f32(w + row * N, x + t * N, N);
+                    else if (type == WEIGHT_Q8_0) total += dot_q8(w8 + row * N, ws + row * NB, &xq[t], NB);
+                    else total += dot_q4(w4 + row * N / 2, ws + row * NB, &xq[t], NB);
+                }
+            }
+        }
+        double seconds = now() - t0;
+        sink = total;
+        double gmacs = 8.0 * N * REPS / seconds / 1e9;
+        if (gmacs > best) best = gmacs;
+    }
+    return best;
+}
+
+int main(void) {
+    uint64_t rng = 7;
+    float *w = xmalloc(2 * N * sizeof(float)), *x = xmalloc(4 * N * sizeof(float));
+    int8_t *w8 = xmalloc(2 * N);
+    uint8_t *w4 = xmalloc(N);
+    uint16_t *ws = xmalloc(2 * NB * sizeof(uint16_t));
+    QuantizedVector xq[4];
+    for (int i = 0; i < 2 * N; i++) w[i] = random_f32(&rng) - 0.5f, w8[i] = (int8_t)(random_u32(&rng) % 255 - 127);
+    for (int i = 0; i < N; i++) w4[i] = (uint8_t)random_u32(&rng);
+    for (int i = 0; i < 2 * NB; i++) ws[i] = 0x2000;
+    for (int i = 0; i < 4 * N; i++) x[i] = random_f32(&rng) - 0.5f;
+    for (int t = 0; t < 4; t++) {
+        xq[t] = (QuantizedVector){xmalloc(N), xmalloc(NB * sizeof(float)), xmalloc(NB * sizeof(int32_t))};
+        quantize_vector(&xq[t], x + t * N, N, N);
+    }
+    static const char *names[] = {"fp32", "q8_0", "q4_0"};
+    printf("kernels (%s, 1 thread, in cache), billions of multiply-adds per second:\n", SIMD_NAME);
+    for (int type = WEIGHT_F32; type <= WEIGHT_Q4_0; type++)
+        printf("%s dot %.1f tile %.1f\n", names[type], best_gmacs(type, 0, w, x, w8, w4, ws, xq),
+               best_gmacs(type, 1, w, x, w8, w4, ws, xq));
+    return 0;
+}
