@@ -787,6 +787,23 @@ void tile_q4_scalar(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
     }
 }
 
+/* att[p] = (q . k_p) * scale for positions p < n, where k_p starts at
+   k + p * stride: one query head's attention scores over the cached keys.
+   PyTorch: att = q @ k.T * scale */
+void attention_scores_scalar(float *att, const float *q, const float *k, size_t stride, int n, int head_dim,
+                             float scale) {
+    for (int p = 0; p < n; p++) att[p] = dot_f32_scalar(q, k + p * stride, head_dim) * scale;
+}
+
+/* out (head_dim) = sum over positions p < n of att[p] * v_p, where v_p starts
+   at v + p * stride: attention's weighted sum of the cached values.
+   PyTorch: out = att @ v */
+void weighted_sum_scalar(float *out, const float *att, const float *v, size_t stride, int n, int head_dim) {
+    for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
+    for (int p = 0; p < n; p++)
+        for (int i = 0; i < head_dim; i++) out[i] += att[p] * v[p * stride + i];
+}
+
 #if defined(USE_AVX2)
 static float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -936,6 +953,66 @@ static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector 
     return hsum256(_mm256_add_ps(acc0, acc1)) - 8.0f * (hsum256(offset) + rest_offset);
 }
 
+/* Four positions at a time: each load of q serves 4 keys, and the four sums
+   are reduced together (two rounds of hadd) instead of one by one. */
+static void attention_scores(float *att, const float *q, const float *k, size_t stride, int n, int head_dim,
+                             float scale) {
+    int p = 0, whole = head_dim / 8 * 8;
+    for (; p + 4 <= n; p += 4) {
+        const float *k0 = k + p * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (int i = 0; i < whole; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), a3);
+        }
+        __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3)); /* [0 1 2 3 | 0 1 2 3] halves */
+        __m128 sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        float out[4];
+        _mm_storeu_ps(out, sums);
+        for (int j = 0; j < 4; j++) {
+            const float *kj = k0 + j * stride;
+            att[p + j] = (out[j] + dot_f32_scalar(q + whole, kj + whole, head_dim - whole)) * scale;
+        }
+    }
+    for (; p < n; p++) att[p] = dot_f32(q, k + p * stride, head_dim) * scale;
+}
+
+/* 64 (then 32, then 8) of the head's values at a time, summed in registers
+   over all positions: each value is loaded once and no partial sum goes back
+   to memory until the end. */
+static void weighted_sum(float *out, const float *att, const float *v, size_t stride, int n, int head_dim) {
+    int i = 0;
+    for (; i + 64 <= head_dim; i += 64) {
+        __m256 a[8];
+        for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
+        for (int p = 0; p < n; p++) {
+            __m256 w = _mm256_broadcast_ss(att + p);
+            const float *vp = v + p * stride + i;
+            for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp + 8 * k), a[k]);
+        }
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(out + i + 8 * k, a[k]);
+    }
+    for (; i + 32 <= head_dim; i += 32) {
+        __m256 a[4];
+        for (int k = 0; k < 4; k++) a[k] = _mm256_setzero_ps();
+        for (int p = 0; p < n; p++) {
+            __m256 w = _mm256_broadcast_ss(att + p);
+            const float *vp = v + p * stride + i;
+            for (int k = 0; k < 4; k++) a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp + 8 * k), a[k]);
+        }
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(out + i + 8 * k, a[k]);
+    }
+    for (; i + 8 <= head_dim; i += 8) {
+        __m256 a = _mm256_setzero_ps();
+        for (int p = 0; p < n; p++) a = _mm256_fmadd_ps(_mm256_broadcast_ss(att + p), _mm256_loadu_ps(v + p * stride + i), a);
+        _mm256_storeu_ps(out + i, a);
+    }
+    if (i < head_dim) weighted_sum_scalar(out + i, att, v + i, stride, n, head_dim - i);
+}
+
 /* ---- tiles: the matrix-matrix kernels of prompt processing ----
    A tile is 2 weight rows x 4 tokens, 8 dot products at once: each weight
    loaded (and for q4_0 unpacked) is used by 4 tokens, and each token's
@@ -1063,6 +1140,28 @@ static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector 
     return sum;
 }
 
+static void attention_scores(float *att, const float *q, const float *k, size_t stride, int n, int head_dim,
+                             float scale) {
+    for (int p = 0; p < n; p++) att[p] = dot_f32(q, k + p * stride, head_dim) * scale;
+}
+
+/* 16 of the head's values at a time, summed in registers over all positions. */
+static void weighted_sum(float *out, const float *att, const float *v, size_t stride, int n, int head_dim) {
+    int i = 0;
+    for (; i + 16 <= head_dim; i += 16) {
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        for (int p = 0; p < n; p++) {
+            const float *vp = v + p * stride + i;
+            a0 = vfmaq_n_f32(a0, vld1q_f32(vp), att[p]);
+            a1 = vfmaq_n_f32(a1, vld1q_f32(vp + 4), att[p]);
+            a2 = vfmaq_n_f32(a2, vld1q_f32(vp + 8), att[p]);
+            a3 = vfmaq_n_f32(a3, vld1q_f32(vp + 12), att[p]);
+        }
+        vst1q_f32(out + i, a0), vst1q_f32(out + i + 4, a1), vst1q_f32(out + i + 8, a2), vst1q_f32(out + i + 12, a3);
+    }
+    if (i < head_dim) weighted_sum_scalar(out + i, att, v + i, stride, n, head_dim - i);
+}
+
 /* Tiles (2 rows x 4 tokens; see the AVX2 ones above). */
 static void tile_f32(const float *w0, const float *w1, const float *x, int n, float out[2][4]) {
     float32x4_t a[2][4];
@@ -1135,6 +1234,8 @@ static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
 #define tile_f32 tile_f32_scalar
 #define tile_q8 tile_q8_scalar
 #define tile_q4 tile_q4_scalar
+#define attention_scores attention_scores_scalar
+#define weighted_sum weighted_sum_scalar
 #endif
 
 /* The input of a quantized matmul, quantized once for all the matrices that
@@ -1186,7 +1287,7 @@ static void matmul(float *out, const float *x, const QuantizedVector *xq, const 
     int d = W->rows;
     int i;
 #ifdef _OPENMP
-#pragma omp parallel for private(i) schedule(static)
+#pragma omp parallel for private(i) schedule(guided)
 #endif
     for (i = 0; i < d; i += 2) {
         int t = 0;
@@ -1290,18 +1391,10 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
             for (int t = 0; t < T; t++) {
                 const float *qh = s->q + (size_t)t * q_dim + (size_t)h * head_dim;
                 int last = pos + t;
-                for (int p = 0; p <= last; p++) {
-                    const float *kp = s->key_cache + layer_off + (size_t)p * kv_dim + kv_off;
-                    att[p] = dot_f32(qh, kp, head_dim) * scale;
-                }
+                attention_scores(att, qh, s->key_cache + layer_off + kv_off, kv_dim, last + 1, head_dim, scale);
                 softmax(att, last + 1);
                 float *out = s->ao + (size_t)t * q_dim + (size_t)h * head_dim;
-                memset(out, 0, head_dim * sizeof(float));
-                for (int p = 0; p <= last; p++) {
-                    const float *vp = s->value_cache + layer_off + (size_t)p * kv_dim + kv_off;
-                    float a = att[p];
-                    for (int i = 0; i < head_dim; i++) out[i] += a * vp[i];
-                }
+                weighted_sum(out, att, s->value_cache + layer_off + kv_off, kv_dim, last + 1, head_dim);
             }
         }
         quantize_input(s->xq, s->ao, T, &lw->wo);

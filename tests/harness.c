@@ -4,8 +4,9 @@
                                      tokens going through CHUNK at a time
    harness encode TOKENIZER FILE     FILE holds texts separated by NUL bytes;
                                      prints one line of ids per text (no BOS)
-   harness kernels                   each SIMD dot product and tile against its
-                                     scalar version on random data of odd sizes; prints
+   harness kernels                   each SIMD kernel (dot products, tiles,
+                                     attention) against its scalar version on
+                                     random data of odd sizes; prints
                                      the largest difference of each, relative to
                                      the sum of the products' magnitudes, and how
                                      many quantized values the SIMD and scalar
@@ -148,6 +149,35 @@ static void compare(double *worst, double simd, double scalar, double magnitude)
     if (diff > *worst) *worst = diff;
 }
 
+/* The attention kernels over odd head sizes, position counts and strides:
+   worst[0] for the scores, worst[1] for the weighted sum of values. */
+static void compare_attention(uint64_t *rng, double worst[2]) {
+    static const int dims[] = {1, 7, 8, 16, 33, 48, 64, 100, 128, 130}, counts[] = {1, 3, 4, 5, 17, 64};
+    for (size_t a = 0; a < sizeof dims / sizeof dims[0]; a++)
+        for (size_t b = 0; b < sizeof counts / sizeof counts[0]; b++) {
+            int head_dim = dims[a], n = counts[b];
+            size_t stride = (size_t)head_dim * 3 + 5;
+            float *q = xmalloc(head_dim * sizeof(float)), *kv = xmalloc(n * stride * sizeof(float));
+            float *att = xmalloc(n * sizeof(float)), *att_plain = xmalloc(n * sizeof(float));
+            float *out = xmalloc(head_dim * sizeof(float)), *out_plain = xmalloc(head_dim * sizeof(float));
+            for (int i = 0; i < head_dim; i++) q[i] = random_unit(rng);
+            for (size_t i = 0; i < n * stride; i++) kv[i] = random_unit(rng);
+            attention_scores(att, q, kv, stride, n, head_dim, 0.125f);
+            attention_scores_scalar(att_plain, q, kv, stride, n, head_dim, 0.125f);
+            for (int p = 0; p < n; p++)
+                compare(&worst[0], att[p], att_plain[p], 0.125 * magnitude_f32(q, kv + p * stride, head_dim));
+            for (int p = 0; p < n; p++) att[p] = random_f32(rng);
+            weighted_sum(out, att, kv, stride, n, head_dim);
+            weighted_sum_scalar(out_plain, att, kv, stride, n, head_dim);
+            for (int i = 0; i < head_dim; i++) {
+                double m = 0;
+                for (int p = 0; p < n; p++) m += fabs((double)att[p] * kv[p * stride + i]);
+                compare(&worst[1], out[i], out_plain[i], m);
+            }
+            free(q), free(kv), free(att), free(att_plain), free(out), free(out_plain);
+        }
+}
+
 static int cmd_kernels(void) {
     static const int sizes[] = {1, 7, 16, 31, 32, 33, 63, 64, 65, 95, 100, 257, 1000, 4099};
     uint64_t rng = 12345;
@@ -201,8 +231,12 @@ static int cmd_kernels(void) {
         for (int t = 0; t < 4; t++) free(xq[t].q), free(xq[t].scale), free(xq[t].sum);
         free(plain.q), free(plain.scale), free(plain.sum);
     }
-    printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\nquantize %ld\n",
-           SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], quantize_differences);
+    double attention[2] = {0};
+    compare_attention(&rng, attention);
+    printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n"
+           "attention_scores %.3g\nweighted_sum %.3g\nquantize %ld\n",
+           SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], attention[0], attention[1],
+           quantize_differences);
     return 0;
 }
 

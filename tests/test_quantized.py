@@ -33,7 +33,7 @@ def test_quantization_error_is_within_half_a_step(dtype, levels):
     assert values.shape == ((37, 128) if dtype == "q8_0" else (37, 64))
 
 
-KERNELS = ("f32", "q8_0", "q4_0", "tile_f32", "tile_q8_0", "tile_q4_0")
+KERNELS = ("f32", "q8_0", "q4_0", "tile_f32", "tile_q8_0", "tile_q4_0", "attention_scores", "weighted_sum")
 
 
 def assert_kernels_equal_scalar(out):
@@ -48,7 +48,7 @@ def assert_kernels_equal_scalar(out):
     return result["simd"]
 
 
-def test_simd_dot_products_and_tiles_equal_scalar_on_odd_sizes():
+def test_simd_kernels_equal_scalar_on_odd_sizes():
     assert_kernels_equal_scalar(subprocess.run([HARNESS, "kernels"], capture_output=True, text=True, check=True).stdout)
 
 
@@ -121,7 +121,7 @@ def arm_harnesses(tmp_path_factory):
     return exes
 
 
-def test_neon_dot_products_and_tiles_equal_scalar(arm_harnesses):
+def test_neon_kernels_equal_scalar(arm_harnesses):
     for exe in arm_harnesses:
         out = subprocess.run(["qemu-aarch64", exe, "kernels"], capture_output=True, text=True, check=True).stdout
         assert assert_kernels_equal_scalar(out) == "NEON"
