@@ -1286,12 +1286,15 @@ static void row_tile(const Matrix *W, int r, const float *x, const QuantizedVect
 static void matmul(float *out, const float *x, const QuantizedVector *xq, const Matrix *W, int T) {
     int d = W->rows;
     int i;
+    /* guided: large runs of rows first, smaller ones at the end, so that a
+       thread slowed down (by another process on its core) does not hold the
+       other one waiting, while each thread still streams long runs of rows */
 #ifdef _OPENMP
 #pragma omp parallel for private(i) schedule(guided)
 #endif
     for (i = 0; i < d; i += 2) {
         int t = 0;
-        if (i + 1 < d) {
+        if (i + 1 < d) { /* a pair of rows: tiles of 4 tokens, then the tokens left over one by one */
             for (; t + 4 <= T; t += 4) {
                 float tile[2][4];
                 row_tile(W, i, x, xq, t, tile);
