@@ -4,7 +4,8 @@
 #   make test       portable build, then the test suite (make test BUILD=fast: the same on the fast build)
 #   make run        build and tell a story with the default model (models/)
 #   make tokenizer  re-export tokenizer.bin from ../shared's Llama 2 tokenizer.model
-#   make test BUILD=sanitize  the suite on an AddressSanitizer + UBSan build
+#   make test BUILD=sanitize  the suite on an AddressSanitizer + UBSan build (scalar kernels)
+#   make test BUILD=sanitize-simd  the same with this machine's SIMD kernels
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (clang)
 #   make bench      speed on random models (tools/bench.py)
 
@@ -22,13 +23,15 @@ ifeq ($(BUILD),fast)
 FLAGS = $(FASTFLAGS)
 else ifeq ($(BUILD),sanitize)
 FLAGS = $(SANFLAGS)
+else ifeq ($(BUILD),sanitize-simd)
+FLAGS = $(SANFLAGS) -march=native
 else
 FLAGS = $(CFLAGS)
 endif
 
 # Binaries are rebuilt on every call (one file, about a second), so that
 # `make` and `make fast` never leave a stale build of the other kind behind.
-.PHONY: all build fast sanitize harness test run tokenizer clean bench fuzz
+.PHONY: all build fast sanitize sanitize-simd harness test run tokenizer clean bench fuzz
 all: build
 
 build:
@@ -39,6 +42,9 @@ fast:
 
 sanitize:
 	$(CC) $(SANFLAGS) $(WARN) -o run run.c -lm
+
+sanitize-simd:
+	$(CC) $(SANFLAGS) -march=native $(WARN) -o run run.c -lm
 
 # run.c's functions driven by the tests (logits, encoding), built like ./run
 harness:
