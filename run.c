@@ -1017,36 +1017,28 @@ static void attention_scores(float *att, const float *q, const float *k, size_t 
     for (; p < n; p++) att[p] = dot_f32(q, k + p * stride, head_dim) * scale;
 }
 
+/* out[0 .. 8 * vectors) = sum over p < n of att[p] * v_p[0 .. 8 * vectors),
+   the partial sums held in `vectors` registers for the whole pass. */
+static inline void weighted_sum_columns(float *out, const float *att, const float *v, size_t stride, int n,
+                                        int vectors) {
+    __m256 a[8];
+    for (int k = 0; k < vectors; k++) a[k] = _mm256_setzero_ps();
+    for (int p = 0; p < n; p++) {
+        __m256 w = _mm256_broadcast_ss(att + p);
+        const float *vp = v + p * stride;
+        for (int k = 0; k < vectors; k++) a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp + 8 * k), a[k]);
+    }
+    for (int k = 0; k < vectors; k++) _mm256_storeu_ps(out + 8 * k, a[k]);
+}
+
 /* 64 (then 32, then 8) of the head's values at a time, summed in registers
    over all positions: each value is loaded once and no partial sum goes back
    to memory until the end. */
 static void weighted_sum(float *out, const float *att, const float *v, size_t stride, int n, int head_dim) {
     int i = 0;
-    for (; i + 64 <= head_dim; i += 64) {
-        __m256 a[8];
-        for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
-        for (int p = 0; p < n; p++) {
-            __m256 w = _mm256_broadcast_ss(att + p);
-            const float *vp = v + p * stride + i;
-            for (int k = 0; k < 8; k++) a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp + 8 * k), a[k]);
-        }
-        for (int k = 0; k < 8; k++) _mm256_storeu_ps(out + i + 8 * k, a[k]);
-    }
-    for (; i + 32 <= head_dim; i += 32) {
-        __m256 a[4];
-        for (int k = 0; k < 4; k++) a[k] = _mm256_setzero_ps();
-        for (int p = 0; p < n; p++) {
-            __m256 w = _mm256_broadcast_ss(att + p);
-            const float *vp = v + p * stride + i;
-            for (int k = 0; k < 4; k++) a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp + 8 * k), a[k]);
-        }
-        for (int k = 0; k < 4; k++) _mm256_storeu_ps(out + i + 8 * k, a[k]);
-    }
-    for (; i + 8 <= head_dim; i += 8) {
-        __m256 a = _mm256_setzero_ps();
-        for (int p = 0; p < n; p++) a = _mm256_fmadd_ps(_mm256_broadcast_ss(att + p), _mm256_loadu_ps(v + p * stride + i), a);
-        _mm256_storeu_ps(out + i, a);
-    }
+    for (; i + 64 <= head_dim; i += 64) weighted_sum_columns(out + i, att, v + i, stride, n, 8);
+    for (; i + 32 <= head_dim; i += 32) weighted_sum_columns(out + i, att, v + i, stride, n, 4);
+    for (; i + 8 <= head_dim; i += 8) weighted_sum_columns(out + i, att, v + i, stride, n, 1);
     if (i < head_dim) weighted_sum_scalar(out + i, att, v + i, stride, n, head_dim - i);
 }
 
@@ -1252,21 +1244,38 @@ static float32x4_t block_dot(int8x16_t lo, int8x16_t hi, const int8_t *xb) {
     return vcvtq_f32_s32(vaddq_s32(dot_s8(lo, vld1q_s8(xb)), dot_s8(hi, vld1q_s8(xb + 16))));
 }
 
+/* One block of two weight rows (each as its two signed 16-byte halves, with
+   its scale) against the 4 tokens' blocks b, added into the tile's sums. */
+static void tile_block(float32x4_t a[2][4], const int8x16_t r0[2], const int8x16_t r1[2], float sw0, float sw1,
+                       const QuantizedVector *x, int b) {
+    for (int t = 0; t < 4; t++) {
+        const int8_t *xb = x[t].q + b * QK;
+        a[0][t] = vfmaq_n_f32(a[0][t], block_dot(r0[0], r0[1], xb), sw0 * x[t].scale[b]);
+        a[1][t] = vfmaq_n_f32(a[1][t], block_dot(r1[0], r1[1], xb), sw1 * x[t].scale[b]);
+    }
+}
+
+static void tile_sum(float32x4_t a[2][4], float out[2][4]) {
+    for (int t = 0; t < 4; t++) out[0][t] = vaddvq_f32(a[0][t]), out[1][t] = vaddvq_f32(a[1][t]);
+}
+
 static void tile_q8(const int8_t *w0, const int8_t *w1, const uint16_t *s0, const uint16_t *s1,
                     const QuantizedVector *x, int n_blocks, float out[2][4]) {
     float32x4_t a[2][4];
     for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = vdupq_n_f32(0.0f);
     for (int b = 0; b < n_blocks; b++) {
-        int8x16_t r0l = vld1q_s8(w0 + b * QK), r0h = vld1q_s8(w0 + b * QK + 16);
-        int8x16_t r1l = vld1q_s8(w1 + b * QK), r1h = vld1q_s8(w1 + b * QK + 16);
-        float sw0 = fp16_to_fp32(s0[b]), sw1 = fp16_to_fp32(s1[b]);
-        for (int t = 0; t < 4; t++) {
-            const int8_t *xb = x[t].q + b * QK;
-            a[0][t] = vfmaq_n_f32(a[0][t], block_dot(r0l, r0h, xb), sw0 * x[t].scale[b]);
-            a[1][t] = vfmaq_n_f32(a[1][t], block_dot(r1l, r1h, xb), sw1 * x[t].scale[b]);
-        }
+        int8x16_t r0[2] = {vld1q_s8(w0 + b * QK), vld1q_s8(w0 + b * QK + 16)};
+        int8x16_t r1[2] = {vld1q_s8(w1 + b * QK), vld1q_s8(w1 + b * QK + 16)};
+        tile_block(a, r0, r1, fp16_to_fp32(s0[b]), fp16_to_fp32(s1[b]), x, b);
     }
-    for (int t = 0; t < 4; t++) out[0][t] = vaddvq_f32(a[0][t]), out[1][t] = vaddvq_f32(a[1][t]);
+    tile_sum(a, out);
+}
+
+/* A q4_0 block's 16 bytes -> its weights (nibble - 8) as two signed halves. */
+static void unpack_q4_signed(const uint8_t *p, int8x16_t out[2]) {
+    uint8x16_t bytes = vld1q_u8(p);
+    out[0] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(bytes, vdupq_n_u8(15))), vdupq_n_s8(8));
+    out[1] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(bytes, 4)), vdupq_n_s8(8));
 }
 
 /* q4_0 nibbles become signed weights (nibble - 8) once, for all 4 tokens. */
@@ -1274,21 +1283,13 @@ static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
                     const QuantizedVector *x, int n_blocks, float out[2][4]) {
     float32x4_t a[2][4];
     for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = vdupq_n_f32(0.0f);
-    const int8x16_t eight = vdupq_n_s8(8);
     for (int b = 0; b < n_blocks; b++) {
-        uint8x16_t p0 = vld1q_u8(w0 + b * QK / 2), p1 = vld1q_u8(w1 + b * QK / 2);
-        int8x16_t r0l = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(p0, vdupq_n_u8(15))), eight);
-        int8x16_t r0h = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(p0, 4)), eight);
-        int8x16_t r1l = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(p1, vdupq_n_u8(15))), eight);
-        int8x16_t r1h = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(p1, 4)), eight);
-        float sw0 = fp16_to_fp32(s0[b]), sw1 = fp16_to_fp32(s1[b]);
-        for (int t = 0; t < 4; t++) {
-            const int8_t *xb = x[t].q + b * QK;
-            a[0][t] = vfmaq_n_f32(a[0][t], block_dot(r0l, r0h, xb), sw0 * x[t].scale[b]);
-            a[1][t] = vfmaq_n_f32(a[1][t], block_dot(r1l, r1h, xb), sw1 * x[t].scale[b]);
-        }
+        int8x16_t r0[2], r1[2];
+        unpack_q4_signed(w0 + b * QK / 2, r0);
+        unpack_q4_signed(w1 + b * QK / 2, r1);
+        tile_block(a, r0, r1, fp16_to_fp32(s0[b]), fp16_to_fp32(s1[b]), x, b);
     }
-    for (int t = 0; t < 4; t++) out[0][t] = vaddvq_f32(a[0][t]), out[1][t] = vaddvq_f32(a[1][t]);
+    tile_sum(a, out);
 }
 
 #else
