@@ -21,11 +21,11 @@ import sys
 import numpy as np
 
 MODEL_MAGIC = b"RUNC"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: a type per matrix (1: one type for all, still read by run.c)
 MODEL_HEADER_SIZE = 256
 TENSOR_ALIGN = 64
 MAX_EOS = 8
-WEIGHT_TYPES = {"fp32": 0, "q8_0": 1, "q4_0": 2}
+WEIGHT_TYPES = {"fp32": 0, "q8_0": 1, "q4_0": 2, "q4_k": 3, "q6_k": 4}
 QK = 32  # values per quantized block
 FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS = 1, 2
 
@@ -45,8 +45,10 @@ class ExportError(Exception):
 # ---------------------------------------------------------------------------
 # Writing the model file
 
-def model_header(cfg):
-    """The 256-byte header; cfg holds the fields of run.c's FileHeader."""
+def model_header(cfg, weight_type=0):
+    """The 256-byte header; cfg holds the fields of run.c's FileHeader.
+    weight_type: the type most matrices have (the per-matrix types follow the
+    header, in type_table)."""
     eos = list(cfg["eos_ids"])
     if len(eos) > MAX_EOS:
         raise ExportError(f"at most {MAX_EOS} EOS ids are supported, got {len(eos)}")
@@ -59,10 +61,17 @@ def model_header(cfg):
         cfg["head_dim"], cfg["vocab_size"], cfg["seq_len"],
         cfg["rope_theta"], rope.get("factor", 0.0), rope.get("low_freq_factor", 0.0),
         rope.get("high_freq_factor", 0.0), int(rope.get("original_seq_len", 0)),
-        cfg["norm_eps"], flags, WEIGHT_TYPES[cfg.get("dtype", "fp32")], cfg["bos_id"], len(eos))
+        cfg["norm_eps"], flags, weight_type, cfg["bos_id"], len(eos))
     head += struct.pack(f"<{MAX_EOS}i", *(eos + [0] * (MAX_EOS - len(eos))))
     assert len(head) == 112
     return head + bytes(MODEL_HEADER_SIZE - len(head))
+
+
+def type_table(types):
+    """Version 2: one byte per matrix (its WEIGHT_TYPES value), in file order,
+    padded with zeros to a multiple of 64 bytes."""
+    table = bytes(WEIGHT_TYPES[t] for t in types)
+    return table + bytes(-len(table) % TENSOR_ALIGN)
 
 
 def tensor_order(cfg):
@@ -89,7 +98,10 @@ def quantize(t, dtype):
     of 32; (values, fp16 scales). q8_0: scale = max|x| / 127, value =
     round(x / scale). q4_0: scale = m / -8 with m the value of largest
     magnitude, value = round(x / scale) + 8 in [0, 15], two per byte (value j
-    of a block in the low nibble of byte j, value j + 16 in its high nibble)."""
+    of a block in the low nibble of byte j, value j + 16 in its high nibble).
+    q4_k and q6_k: one array of ggml's blocks (quantize_k below)."""
+    if dtype in K_TYPES:
+        return [quantize_k(t, dtype)]
     rows, cols = t.shape
     padded = -(-cols // QK) * QK
     blocks = np.zeros((rows, padded), dtype=np.float32)
@@ -112,6 +124,9 @@ def quantize(t, dtype):
 def dequantize(values, scale, dtype, cols):
     """The floats a quantized matrix stands for (for tests and measurements)."""
     rows = values.shape[0]
+    if dtype in K_TYPES:  # values: the blocks; scale unused
+        ggml = {"q4_k": GGML_Q4_K, "q6_k": GGML_Q6_K}[dtype]
+        return ggml_dequantize(np.ascontiguousarray(values).tobytes(), ggml, (rows, cols))
     s = scale.astype(np.float32)[:, :, None]
     if dtype == "q8_0":
         q = values.reshape(rows, -1, QK).astype(np.float32)
@@ -121,28 +136,227 @@ def dequantize(values, scale, dtype, cols):
     return (q * s).reshape(rows, -1)[:, :cols]
 
 
-def write_model(path, cfg, get_tensor):
+class GGMLTensor:
+    """A tensor kept in its GGUF encoding (ggml type, raw bytes), so that
+    types run.c shares with ggml go into the model file as they are."""
+
+    def __init__(self, name, ttype, shape, raw):
+        self.name, self.ttype, self.shape, self.raw = name, ttype, tuple(shape), raw
+
+    def numpy(self):
+        return ggml_dequantize(self.raw, self.ttype, self.shape)
+
+    def blocks(self):
+        """(rows, blocks per row, bytes per block) uint8"""
+        _, per_block, block_bytes, _ = GGML_TYPES[self.ttype]
+        return np.frombuffer(self.raw, dtype=np.uint8).reshape(self.shape[0], -1, block_bytes)
+
+
+
+
+def matrix_type(dtype, ttype, cols):
+    """The weight type a matrix is written in: dtype if given, else (None)
+    the source's own type (ttype: its ggml type, None for plain floats) where
+    run.c has it, its nearest for other ggml types, and fp32 for floats. K
+    types need rows of whole 256-value blocks."""
+    if dtype is None:
+        dtype = GGML_NATIVE.get(ttype) or GGML_NEAREST.get(ttype) or "fp32"
+    if dtype in K_TYPES and cols % QK_K:
+        dtype = K_FALLBACK[dtype]
+    return dtype
+
+
+def check_block_scales(t, name):
+    """Refuses a GGUF tensor whose blocks have NaN or infinite scales."""
+    offsets = {GGML_Q8_0: (0,), GGML_Q4_0: (0,), GGML_Q4_K: (0, 2), GGML_Q6_K: (208,)}[t.ttype]
+    b = t.blocks()
+    for k in offsets:
+        d = b[:, :, k:k + 2].copy().view("<f2")
+        if not np.all(np.isfinite(d)):
+            block = int(np.argmin(np.isfinite(d).ravel()))
+            raise ExportError(f"tensor {name} ({ggml_type_name(t.ttype)}) has a NaN or infinite scale in block {block}")
+
+
+def encode_matrix(src, dtype, name):
+    """The arrays run.c reads for one matrix in weight type dtype."""
+    if isinstance(src, GGMLTensor) and GGML_NATIVE.get(src.ttype) == dtype:
+        check_block_scales(src, name)
+        b = src.blocks()
+        if dtype in K_TYPES:
+            return [b.reshape(b.shape[0], -1)]
+        return [b[:, :, 2:].reshape(b.shape[0], -1), b[:, :, :2].copy().view("<f2")[:, :, 0]]
+    t = np.ascontiguousarray(src.numpy() if isinstance(src, GGMLTensor) else src, dtype="<f4")
+    if not np.all(np.isfinite(t)):
+        raise ExportError(f"tensor {name} has NaN or infinite values")
+    return [t] if dtype == "fp32" else list(quantize(t, dtype))
+
+
+def write_model(path, cfg, get_tensor, source_type=lambda name: None):
     """Streams the tensors to path one at a time. get_tensor(name) returns a
-    float32 array in run.c's layout (q and k rows in interleaved RoPE order).
-    Matrices are written in cfg["dtype"]; norms and biases stay fp32."""
+    float32 array in run.c's layout (q and k rows in interleaved RoPE order),
+    or a GGMLTensor; source_type(name) its ggml type (None for floats).
+    Matrices are written in cfg["dtype"] (None: each in the type matrix_type
+    picks); norms and biases stay fp32."""
     order = tensor_order(cfg)
     dtype = cfg.get("dtype", "fp32")
+    types = [matrix_type(dtype, source_type(name), shape[1]) for name, shape in order if len(shape) == 2]
+    most = max(WEIGHT_TYPES, key=types.count)
+    summary = {}  # (source type, written type) -> count
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
-        f.write(model_header(cfg))
+        f.write(model_header(cfg, WEIGHT_TYPES[most]))
+        f.write(type_table(types))
+        matrices = iter(types)
         for k, (name, shape) in enumerate(order):
-            t = np.ascontiguousarray(get_tensor(name), dtype="<f4")
-            if t.shape != shape:
-                raise ExportError(f"tensor {name} has shape {t.shape}, expected {shape}")
-            if not np.all(np.isfinite(t)):
-                raise ExportError(f"tensor {name} has NaN or infinite values")
-            parts = [t] if dtype == "fp32" or t.ndim == 1 else quantize(t, dtype)
+            src = get_tensor(name)
+            if tuple(src.shape) != shape:
+                raise ExportError(f"tensor {name} has shape {tuple(src.shape)}, expected {shape}")
+            if len(shape) == 1:
+                parts = encode_matrix(src, "fp32", name)
+            else:
+                wtype = next(matrices)
+                parts = encode_matrix(src, wtype, name)
+                src_name = ggml_type_name(src.ttype) if isinstance(src, GGMLTensor) else "float32"
+                summary[src_name, wtype] = summary.get((src_name, wtype), 0) + 1
             for part in parts:
                 f.write(bytes((-f.tell()) % TENSOR_ALIGN))
                 f.write(np.ascontiguousarray(part).astype(part.dtype.newbyteorder("<")).tobytes())
             progress(f"writing {path}: tensor {k + 1}/{len(order)} {name}")
     os.replace(tmp, path)
+    for (src_name, wtype), n in summary.items():
+        ttype = GGML_BY_NAME.get(src_name)
+        if GGML_NATIVE.get(ttype) == wtype:
+            how = f"kept as {wtype}, bit for bit"
+        elif ttype is None or ttype in (GGML_F32, GGML_F16, GGML_BF16):
+            how = f"written as {wtype}"
+        else:
+            how = f"dequantized, written as {wtype}"
+        wanted = dtype or GGML_NATIVE.get(ttype) or GGML_NEAREST.get(ttype)
+        if wtype == K_FALLBACK.get(wanted):
+            how += f" ({wanted} needs rows of whole {QK_K}-value blocks)"
+        progress_done(f"{n} {src_name} matri{'x' if n == 1 else 'ces'}: {how}")
     progress_done(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+
+
+# ---------------------------------------------------------------------------
+# Quantizing to q4_k and q6_k (ggml's Q4_K and Q6_K blocks of 256 values)
+
+QK_K = 256  # values per block of a K type
+K_TYPES = ("q4_k", "q6_k")
+
+
+def _least_squares_scale(x, q):
+    """The scale s minimizing sum (x - s * q)^2 over the last axis."""
+    qq = (q * q).sum(axis=-1)
+    return np.divide((x * q).sum(axis=-1), qq, out=np.zeros(qq.shape, np.float32), where=qq > 0)
+
+
+def _q6_groups(x):
+    """Scales for groups of 16 values (..., 16) with values in [-32, 31]:
+    the largest magnitude maps near -32, trying a few steps around it and
+    keeping the scale (refit by least squares) of least squared error."""
+    extreme = np.take_along_axis(x, np.abs(x).argmax(axis=-1)[..., None], axis=-1)
+    best_err = np.full(x.shape[:-1], np.inf, np.float32)
+    best = np.zeros(x.shape[:-1], np.float32)
+    for step in np.linspace(-0.5, 1.0, 7, dtype=np.float32):
+        inv = np.divide(-(32 - step), extreme, out=np.zeros(extreme.shape, np.float32), where=extreme != 0)
+        q = np.clip(np.rint(x * inv), -32, 31)
+        s = _least_squares_scale(x, q)
+        err = ((x - s[..., None] * q) ** 2).sum(axis=-1)
+        better = err < best_err
+        best_err, best = np.where(better, err, best_err), np.where(better, s, best)
+    return best
+
+
+def _q4_groups(x):
+    """Scale s >= 0 and offset m >= 0 for groups of 32 values (..., 32) with
+    x ~ s * q - m, q in [0, 15] (ggml's Q4_K keeps the minimum at or below 0):
+    a few ranges tried, each refit by least squares, the least error kept."""
+    lo = np.minimum(x.min(axis=-1), 0)
+    span = x.max(axis=-1) - lo
+    best_err = np.full(x.shape[:-1], np.inf, np.float32)
+    best_s, best_m = np.zeros(x.shape[:-1], np.float32), np.zeros(x.shape[:-1], np.float32)
+    n = x.shape[-1]
+    for steps in np.linspace(13.0, 17.0, 9, dtype=np.float32):
+        s = span / steps
+        inv = np.divide(1.0, s, out=np.zeros(s.shape, np.float32), where=s > 0)
+        q = np.clip(np.rint((x - lo[..., None]) * inv[..., None]), 0, 15)
+        # least squares for x ~ s * q + b: [qq q1; q1 n] [s b] = [qx x1]
+        qq, q1, qx, x1 = (q * q).sum(-1), q.sum(-1), (q * x).sum(-1), x.sum(-1)
+        det = qq * n - q1 * q1
+        ok = det > 0
+        s_fit = np.divide(qx * n - q1 * x1, det, out=s.copy(), where=ok)
+        b_fit = np.divide(qq * x1 - q1 * qx, det, out=lo.copy(), where=ok)
+        pos = b_fit > 0  # an offset above 0 is not allowed: refit the scale alone
+        s_fit = np.where(pos, _least_squares_scale(x, q), s_fit)
+        b_fit = np.where(pos, 0, b_fit)
+        s_fit = np.maximum(s_fit, 0)
+        err = ((x - (s_fit[..., None] * q + b_fit[..., None])) ** 2).sum(axis=-1)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_s, best_m = np.where(better, s_fit, best_s), np.where(better, -b_fit, best_m)
+    return best_s, best_m
+
+
+def _f16_bytes(v):
+    return v.astype("<f2").view(np.uint8).reshape(*v.shape[:-1], 2) if v.ndim and v.shape[-1] == 1 else \
+        v.astype("<f2")[..., None].view(np.uint8)
+
+
+def _super_scale(s, levels):
+    """fp16 d with s ~ d * round(s / d), |round(s / d)| <= levels: (d as
+    float32, the integer scales)."""
+    d = (np.abs(s).max(axis=-1) / levels).astype(np.float16).astype(np.float32)
+    inv = np.divide(1.0, d, out=np.zeros(d.shape, np.float32), where=d > 0)
+    return d, np.clip(np.rint(s * inv[..., None]), -levels, levels)
+
+
+def _quantize_q4_k(x):
+    """(n, 256) floats -> (n, 144) Q4_K blocks."""
+    g = x.reshape(-1, 8, 32)
+    s, m = _q4_groups(g)
+    d, sc = _super_scale(s, 63)
+    dmin, mn = _super_scale(m, 63)
+    step, off = d[:, None] * sc, dmin[:, None] * mn
+    inv = np.divide(1.0, step, out=np.zeros(step.shape, np.float32), where=step > 0)
+    q = np.clip(np.rint((g + off[..., None]) * inv[..., None]), 0, 15).astype(np.uint8)
+    sc, mn = sc.astype(np.uint8), mn.astype(np.uint8)
+    scales = np.concatenate([sc[:, 0:4] | ((sc[:, 4:8] >> 4) << 6), mn[:, 0:4] | ((mn[:, 4:8] >> 4) << 6),
+                             (sc[:, 4:8] & 15) | ((mn[:, 4:8] & 15) << 4)], axis=1)
+    qs = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(-1, 128)
+    return np.concatenate([_f16_bytes(d[:, None]), _f16_bytes(dmin[:, None]), scales, qs], axis=1)
+
+
+def _quantize_q6_k(x):
+    """(n, 256) floats -> (n, 210) Q6_K blocks."""
+    g = x.reshape(-1, 16, 16)
+    s = _q6_groups(g)
+    # the 16 scales as int8 of one fp16 d: the largest maps to -128 or 127
+    extreme = np.take_along_axis(s, np.abs(s).argmax(axis=-1)[:, None], axis=-1)[:, 0]
+    d = (extreme / -128).astype(np.float16).astype(np.float32)
+    inv = np.divide(1.0, d, out=np.zeros(d.shape, np.float32), where=d != 0)
+    sc = np.clip(np.rint(s * inv[:, None]), -128, 127)
+    step = d[:, None] * sc
+    inv = np.divide(1.0, step, out=np.zeros(step.shape, np.float32), where=step != 0)
+    q = (np.clip(np.rint(g * inv[..., None]), -32, 31) + 32).astype(np.uint8).reshape(-1, 2, 4, 32)
+    ql = (q[:, :, 0:2] & 15) | ((q[:, :, 2:4] & 15) << 4)  # (n, half, 2, 32)
+    qh = sum((q[:, :, j] >> 4) << (2 * j) for j in range(4)).astype(np.uint8)  # (n, half, 32)
+    return np.concatenate([ql.reshape(-1, 128), qh.reshape(-1, 64), sc.astype(np.int8).view(np.uint8),
+                           _f16_bytes(d[:, None])], axis=1)
+
+
+def quantize_k(t, dtype, chunk_rows=256):
+    """A matrix (rows, cols), cols a multiple of 256, as ggml Q4_K or Q6_K
+    blocks: (rows, cols / 256 * block bytes) uint8. Quantized a few rows at a
+    time, to keep the work arrays in cache."""
+    rows, cols = t.shape
+    assert cols % QK_K == 0
+    fn, size = (_quantize_q4_k, 144) if dtype == "q4_k" else (_quantize_q6_k, 210)
+    out = np.empty((rows, cols // QK_K * size), dtype=np.uint8)
+    for r in range(0, rows, chunk_rows):
+        part = np.asarray(t[r:r + chunk_rows], dtype=np.float32)
+        out[r:r + chunk_rows] = fn(part.reshape(-1, QK_K)).reshape(part.shape[0], -1)
+    return out
 
 
 def progress(msg):
@@ -358,11 +572,203 @@ def unpermute_rope(w, n_heads, head_dim):
 
 
 # ---------------------------------------------------------------------------
+# ggml's block types (GGUF tensor data), dequantized with numpy
+#
+# Each quantized type stores a row as blocks of a fixed number of values. Each
+# function below takes blocks as a (n_blocks, block_bytes) uint8 array and
+# returns their values as (n_blocks, block_values) float32, vectorized over the
+# blocks; byte layouts are llama.cpp's (ggml-common.h), little-endian. "fp16 d
+# at k" reads the half-precision float in bytes k, k + 1.
+
+def _f16(blocks, k):
+    """The fp16 field at byte k of each block, as a float32 column (n, 1)."""
+    return blocks[:, k:k + 2].copy().view("<f2").astype(np.float32)
+
+
+def _nibbles(qs):
+    """Bytes (n, m) -> (n, 2, m): the low nibbles, then the high ones."""
+    return np.stack([qs & 15, qs >> 4], axis=1)
+
+
+def _deq_q8_0(b):  # fp16 d, int8 q[32]: x = d * q
+    return _f16(b, 0) * b[:, 2:34].view(np.int8).astype(np.float32)
+
+
+def _deq_q4_0(b):  # fp16 d, q[16]: x[j] = d * (low nibble of q[j] - 8), x[j+16] = d * (high - 8)
+    return _f16(b, 0) * (_nibbles(b[:, 2:18]).reshape(-1, 32).astype(np.float32) - 8)
+
+
+def _deq_q4_1(b):  # fp16 d, fp16 m, q[16]: x = d * nibble + m
+    return _f16(b, 0) * _nibbles(b[:, 4:20]).reshape(-1, 32).astype(np.float32) + _f16(b, 2)
+
+
+def _fifth_bits(qh):
+    """Q5_0/Q5_1's uint32 of 32 fifth bits (bit j for value j), as (n, 32) values 0 or 16."""
+    bits = qh.copy().view("<u4")  # (n, 1)
+    return ((bits >> np.arange(32, dtype=np.uint32)) & 1).astype(np.uint8) << 4
+
+
+def _deq_q5_0(b):  # fp16 d, qh[4], q[16]: x = d * ((nibble | fifth bit << 4) - 16)
+    q = _nibbles(b[:, 6:22]).reshape(-1, 32) | _fifth_bits(b[:, 2:6])
+    return _f16(b, 0) * (q.astype(np.float32) - 16)
+
+
+def _deq_q5_1(b):  # fp16 d, fp16 m, qh[4], q[16]: x = d * (nibble | fifth bit << 4) + m
+    q = _nibbles(b[:, 8:24]).reshape(-1, 32) | _fifth_bits(b[:, 4:8])
+    return _f16(b, 0) * q.astype(np.float32) + _f16(b, 2)
+
+
+def _crumbs(qs):
+    """Q2_K/Q3_K's 2-bit values: bytes (n, 64) -> (n, 256). Each half of 128
+    values takes 32 bytes; value 32 * j + l of a half is bits 2j, 2j+1 of byte l."""
+    q = qs.reshape(-1, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
+    return (q & 3).reshape(-1, 256)
+
+
+def _deq_q2_k(b):
+    """scales[16] (low nibble: scale, high: min, one per 16 values), q[64] (2
+    bits each), fp16 d, fp16 dmin: x = d * scale * q - dmin * min."""
+    sc = b[:, 0:16]
+    d = _f16(b, 80) * (sc & 15).astype(np.float32)
+    m = _f16(b, 82) * (sc >> 4).astype(np.float32)
+    q = _crumbs(b[:, 16:80]).reshape(-1, 16, 16).astype(np.float32)
+    return (d[:, :, None] * q - m[:, :, None]).reshape(-1, 256)
+
+
+def _deq_q3_k(b):
+    """hmask[32] (third bit: value 32 * j + l of half h has bit 4h + j of byte
+    l), q[64] (2 low bits, as Q2_K), scales[12] (16 6-bit scales, minus 32), fp16
+    d: x = d * (scale - 32) * (q - (third bit clear ? 4 : 0))."""
+    s = b[:, 96:108]
+    lo, hi = s[:, 0:8], s[:, 8:12]
+    scales = np.concatenate([(lo[:, 0:4] & 15) | ((hi & 3) << 4), (lo[:, 4:8] & 15) | (((hi >> 2) & 3) << 4),
+                             (lo[:, 0:4] >> 4) | (((hi >> 4) & 3) << 4), (lo[:, 4:8] >> 4) | ((hi >> 6) << 4)], axis=1)
+    d = _f16(b, 108) * (scales.astype(np.float32) - 32)
+    bit = np.arange(8, dtype=np.uint8).reshape(1, 2, 4, 1)  # half, j
+    third = ((b[:, 0:32].reshape(-1, 1, 1, 32) >> bit) & 1).reshape(-1, 256)
+    q = _crumbs(b[:, 32:96]).astype(np.float32) - 4 * (1 - third.astype(np.float32))
+    return (d[:, :, None] * q.reshape(-1, 16, 16)).reshape(-1, 256)
+
+
+def _scales_mins_k4(s):
+    """Q4_K/Q5_K's 12 bytes -> 8 6-bit scales and 8 6-bit mins, (n, 8) each:
+    the first four in the low 6 bits of bytes 0-3 (scales) and 4-7 (mins), the
+    last four in the nibbles of bytes 8-11 with their top 2 bits in the top
+    bits of bytes 0-3 (scales) and 4-7 (mins)."""
+    sc = np.concatenate([s[:, 0:4] & 63, (s[:, 8:12] & 15) | ((s[:, 0:4] >> 6) << 4)], axis=1)
+    mn = np.concatenate([s[:, 4:8] & 63, (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)], axis=1)
+    return sc.astype(np.float32), mn.astype(np.float32)
+
+
+def _deq_q4_k(b):
+    """fp16 d, fp16 dmin, scales[12], q[128]: 8 sub-blocks of 32; bytes
+    32c..32c+31 hold sub-block 2c in their low nibbles and 2c+1 in their high
+    ones: x = d * scale * nibble - dmin * min."""
+    sc, mn = _scales_mins_k4(b[:, 4:16])
+    qs = b[:, 16:144].reshape(-1, 4, 32)
+    q = np.stack([qs & 15, qs >> 4], axis=2).reshape(-1, 8, 32).astype(np.float32)
+    return ((_f16(b, 0) * sc)[:, :, None] * q - (_f16(b, 2) * mn)[:, :, None]).reshape(-1, 256)
+
+
+def _deq_q5_k(b):
+    """fp16 d, fp16 dmin, scales[12], qh[32], q[128]: as Q4_K, plus a fifth
+    bit for value l of sub-block i in bit i of qh[l]."""
+    sc, mn = _scales_mins_k4(b[:, 4:16])
+    qs = b[:, 48:176].reshape(-1, 4, 32)
+    q = np.stack([qs & 15, qs >> 4], axis=2).reshape(-1, 8, 32)
+    q = q | (((b[:, 16:48].reshape(-1, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & 1) << 4)
+    return ((_f16(b, 0) * sc)[:, :, None] * q.astype(np.float32) - (_f16(b, 2) * mn)[:, :, None]).reshape(-1, 256)
+
+
+def _deq_q6_k(b):
+    """ql[128] (low 4 bits), qh[64] (high 2 bits), int8 scales[16] (one per 16
+    values), fp16 d: x = d * scale * (q - 32). In each half of 128 values (64
+    bytes of ql, 32 of qh), value 32 * j + l takes the low or high nibble of
+    ql[l + 32 * (j % 2)] (j < 2 or j >= 2) and bits 2j, 2j+1 of qh[l]."""
+    ql = b[:, 0:128].reshape(-1, 2, 2, 32)  # half, j % 2, l
+    low = np.concatenate([ql & 15, ql >> 4], axis=2)  # half, j, l
+    qh = b[:, 128:192].reshape(-1, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
+    q = (low | ((qh & 3) << 4)).reshape(-1, 16, 16).astype(np.float32) - 32
+    sc = b[:, 192:208].view(np.int8).astype(np.float32)
+    return ((_f16(b, 208) * sc)[:, :, None] * q).reshape(-1, 256)
+
+
+IQ4_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.float32)
+
+
+def _deq_iq4_nl(b):  # fp16 d, q[16] as Q4_0's nibbles: x = d * IQ4_VALUES[nibble]
+    return _f16(b, 0) * IQ4_VALUES[_nibbles(b[:, 2:18]).reshape(-1, 32)]
+
+
+def _deq_iq4_xs(b):
+    """fp16 d, uint16 scales_h, scales_l[4], q[128]: 8 sub-blocks of 32, each
+    as an IQ4_NL block whose 6-bit scale (minus 32) has its low 4 bits in
+    nibble i of scales_l and its top 2 bits in bits 2i, 2i+1 of scales_h."""
+    h = b[:, 2:4].copy().view("<u2").astype(np.uint32)  # (n, 1)
+    low = _nibbles(b[:, 4:8]).swapaxes(1, 2).reshape(-1, 8).astype(np.uint32)
+    ls = low | (((h >> (2 * np.arange(8, dtype=np.uint32))) & 3) << 4)
+    d = _f16(b, 0) * (ls.astype(np.float32) - 32)
+    q = _nibbles(b[:, 8:136].reshape(-1, 8, 16).reshape(-1, 16)).reshape(-1, 8, 32)
+    return (d[:, :, None] * IQ4_VALUES[q]).reshape(-1, 256)
+
+
+def _deq_f32(b):
+    return b.copy().view("<f4")
+
+
+def _deq_f16(b):
+    return b.copy().view("<f2").astype(np.float32)
+
+
+def _deq_bf16(b):  # bfloat16 is the top half of a float32
+    return (b.copy().view("<u2").astype(np.uint32) << 16).view(np.float32)
+
+
+# ggml type id: (name, values per block, bytes per block, dequantizer)
+GGML_TYPES = {
+    0: ("F32", 1, 4, _deq_f32), 1: ("F16", 1, 2, _deq_f16), 30: ("BF16", 1, 2, _deq_bf16),
+    8: ("Q8_0", 32, 34, _deq_q8_0), 2: ("Q4_0", 32, 18, _deq_q4_0), 3: ("Q4_1", 32, 20, _deq_q4_1),
+    6: ("Q5_0", 32, 22, _deq_q5_0), 7: ("Q5_1", 32, 24, _deq_q5_1),
+    10: ("Q2_K", 256, 84, _deq_q2_k), 11: ("Q3_K", 256, 110, _deq_q3_k), 12: ("Q4_K", 256, 144, _deq_q4_k),
+    13: ("Q5_K", 256, 176, _deq_q5_k), 14: ("Q6_K", 256, 210, _deq_q6_k),
+    20: ("IQ4_NL", 32, 18, _deq_iq4_nl), 23: ("IQ4_XS", 256, 136, _deq_iq4_xs),
+}
+# types that exist but that export.py does not read: named in the error
+GGML_UNREAD = {9: "Q8_1", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 21: "IQ3_S",
+               22: "IQ2_S", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M", 34: "TQ1_0",
+               35: "TQ2_0", 39: "MXFP4"}
+GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_K, GGML_Q6_K, GGML_BF16 = 0, 1, 8, 2, 12, 14, 30
+GGML_BY_NAME = {v[0]: k for k, v in GGML_TYPES.items()}
+
+# run.c's weight type of each ggml type that it runs as it is (Q8_0 and Q4_0
+# are repacked into run.c's layout, bit for bit; Q4_K and Q6_K blocks are
+# copied), and, for the others, the type they are converted to when --dtype
+# does not say: the one that adds least error for its size (README, "GGUF").
+GGML_NATIVE = {GGML_Q8_0: "q8_0", GGML_Q4_0: "q4_0", GGML_Q4_K: "q4_k", GGML_Q6_K: "q6_k"}
+GGML_NEAREST = {GGML_BY_NAME[n]: t for n, t in (("Q4_1", "q6_k"), ("Q5_0", "q6_k"), ("Q5_1", "q6_k"), ("Q2_K", "q4_k"),
+                                                 ("Q3_K", "q4_k"), ("Q5_K", "q6_k"), ("IQ4_NL", "q6_k"),
+                                                 ("IQ4_XS", "q6_k"))}
+K_FALLBACK = {"q4_k": "q4_0", "q6_k": "q8_0"}  # for rows that are not whole blocks of 256
+
+
+def ggml_type_name(ttype):
+    if ttype in GGML_TYPES:
+        return GGML_TYPES[ttype][0]
+    return GGML_UNREAD.get(ttype, f"unknown type {ttype}")
+
+
+def ggml_dequantize(raw, ttype, shape):
+    """The float32 values of a tensor's raw bytes in ggml type ttype."""
+    _, per_block, block_bytes, deq = GGML_TYPES[ttype]
+    blocks = np.frombuffer(raw, dtype=np.uint8).reshape(-1, block_bytes)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf scales are refused by write_model
+        return deq(blocks).reshape(shape)
+
+
+# ---------------------------------------------------------------------------
 # GGUF (llama.cpp): v2 and v3 files of Llama-architecture models
 
 GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-GGML_F32, GGML_F16, GGML_Q8_0, GGML_BF16 = 0, 1, 8, 30
-GGML_TYPES = {GGML_F32: ("F32", 1, 4), GGML_F16: ("F16", 1, 2), GGML_Q8_0: ("Q8_0", 32, 34), GGML_BF16: ("BF16", 1, 2)}
 
 
 class GGUFFile:
@@ -405,7 +811,10 @@ class GGUFFile:
         self.data_start = -(-self.f.tell() // align) * align
         for name, (shape, ttype, offset) in self.tensors.items():
             if ttype not in GGML_TYPES:
-                raise ExportError(f"{path}: tensor {name} has ggml type {ttype}; supported: F32, F16, BF16, Q8_0")
+                raise ExportError(
+                    f"{path}: tensor {name} has ggml type {ggml_type_name(ttype)}, which export.py cannot read "
+                    f"(it reads {', '.join(v[0] for v in GGML_TYPES.values())}): download the model in one of "
+                    "those (Q4_K_M is the common choice), or export from its Hugging Face checkpoint")
             if self.data_start + offset + self.nbytes(shape, ttype, name) > self.size:
                 raise ExportError(f"{path}: tensor {name} lies outside the file (truncated?)")
 
@@ -440,29 +849,23 @@ class GGUFFile:
         raise ExportError(f"{self.path}: unknown GGUF value type {vtype}")
 
     def nbytes(self, shape, ttype, name):
-        _, block, block_bytes = GGML_TYPES[ttype]
+        _, block, block_bytes, _ = GGML_TYPES[ttype]
         count = int(np.prod(shape, dtype=np.int64))
         if shape and shape[-1] % block:
-            raise ExportError(f"{self.path}: tensor {name} rows are not a whole number of blocks")
+            raise ExportError(f"{self.path}: tensor {name} ({ggml_type_name(ttype)}) has rows of {shape[-1]} "
+                              f"values, not a whole number of its {block}-value blocks")
         return count // block * block_bytes
 
-    def get(self, name):
+    def raw(self, name):
+        """The tensor as a GGMLTensor: its bytes as they are in the file."""
         shape, ttype, offset = self.tensors[name]
-        start = self.data_start + offset
-        count = int(np.prod(shape, dtype=np.int64))
-        if ttype == GGML_F32:
-            a = np.memmap(self.path, dtype="<f4", mode="r", offset=start, shape=(count,))
-        elif ttype == GGML_F16:
-            a = np.memmap(self.path, dtype="<f2", mode="r", offset=start, shape=(count,))
-        elif ttype == GGML_BF16:
-            a = np.memmap(self.path, dtype="<u2", mode="r", offset=start, shape=(count,))
-            a = (a.astype(np.uint32) << 16).view(np.float32)
-        else:  # Q8_0: blocks of an fp16 scale and 32 int8 values
-            blocks = np.memmap(self.path, dtype=np.uint8, mode="r", offset=start, shape=(count // 32, 34))
-            scale = blocks[:, :2].copy().view("<f2").astype(np.float32)
-            with np.errstate(invalid="ignore", over="ignore"):  # NaN scales are refused by write_model
-                a = blocks[:, 2:].copy().view(np.int8).astype(np.float32) * scale
-        return np.asarray(a, dtype=np.float32).reshape(shape)
+        data = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.data_start + offset,
+                         shape=(self.nbytes(shape, ttype, name),))
+        return GGMLTensor(name, ttype, shape, data)
+
+    def get(self, name):
+        """The tensor's values as float32."""
+        return self.raw(name).numpy()
 
 
 def llama3_rope_from_factors(factors, head_dim, theta, path):
@@ -518,20 +921,30 @@ class GGUFCheckpoint:
             "bos_id": g.meta.get("tokenizer.ggml.bos_token_id", -1), "eos_ids": as_list(eos),
         }
 
-    def get(self, name):
+    @classmethod
+    def gguf_name(cls, name):
+        """run.c's tensor name -> llama.cpp's"""
         if name in ("tok_embeddings", "norm", "output"):
-            return self.tensor({"tok_embeddings": "token_embd", "norm": "output_norm", "output": "output"}[name]
-                               + ".weight")
+            return {"tok_embeddings": "token_embd", "norm": "output_norm", "output": "output"}[name] + ".weight"
         _, i, kind = name.split(".")
+        part = "bias" if kind[0] == "b" else "weight"
+        return f"blk.{i}.{cls.NAMES[kind]}.{part}"
+
+    def get(self, name):
         # llama.cpp's converter already put q and k rows in Meta's interleaved
         # RoPE order (its "permute"), which is run.c's: no reordering here.
-        part = "bias" if kind[0] == "b" else "weight"
-        return self.tensor(f"blk.{i}.{self.NAMES[kind]}.{part}")
+        return self.tensor(self.gguf_name(name))
 
     def tensor(self, name):
+        """Matrices as GGMLTensors (written in their own type where run.c
+        has it), vectors as float32."""
         if name not in self.gguf.tensors:
             raise ExportError(f"{self.path}: tensor {name} is missing")
-        return self.gguf.get(name)
+        t = self.gguf.raw(name)
+        return t if len(t.shape) == 2 else t.numpy()
+
+    def source_type(self, name):
+        return self.gguf.tensors.get(self.gguf_name(name), (None, None))[1]
 
 
 def export_gguf_tokenizer(g, out, vocab_size):
@@ -767,8 +1180,8 @@ class RuncCheckpoint:
         f = struct.unpack("<4sI8i4fif3ii8i", head[:112])
         (_, version, dim, hidden, layers, heads, kv_heads, head_dim, vocab, seq_len, theta, factor, low, high,
          orig, eps, flags, wtype, bos, n_eos) = f[:20]
-        if version != MODEL_VERSION or wtype != 0:
-            raise ExportError(f"{path}: only fp32 files of version {MODEL_VERSION} can be re-exported")
+        if version not in (1, 2) or wtype != 0:
+            raise ExportError(f"{path}: only fp32 files (format version 1 or 2) can be re-exported")
         self.config = {"dim": dim, "hidden_dim": hidden, "n_layers": layers, "n_heads": heads,
                        "n_kv_heads": kv_heads, "head_dim": head_dim, "vocab_size": vocab, "seq_len": seq_len,
                        "rope_theta": theta, "norm_eps": eps, "tied": bool(flags & FLAG_TIED_CLASSIFIER),
@@ -776,6 +1189,13 @@ class RuncCheckpoint:
                        "rope_scaling": {"factor": factor, "low_freq_factor": low, "high_freq_factor": high,
                                         "original_seq_len": orig} if factor else None}
         self.arrays, offset = {}, MODEL_HEADER_SIZE
+        if version == 2:  # the type table: every matrix must be fp32
+            n_matrices = sum(len(shape) == 2 for _, shape in tensor_order(self.config))
+            with open(path, "rb") as f:
+                f.seek(offset)
+                if any(f.read(n_matrices)):
+                    raise ExportError(f"{path}: only fp32 files can be re-exported (this one has quantized matrices)")
+            offset += -(-n_matrices // TENSOR_ALIGN) * TENSOR_ALIGN
         for name, shape in tensor_order(self.config):
             offset += -offset % TENSOR_ALIGN
             count = int(np.prod(shape, dtype=np.int64))
@@ -1200,8 +1620,10 @@ def export_tokenizer(path, out, vocab_size=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Convert checkpoints and tokenizers to run.c's formats.")
     ap.add_argument("out", help="output file")
-    ap.add_argument("--dtype", choices=list(WEIGHT_TYPES), default="fp32",
-                    help="weight type of the matrices: fp32 (default), q8_0 or q4_0 (norms stay fp32)")
+    ap.add_argument("--dtype", choices=list(WEIGHT_TYPES),
+                    help="weight type of the matrices: fp32, q8_0, q4_0, q4_k or q6_k (norms stay fp32). "
+                         "Default: fp32; for --gguf, each matrix keeps its own type where run.c has it "
+                         "(Q8_0, Q4_0, Q4_K, Q6_K) and takes the nearest one otherwise")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--hf", metavar="DIR", help="Hugging Face model directory (config.json + safetensors)")
     src.add_argument("--llama2c", metavar="FILE", help="llama2.c legacy model file (version 0)")
@@ -1229,7 +1651,9 @@ def main(argv=None):
             ckpt = HuggingFaceCheckpoint(args.hf)
         else:
             ckpt = Llama2cCheckpoint(args.llama2c)
-        write_model(args.out, {**ckpt.config, "dtype": args.dtype}, ckpt.get)
+        dtype = args.dtype or (None if args.gguf else "fp32")  # GGUF: each matrix in its own type
+        write_model(args.out, {**ckpt.config, "dtype": dtype}, ckpt.get,
+                    getattr(ckpt, "source_type", lambda name: None))
         tok_out = os.path.join(os.path.dirname(os.path.abspath(args.out)), "tokenizer.bin")
         if args.gguf and "tokenizer.ggml.tokens" in ckpt.gguf.meta:
             export_gguf_tokenizer(ckpt.gguf, tok_out, ckpt.config["vocab_size"])

@@ -115,9 +115,12 @@ static char *read_file(const char *path, size_t *len) {
 
 /* Two formats, told apart by the first four bytes.
 
-   (a) This project's format ("RUNC", version 1): a 256-byte header (FileHeader
-       below, little-endian), then the tensors in this order, each starting at
-       an offset that is a multiple of 64 bytes (so SIMD loads are aligned):
+   (a) This project's format ("RUNC", version 2): a 256-byte header (FileHeader
+       below, little-endian); then the type table: one byte per matrix (the
+       2-D tensors below, in file order) giving its weight type, padded with
+       zeros to a multiple of 64 bytes; then the tensors in this order, each
+       starting at an offset that is a multiple of 64 bytes (so SIMD loads are
+       aligned):
          token_embedding              (vocab_size, dim)
          for each layer:
            attn_norm                  (dim)
@@ -136,15 +139,23 @@ static char *read_file(const char *path, size_t *len) {
          classifier                   (vocab_size, dim)   absent when tied
        q and k rows are in the interleaved RoPE layout (pairs 2i, 2i+1), as
        Meta's original checkpoints; export.py converts Hugging Face's layout.
-       Norms and biases are fp32. The matrices (all 2-D tensors) are of the
-       header's weight type:
+       Norms and biases are fp32. Each matrix is of its weight type:
          fp32: rows x cols floats;
          q8_0: each row padded with zeros to a multiple of 32 columns, in
                blocks of 32: rows x cols_padded int8 values, then (aligned)
                rows x cols_padded/32 fp16 scales; weight = value * scale;
          q4_0: the same with 4-bit values: 16 bytes per block, byte j holding
                values j (low nibble) and j + 16 (high nibble), each stored
-               plus 8; weight = (nibble - 8) * scale.
+               plus 8; weight = (nibble - 8) * scale;
+         q4_k: ggml's Q4_K, byte for byte (cols a multiple of 256): each row
+               is cols/256 blocks of 144 bytes (fp16 d, fp16 dmin, 12 bytes
+               of 6-bit scales and mins, 128 bytes of 4-bit values); see
+               dot_q4k_scalar for what they mean;
+         q6_k: ggml's Q6_K, byte for byte: blocks of 256 values in 210 bytes
+               (128 of low 4 bits, 64 of high 2 bits, 16 int8 scales, fp16
+               d); see dot_q6k_scalar.
+       Version 1 files (no type table: every matrix has the header's weight
+       type, one of the first three) are still read.
 
    (b) llama2.c's legacy format (version 0): seven int32 (dim, hidden_dim,
        n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a negative
@@ -152,13 +163,17 @@ static char *read_file(const char *path, size_t *len) {
        tensors grouped by kind across layers, with two unused RoPE tables. */
 
 #define MODEL_MAGIC 0x434E5552u /* "RUNC" as little-endian bytes */
-#define MODEL_VERSION 1
+#define MODEL_VERSION 2 /* 2: a type per matrix; version 1 files are still read */
 #define MODEL_HEADER_SIZE 256
 #define TENSOR_ALIGN 64
 #define MAX_EOS 8
 
-enum { WEIGHT_F32 = 0, WEIGHT_Q8_0 = 1, WEIGHT_Q4_0 = 2 };
-#define QK 32 /* values per block of a quantized row */
+enum { WEIGHT_F32 = 0, WEIGHT_Q8_0 = 1, WEIGHT_Q4_0 = 2, WEIGHT_Q4_K = 3, WEIGHT_Q6_K = 4, N_WEIGHT_TYPES };
+static const char *WEIGHT_NAMES[N_WEIGHT_TYPES] = {"fp32", "q8_0", "q4_0", "q4_k", "q6_k"};
+#define QK 32        /* values per block of a q8_0 or q4_0 row, and of quantized activations */
+#define QK_K 256     /* values per block of a q4_k or q6_k row */
+#define Q4K_BYTES 144
+#define Q6K_BYTES 210
 enum { FLAG_TIED_CLASSIFIER = 1u << 0, FLAG_QKV_BIAS = 1u << 1 };
 
 typedef struct {
@@ -179,7 +194,7 @@ typedef struct {
     int32_t rope_original_seq_len;
     float norm_eps;         /* RMSNorm epsilon */
     uint32_t flags;         /* FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS */
-    int32_t weight_type;    /* WEIGHT_F32, WEIGHT_Q8_0, WEIGHT_Q4_0 */
+    int32_t weight_type;    /* WEIGHT_*: of every matrix (version 1), of most (version 2) */
     int32_t bos_id;
     int32_t n_eos;          /* how many of eos_ids are used */
     int32_t eos_ids[MAX_EOS];
@@ -196,20 +211,23 @@ typedef struct {
     float norm_eps;
     int tied_classifier;
     int qkv_bias;   /* q, k and v projections have biases (Qwen2) */
-    int weight_type;
+    int weight_type;  /* the header's: of every matrix, or of most (the type table says) */
+    int quantized;    /* some matrix is not fp32: matmul inputs are quantized */
+    int version;      /* of the file format (0: llama2.c) */
     int bos_id;
     int n_eos;
     int eos_ids[MAX_EOS];
     int legacy; /* 1 when read from a llama2.c file */
 } Config;
 
-/* A weight matrix (rows, cols) in the file's weight type. */
+/* A weight matrix (rows, cols) in its weight type. */
 typedef struct {
     int type;                /* WEIGHT_* */
     int rows, cols;
     int cols_padded;         /* cols rounded up to whole blocks (quantized types) */
-    const void *data;        /* float (rows, cols), int8 (rows, cols_padded) or 4-bit (rows, cols_padded / 2) */
-    const uint16_t *scales;  /* fp16 (rows, cols_padded / 32), quantized types only */
+    const void *data;        /* float (rows, cols), int8 (rows, cols_padded), 4-bit (rows, cols_padded / 2),
+                                or K blocks (rows, cols / 256 blocks) */
+    const uint16_t *scales;  /* fp16 (rows, cols_padded / 32), q8_0 and q4_0 only (K blocks hold their own) */
 } Matrix;
 
 typedef struct {
@@ -289,8 +307,8 @@ static void validate_config(const char *path, const Config *c) {
         if (c->rope_original_seq_len <= 0)
             fatal("%s: invalid model header: rope scaling needs a positive original context length", path);
     }
-    if (c->weight_type < WEIGHT_F32 || c->weight_type > WEIGHT_Q4_0)
-        fatal("%s: weight type %d is not supported (0 fp32, 1 q8_0, 2 q4_0)", path, c->weight_type);
+    if (c->weight_type < 0 || c->weight_type >= N_WEIGHT_TYPES || (c->version == 1 && c->weight_type > WEIGHT_Q4_0))
+        fatal("%s: weight type %d is not supported (0 fp32, 1 q8_0, 2 q4_0, 3 q4_k, 4 q6_k)", path, c->weight_type);
     if (c->bos_id < -1 || c->bos_id >= c->vocab_size)
         fatal("%s: invalid model header: bos_id %d is outside the vocabulary", path, c->bos_id);
     if (c->n_eos < 0 || c->n_eos > MAX_EOS)
@@ -308,6 +326,8 @@ typedef struct {
     uint64_t size;   /* file size */
     uint64_t offset; /* next free byte */
     uint64_t align;
+    const uint8_t *types; /* the type of each matrix, in file order */
+    int n_types, next_type;
 } TensorReader;
 
 static const float *take_tensor(TensorReader *r, uint64_t n_floats, const char *name) {
@@ -331,11 +351,43 @@ static const uint8_t *take_bytes(TensorReader *r, uint64_t bytes, const char *na
     return r->base + start;
 }
 
-/* A matrix in the file's weight type; quantized blocks must have finite scales. */
+/* fp16 bits that are a NaN or an infinity */
+static int fp16_not_finite(uint16_t h) { return ((h >> 10) & 0x1F) == 0x1F; }
+
+/* A K-quant matrix: rows of cols / 256 blocks; d (and Q4_K's dmin) must be finite. */
+static void take_k_blocks(TensorReader *r, Matrix *m, const char *name) {
+    if (m->cols % QK_K != 0)
+        fatal("%s: tensor %s is %s with rows of %d values, not a multiple of %d", r->path, name,
+              WEIGHT_NAMES[m->type], m->cols, QK_K);
+    uint64_t block_bytes = m->type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES;
+    uint64_t n_blocks = (uint64_t)m->rows * (m->cols / QK_K);
+    const uint8_t *p = take_bytes(r, n_blocks * block_bytes, name);
+    m->data = p;
+    for (uint64_t b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = p + b * block_bytes;
+        uint16_t d, dmin = 0;
+        memcpy(&d, blk + (m->type == WEIGHT_Q4_K ? 0 : 208), 2);
+        if (m->type == WEIGHT_Q4_K) memcpy(&dmin, blk + 2, 2);
+        if (fp16_not_finite(d) || fp16_not_finite(dmin))
+            fatal("%s: tensor %s has a NaN or infinite scale in block %llu", r->path, name, (unsigned long long)b);
+    }
+}
+
+/* The next matrix, in the type the type table gives it (version 2) or the
+   header's (version 1); quantized blocks must have finite scales. */
 static Matrix take_matrix(TensorReader *r, int type, uint64_t rows, uint64_t cols, const char *name) {
+    if (r->types) {
+        if (r->next_type >= r->n_types) fatal("%s: the type table is shorter than the matrices", r->path);
+        type = r->types[r->next_type++];
+        if (type >= N_WEIGHT_TYPES) fatal("%s: tensor %s has unknown weight type %d", r->path, name, type);
+    }
     Matrix m = {type, (int)rows, (int)cols, (int)cols, NULL, NULL};
     if (type == WEIGHT_F32) {
         m.data = take_tensor(r, rows * cols, name);
+        return m;
+    }
+    if (type == WEIGHT_Q4_K || type == WEIGHT_Q6_K) {
+        take_k_blocks(r, &m, name);
         return m;
     }
     m.cols_padded = (int)((cols + QK - 1) / QK * QK);
@@ -343,7 +395,7 @@ static Matrix take_matrix(TensorReader *r, int type, uint64_t rows, uint64_t col
     m.data = take_bytes(r, type == WEIGHT_Q8_0 ? rows * m.cols_padded : rows * m.cols_padded / 2, name);
     m.scales = (const uint16_t *)take_bytes(r, n_blocks * sizeof(uint16_t), name);
     for (uint64_t b = 0; b < n_blocks; b++)
-        if (((m.scales[b] >> 10) & 0x1F) == 0x1F)
+        if (fp16_not_finite(m.scales[b]))
             fatal("%s: tensor %s has a NaN or infinite scale in block %llu", r->path, name, (unsigned long long)b);
     return m;
 }
@@ -427,9 +479,10 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
         if (size < MODEL_HEADER_SIZE) fatal("%s: file is truncated inside the header", path);
         FileHeader h;
         memcpy(&h, data, sizeof h);
-        if (h.version != MODEL_VERSION)
-            fatal("%s: model format version %u is not supported (this build reads version %d)", path, h.version,
-                  MODEL_VERSION);
+        if (h.version != 1 && h.version != MODEL_VERSION)
+            fatal("%s: model format version %u is not supported (this build reads versions 1 and %d)", path,
+                  h.version, MODEL_VERSION);
+        c->version = (int)h.version;
         c->dim = h.dim; c->hidden_dim = h.hidden_dim; c->n_layers = h.n_layers;
         c->n_heads = h.n_heads; c->n_kv_heads = h.n_kv_heads; c->head_dim = h.head_dim;
         c->vocab_size = h.vocab_size; c->seq_len = h.seq_len;
@@ -454,6 +507,7 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
         int32_t h[7];
         memcpy(h, data, sizeof h);
         c->legacy = 1;
+        c->version = 0;
         c->dim = h[0]; c->hidden_dim = h[1]; c->n_layers = h[2]; c->n_heads = h[3]; c->n_kv_heads = h[4];
         c->tied_classifier = h[5] > 0;
         c->vocab_size = h[5] == INT32_MIN ? 0 : abs(h[5]);
@@ -498,8 +552,16 @@ static void build_model(Model *m, const char *path) {
     close(fd);
     uint64_t data_start;
     read_header(path, m->data, m->size, &m->config, &data_start);
-    TensorReader r = {path, m->data, m->size, data_start, m->config.legacy ? 1 : TENSOR_ALIGN};
-    map_weights(&m->weights, &m->config, &r);
+    Config *c = &m->config;
+    TensorReader r = {path, m->data, m->size, data_start, c->legacy ? 1 : TENSOR_ALIGN, NULL, 0, 0};
+    c->quantized = c->weight_type != WEIGHT_F32;
+    if (c->version == 2) { /* the type table: one byte per matrix */
+        r.n_types = 1 + 7 * c->n_layers + !c->tied_classifier;
+        r.types = take_bytes(&r, (uint64_t)r.n_types, "type table");
+        c->quantized = 0;
+        for (int i = 0; i < r.n_types; i++) c->quantized |= r.types[i] != WEIGHT_F32;
+    }
+    map_weights(&m->weights, c, &r);
 }
 
 static void free_model(Model *m) {
@@ -545,6 +607,7 @@ typedef struct {
     float *rope_cos;  /* (T, head_dim / 2) cos(pos * freq) of each token's position */
     float *rope_sin;  /* (T, head_dim / 2) */
     QuantizedVector *xq; /* (T) activations quantized for a matmul */
+    int quantized;    /* the model has quantized matrices: their inputs go into xq */
     int trace;        /* print each token fed to the model, with its position, on stderr */
 } RunState;
 
@@ -583,6 +646,7 @@ static void build_state(RunState *s, const Config *c, int ctx) {
     int T = ctx < MAX_BATCH ? ctx : MAX_BATCH;
     s->ctx = ctx;
     s->max_tokens = T;
+    s->quantized = c->quantized;
     s->x = xcalloc((size_t)T * c->dim, sizeof(float));
     s->xb = xcalloc((size_t)T * c->dim, sizeof(float));
     s->xb2 = xcalloc((size_t)T * c->dim, sizeof(float));
@@ -784,6 +848,123 @@ void tile_q4_scalar(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
     for (int t = 0; t < 4; t++) {
         out[0][t] = dot_q4_scalar(w0, s0, &x[t], n_blocks);
         out[1][t] = dot_q4_scalar(w1, s1, &x[t], n_blocks);
+    }
+}
+
+/* ---- K-quants: ggml's Q4_K and Q6_K, blocks of 256 weights ----
+   They are read against the same activations as q8_0 and q4_0 (blocks of
+   32 with a float scale and the sum of their q), so that one quantization
+   of an input serves matrices of any type (a Q4_K_M file mixes Q4_K and
+   Q6_K matrices that read the same input). Group i (values 32i .. 32i + 31)
+   of K block b meets activation block 8b + i. */
+
+/* fp16 at p (K blocks hold their scales unaligned) */
+static float fp16_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return fp16_to_fp32(h);
+}
+
+/* Q4_K's 12 bytes -> 8 scales and 8 mins of 6 bits, one of each per group
+   of 32. The first four of each sit in the low 6 bits of bytes 0-3 (scales)
+   and 4-7 (mins); the last four in the low (scales) and high (mins) nibbles
+   of bytes 8-11, with their top two bits in the top bits of bytes 0-3 and
+   4-7. Done on 32-bit words, four bytes at a time (little-endian). */
+static void q4k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t a[3], out[4];
+    memcpy(a, s, 12);
+    out[0] = a[0] & 0x3f3f3f3fu;                                            /* scales 0-3 */
+    out[1] = (a[2] & 0x0f0f0f0fu) | (((a[0] >> 6) & 0x03030303u) << 4);     /* scales 4-7 */
+    out[2] = a[1] & 0x3f3f3f3fu;                                            /* mins 0-3 */
+    out[3] = ((a[2] >> 4) & 0x0f0f0f0fu) | (((a[1] >> 6) & 0x03030303u) << 4); /* mins 4-7 */
+    memcpy(sc, out, 8);
+    memcpy(mn, out + 2, 8);
+}
+
+/* Q4_K's nibble of value v (0..255) of a block: bytes 32c .. 32c + 31 of its
+   128 hold group 2c in their low nibbles and group 2c + 1 in their high ones. */
+static int q4k_nibble(const uint8_t *blk, int v) {
+    int group = v / 32;
+    return (blk[16 + (group / 2) * 32 + v % 32] >> (group % 2 * 4)) & 15;
+}
+
+/* Row of a q4_k matrix . quantized x. A block: fp16 d, fp16 dmin, 12 bytes of
+   scales and mins, 128 bytes of nibbles; weight = d * scale[i] * nibble -
+   dmin * min[i] in group i. Against activation block k (scale s_k, sum of
+   its q S_k) a group gives s_k * (d * scale[i] * sum(nibble * q_x) - dmin * min[i] * S_k). */
+float dot_q4k_scalar(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
+    float sum = 0.0f;
+    for (int b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = w + (size_t)b * Q4K_BYTES;
+        float d = fp16_at(blk), dmin = fp16_at(blk + 2);
+        uint8_t sc[8], mn[8];
+        q4k_scales(blk + 4, sc, mn);
+        for (int i = 0; i < 8; i++) {
+            int k = b * 8 + i;
+            const int8_t *xq = x->q + (size_t)k * QK;
+            int32_t acc = 0;
+            for (int j = 0; j < 32; j++) acc += q4k_nibble(blk, i * 32 + j) * xq[j];
+            sum += x->scale[k] * (d * sc[i] * (float)acc - dmin * mn[i] * (float)x->sum[k]);
+        }
+    }
+    return sum;
+}
+
+/* Q6_K's value v (0..255) of a block, in [-32, 31]: 4 low bits from the first
+   128 bytes, 2 high bits from the next 64, minus 32. Each half of the block
+   (128 values) has 64 bytes of low bits and 32 of high bits; its value 32j + l
+   takes the low (j < 2) or high nibble of low-bit byte 32 * (j % 2) + l, and
+   bits 2j, 2j + 1 of high-bit byte l. */
+static int q6k_value(const uint8_t *blk, int v) {
+    int half = v / 128, j = v % 128 / 32, l = v % 32;
+    int low = (blk[half * 64 + (j % 2) * 32 + l] >> (j / 2 * 4)) & 15;
+    int high = (blk[128 + half * 32 + l] >> (2 * j)) & 3;
+    return (low | high << 4) - 32;
+}
+
+/* Row of a q6_k matrix . quantized x. A block: the 6-bit values, 16 int8
+   scales (one per 16 values) and fp16 d; weight = d * scale[v / 16] * value. */
+float dot_q6k_scalar(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
+    float sum = 0.0f;
+    for (int b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = w + (size_t)b * Q6K_BYTES;
+        const int8_t *scales = (const int8_t *)(blk + 192);
+        float d = fp16_at(blk + 208);
+        for (int i = 0; i < 8; i++) {
+            int k = b * 8 + i;
+            const int8_t *xq = x->q + (size_t)k * QK;
+            int32_t acc = 0;
+            for (int j = 0; j < 32; j++) acc += scales[2 * i + j / 16] * q6k_value(blk, i * 32 + j) * xq[j];
+            sum += x->scale[k] * d * (float)acc;
+        }
+    }
+    return sum;
+}
+
+/* One K block's 256 weights as floats (the embedding lookup, and the tests). */
+void dequantize_k_block(int type, const uint8_t *blk, float out[QK_K]) {
+    if (type == WEIGHT_Q4_K) {
+        uint8_t sc[8], mn[8];
+        q4k_scales(blk + 4, sc, mn);
+        float d = fp16_at(blk), dmin = fp16_at(blk + 2);
+        for (int v = 0; v < QK_K; v++) out[v] = d * sc[v / 32] * q4k_nibble(blk, v) - dmin * mn[v / 32];
+    } else {
+        float d = fp16_at(blk + 208);
+        for (int v = 0; v < QK_K; v++) out[v] = d * ((const int8_t *)(blk + 192))[v / 16] * q6k_value(blk, v);
+    }
+}
+
+void tile_q4k_scalar(const uint8_t *w0, const uint8_t *w1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
+    for (int t = 0; t < 4; t++) {
+        out[0][t] = dot_q4k_scalar(w0, &x[t], n_blocks);
+        out[1][t] = dot_q4k_scalar(w1, &x[t], n_blocks);
+    }
+}
+
+void tile_q6k_scalar(const uint8_t *w0, const uint8_t *w1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
+    for (int t = 0; t < 4; t++) {
+        out[0][t] = dot_q6k_scalar(w0, &x[t], n_blocks);
+        out[1][t] = dot_q6k_scalar(w1, &x[t], n_blocks);
     }
 }
 
@@ -1144,6 +1325,146 @@ static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
     _mm256_storeu_ps(off, offset);
     for (int t = 0; t < 4; t++) out[0][t] = hsum256(a[0][t]) - 8.0f * off[t], out[1][t] = hsum256(a[1][t]) - 8.0f * off[4 + t];
 }
+/* ---- K-quants (AVX2) ---- */
+
+/* 8 bytes -> 8 floats */
+static __m256 bytes_to_floats(const uint8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+/* Per-block factors of a Q4_K block against one token's 8 activation blocks:
+   scale[i] = d * sc[i] * s_(8b+i) (stored), and the block's min term
+   dmin * sum_i mn[i] * s_(8b+i) * S_(8b+i) (returned as 8 partial sums). */
+static __m256 q4k_factors(const uint8_t *blk, const QuantizedVector *x, int b, float scale[8]) {
+    uint8_t sc[8], mn[8];
+    q4k_scales(blk + 4, sc, mn);
+    __m256 xs = _mm256_loadu_ps(x->scale + 8 * b);
+    _mm256_storeu_ps(scale, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(fp16_at(blk)), bytes_to_floats(sc)), xs));
+    __m256 sums = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->sum + 8 * b)));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(fp16_at(blk + 2)), bytes_to_floats(mn)), _mm256_mul_ps(xs, sums));
+}
+
+/* The 32 bytes of a Q4_K block holding groups 2c and 2c + 1 split into their
+   nibbles with unpack_q4_pair (low: group 2c, high: group 2c + 1), each a
+   whole activation block's partner: no reordering needed. */
+static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = w + (size_t)b * Q4K_BYTES;
+        prefetch(blk + PREFETCH_AHEAD);
+        prefetch(blk + 64 + PREFETCH_AHEAD);
+        prefetch(blk + 128 + PREFETCH_AHEAD);
+        float scale[8];
+        mins = _mm256_add_ps(mins, q4k_factors(blk, x, b, scale));
+        const int8_t *xq = x->q + (size_t)b * QK_K;
+        for (int c = 0; c < 4; c++) {
+            __m256i lo, hi;
+            unpack_q4_pair(blk + 16 + 32 * c, &lo, &hi);
+            __m256i d0 = dot_u8_s8(lo, _mm256_loadu_si256((const __m256i *)(xq + 64 * c)));
+            __m256i d1 = dot_u8_s8(hi, _mm256_loadu_si256((const __m256i *)(xq + 64 * c + 32)));
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_broadcast_ss(scale + 2 * c), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(scale + 2 * c + 1), acc1);
+        }
+    }
+    return hsum256(_mm256_add_ps(acc0, acc1)) - hsum256(mins);
+}
+
+/* Group i of a Q6_K block (values 32i .. 32i + 31) as signed bytes in [-32, 31]. */
+static __m256i q6k_group(const uint8_t *blk, int i) {
+    int half = i / 4, j = i % 4;
+    __m256i low = _mm256_loadu_si256((const __m256i *)(blk + half * 64 + (j % 2) * 32));
+    __m256i high = _mm256_loadu_si256((const __m256i *)(blk + 128 + half * 32));
+    low = _mm256_and_si256(_mm256_srl_epi16(low, _mm_cvtsi32_si128(j / 2 * 4)), _mm256_set1_epi8(15));
+    high = _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * j)), _mm256_set1_epi8(3));
+    return _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi8(32));
+}
+
+/* Group i's weights . an activation block, each half of 16 times its own int8
+   scale, as 8 int32: the signs move onto the activations as in block_q8, and
+   the pair sums widen with the scales as multipliers (the low 128-bit lane
+   holds the first 16 values, the high lane the second). */
+static __m256i q6k_group_dot(__m256i w, __m256i scales16, const int8_t *x) {
+    __m256i xv = _mm256_loadu_si256((const __m256i *)x);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w)), scales16);
+}
+
+/* group i's two scales, each repeated over its lane's 8 int16 */
+static __m256i q6k_scales16(const uint8_t *blk, int i) {
+    const int8_t *sc = (const int8_t *)(blk + 192);
+    return _mm256_setr_m128i(_mm_set1_epi16(sc[2 * i]), _mm_set1_epi16(sc[2 * i + 1]));
+}
+
+static float dot_q6k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = w + (size_t)b * Q6K_BYTES;
+        prefetch(blk + PREFETCH_AHEAD);
+        prefetch(blk + 64 + PREFETCH_AHEAD);
+        prefetch(blk + 128 + PREFETCH_AHEAD);
+        prefetch(blk + 192 + PREFETCH_AHEAD);
+        float scale[8];
+        _mm256_storeu_ps(scale, _mm256_mul_ps(_mm256_set1_ps(fp16_at(blk + 208)), _mm256_loadu_ps(x->scale + 8 * b)));
+        const int8_t *xq = x->q + (size_t)b * QK_K;
+        for (int i = 0; i < 8; i += 2) {
+            __m256i d0 = q6k_group_dot(q6k_group(blk, i), q6k_scales16(blk, i), xq + 32 * i);
+            __m256i d1 = q6k_group_dot(q6k_group(blk, i + 1), q6k_scales16(blk, i + 1), xq + 32 * i + 32);
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_broadcast_ss(scale + i), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(scale + i + 1), acc1);
+        }
+    }
+    return hsum256(_mm256_add_ps(acc0, acc1));
+}
+
+/* Tiles of K blocks: each group of weights unpacked once for the 4 tokens. */
+static void tile_q4k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
+    __m256 a[2][4], mins[2][4]; /* mins: touched once per block, they may live in memory */
+    for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = mins[0][t] = mins[1][t] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        const uint8_t *blk[2] = {w0 + (size_t)b * Q4K_BYTES, w1 + (size_t)b * Q4K_BYTES};
+        float scale[2][4][8];
+        for (int r = 0; r < 2; r++)
+            for (int t = 0; t < 4; t++) mins[r][t] = _mm256_add_ps(mins[r][t], q4k_factors(blk[r], &x[t], b, scale[r][t]));
+        for (int c = 0; c < 4; c++) {
+            __m256i lo0, hi0, lo1, hi1;
+            unpack_q4_pair(blk[0] + 16 + 32 * c, &lo0, &hi0);
+            unpack_q4_pair(blk[1] + 16 + 32 * c, &lo1, &hi1);
+            for (int t = 0; t < 4; t++) {
+                const int8_t *xq = x[t].q + (size_t)b * QK_K + 64 * c;
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)xq), x1 = _mm256_loadu_si256((const __m256i *)(xq + 32));
+                const float *s0 = scale[0][t] + 2 * c, *s1 = scale[1][t] + 2 * c;
+                a[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(lo0, x0)), _mm256_broadcast_ss(s0), a[0][t]);
+                a[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(hi0, x1)), _mm256_broadcast_ss(s0 + 1), a[0][t]);
+                a[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(lo1, x0)), _mm256_broadcast_ss(s1), a[1][t]);
+                a[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(hi1, x1)), _mm256_broadcast_ss(s1 + 1), a[1][t]);
+            }
+        }
+    }
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < 4; t++) out[r][t] = hsum256(a[r][t]) - hsum256(mins[r][t]);
+}
+
+static void tile_q6k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
+    __m256 a[2][4];
+    for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; b++) {
+        const uint8_t *blk0 = w0 + (size_t)b * Q6K_BYTES, *blk1 = w1 + (size_t)b * Q6K_BYTES;
+        float d0 = fp16_at(blk0 + 208), d1 = fp16_at(blk1 + 208);
+        for (int i = 0; i < 8; i++) {
+            __m256i g0 = q6k_group(blk0, i), g1 = q6k_group(blk1, i);
+            __m256i s0 = q6k_scales16(blk0, i), s1 = q6k_scales16(blk1, i);
+            __m256i u0 = _mm256_sign_epi8(g0, g0), u1 = _mm256_sign_epi8(g1, g1);
+            for (int t = 0; t < 4; t++) {
+                size_t k = (size_t)b * 8 + i;
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(x[t].q + k * QK));
+                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(u0, _mm256_sign_epi8(xv, g0)), s0);
+                __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_sign_epi8(xv, g1)), s1);
+                a[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * x[t].scale[k]), a[0][t]);
+                a[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(d1 * x[t].scale[k]), a[1][t]);
+            }
+        }
+    }
+    for (int t = 0; t < 4; t++) out[0][t] = hsum256(a[0][t]), out[1][t] = hsum256(a[1][t]);
+}
 #elif defined(USE_NEON)
 #define quantize_vector quantize_vector_scalar
 
@@ -1292,6 +1613,124 @@ static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
     tile_sum(a, out);
 }
 
+/* ---- K-quants (NEON): each group of 32 weights unpacked to signed bytes,
+   then dot_s8 against the activations, 16 at a time ---- */
+
+/* Q4_K group pair c: the low nibbles (group 2c) and high ones (2c + 1), two halves each */
+static void q4k_unpack_pair(const uint8_t *blk, int c, int8x16_t lo[2], int8x16_t hi[2]) {
+    for (int h = 0; h < 2; h++) {
+        uint8x16_t bytes = vld1q_u8(blk + 16 + 32 * c + 16 * h);
+        lo[h] = vreinterpretq_s8_u8(vandq_u8(bytes, vdupq_n_u8(15)));
+        hi[h] = vreinterpretq_s8_u8(vshrq_n_u8(bytes, 4));
+    }
+}
+
+/* 32 weights (two halves) . an activation block: the sum, and the sums of each half */
+static int32_t dot32(const int8x16_t w[2], const int8_t *x) {
+    return vaddvq_s32(vaddq_s32(dot_s8(w[0], vld1q_s8(x)), dot_s8(w[1], vld1q_s8(x + 16))));
+}
+
+/* Group i of a Q6_K block as two halves of signed bytes in [-32, 31] */
+static void q6k_unpack(const uint8_t *blk, int i, int8x16_t w[2]) {
+    int half = i / 4, j = i % 4;
+    for (int h = 0; h < 2; h++) {
+        uint8x16_t low = vld1q_u8(blk + half * 64 + (j % 2) * 32 + 16 * h);
+        uint8x16_t high = vld1q_u8(blk + 128 + half * 32 + 16 * h);
+        low = j < 2 ? vandq_u8(low, vdupq_n_u8(15)) : vshrq_n_u8(low, 4);
+        high = vandq_u8(vshlq_u8(high, vdupq_n_s8((int8_t)(-2 * j))), vdupq_n_u8(3));
+        w[h] = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(low, vshlq_n_u8(high, 4))), vdupq_n_s8(32));
+    }
+}
+
+/* group i of a Q6_K block . activation block x: each half times its scale */
+static int32_t q6k_dot(const int8x16_t w[2], const int8_t *sc, int i, const int8_t *x) {
+    return sc[2 * i] * vaddvq_s32(dot_s8(w[0], vld1q_s8(x))) + sc[2 * i + 1] * vaddvq_s32(dot_s8(w[1], vld1q_s8(x + 16)));
+}
+
+static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
+    float sum = 0.0f;
+    for (int b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = w + (size_t)b * Q4K_BYTES;
+        prefetch(blk + PREFETCH_AHEAD);
+        prefetch(blk + 64 + PREFETCH_AHEAD);
+        prefetch(blk + 128 + PREFETCH_AHEAD);
+        float d = fp16_at(blk), dmin = fp16_at(blk + 2);
+        uint8_t sc[8], mn[8];
+        q4k_scales(blk + 4, sc, mn);
+        for (int c = 0; c < 4; c++) {
+            int8x16_t lo[2], hi[2];
+            q4k_unpack_pair(blk, c, lo, hi);
+            int k = b * 8 + 2 * c;
+            sum += x->scale[k] * (d * sc[2 * c] * (float)dot32(lo, x->q + (size_t)k * QK) - dmin * mn[2 * c] * (float)x->sum[k]);
+            sum += x->scale[k + 1] * (d * sc[2 * c + 1] * (float)dot32(hi, x->q + (size_t)(k + 1) * QK) -
+                                      dmin * mn[2 * c + 1] * (float)x->sum[k + 1]);
+        }
+    }
+    return sum;
+}
+
+static float dot_q6k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
+    float sum = 0.0f;
+    for (int b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = w + (size_t)b * Q6K_BYTES;
+        prefetch(blk + PREFETCH_AHEAD);
+        prefetch(blk + 64 + PREFETCH_AHEAD);
+        prefetch(blk + 128 + PREFETCH_AHEAD);
+        prefetch(blk + 192 + PREFETCH_AHEAD);
+        float d = fp16_at(blk + 208);
+        for (int i = 0; i < 8; i++) {
+            int8x16_t g[2];
+            q6k_unpack(blk, i, g);
+            int k = b * 8 + i;
+            sum += x->scale[k] * d * (float)q6k_dot(g, (const int8_t *)(blk + 192), i, x->q + (size_t)k * QK);
+        }
+    }
+    return sum;
+}
+
+static void tile_q4k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
+    const uint8_t *rows[2] = {w0, w1};
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < 4; t++) out[r][t] = 0.0f;
+    for (int b = 0; b < n_blocks; b++)
+        for (int r = 0; r < 2; r++) {
+            const uint8_t *blk = rows[r] + (size_t)b * Q4K_BYTES;
+            float d = fp16_at(blk), dmin = fp16_at(blk + 2);
+            uint8_t sc[8], mn[8];
+            q4k_scales(blk + 4, sc, mn);
+            for (int c = 0; c < 4; c++) {
+                int8x16_t lo[2], hi[2];
+                q4k_unpack_pair(blk, c, lo, hi);
+                int k = b * 8 + 2 * c;
+                for (int t = 0; t < 4; t++) {
+                    const QuantizedVector *xt = &x[t];
+                    out[r][t] += xt->scale[k] * (d * sc[2 * c] * (float)dot32(lo, xt->q + (size_t)k * QK) -
+                                                 dmin * mn[2 * c] * (float)xt->sum[k]);
+                    out[r][t] += xt->scale[k + 1] * (d * sc[2 * c + 1] * (float)dot32(hi, xt->q + (size_t)(k + 1) * QK) -
+                                                     dmin * mn[2 * c + 1] * (float)xt->sum[k + 1]);
+                }
+            }
+        }
+}
+
+static void tile_q6k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
+    const uint8_t *rows[2] = {w0, w1};
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < 4; t++) out[r][t] = 0.0f;
+    for (int b = 0; b < n_blocks; b++)
+        for (int r = 0; r < 2; r++) {
+            const uint8_t *blk = rows[r] + (size_t)b * Q6K_BYTES;
+            float d = fp16_at(blk + 208);
+            for (int i = 0; i < 8; i++) {
+                int8x16_t g[2];
+                q6k_unpack(blk, i, g);
+                int k = b * 8 + i;
+                for (int t = 0; t < 4; t++)
+                    out[r][t] += x[t].scale[k] * d * (float)q6k_dot(g, (const int8_t *)(blk + 192), i, x[t].q + (size_t)k * QK);
+            }
+        }
+}
+
 #else
 #define quantize_vector quantize_vector_scalar
 #define dot_f32 dot_f32_scalar
@@ -1300,44 +1739,64 @@ static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
 #define tile_f32 tile_f32_scalar
 #define tile_q8 tile_q8_scalar
 #define tile_q4 tile_q4_scalar
+#define dot_q4k dot_q4k_scalar
+#define dot_q6k dot_q6k_scalar
+#define tile_q4k tile_q4k_scalar
+#define tile_q6k tile_q6k_scalar
 #define attention_scores attention_scores_scalar
 #define weighted_sum weighted_sum_scalar
 #endif
 
-/* The input of a quantized matmul, quantized once for all the matrices that
-   read it (wq, wk and wv share one input, w1 and w3 another). Nothing to do
-   for fp32 weights. */
-static void quantize_input(QuantizedVector *xq, const float *x, int T, const Matrix *W) {
-    if (W->type == WEIGHT_F32) return;
-    for (int t = 0; t < T; t++) quantize_vector(&xq[t], x + (size_t)t * W->cols, W->cols, W->cols_padded);
+/* The input of the matmuls (T tokens of n values), quantized once for all
+   the matrices that read it (wq, wk and wv share one input, w1 and w3
+   another), whatever their types. Nothing to do when every matrix of the
+   model is fp32. */
+static void quantize_input(RunState *s, const float *x, int T, int n) {
+    if (!s->quantized) return;
+    for (int t = 0; t < T; t++) quantize_vector(&s->xq[t], x + (size_t)t * n, n, (n + QK - 1) / QK * QK);
 }
+
+/* Row r of a quantized matrix: its bytes (and its scales, for q8_0 and q4_0) */
+static const uint8_t *row_bytes(const Matrix *W, int r) {
+    size_t per_row = W->type == WEIGHT_Q8_0 ? (size_t)W->cols_padded
+                   : W->type == WEIGHT_Q4_0 ? (size_t)W->cols_padded / 2
+                   : (size_t)(W->cols / QK_K) * (W->type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES);
+    return (const uint8_t *)W->data + (size_t)r * per_row;
+}
+
+static const uint16_t *row_scales(const Matrix *W, int r) { return W->scales + (size_t)r * (W->cols_padded / QK); }
 
 /* Row r of W . token t's input: one output of a matmul. */
 static float row_dot(const Matrix *W, int r, const float *x, const QuantizedVector *xq, int t) {
-    size_t n_blocks = W->cols_padded / QK;
-    if (W->type == WEIGHT_F32)
-        return dot_f32((const float *)W->data + (size_t)r * W->cols, x + (size_t)t * W->cols, W->cols);
-    if (W->type == WEIGHT_Q8_0)
-        return dot_q8((const int8_t *)W->data + r * (size_t)W->cols_padded, W->scales + r * n_blocks, &xq[t],
-                      (int)n_blocks);
-    return dot_q4((const uint8_t *)W->data + r * (size_t)W->cols_padded / 2, W->scales + r * n_blocks, &xq[t],
-                  (int)n_blocks);
+    int n_blocks = W->cols_padded / QK, n_k = W->cols / QK_K;
+    switch (W->type) {
+    case WEIGHT_F32: return dot_f32((const float *)W->data + (size_t)r * W->cols, x + (size_t)t * W->cols, W->cols);
+    case WEIGHT_Q8_0: return dot_q8((const int8_t *)row_bytes(W, r), row_scales(W, r), &xq[t], n_blocks);
+    case WEIGHT_Q4_0: return dot_q4(row_bytes(W, r), row_scales(W, r), &xq[t], n_blocks);
+    case WEIGHT_Q4_K: return dot_q4k(row_bytes(W, r), &xq[t], n_k);
+    default: return dot_q6k(row_bytes(W, r), &xq[t], n_k);
+    }
 }
 
 /* Rows r, r + 1 of W . tokens t .. t + 3: a tile of 8 outputs. */
 static void row_tile(const Matrix *W, int r, const float *x, const QuantizedVector *xq, int t, float out[2][4]) {
-    size_t n_blocks = W->cols_padded / QK, n = W->cols;
-    if (W->type == WEIGHT_F32) {
+    int n_blocks = W->cols_padded / QK, n_k = W->cols / QK_K;
+    size_t n = W->cols;
+    switch (W->type) {
+    case WEIGHT_F32: {
         const float *w0 = (const float *)W->data + r * n;
         tile_f32(w0, w0 + n, x + t * n, (int)n, out);
-    } else if (W->type == WEIGHT_Q8_0) {
-        const int8_t *w0 = (const int8_t *)W->data + r * (size_t)W->cols_padded;
-        const uint16_t *s0 = W->scales + r * n_blocks;
-        tile_q8(w0, w0 + W->cols_padded, s0, s0 + n_blocks, &xq[t], (int)n_blocks, out);
-    } else {
-        const uint8_t *w0 = (const uint8_t *)W->data + r * (size_t)W->cols_padded / 2;
-        const uint16_t *s0 = W->scales + r * n_blocks;
-        tile_q4(w0, w0 + W->cols_padded / 2, s0, s0 + n_blocks, &xq[t], (int)n_blocks, out);
+        break;
+    }
+    case WEIGHT_Q8_0:
+        tile_q8((const int8_t *)row_bytes(W, r), (const int8_t *)row_bytes(W, r + 1), row_scales(W, r),
+                row_scales(W, r + 1), &xq[t], n_blocks, out);
+        break;
+    case WEIGHT_Q4_0:
+        tile_q4(row_bytes(W, r), row_bytes(W, r + 1), row_scales(W, r), row_scales(W, r + 1), &xq[t], n_blocks, out);
+        break;
+    case WEIGHT_Q4_K: tile_q4k(row_bytes(W, r), row_bytes(W, r + 1), &xq[t], n_k, out); break;
+    default: tile_q6k(row_bytes(W, r), row_bytes(W, r + 1), &xq[t], n_k, out); break;
     }
 }
 
@@ -1375,18 +1834,24 @@ static void matmul(float *out, const float *x, const QuantizedVector *xq, const 
 
 /* Row `row` of W as floats (the embedding lookup: only this row is read). */
 static void matrix_row(float *out, const Matrix *W, int row) {
-    int n = W->cols, n_blocks = W->cols_padded / QK;
+    int n = W->cols;
     if (W->type == WEIGHT_F32) {
         memcpy(out, (const float *)W->data + (size_t)row * n, n * sizeof(float));
         return;
     }
-    const uint16_t *ws = W->scales + (size_t)row * n_blocks;
+    const uint8_t *p = row_bytes(W, row);
+    if (W->type == WEIGHT_Q4_K || W->type == WEIGHT_Q6_K) {
+        size_t block_bytes = W->type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES;
+        for (int b = 0; b < n / QK_K; b++) dequantize_k_block(W->type, p + b * block_bytes, out + (size_t)b * QK_K);
+        return;
+    }
+    const uint16_t *ws = row_scales(W, row);
     for (int j = 0; j < n; j++) {
         float s = fp16_to_fp32(ws[j / QK]);
         if (W->type == WEIGHT_Q8_0) {
-            out[j] = ((const int8_t *)W->data)[(size_t)row * W->cols_padded + j] * s;
+            out[j] = ((const int8_t *)p)[j] * s;
         } else {
-            const uint8_t *block = (const uint8_t *)W->data + (size_t)row * W->cols_padded / 2 + (j / QK) * QK / 2;
+            const uint8_t *block = p + (j / QK) * QK / 2;
             int k = j % QK;
             int nib = k < QK / 2 ? block[k] & 15 : block[k - QK / 2] >> 4;
             out[j] = (nib - 8) * s;
@@ -1432,7 +1897,7 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
 
         /* ---- attention block: x = x + wo(attention(rmsnorm(x))) ---- */
         for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, lw->attn_norm, dim, c->norm_eps);
-        quantize_input(s->xq, s->xb, T, &lw->wq);
+        quantize_input(s, s->xb, T, dim);
         matmul(s->q, s->xb, s->xq, &lw->wq, T); /* q = wq(xb) */
         matmul(k, s->xb, s->xq, &lw->wk, T);    /* k = wk(xb), straight into the cache */
         matmul(v, s->xb, s->xq, &lw->wv, T);    /* v = wv(xb) */
@@ -1466,20 +1931,20 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
                 weighted_sum(out, att, s->value_cache + layer_off + kv_off, kv_dim, last + 1, head_dim);
             }
         }
-        quantize_input(s->xq, s->ao, T, &lw->wo);
+        quantize_input(s, s->ao, T, q_dim);
         matmul(s->xb2, s->ao, s->xq, &lw->wo, T); /* xb2 = wo(attention) */
         for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += s->xb2[i];
 
         /* ---- feed-forward block: x = x + w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x) ---- */
         for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, lw->ffn_norm, dim, c->norm_eps);
-        quantize_input(s->xq, s->xb, T, &lw->w1);
+        quantize_input(s, s->xb, T, dim);
         matmul(s->hb, s->xb, s->xq, &lw->w1, T);
         matmul(s->hb2, s->xb, s->xq, &lw->w3, T);
         for (size_t i = 0; i < (size_t)T * hidden; i++) {
             float g = s->hb[i];
             s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i]; /* silu(g) = g * sigmoid(g) */
         }
-        quantize_input(s->xq, s->hb, T, &lw->w2);
+        quantize_input(s, s->hb, T, hidden);
         matmul(s->xb2, s->hb, s->xq, &lw->w2, T);
         for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += s->xb2[i];
     }
@@ -1487,7 +1952,7 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
     /* logits = classifier(rmsnorm(x))   PyTorch: lm_head(model.norm(x)) */
     int first = all_logits ? 0 : T - 1;
     for (int t = first; t < T; t++) rmsnorm(x + (size_t)t * dim, x + (size_t)t * dim, w->final_norm, dim, c->norm_eps);
-    quantize_input(s->xq, x + (size_t)first * dim, T - first, &w->classifier);
+    quantize_input(s, x + (size_t)first * dim, T - first, dim);
     matmul(s->logits, x + (size_t)first * dim, s->xq, &w->classifier, T - first);
     return s->logits;
 }
@@ -3052,7 +3517,6 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
 
 /* --verbose: what is running, on stderr. */
 static void print_model_card(const Model *m, const RunState *s, const Tokenizer *t, const char *tokenizer_path) {
-    static const char *weights[] = {"fp32", "q8_0", "q4_0"};
     static const char *kinds[] = {"", "SentencePiece BPE", "byte-level BPE"};
     const Config *c = &m->config;
     uint64_t q_dim = (uint64_t)c->n_heads * c->head_dim, kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
@@ -3069,8 +3533,35 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
     fprintf(stderr, "shape       dim %d, ffn %d, %d layers, %d query heads sharing %d key/value heads of %d, "
                     "vocab %d, context %d\n", c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
             c->head_dim, c->vocab_size, c->seq_len);
-    fprintf(stderr, "parameters  %.2fM, weights %s%s%s\n", params / 1e6, weights[c->weight_type],
+    /* the matrices' types: one, or a mix (a Q4_K_M GGUF, say), counted */
+    const Weights *w = &m->weights;
+    int count[N_WEIGHT_TYPES] = {0}, kinds_used = 0;
+    count[w->token_embedding.type]++;
+    if (!c->tied_classifier) count[w->classifier.type]++;
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *lw = &w->layers[l];
+        const Matrix *mats[7] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3};
+        for (int i = 0; i < 7; i++) count[mats[i]->type]++;
+    }
+    char types[160] = "";
+    for (int k = 0; k < N_WEIGHT_TYPES; k++)
+        if (count[k]) {
+            size_t used = strlen(types);
+            snprintf(types + used, sizeof types - used, "%s%d %s", kinds_used++ ? " + " : "", count[k], WEIGHT_NAMES[k]);
+        }
+    fprintf(stderr, "parameters  %.2fM, weights %s%s%s\n", params / 1e6, kinds_used > 1 ? types : WEIGHT_NAMES[c->weight_type],
             c->tied_classifier ? ", classifier tied to the embedding" : "", c->qkv_bias ? ", q/k/v biases" : "");
+    if (kinds_used > 1) { /* a mixed file: every matrix's type */
+        fprintf(stderr, "types       token_embedding %s, classifier %s\n", WEIGHT_NAMES[w->token_embedding.type],
+                WEIGHT_NAMES[w->classifier.type]);
+        for (int l = 0; l < c->n_layers; l++) {
+            const LayerWeights *lw = &w->layers[l];
+            fprintf(stderr, "            layer %d: wq %s, wk %s, wv %s, wo %s, w1 %s, w2 %s, w3 %s\n", l,
+                    WEIGHT_NAMES[lw->wq.type], WEIGHT_NAMES[lw->wk.type], WEIGHT_NAMES[lw->wv.type],
+                    WEIGHT_NAMES[lw->wo.type], WEIGHT_NAMES[lw->w1.type], WEIGHT_NAMES[lw->w2.type],
+                    WEIGHT_NAMES[lw->w3.type]);
+        }
+    }
     fprintf(stderr, "rope        theta %g", c->rope_theta);
     if (c->rope_factor != 0.0f)
         fprintf(stderr, ", Llama 3.1 scaling x%g (original context %d)", c->rope_factor, c->rope_original_seq_len);

@@ -5,7 +5,8 @@
    harness encode TOKENIZER FILE     FILE holds texts separated by NUL bytes;
                                      prints one line of ids per text (no BOS)
    harness kernels                   each SIMD kernel (dot products, tiles,
-                                     attention) against its scalar version on
+                                     attention; q4_k and q6_k on rows of 1 to
+                                     11 blocks) against its scalar version on
                                      random data of odd sizes; prints
                                      the largest difference of each, relative to
                                      the sum of the products' magnitudes, and how
@@ -178,6 +179,63 @@ static void compare_attention(uint64_t *rng, double worst[2]) {
         }
 }
 
+/* sum |w_j * x_j| of a K row against quantized x, from its dequantized weights */
+static double magnitude_k(int type, const uint8_t *w, const QuantizedVector *x, int n_blocks) {
+    size_t block_bytes = type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES;
+    double m = 0;
+    float v[QK_K];
+    for (int b = 0; b < n_blocks; b++) {
+        dequantize_k_block(type, w + b * block_bytes, v);
+        for (int j = 0; j < QK_K; j++) {
+            int k = b * QK_K + j;
+            m += fabs((double)v[j] * x->q[k] * x->scale[k / QK]);
+        }
+    }
+    return m;
+}
+
+/* The K kernels on rows of 1 to 11 blocks of random bytes (finite fp16 d and
+   dmin): worst[0..3] for dot q4_k, dot q6_k, tile q4_k, tile q6_k. */
+static void compare_k(uint64_t *rng, double worst[4]) {
+    static const int counts[] = {1, 2, 3, 5, 8, 11};
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+        int nb = counts[c], n = nb * QK_K;
+        uint8_t *w4 = xmalloc(2 * (size_t)nb * Q4K_BYTES), *w6 = xmalloc(2 * (size_t)nb * Q6K_BYTES);
+        float *x = xmalloc(4 * (size_t)n * sizeof(float));
+        QuantizedVector xq[4];
+        for (int t = 0; t < 4; t++)
+            xq[t] = (QuantizedVector){xcalloc(n, 1), xcalloc(n / QK, sizeof(float)), xcalloc(n / QK, sizeof(int32_t))};
+        for (int rep = 0; rep < 10; rep++) {
+            for (size_t i = 0; i < 2 * (size_t)nb * Q4K_BYTES; i++) w4[i] = (uint8_t)random_u32(rng);
+            for (size_t i = 0; i < 2 * (size_t)nb * Q6K_BYTES; i++) w6[i] = (uint8_t)random_u32(rng);
+            for (int b = 0; b < 2 * nb; b++) { /* scales ~1e-3..0.5 */
+                uint16_t d = (uint16_t)(0x1000 + random_u32(rng) % 0x1800), dmin = (uint16_t)(0x1000 + random_u32(rng) % 0x1800);
+                memcpy(w4 + (size_t)b * Q4K_BYTES, &d, 2), memcpy(w4 + (size_t)b * Q4K_BYTES + 2, &dmin, 2);
+                memcpy(w6 + (size_t)b * Q6K_BYTES + 208, &d, 2);
+            }
+            for (int i = 0; i < 4 * n; i++) x[i] = random_unit(rng) * 3.0f;
+            for (int t = 0; t < 4; t++) quantize_vector(&xq[t], x + (size_t)t * n, n, n);
+            const uint8_t *r4[2] = {w4, w4 + (size_t)nb * Q4K_BYTES}, *r6[2] = {w6, w6 + (size_t)nb * Q6K_BYTES};
+            compare(&worst[0], dot_q4k(r4[0], &xq[0], nb), dot_q4k_scalar(r4[0], &xq[0], nb),
+                    magnitude_k(WEIGHT_Q4_K, r4[0], &xq[0], nb));
+            compare(&worst[1], dot_q6k(r6[0], &xq[0], nb), dot_q6k_scalar(r6[0], &xq[0], nb),
+                    magnitude_k(WEIGHT_Q6_K, r6[0], &xq[0], nb));
+            float simd[2][2][4], scalar[2][2][4];
+            tile_q4k(r4[0], r4[1], xq, nb, simd[0]);
+            tile_q4k_scalar(r4[0], r4[1], xq, nb, scalar[0]);
+            tile_q6k(r6[0], r6[1], xq, nb, simd[1]);
+            tile_q6k_scalar(r6[0], r6[1], xq, nb, scalar[1]);
+            for (int r = 0; r < 2; r++)
+                for (int t = 0; t < 4; t++) {
+                    compare(&worst[2], simd[0][r][t], scalar[0][r][t], magnitude_k(WEIGHT_Q4_K, r4[r], &xq[t], nb));
+                    compare(&worst[3], simd[1][r][t], scalar[1][r][t], magnitude_k(WEIGHT_Q6_K, r6[r], &xq[t], nb));
+                }
+        }
+        free(w4), free(w6), free(x);
+        for (int t = 0; t < 4; t++) free(xq[t].q), free(xq[t].scale), free(xq[t].sum);
+    }
+}
+
 static int cmd_kernels(void) {
     static const int sizes[] = {1, 7, 16, 31, 32, 33, 63, 64, 65, 95, 100, 257, 1000, 4099};
     uint64_t rng = 12345;
@@ -231,12 +289,14 @@ static int cmd_kernels(void) {
         for (int t = 0; t < 4; t++) free(xq[t].q), free(xq[t].scale), free(xq[t].sum);
         free(plain.q), free(plain.scale), free(plain.sum);
     }
-    double attention[2] = {0};
+    double attention[2] = {0}, k[4] = {0};
     compare_attention(&rng, attention);
+    compare_k(&rng, k);
     printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n"
-           "attention_scores %.3g\nweighted_sum %.3g\nquantize %ld\n",
-           SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], attention[0], attention[1],
-           quantize_differences);
+           "attention_scores %.3g\nweighted_sum %.3g\nq4_k %.3g\nq6_k %.3g\ntile_q4_k %.3g\ntile_q6_k %.3g\n"
+           "quantize %ld\n",
+           SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], attention[0], attention[1], k[0],
+           k[1], k[2], k[3], quantize_differences);
     return 0;
 }
 

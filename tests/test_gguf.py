@@ -17,13 +17,13 @@ from test_tokenizer import encode_all
 @pytest.mark.parametrize("family", ["tinyllama", "qwen2.5"])
 def test_gguf_export_matches_reference(tmp_path, family, ttype):
     """llama.cpp's converter permutes q and k rows into Meta's interleaved
-    order, which is run.c's: a GGUF exported as it stands must agree with the
-    reference run on the Hugging Face weights."""
+    order, which is run.c's: a GGUF exported as it stands (to fp32) must
+    agree with the reference run on the Hugging Face weights."""
     config = FAMILIES[family]
     weights = hf.random_llama(config, seed=7)
     arch = "qwen2" if family.startswith("qwen") else "llama"
     stored = gw.llama_gguf(tmp_path / "m.gguf", config, weights, ttype=ttype, arch=arch)
-    export(tmp_path / "m.bin", "--gguf", tmp_path / "m.gguf")
+    export(tmp_path / "m.bin", "--gguf", tmp_path / "m.gguf", "--dtype", "fp32")
     tokens = list(np.random.default_rng(0).integers(0, config["vocab_size"], 30))
     full = {**config, "tie_word_embeddings": "lm_head.weight" not in weights}
     got = logits(tmp_path / "m.bin", tokens)

@@ -33,7 +33,8 @@ def test_quantization_error_is_within_half_a_step(dtype, levels):
     assert values.shape == ((37, 128) if dtype == "q8_0" else (37, 64))
 
 
-KERNELS = ("f32", "q8_0", "q4_0", "tile_f32", "tile_q8_0", "tile_q4_0", "attention_scores", "weighted_sum")
+KERNELS = ("f32", "q8_0", "q4_0", "tile_f32", "tile_q8_0", "tile_q4_0", "attention_scores", "weighted_sum",
+           "q4_k", "q6_k", "tile_q4_k", "tile_q6_k")
 
 
 def assert_kernels_equal_scalar(out):
@@ -94,8 +95,9 @@ def test_nan_scale_is_rejected(tmp_path):
     hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, 0))
     export(tmp_path / "m.bin", "--hf", tmp_path / "hf", "--dtype", "q8_0")
     data = bytearray((tmp_path / "m.bin").read_bytes())
-    # the embedding's scales follow its 512 x 128 int8 values, from offset 256
-    data[256 + 512 * 128 + 10: 256 + 512 * 128 + 12] = b"\x00\x7e"  # fp16 NaN
+    # the embedding's scales follow its 512 x 128 int8 values, from offset 320
+    # (the 256-byte header, then the type table padded to 64 bytes)
+    data[320 + 512 * 128 + 10: 320 + 512 * 128 + 12] = b"\x00\x7e"  # fp16 NaN
     (tmp_path / "bad.bin").write_bytes(bytes(data))
     p = run(tmp_path / "bad.bin", "-n", "4", check=False)
     assert p.returncode == 1 and b"NaN or infinite scale" in p.stderr

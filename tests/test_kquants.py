@@ -1,0 +1,317 @@
+"""GGUF files as people download them: every common ggml type read exactly
+(against llama.cpp's own dequantized values in ../shared), Q8_0/Q4_0/Q4_K/Q6_K
+kept bit for bit, Q4_K_M mixes run at their own precision, the q4_k/q6_k
+quantizer against llama.cpp's, and damaged K-quant files refused."""
+
+import glob
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+import gguf_writer as gw
+import hf
+import reference
+import runc_file
+from conftest import ROOT, export, logits, run
+from test_families import FAMILIES
+
+sys.path.insert(0, ROOT)
+import export as exporter  # noqa: E402
+
+QUANTS = os.path.join("testdata", "gguf-quants")
+
+
+def quant_files(shared):
+    files = sorted(glob.glob(os.path.join(shared, QUANTS, "*.gguf")))
+    assert len(files) >= 18, "../shared/testdata/gguf-quants is incomplete"
+    return files
+
+
+def assert_llama_cpp_values(values, ref):
+    """values: a tensor as a float array; ref: its entry in the shared JSON
+    (llama.cpp's gguf-py dequantization): 192 values, the sum and the sum of squares."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    assert list(np.shape(values)) == ref["shape"], ref["name"]
+    for key, seg in (("first", v[:64]), ("at_1000", v[1000:1064]), ("last", v[-64:])):
+        want = np.array(ref[key])
+        if len(want):
+            assert np.max(np.abs(seg[:len(want)] - want)) <= 1e-5 * np.max(np.abs(want)), (ref["name"], key)
+    assert abs(v.sum() - ref["sum"]) <= 1e-5 * max(1.0, abs(ref["sum"])), ref["name"]
+    assert abs((v * v).sum() - ref["sum_sq"]) <= 1e-5 * ref["sum_sq"], ref["name"]
+
+
+def test_every_ggml_type_dequantizes_as_llama_cpp(shared):
+    """export.py's numpy dequantizers, type by type, against the values
+    llama.cpp's own package gives for the same files."""
+    seen = set()
+    for path in quant_files(shared):
+        g = exporter.GGUFFile(path)
+        with open(path[:-5] + ".json") as f:
+            ref = json.load(f)
+        for t in ref["tensors"]:
+            seen.add(t["type"])
+            assert exporter.ggml_type_name(g.tensors[t["name"]][1]) == t["type"]
+            assert_llama_cpp_values(g.get(t["name"]), t)
+    assert seen >= {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+                    "Q6_K", "IQ4_NL", "IQ4_XS"}
+
+
+def gguf_name(name):
+    """run.c's tensor name -> llama.cpp's"""
+    return exporter.GGUFCheckpoint.gguf_name(name)
+
+
+def test_every_shared_gguf_exports_to_fp32_with_llama_cpp_values(shared, tmp_path):
+    for path in quant_files(shared):
+        out = tmp_path / "m.bin"
+        export(out, "--gguf", path, "--dtype", "fp32")
+        with open(path[:-5] + ".json") as f:
+            ref = {t["name"]: t for t in json.load(f)["tensors"]}
+        cfg, tensors = runc_file.read(out)
+        assert {t for t, _ in tensors.values()} == {"fp32"}
+        for name, (_, parts) in tensors.items():
+            assert_llama_cpp_values(parts[0], ref[gguf_name(name)])
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_K", "Q6_K", "Q4_K_M-mixed"])
+def test_native_types_are_kept_bit_for_bit(shared, tmp_path, kind):
+    path = os.path.join(shared, QUANTS, kind + ".gguf")
+    p = export(tmp_path / "m.bin", "--gguf", path)
+    g = exporter.GGUFFile(path)
+    _, tensors = runc_file.read(tmp_path / "m.bin")
+    for name, (wtype, parts) in tensors.items():
+        raw = g.raw(gguf_name(name))
+        if len(raw.shape) == 1:
+            continue
+        src = exporter.ggml_type_name(raw.ttype)
+        assert wtype == src.lower(), name
+        blocks = raw.blocks()
+        if wtype in ("q4_k", "q6_k"):
+            assert np.array_equal(parts[0], blocks.reshape(blocks.shape[0], -1))
+        else:  # run.c keeps values and scales apart: the same bytes, regrouped
+            assert np.array_equal(parts[0].view(np.uint8), blocks[:, :, 2:].reshape(blocks.shape[0], -1))
+            assert np.array_equal(parts[1].view(np.uint8), blocks[:, :, :2].reshape(blocks.shape[0], -1))
+    assert "bit for bit" in p.stderr
+
+
+def hf_weights_from(cfg, values):
+    """run.c's tensors (Meta's interleaved q/k rows) -> Hugging Face names and layout."""
+    def unpermute(w, heads):
+        hd = w.shape[0] // heads
+        return w.reshape(heads, hd // 2, 2, -1).swapaxes(1, 2).reshape(w.shape)
+    names = {"attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+             "wq": "self_attn.q_proj", "wk": "self_attn.k_proj", "wv": "self_attn.v_proj", "wo": "self_attn.o_proj",
+             "w1": "mlp.gate_proj", "w2": "mlp.down_proj", "w3": "mlp.up_proj"}
+    out = {"model.embed_tokens.weight": values["tok_embeddings"], "model.norm.weight": values["norm"]}
+    if "output" in values:
+        out["lm_head.weight"] = values["output"]
+    for name, v in values.items():
+        if name.startswith("layers."):
+            _, i, kind = name.split(".")
+            if kind in ("wq", "wk"):
+                v = unpermute(v, cfg["n_heads"] if kind == "wq" else cfg["n_kv_heads"])
+            out[f"model.layers.{i}.{names[kind]}.weight"] = v
+    return out
+
+
+def hf_config(cfg):
+    return {"hidden_size": cfg["dim"], "intermediate_size": cfg["hidden_dim"], "num_hidden_layers": cfg["n_layers"],
+            "num_attention_heads": cfg["n_heads"], "num_key_value_heads": cfg["n_kv_heads"],
+            "head_dim": cfg["head_dim"], "rope_theta": cfg["rope_theta"], "rms_norm_eps": cfg["norm_eps"]}
+
+
+def assert_quantized_logits_match(path, tokens):
+    """run.c's logits on a quantized file against the reference forward pass
+    on the file's own dequantized weights, with run.c's activation
+    quantization. An activation that float32 (run.c) and float64 (the
+    reference) round one step apart at a rounding boundary (a few of the
+    ~100,000 values quantized per run) shifts later logits by up to a few
+    percent of their spread (these random models have small logits), so
+    the bound is loose but far below what a misread block, scale or group
+    costs; before any such step the first position agrees to float precision."""
+    cfg, values = runc_file.dequantized(path)
+    want = reference.forward(hf_config(cfg), hf_weights_from(cfg, values), tokens, quantized_activations=True)
+    assert np.std(want) > 0.3
+    for chunk in (1, 7, 64):
+        got = logits(path, tokens, chunk)
+        assert np.max(np.abs(got[0] - want[0])) < 1e-4 * np.std(want), chunk
+        assert np.max(np.abs(got - want)) < 0.1 * np.std(want), chunk
+        assert np.mean(got.argmax(axis=1) == want.argmax(axis=1)) >= 0.9
+
+
+@pytest.mark.parametrize("kind", ["Q4_K_M-mixed", "Q3_K_M-mixed", "Q6_K", "Q5_K"])
+def test_k_quant_gguf_logits_match_reference(shared, tmp_path, kind):
+    export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, kind + ".gguf"))
+    tokens = list(np.random.default_rng(1).integers(0, 512, 40))
+    assert_quantized_logits_match(tmp_path / "m.bin", tokens)
+
+
+def test_mixed_file_shows_its_types(shared, tmp_path):
+    export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, "Q4_K_M-mixed.gguf"))
+    p = run(tmp_path / "m.bin", "-n", "2", "--verbose")
+    err = p.stderr.decode()
+    assert "13 q4_k + 3 q6_k" in err
+    assert "token_embedding q4_k, classifier q6_k" in err
+    assert "layer 0: wq q4_k, wk q4_k, wv q4_k, wo q4_k, w1 q4_k, w2 q4_k, w3 q4_k" in err
+    assert "layer 1: wq q4_k, wk q4_k, wv q6_k, wo q4_k, w1 q4_k, w2 q6_k, w3 q4_k" in err
+
+
+def test_other_types_take_the_nearest_native_type(shared, tmp_path):
+    for kind, want in (("Q5_K", "q6_k"), ("Q3_K", "q4_k"), ("Q2_K", "q4_k"), ("IQ4_XS", "q6_k"), ("Q4_1", "q6_k"),
+                       ("Q5_0", "q6_k"), ("IQ4_NL", "q6_k"), ("Q5_1", "q6_k")):
+        p = export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, kind + ".gguf"))
+        assert f"16 {kind} matrices: dequantized, written as {want}" in p.stderr
+        _, tensors = runc_file.read(tmp_path / "m.bin")
+        assert {t for name, (t, _) in tensors.items() if name != "norm" and "norm" not in name} == {want}
+    p = export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, "Q5_K.gguf"), "--dtype", "q8_0")
+    assert "16 Q5_K matrices: dequantized, written as q8_0" in p.stderr
+
+
+def relative_rmse(approx, exact):
+    return np.sqrt(np.sum((approx - exact) ** 2) / np.sum(exact ** 2))
+
+
+@pytest.mark.parametrize("dtype,ggml", [("q4_k", "Q4_K"), ("q6_k", "Q6_K")])
+def test_quantizer_error_is_as_low_as_llama_cpp(shared, dtype, ggml):
+    """Our q4_k/q6_k quantizer on the shared F32 file against llama.cpp's
+    quantization of the same file (README: 'Quantization quality')."""
+    f32 = exporter.GGUFFile(os.path.join(shared, QUANTS, "f32.gguf"))
+    theirs_file = exporter.GGUFFile(os.path.join(shared, QUANTS, ggml + ".gguf"))
+    ours_err, theirs_err, total = 0.0, 0.0, 0.0
+    for name, (shape, _, _) in f32.tensors.items():
+        if len(shape) != 2:
+            continue
+        x = f32.get(name)
+        ours = exporter.dequantize(exporter.quantize_k(x, dtype), None, dtype, shape[1])
+        theirs = theirs_file.get(name)
+        ours_err += np.sum((ours - x) ** 2)
+        theirs_err += np.sum((theirs - x) ** 2)
+        total += np.sum(x.astype(np.float64) ** 2)
+    ours_rel, theirs_rel = np.sqrt(ours_err / total), np.sqrt(theirs_err / total)
+    print(dtype, "ours", ours_rel, "llama.cpp", theirs_rel)
+    assert ours_rel <= 1.02 * theirs_rel
+
+
+@pytest.mark.parametrize("dtype,bound", [("q4_k", 0.09), ("q6_k", 0.022)])
+def test_k_quantizer_error_on_varied_rows(dtype, bound):
+    """Rows of normal values at scales 100x apart, one outlier: the relative
+    error of each row stays near what 4 and 6 bits give (about 0.08 and 0.02
+    of the values' size for normal data), the outlier is kept within 5%, and
+    a row of zeros stays zero."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((8, 512)) * np.exp(rng.normal(0, 1.5, (8, 1)))).astype(np.float32)
+    x[3, 100] = 40.0 * np.abs(x[3]).max()
+    x[5] = 0
+    back = exporter.dequantize(exporter.quantize_k(x, dtype), None, dtype, 512)
+    for r in (0, 1, 2, 4, 6, 7):
+        assert relative_rmse(back[r], x[r]) < bound, r
+    assert abs(back[3, 100] - x[3, 100]) < 0.05 * x[3, 100]
+    assert np.all(back[5] == 0)
+
+
+K_CONFIG = {**FAMILIES["tinyllama"], "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4,
+            "num_key_value_heads": 2}
+
+
+@pytest.mark.parametrize("dtype", ["q4_k", "q6_k"])
+def test_hf_export_to_k_types_matches_reference(tmp_path, dtype):
+    weights = hf.random_llama(K_CONFIG, seed=11)
+    hf.write_checkpoint(tmp_path / "hf", K_CONFIG, weights)
+    p = export(tmp_path / "m.bin", "--hf", tmp_path / "hf", "--dtype", dtype)
+    assert f"written as {dtype}" in p.stderr
+    _, tensors = runc_file.read(tmp_path / "m.bin")
+    assert {t for t, _ in tensors.values()} == {"fp32", dtype}
+    assert_quantized_logits_match(tmp_path / "m.bin", list(np.random.default_rng(2).integers(0, 512, 40)))
+
+
+@pytest.mark.parametrize("dtype,fallback", [("q4_k", "q4_0"), ("q6_k", "q8_0")])
+def test_rows_not_whole_k_blocks_fall_back(tmp_path, dtype, fallback):
+    """hidden 352 (not a multiple of 256): w2 reads rows of 352 values and falls back; the others are K."""
+    config = {**K_CONFIG, "intermediate_size": 352}
+    hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, seed=1))
+    p = export(tmp_path / "m.bin", "--hf", tmp_path / "hf", "--dtype", dtype)
+    assert f"written as {fallback} ({dtype} needs rows of whole 256-value blocks)" in p.stderr
+    _, tensors = runc_file.read(tmp_path / "m.bin")
+    assert tensors["layers.0.w2"][0] == fallback and tensors["layers.0.w1"][0] == dtype
+    assert_quantized_logits_match(tmp_path / "m.bin", list(range(1, 30)))
+
+
+# ---- damaged files ----
+
+def k_model(tmp_path, shared):
+    export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, "Q4_K_M-mixed.gguf"))
+    return bytearray((tmp_path / "m.bin").read_bytes())
+
+
+def refused(tmp_path, data, message):
+    (tmp_path / "bad.bin").write_bytes(bytes(data))
+    p = run(tmp_path / "bad.bin", "-n", "2", "-z", tmp_path / "tokenizer.bin", check=False)
+    err = p.stderr.decode()
+    assert p.returncode == 1 and message in err and err.count("\n") == 1, err
+
+
+def test_run_refuses_damaged_k_files(shared, tmp_path):
+    good = k_model(tmp_path, shared)
+    emb = 320  # the embedding's first Q4_K block: after the header and the type table
+    for field, bits in ((0, b"\x00\x7c"), (2, b"\x01\x7e")):  # d = +inf, dmin = NaN
+        bad = bytearray(good)
+        bad[emb + field:emb + field + 2] = bits
+        refused(tmp_path, bad, "token_embedding has a NaN or infinite scale in block 0")
+    refused(tmp_path, good[:len(good) - 1000], "file is truncated")
+    bad = bytearray(good)
+    bad[256] = 9  # the embedding's type
+    refused(tmp_path, bad, "token_embedding has unknown weight type 9")
+    bad = bytearray(good)
+    bad[256] = 2  # q4_0 where the data is q4_k: the sizes no longer add up
+    refused(tmp_path, bad, "")
+
+
+def test_run_refuses_k_type_on_rows_not_whole_blocks(tmp_path):
+    """A type table claiming q4_k for rows of 128 values."""
+    config = FAMILIES["tinyllama"]
+    hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, seed=1))
+    export(tmp_path / "m.bin", "--hf", tmp_path / "hf", "--dtype", "q4_0")
+    data = bytearray((tmp_path / "m.bin").read_bytes())
+    data[256] = 3
+    (tmp_path / "bad.bin").write_bytes(bytes(data))
+    p = run(tmp_path / "bad.bin", "-n", "2", check=False)
+    assert p.returncode == 1 and b"is q4_k with rows of 128 values, not a multiple of 256" in p.stderr
+
+
+def gguf_tensor_offset(path, name):
+    g = exporter.GGUFFile(path)
+    return g.data_start + g.tensors[name][2]
+
+
+def test_export_refuses_damaged_k_gguf(shared, tmp_path):
+    src = os.path.join(shared, QUANTS, "Q4_K_M-mixed.gguf")
+    data = bytearray(open(src, "rb").read())
+    off = gguf_tensor_offset(src, "blk.0.attn_q.weight")
+    bad = bytearray(data)
+    bad[off + 144 * 3 + 2: off + 144 * 3 + 4] = b"\x00\x7e"  # dmin of block 3: NaN
+    (tmp_path / "bad.gguf").write_bytes(bytes(bad))
+    p = export(tmp_path / "bad.bin", "--gguf", tmp_path / "bad.gguf", check=False)
+    assert p.returncode == 1 and "tensor layers.0.wq (Q4_K) has a NaN or infinite scale in block 3" in p.stderr
+    p = export(tmp_path / "bad.bin", "--gguf", tmp_path / "bad.gguf", "--dtype", "fp32", check=False)
+    assert p.returncode == 1 and "tensor layers.0.wq has NaN or infinite values" in p.stderr
+    (tmp_path / "short.gguf").write_bytes(bytes(data[:len(data) - 100]))
+    p = export(tmp_path / "bad.bin", "--gguf", tmp_path / "short.gguf", check=False)
+    assert p.returncode == 1 and "lies outside the file" in p.stderr
+
+
+@pytest.mark.parametrize("ttype,name", [(16, "IQ2_XXS"), (19, "IQ1_S"), (21, "IQ3_S"), (35, "TQ2_0"), (77, "unknown type 77")])
+def test_export_names_types_it_cannot_read(tmp_path, ttype, name):
+    meta = {"general.architecture": "llama"}
+    gw.write_gguf(tmp_path / "m.gguf", meta, {"token_embd.weight": (np.zeros((4, 256), np.float32), gw.F32)})
+    data = bytearray((tmp_path / "m.gguf").read_bytes())
+    # the tensor info's type field: after its name, n_dims and two dims
+    i = data.index(b"token_embd.weight") + len("token_embd.weight") + 4 + 16
+    data[i:i + 4] = struct.pack("<I", ttype)
+    (tmp_path / "m.gguf").write_bytes(bytes(data))
+    p = export(tmp_path / "m.bin", "--gguf", tmp_path / "m.gguf", check=False)
+    assert p.returncode == 1 and f"has ggml type {name}, which export.py cannot read" in p.stderr
+    assert "Q4_K_M" in p.stderr
