@@ -154,11 +154,26 @@ class GGMLTensor:
 
 
 
-def matrix_type(dtype, ttype, cols):
-    """The weight type a matrix is written in: dtype if given, else (None)
-    the source's own type (ttype: its ggml type, None for plain floats) where
-    run.c has it, its nearest for other ggml types, and fp32 for floats. K
-    types need rows of whole 256-value blocks."""
+def q4_k_m_type(name, n_layers):
+    """llama.cpp's Q4_K_M mix: q6_k for the classifier, and for wv and w2 in
+    the first and last eighth of the layers and every third one between;
+    q4_k for the rest."""
+    if name == "output":
+        return "q6_k"
+    if name.endswith((".wv", ".w2")):
+        i = int(name.split(".")[1])
+        if i < n_layers // 8 or i >= 7 * n_layers // 8 or (i - n_layers // 8) % 3 == 2:
+            return "q6_k"
+    return "q4_k"
+
+
+def matrix_type(dtype, ttype, cols, name="", n_layers=1):
+    """The weight type a matrix is written in: dtype if given (q4_k_m: the
+    mix above), else (None) the source's own type (ttype: its ggml type, None
+    for plain floats) where run.c has it, its nearest for other ggml types,
+    and fp32 for floats. K types need rows of whole 256-value blocks."""
+    if dtype == "q4_k_m":
+        dtype = q4_k_m_type(name, n_layers)
     if dtype is None:
         dtype = GGML_NATIVE.get(ttype) or GGML_NEAREST.get(ttype) or "fp32"
     if dtype in K_TYPES and cols % QK_K:
@@ -199,7 +214,8 @@ def write_model(path, cfg, get_tensor, source_type=lambda name: None):
     picks); norms and biases stay fp32."""
     order = tensor_order(cfg)
     dtype = cfg.get("dtype", "fp32")
-    types = [matrix_type(dtype, source_type(name), shape[1]) for name, shape in order if len(shape) == 2]
+    types = [matrix_type(dtype, source_type(name), shape[1], name, cfg["n_layers"])
+             for name, shape in order if len(shape) == 2]
     most = max(WEIGHT_TYPES, key=types.count)
     summary = {}  # (source type, written type) -> count
     tmp = path + ".tmp"
@@ -232,7 +248,7 @@ def write_model(path, cfg, get_tensor, source_type=lambda name: None):
         else:
             how = f"dequantized, written as {wtype}"
         wanted = dtype or GGML_NATIVE.get(ttype) or GGML_NEAREST.get(ttype)
-        if wtype == K_FALLBACK.get(wanted):
+        if wtype in K_FALLBACK.values() and (wanted in K_TYPES or wanted == "q4_k_m"):
             how += f" ({wanted} needs rows of whole {QK_K}-value blocks)"
         progress_done(f"{n} {src_name} matri{'x' if n == 1 else 'ces'}: {how}")
     progress_done(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
@@ -1620,8 +1636,9 @@ def export_tokenizer(path, out, vocab_size=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Convert checkpoints and tokenizers to run.c's formats.")
     ap.add_argument("out", help="output file")
-    ap.add_argument("--dtype", choices=list(WEIGHT_TYPES),
-                    help="weight type of the matrices: fp32, q8_0, q4_0, q4_k or q6_k (norms stay fp32). "
+    ap.add_argument("--dtype", choices=list(WEIGHT_TYPES) + ["q4_k_m"],
+                    help="weight type of the matrices: fp32, q8_0, q4_0, q4_k, q6_k, or q4_k_m (llama.cpp's "
+                         "mix of q4_k and q6_k); norms stay fp32. "
                          "Default: fp32; for --gguf, each matrix keeps its own type where run.c has it "
                          "(Q8_0, Q4_0, Q4_K, Q6_K) and takes the nearest one otherwise")
     src = ap.add_mutually_exclusive_group(required=True)

@@ -213,6 +213,7 @@ typedef struct {
     int qkv_bias;   /* q, k and v projections have biases (Qwen2) */
     int weight_type;  /* the header's: of every matrix, or of most (the type table says) */
     int quantized;    /* some matrix is not fp32: matmul inputs are quantized */
+    int k_types;      /* some matrix is q4_k or q6_k */
     int version;      /* of the file format (0: llama2.c) */
     int bos_id;
     int n_eos;
@@ -559,7 +560,10 @@ static void build_model(Model *m, const char *path) {
         r.n_types = 1 + 7 * c->n_layers + !c->tied_classifier;
         r.types = take_bytes(&r, (uint64_t)r.n_types, "type table");
         c->quantized = 0;
-        for (int i = 0; i < r.n_types; i++) c->quantized |= r.types[i] != WEIGHT_F32;
+        for (int i = 0; i < r.n_types; i++) {
+            c->quantized |= r.types[i] != WEIGHT_F32;
+            c->k_types |= r.types[i] == WEIGHT_Q4_K || r.types[i] == WEIGHT_Q6_K;
+        }
     }
     map_weights(&m->weights, c, &r);
 }
@@ -608,6 +612,7 @@ typedef struct {
     float *rope_sin;  /* (T, head_dim / 2) */
     QuantizedVector *xq; /* (T) activations quantized for a matmul */
     int quantized;    /* the model has quantized matrices: their inputs go into xq */
+    int k_blocks;     /* it has K matrices: inputs are quantized in blocks of 256 where they can be */
     int trace;        /* print each token fed to the model, with its position, on stderr */
 } RunState;
 
@@ -647,6 +652,7 @@ static void build_state(RunState *s, const Config *c, int ctx) {
     s->ctx = ctx;
     s->max_tokens = T;
     s->quantized = c->quantized;
+    s->k_blocks = c->k_types;
     s->x = xcalloc((size_t)T * c->dim, sizeof(float));
     s->xb = xcalloc((size_t)T * c->dim, sizeof(float));
     s->xb2 = xcalloc((size_t)T * c->dim, sizeof(float));
@@ -775,26 +781,32 @@ float dot_f32_scalar(const float *a, const float *b, int n) {
 }
 
 /* Activations are quantized like q8_0 weights before a quantized matmul, so
-   that each block of 32 is an integer dot product (as llama.cpp does):
-   scale = max |x| / 127 over the block, q = round(x / scale) (to nearest,
-   ties to even; x * (1 / scale), exactly so in the SIMD version). A block's
-   values past n are padding, quantized as 0. */
-void quantize_vector_scalar(QuantizedVector *out, const float *x, int n, int n_padded) {
-    for (int b = 0; b < n_padded / QK; b++) {
+   that each block is an integer dot product (as llama.cpp does): scale =
+   max |x| / 127 over the block, q = round(x / scale) (to nearest, ties to
+   even; x * (1 / scale), exactly so in the SIMD version). Blocks are of 32
+   values for q8_0 and q4_0 weights, and of 256 (n a multiple of 256) for
+   the K types, whose kernels then sum integers over a whole K block and
+   convert once. Either way scale[] and sum[] have one entry per 32 values
+   (a block of 256 repeats its scale 8 times). A block's values past n are
+   padding, quantized as 0. */
+void quantize_vector_scalar(QuantizedVector *out, const float *x, int n, int n_padded, int block) {
+    for (int start = 0; start < n_padded; start += block) {
         float amax = 0.0f;
-        for (int j = b * QK; j < (b + 1) * QK && j < n; j++) {
+        for (int j = start; j < start + block && j < n; j++) {
             float a = fabsf(x[j]);
             amax = a > amax ? a : amax;
         }
         float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
-        int32_t sum = 0;
-        for (int j = b * QK; j < (b + 1) * QK; j++) {
-            int q = j < n ? (int)lrintf(x[j] * inv) : 0;
-            out->q[j] = (int8_t)q;
-            sum += q;
+        for (int b = start / QK; b < (start + block) / QK; b++) {
+            int32_t sum = 0;
+            for (int j = b * QK; j < (b + 1) * QK; j++) {
+                int q = j < n ? (int)lrintf(x[j] * inv) : 0;
+                out->q[j] = (int8_t)q;
+                sum += q;
+            }
+            out->scale[b] = d;
+            out->sum[b] = sum;
         }
-        out->scale[b] = d;
-        out->sum[b] = sum;
     }
 }
 
@@ -852,11 +864,15 @@ void tile_q4_scalar(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
 }
 
 /* ---- K-quants: ggml's Q4_K and Q6_K, blocks of 256 weights ----
-   They are read against the same activations as q8_0 and q4_0 (blocks of
-   32 with a float scale and the sum of their q), so that one quantization
-   of an input serves matrices of any type (a Q4_K_M file mixes Q4_K and
-   Q6_K matrices that read the same input). Group i (values 32i .. 32i + 31)
-   of K block b meets activation block 8b + i. */
+   Their activations are quantized in blocks of 256 too (quantize_vector
+   with block QK_K): K block b meets values 256b .. 256b + 255, which share
+   one scale s = x->scale[8b], so the integer products of the whole block,
+   each group times its integer scale, add up as integers and become a float
+   once per block. x->sum[8b + i] is the sum of the q of group i (values
+   32i .. 32i + 31 of the block). One quantization serves every matrix that
+   reads an input, whatever its type (a Q4_K_M file mixes Q4_K and Q6_K
+   matrices that read the same input, and q8_0/q4_0 read blocks of 256 as
+   blocks of 32 of equal scale). */
 
 /* fp16 at p (K blocks hold their scales unaligned) */
 static float fp16_at(const uint8_t *p) {
@@ -890,22 +906,24 @@ static int q4k_nibble(const uint8_t *blk, int v) {
 
 /* Row of a q4_k matrix . quantized x. A block: fp16 d, fp16 dmin, 12 bytes of
    scales and mins, 128 bytes of nibbles; weight = d * scale[i] * nibble -
-   dmin * min[i] in group i. Against activation block k (scale s_k, sum of
-   its q S_k) a group gives s_k * (d * scale[i] * sum(nibble * q_x) - dmin * min[i] * S_k). */
+   dmin * min[i] in group i. Against activation values q_x of scale s, with
+   S_i the sum of group i's q_x, a block gives
+     s * (d * sum_i scale[i] * sum(nibble * q_x) - dmin * sum_i min[i] * S_i) */
 float dot_q4k_scalar(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     float sum = 0.0f;
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk = w + (size_t)b * Q4K_BYTES;
-        float d = fp16_at(blk), dmin = fp16_at(blk + 2);
+        const int8_t *xq = x->q + (size_t)b * QK_K;
         uint8_t sc[8], mn[8];
         q4k_scales(blk + 4, sc, mn);
+        int32_t products = 0, mins = 0;
         for (int i = 0; i < 8; i++) {
-            int k = b * 8 + i;
-            const int8_t *xq = x->q + (size_t)k * QK;
             int32_t acc = 0;
-            for (int j = 0; j < 32; j++) acc += q4k_nibble(blk, i * 32 + j) * xq[j];
-            sum += x->scale[k] * (d * sc[i] * (float)acc - dmin * mn[i] * (float)x->sum[k]);
+            for (int j = 0; j < 32; j++) acc += q4k_nibble(blk, i * 32 + j) * xq[i * 32 + j];
+            products += sc[i] * acc;
+            mins += mn[i] * x->sum[b * 8 + i];
         }
+        sum += x->scale[b * 8] * (fp16_at(blk) * (float)products - fp16_at(blk + 2) * (float)mins);
     }
     return sum;
 }
@@ -923,20 +941,16 @@ static int q6k_value(const uint8_t *blk, int v) {
 }
 
 /* Row of a q6_k matrix . quantized x. A block: the 6-bit values, 16 int8
-   scales (one per 16 values) and fp16 d; weight = d * scale[v / 16] * value. */
+   scales (one per 16 values) and fp16 d; weight = d * scale[v / 16] * value,
+   so a block gives s * d * sum_v scale[v / 16] * value_v * q_x,v. */
 float dot_q6k_scalar(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     float sum = 0.0f;
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk = w + (size_t)b * Q6K_BYTES;
-        const int8_t *scales = (const int8_t *)(blk + 192);
-        float d = fp16_at(blk + 208);
-        for (int i = 0; i < 8; i++) {
-            int k = b * 8 + i;
-            const int8_t *xq = x->q + (size_t)k * QK;
-            int32_t acc = 0;
-            for (int j = 0; j < 32; j++) acc += scales[2 * i + j / 16] * q6k_value(blk, i * 32 + j) * xq[j];
-            sum += x->scale[k] * d * (float)acc;
-        }
+        const int8_t *scales = (const int8_t *)(blk + 192), *xq = x->q + (size_t)b * QK_K;
+        int32_t products = 0;
+        for (int v = 0; v < QK_K; v++) products += scales[v / 16] * q6k_value(blk, v) * xq[v];
+        sum += x->scale[b * 8] * fp16_at(blk + 208) * (float)products;
     }
     return sum;
 }
@@ -1025,35 +1039,52 @@ static __m256 block_scales(const uint16_t *ws, const float *xs) {
 /* quantize_vector_scalar, 32 values at a time: the same max, the same
    multiply, and cvtps rounds to nearest even as lrintf does. The packs
    interleave 128-bit lanes, and the final permute puts the bytes back in order. */
-static void quantize_vector(QuantizedVector *out, const float *x, int n, int n_padded) {
+static float absmax32(const float *x) {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    int b = 0;
-    for (; (b + 1) * QK <= n; b++) {
-        const float *xb = x + b * QK;
-        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8), v2 = _mm256_loadu_ps(xb + 16),
-               v3 = _mm256_loadu_ps(xb + 24);
-        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
-                                 _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_movehdup_ps(h));
-        float d = _mm_cvtss_f32(h) / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
-        __m256 iv = _mm256_set1_ps(inv);
-        __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, iv)), q1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, iv));
-        __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, iv)), q3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, iv));
-        __m256i s = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
-        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-        __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
-        bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i *)(out->q + b * QK), bytes);
-        out->scale[b] = d;
-        out->sum[b] = _mm_cvtsi128_si32(s4);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x), abs_mask),
+                                           _mm256_and_ps(_mm256_loadu_ps(x + 8), abs_mask)),
+                             _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + 16), abs_mask),
+                                           _mm256_and_ps(_mm256_loadu_ps(x + 24), abs_mask)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* 32 values times inv, rounded, stored as bytes; returns their sum */
+static int32_t quantize32(int8_t *q, const float *x, float inv) {
+    __m256 iv = _mm256_set1_ps(inv);
+    __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), iv));
+    __m256i q1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), iv));
+    __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16), iv));
+    __m256i q3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 24), iv));
+    __m256i s = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
+    bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, bytes);
+    return _mm_cvtsi128_si32(s4);
+}
+
+static void quantize_vector(QuantizedVector *out, const float *x, int n, int n_padded, int block) {
+    int per = block / QK, b = 0; /* blocks of 32 per quantization block */
+    for (; (b + per) * QK <= n; b += per) {
+        float amax = 0.0f;
+        for (int k = 0; k < per; k++) {
+            float m = absmax32(x + (b + k) * QK);
+            amax = m > amax ? m : amax;
+        }
+        float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
+        for (int k = 0; k < per; k++) {
+            out->scale[b + k] = d;
+            out->sum[b + k] = quantize32(out->q + (b + k) * QK, x + (b + k) * QK, inv);
+        }
     }
-    if (b < n_padded / QK) { /* the last block, when n stops inside it */
+    if (b < n_padded / QK) { /* the last block, when n stops inside it (blocks of 32 only) */
         QuantizedVector rest = {out->q + b * QK, out->scale + b, out->sum + b};
-        quantize_vector_scalar(&rest, x + b * QK, n - b * QK, n_padded - b * QK);
+        quantize_vector_scalar(&rest, x + b * QK, n - b * QK, n_padded - b * QK, block);
     }
 }
 
@@ -1325,122 +1356,176 @@ static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
     _mm256_storeu_ps(off, offset);
     for (int t = 0; t < 4; t++) out[0][t] = hsum256(a[0][t]) - 8.0f * off[t], out[1][t] = hsum256(a[1][t]) - 8.0f * off[4 + t];
 }
-/* ---- K-quants (AVX2) ---- */
+/* ---- K-quants (AVX2) ----
+   A K block's products are summed as int32 with each group's integer scale
+   as the multiplier of the widening madd (instead of ones), so a whole
+   block of 256 weights costs one conversion and one float multiply-add. */
+
+/* the fp16 at p, by F16C */
+static float half_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
 
 /* 8 bytes -> 8 floats */
 static __m256 bytes_to_floats(const uint8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
-/* Per-block factors of a Q4_K block against one token's 8 activation blocks:
-   scale[i] = d * sc[i] * s_(8b+i) (stored), and the block's min term
-   dmin * sum_i mn[i] * s_(8b+i) * S_(8b+i) (returned as 8 partial sums). */
-static __m256 q4k_factors(const uint8_t *blk, const QuantizedVector *x, int b, float scale[8]) {
-    uint8_t sc[8], mn[8];
-    q4k_scales(blk + 4, sc, mn);
-    __m256 xs = _mm256_loadu_ps(x->scale + 8 * b);
-    _mm256_storeu_ps(scale, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(fp16_at(blk)), bytes_to_floats(sc)), xs));
-    __m256 sums = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->sum + 8 * b)));
-    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(fp16_at(blk + 2)), bytes_to_floats(mn)), _mm256_mul_ps(xs, sums));
+/* A Q4_K block . one token's 256 activations: (the integer products, each
+   group times its scale, as 8 int32) and (the mins . group sums, as 8 floats).
+   The 32 bytes holding groups 2c and 2c + 1 split into their low nibbles
+   (group 2c) and high ones (2c + 1) with unpack_q4_pair: each group is a
+   whole 32 activations' partner, no reordering needed. */
+/* The 8 scales of a Q4_K block in every 8 bytes of a vector, and group
+   g's scale as 16 int16 taken from it by a byte shuffle (one instruction,
+   where a broadcast from memory takes three). */
+static __m256i q4k_scale_bytes(const uint8_t sc[8]) {
+    long long bytes;
+    memcpy(&bytes, sc, 8);
+    return _mm256_set1_epi64x(bytes);
 }
 
-/* The 32 bytes of a Q4_K block holding groups 2c and 2c + 1 split into their
-   nibbles with unpack_q4_pair (low: group 2c, high: group 2c + 1), each a
-   whole activation block's partner: no reordering needed. */
+static __m256i q4k_group_scale(__m256i scale_bytes, int g) {
+    return _mm256_shuffle_epi8(scale_bytes, _mm256_set1_epi16((short)(0x8000 | g))); /* 0x80: a zero byte */
+}
+
+static __m256i q4k_products(const uint8_t *blk, const uint8_t sc[8], const int8_t *xq) {
+    __m256i acc = _mm256_setzero_si256(), scales = q4k_scale_bytes(sc);
+    for (int c = 0; c < 4; c++) {
+        __m256i lo, hi;
+        unpack_q4_pair(blk + 16 + 32 * c, &lo, &hi);
+        __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(xq + 64 * c)));
+        __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 64 * c + 32)));
+        acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(p0, q4k_group_scale(scales, 2 * c)),
+                                                     _mm256_madd_epi16(p1, q4k_group_scale(scales, 2 * c + 1))));
+    }
+    return acc;
+}
+
+/* mins[i] * S_i over the 8 groups, as 8 floats */
+static __m256 q4k_mins(const uint8_t mn[8], const int32_t *sums) {
+    return _mm256_mul_ps(bytes_to_floats(mn), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)sums)));
+}
+
 static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
+    __m256 acc = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk = w + (size_t)b * Q4K_BYTES;
         prefetch(blk + PREFETCH_AHEAD);
         prefetch(blk + 64 + PREFETCH_AHEAD);
         prefetch(blk + 128 + PREFETCH_AHEAD);
-        float scale[8];
-        mins = _mm256_add_ps(mins, q4k_factors(blk, x, b, scale));
-        const int8_t *xq = x->q + (size_t)b * QK_K;
-        for (int c = 0; c < 4; c++) {
-            __m256i lo, hi;
-            unpack_q4_pair(blk + 16 + 32 * c, &lo, &hi);
-            __m256i d0 = dot_u8_s8(lo, _mm256_loadu_si256((const __m256i *)(xq + 64 * c)));
-            __m256i d1 = dot_u8_s8(hi, _mm256_loadu_si256((const __m256i *)(xq + 64 * c + 32)));
-            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_broadcast_ss(scale + 2 * c), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(scale + 2 * c + 1), acc1);
-        }
+        uint8_t sc[8], mn[8];
+        q4k_scales(blk + 4, sc, mn);
+        float s = x->scale[b * 8];
+        __m256i products = q4k_products(blk, sc, x->q + (size_t)b * QK_K);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), _mm256_set1_ps(s * half_at(blk)), acc);
+        mins = _mm256_fmadd_ps(q4k_mins(mn, x->sum + b * 8), _mm256_set1_ps(s * half_at(blk + 2)), mins);
     }
-    return hsum256(_mm256_add_ps(acc0, acc1)) - hsum256(mins);
+    return hsum256(_mm256_sub_ps(acc, mins));
 }
 
-/* Group i of a Q6_K block (values 32i .. 32i + 31) as signed bytes in [-32, 31]. */
+/* Group i of a Q6_K block (values 32i .. 32i + 31) as signed bytes in
+   [-32, 31]: the low 4 bits from one nibble of 32 low-bit bytes, the high 2
+   from bits 2j, 2j + 1 of the 32 high-bit bytes, moved to bits 4, 5. */
 static __m256i q6k_group(const uint8_t *blk, int i) {
     int half = i / 4, j = i % 4;
     __m256i low = _mm256_loadu_si256((const __m256i *)(blk + half * 64 + (j % 2) * 32));
     __m256i high = _mm256_loadu_si256((const __m256i *)(blk + 128 + half * 32));
-    low = _mm256_and_si256(_mm256_srl_epi16(low, _mm_cvtsi32_si128(j / 2 * 4)), _mm256_set1_epi8(15));
-    high = _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * j)), _mm256_set1_epi8(3));
-    return _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi8(32));
+    if (j >= 2) low = _mm256_srli_epi16(low, 4);
+    switch (j) { /* bits 2j, 2j + 1 to bits 4, 5 (the mask below drops what crosses a byte) */
+    case 0: high = _mm256_slli_epi16(high, 4); break;
+    case 1: high = _mm256_slli_epi16(high, 2); break;
+    case 3: high = _mm256_srli_epi16(high, 2); break;
+    }
+    __m256i q = _mm256_or_si256(_mm256_and_si256(low, _mm256_set1_epi8(15)),
+                                _mm256_and_si256(high, _mm256_set1_epi8(0x30)));
+    return _mm256_sub_epi8(q, _mm256_set1_epi8(32));
 }
 
-/* Group i's weights . an activation block, each half of 16 times its own int8
-   scale, as 8 int32: the signs move onto the activations as in block_q8, and
-   the pair sums widen with the scales as multipliers (the low 128-bit lane
-   holds the first 16 values, the high lane the second). */
+/* A Q6_K block's 16 scales as int16, those of half h (scales 8h .. 8h + 7)
+   in both 128-bit lanes; then group j of that half takes its two scales,
+   one per lane (the low lane holds the group's first 16 values, the high
+   lane the rest), each repeated 8 times, by one byte shuffle. */
+static void q6k_half_scales(const uint8_t *blk, __m256i halves[2]) {
+    __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
+    halves[0] = _mm256_permute2x128_si256(v, v, 0x00);
+    halves[1] = _mm256_permute2x128_si256(v, v, 0x11);
+}
+
+static __m256i q6k_group_scales(__m256i half_scales, int j) {
+    __m256i pick = _mm256_setr_m128i(_mm_set1_epi16((short)((4 * j + 1) << 8 | 4 * j)),
+                                     _mm_set1_epi16((short)((4 * j + 3) << 8 | (4 * j + 2))));
+    return _mm256_shuffle_epi8(half_scales, pick);
+}
+
+/* Group weights . 32 activations, each half times its scale, as 8 int32:
+   the signs move onto the activations as in block_q8. */
 static __m256i q6k_group_dot(__m256i w, __m256i scales16, const int8_t *x) {
     __m256i xv = _mm256_loadu_si256((const __m256i *)x);
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w)), scales16);
 }
 
-/* group i's two scales, each repeated over its lane's 8 int16 */
-static __m256i q6k_scales16(const uint8_t *blk, int i) {
-    const int8_t *sc = (const int8_t *)(blk + 192);
-    return _mm256_setr_m128i(_mm_set1_epi16(sc[2 * i]), _mm_set1_epi16(sc[2 * i + 1]));
-}
-
 static float dot_q6k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk = w + (size_t)b * Q6K_BYTES;
         prefetch(blk + PREFETCH_AHEAD);
         prefetch(blk + 64 + PREFETCH_AHEAD);
         prefetch(blk + 128 + PREFETCH_AHEAD);
         prefetch(blk + 192 + PREFETCH_AHEAD);
-        float scale[8];
-        _mm256_storeu_ps(scale, _mm256_mul_ps(_mm256_set1_ps(fp16_at(blk + 208)), _mm256_loadu_ps(x->scale + 8 * b)));
         const int8_t *xq = x->q + (size_t)b * QK_K;
+        __m256i halves[2], p0 = _mm256_setzero_si256(), p1 = _mm256_setzero_si256();
+        q6k_half_scales(blk, halves);
         for (int i = 0; i < 8; i += 2) {
-            __m256i d0 = q6k_group_dot(q6k_group(blk, i), q6k_scales16(blk, i), xq + 32 * i);
-            __m256i d1 = q6k_group_dot(q6k_group(blk, i + 1), q6k_scales16(blk, i + 1), xq + 32 * i + 32);
-            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_broadcast_ss(scale + i), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(scale + i + 1), acc1);
+            p0 = _mm256_add_epi32(p0, q6k_group_dot(q6k_group(blk, i), q6k_group_scales(halves[i / 4], i % 4), xq + 32 * i));
+            p1 = _mm256_add_epi32(p1, q6k_group_dot(q6k_group(blk, i + 1), q6k_group_scales(halves[i / 4], i % 4 + 1),
+                                                    xq + 32 * i + 32));
         }
+        __m256 products = _mm256_cvtepi32_ps(_mm256_add_epi32(p0, p1));
+        acc = _mm256_fmadd_ps(products, _mm256_set1_ps(x->scale[b * 8] * half_at(blk + 208)), acc);
     }
-    return hsum256(_mm256_add_ps(acc0, acc1));
+    return hsum256(acc);
 }
 
-/* Tiles of K blocks: each group of weights unpacked once for the 4 tokens. */
+/* Tiles of K blocks: each group of weights unpacked once for the 4 tokens;
+   a block's integer sums of each (row, token) in registers, then one
+   multiply-add each into the float sums. */
 static void tile_q4k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
-    __m256 a[2][4], mins[2][4]; /* mins: touched once per block, they may live in memory */
-    for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = mins[0][t] = mins[1][t] = _mm256_setzero_ps();
+    __m256 a[2][4];
+    for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk[2] = {w0 + (size_t)b * Q4K_BYTES, w1 + (size_t)b * Q4K_BYTES};
-        float scale[2][4][8];
-        for (int r = 0; r < 2; r++)
-            for (int t = 0; t < 4; t++) mins[r][t] = _mm256_add_ps(mins[r][t], q4k_factors(blk[r], &x[t], b, scale[r][t]));
+        uint8_t sc[2][8], mn[2][8];
+        q4k_scales(blk[0] + 4, sc[0], mn[0]);
+        q4k_scales(blk[1] + 4, sc[1], mn[1]);
+        __m256i p[2][4];
+        for (int t = 0; t < 4; t++) p[0][t] = p[1][t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             __m256i lo0, hi0, lo1, hi1;
             unpack_q4_pair(blk[0] + 16 + 32 * c, &lo0, &hi0);
             unpack_q4_pair(blk[1] + 16 + 32 * c, &lo1, &hi1);
+            __m256i s00 = _mm256_set1_epi16(sc[0][2 * c]), s01 = _mm256_set1_epi16(sc[0][2 * c + 1]);
+            __m256i s10 = _mm256_set1_epi16(sc[1][2 * c]), s11 = _mm256_set1_epi16(sc[1][2 * c + 1]);
             for (int t = 0; t < 4; t++) {
                 const int8_t *xq = x[t].q + (size_t)b * QK_K + 64 * c;
                 __m256i x0 = _mm256_loadu_si256((const __m256i *)xq), x1 = _mm256_loadu_si256((const __m256i *)(xq + 32));
-                const float *s0 = scale[0][t] + 2 * c, *s1 = scale[1][t] + 2 * c;
-                a[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(lo0, x0)), _mm256_broadcast_ss(s0), a[0][t]);
-                a[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(hi0, x1)), _mm256_broadcast_ss(s0 + 1), a[0][t]);
-                a[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(lo1, x0)), _mm256_broadcast_ss(s1), a[1][t]);
-                a[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(hi1, x1)), _mm256_broadcast_ss(s1 + 1), a[1][t]);
+                p[0][t] = _mm256_add_epi32(p[0][t], _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo0, x0), s00),
+                                                                     _mm256_madd_epi16(_mm256_maddubs_epi16(hi0, x1), s01)));
+                p[1][t] = _mm256_add_epi32(p[1][t], _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo1, x0), s10),
+                                                                     _mm256_madd_epi16(_mm256_maddubs_epi16(hi1, x1), s11)));
             }
         }
+        for (int r = 0; r < 2; r++)
+            for (int t = 0; t < 4; t++) {
+                float s = x[t].scale[b * 8];
+                __m256 products = _mm256_mul_ps(_mm256_cvtepi32_ps(p[r][t]), _mm256_set1_ps(s * half_at(blk[r])));
+                __m256 mins = _mm256_mul_ps(q4k_mins(mn[r], x[t].sum + b * 8), _mm256_set1_ps(s * half_at(blk[r] + 2)));
+                a[r][t] = _mm256_add_ps(a[r][t], _mm256_sub_ps(products, mins));
+            }
     }
-    for (int r = 0; r < 2; r++)
-        for (int t = 0; t < 4; t++) out[r][t] = hsum256(a[r][t]) - hsum256(mins[r][t]);
+    for (int t = 0; t < 4; t++) out[0][t] = hsum256(a[0][t]), out[1][t] = hsum256(a[1][t]);
 }
 
 static void tile_q6k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
@@ -1448,19 +1533,26 @@ static void tile_q6k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector
     for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk0 = w0 + (size_t)b * Q6K_BYTES, *blk1 = w1 + (size_t)b * Q6K_BYTES;
-        float d0 = fp16_at(blk0 + 208), d1 = fp16_at(blk1 + 208);
+        __m256i p[2][4];
+        for (int t = 0; t < 4; t++) p[0][t] = p[1][t] = _mm256_setzero_si256();
+        __m256i halves0[2], halves1[2];
+        q6k_half_scales(blk0, halves0);
+        q6k_half_scales(blk1, halves1);
         for (int i = 0; i < 8; i++) {
             __m256i g0 = q6k_group(blk0, i), g1 = q6k_group(blk1, i);
-            __m256i s0 = q6k_scales16(blk0, i), s1 = q6k_scales16(blk1, i);
+            __m256i s0 = q6k_group_scales(halves0[i / 4], i % 4), s1 = q6k_group_scales(halves1[i / 4], i % 4);
             __m256i u0 = _mm256_sign_epi8(g0, g0), u1 = _mm256_sign_epi8(g1, g1);
             for (int t = 0; t < 4; t++) {
-                size_t k = (size_t)b * 8 + i;
-                __m256i xv = _mm256_loadu_si256((const __m256i *)(x[t].q + k * QK));
-                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(u0, _mm256_sign_epi8(xv, g0)), s0);
-                __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_sign_epi8(xv, g1)), s1);
-                a[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * x[t].scale[k]), a[0][t]);
-                a[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(d1 * x[t].scale[k]), a[1][t]);
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(x[t].q + (size_t)b * QK_K + 32 * i));
+                p[0][t] = _mm256_add_epi32(p[0][t], _mm256_madd_epi16(_mm256_maddubs_epi16(u0, _mm256_sign_epi8(xv, g0)), s0));
+                p[1][t] = _mm256_add_epi32(p[1][t], _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_sign_epi8(xv, g1)), s1));
             }
+        }
+        float d0 = half_at(blk0 + 208), d1 = half_at(blk1 + 208);
+        for (int t = 0; t < 4; t++) {
+            float s = x[t].scale[b * 8];
+            a[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p[0][t]), _mm256_set1_ps(s * d0), a[0][t]);
+            a[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p[1][t]), _mm256_set1_ps(s * d1), a[1][t]);
         }
     }
     for (int t = 0; t < 4; t++) out[0][t] = hsum256(a[0][t]), out[1][t] = hsum256(a[1][t]);
@@ -1614,7 +1706,8 @@ static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
 }
 
 /* ---- K-quants (NEON): each group of 32 weights unpacked to signed bytes,
-   then dot_s8 against the activations, 16 at a time ---- */
+   dot_s8 against the activations 16 at a time, the block's products summed
+   as integers (see the AVX2 ones) ---- */
 
 /* Q4_K group pair c: the low nibbles (group 2c) and high ones (2c + 1), two halves each */
 static void q4k_unpack_pair(const uint8_t *blk, int c, int8x16_t lo[2], int8x16_t hi[2]) {
@@ -1625,9 +1718,22 @@ static void q4k_unpack_pair(const uint8_t *blk, int c, int8x16_t lo[2], int8x16_
     }
 }
 
-/* 32 weights (two halves) . an activation block: the sum, and the sums of each half */
+/* 32 weights (two halves) . 32 activations */
 static int32_t dot32(const int8x16_t w[2], const int8_t *x) {
     return vaddvq_s32(vaddq_s32(dot_s8(w[0], vld1q_s8(x)), dot_s8(w[1], vld1q_s8(x + 16))));
+}
+
+/* A Q4_K block . 256 activations: (sum_i scale[i] * products_i, sum_i min[i] * S_i) */
+static void q4k_block(const uint8_t *blk, const int8_t *xq, const int32_t *sums, int32_t *products, int32_t *mins) {
+    uint8_t sc[8], mn[8];
+    q4k_scales(blk + 4, sc, mn);
+    *products = *mins = 0;
+    for (int c = 0; c < 4; c++) {
+        int8x16_t lo[2], hi[2];
+        q4k_unpack_pair(blk, c, lo, hi);
+        *products += sc[2 * c] * dot32(lo, xq + 64 * c) + sc[2 * c + 1] * dot32(hi, xq + 64 * c + 32);
+    }
+    for (int i = 0; i < 8; i++) *mins += mn[i] * sums[i];
 }
 
 /* Group i of a Q6_K block as two halves of signed bytes in [-32, 31] */
@@ -1642,9 +1748,17 @@ static void q6k_unpack(const uint8_t *blk, int i, int8x16_t w[2]) {
     }
 }
 
-/* group i of a Q6_K block . activation block x: each half times its scale */
-static int32_t q6k_dot(const int8x16_t w[2], const int8_t *sc, int i, const int8_t *x) {
-    return sc[2 * i] * vaddvq_s32(dot_s8(w[0], vld1q_s8(x))) + sc[2 * i + 1] * vaddvq_s32(dot_s8(w[1], vld1q_s8(x + 16)));
+/* A Q6_K block . 256 activations: sum_v scale[v / 16] * value_v * q_x,v */
+static int32_t q6k_block(const uint8_t *blk, const int8_t *xq) {
+    const int8_t *sc = (const int8_t *)(blk + 192);
+    int32_t products = 0;
+    for (int i = 0; i < 8; i++) {
+        int8x16_t g[2];
+        q6k_unpack(blk, i, g);
+        products += sc[2 * i] * vaddvq_s32(dot_s8(g[0], vld1q_s8(xq + 32 * i))) +
+                    sc[2 * i + 1] * vaddvq_s32(dot_s8(g[1], vld1q_s8(xq + 32 * i + 16)));
+    }
+    return products;
 }
 
 static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
@@ -1652,19 +1766,10 @@ static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk = w + (size_t)b * Q4K_BYTES;
         prefetch(blk + PREFETCH_AHEAD);
-        prefetch(blk + 64 + PREFETCH_AHEAD);
         prefetch(blk + 128 + PREFETCH_AHEAD);
-        float d = fp16_at(blk), dmin = fp16_at(blk + 2);
-        uint8_t sc[8], mn[8];
-        q4k_scales(blk + 4, sc, mn);
-        for (int c = 0; c < 4; c++) {
-            int8x16_t lo[2], hi[2];
-            q4k_unpack_pair(blk, c, lo, hi);
-            int k = b * 8 + 2 * c;
-            sum += x->scale[k] * (d * sc[2 * c] * (float)dot32(lo, x->q + (size_t)k * QK) - dmin * mn[2 * c] * (float)x->sum[k]);
-            sum += x->scale[k + 1] * (d * sc[2 * c + 1] * (float)dot32(hi, x->q + (size_t)(k + 1) * QK) -
-                                      dmin * mn[2 * c + 1] * (float)x->sum[k + 1]);
-        }
+        int32_t products, mins;
+        q4k_block(blk, x->q + (size_t)b * QK_K, x->sum + b * 8, &products, &mins);
+        sum += x->scale[b * 8] * (fp16_at(blk) * (float)products - fp16_at(blk + 2) * (float)mins);
     }
     return sum;
 }
@@ -1674,61 +1779,21 @@ static float dot_q6k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk = w + (size_t)b * Q6K_BYTES;
         prefetch(blk + PREFETCH_AHEAD);
-        prefetch(blk + 64 + PREFETCH_AHEAD);
         prefetch(blk + 128 + PREFETCH_AHEAD);
-        prefetch(blk + 192 + PREFETCH_AHEAD);
-        float d = fp16_at(blk + 208);
-        for (int i = 0; i < 8; i++) {
-            int8x16_t g[2];
-            q6k_unpack(blk, i, g);
-            int k = b * 8 + i;
-            sum += x->scale[k] * d * (float)q6k_dot(g, (const int8_t *)(blk + 192), i, x->q + (size_t)k * QK);
-        }
+        sum += x->scale[b * 8] * fp16_at(blk + 208) * (float)q6k_block(blk, x->q + (size_t)b * QK_K);
     }
     return sum;
 }
 
+/* The NEON tiles are the dot products of each row and token: dot_s8 reads
+   its operands from registers either way, and the unpacking is cheap
+   beside the products. */
 static void tile_q4k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
-    const uint8_t *rows[2] = {w0, w1};
-    for (int r = 0; r < 2; r++)
-        for (int t = 0; t < 4; t++) out[r][t] = 0.0f;
-    for (int b = 0; b < n_blocks; b++)
-        for (int r = 0; r < 2; r++) {
-            const uint8_t *blk = rows[r] + (size_t)b * Q4K_BYTES;
-            float d = fp16_at(blk), dmin = fp16_at(blk + 2);
-            uint8_t sc[8], mn[8];
-            q4k_scales(blk + 4, sc, mn);
-            for (int c = 0; c < 4; c++) {
-                int8x16_t lo[2], hi[2];
-                q4k_unpack_pair(blk, c, lo, hi);
-                int k = b * 8 + 2 * c;
-                for (int t = 0; t < 4; t++) {
-                    const QuantizedVector *xt = &x[t];
-                    out[r][t] += xt->scale[k] * (d * sc[2 * c] * (float)dot32(lo, xt->q + (size_t)k * QK) -
-                                                 dmin * mn[2 * c] * (float)xt->sum[k]);
-                    out[r][t] += xt->scale[k + 1] * (d * sc[2 * c + 1] * (float)dot32(hi, xt->q + (size_t)(k + 1) * QK) -
-                                                     dmin * mn[2 * c + 1] * (float)xt->sum[k + 1]);
-                }
-            }
-        }
+    for (int t = 0; t < 4; t++) out[0][t] = dot_q4k(w0, &x[t], n_blocks), out[1][t] = dot_q4k(w1, &x[t], n_blocks);
 }
 
 static void tile_q6k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
-    const uint8_t *rows[2] = {w0, w1};
-    for (int r = 0; r < 2; r++)
-        for (int t = 0; t < 4; t++) out[r][t] = 0.0f;
-    for (int b = 0; b < n_blocks; b++)
-        for (int r = 0; r < 2; r++) {
-            const uint8_t *blk = rows[r] + (size_t)b * Q6K_BYTES;
-            float d = fp16_at(blk + 208);
-            for (int i = 0; i < 8; i++) {
-                int8x16_t g[2];
-                q6k_unpack(blk, i, g);
-                int k = b * 8 + i;
-                for (int t = 0; t < 4; t++)
-                    out[r][t] += x[t].scale[k] * d * (float)q6k_dot(g, (const int8_t *)(blk + 192), i, x[t].q + (size_t)k * QK);
-            }
-        }
+    for (int t = 0; t < 4; t++) out[0][t] = dot_q6k(w0, &x[t], n_blocks), out[1][t] = dot_q6k(w1, &x[t], n_blocks);
 }
 
 #else
@@ -1749,11 +1814,13 @@ static void tile_q6k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector
 
 /* The input of the matmuls (T tokens of n values), quantized once for all
    the matrices that read it (wq, wk and wv share one input, w1 and w3
-   another), whatever their types. Nothing to do when every matrix of the
-   model is fp32. */
+   another), whatever their types: in blocks of 256 when the model has K
+   matrices and n allows it (every K matrix's input does), else of 32.
+   Nothing to do when every matrix of the model is fp32. */
 static void quantize_input(RunState *s, const float *x, int T, int n) {
     if (!s->quantized) return;
-    for (int t = 0; t < T; t++) quantize_vector(&s->xq[t], x + (size_t)t * n, n, (n + QK - 1) / QK * QK);
+    int block = s->k_blocks && n % QK_K == 0 ? QK_K : QK;
+    for (int t = 0; t < T; t++) quantize_vector(&s->xq[t], x + (size_t)t * n, n, (n + QK - 1) / QK * QK, block);
 }
 
 /* Row r of a quantized matrix: its bytes (and its scales, for q8_0 and q4_0) */

@@ -12,6 +12,10 @@
                                      the sum of the products' magnitudes, and how
                                      many quantized values the SIMD and scalar
                                      quantize_vector disagree on (none allowed)
+   harness matmul MODEL INDEX FILE   matrix INDEX (file order) times the inputs
+                                     in FILE (float32), quantized as forward()
+                                     does; prints the activations as quantized
+                                     and the outputs
    harness render TOKENIZER TEMPLATE FILE
                                      FILE holds a conversation: role, NUL,
                                      content, NUL, ... (roles system, user,
@@ -46,6 +50,52 @@ static int cmd_logits(int argc, char **argv) {
         }
     }
     free(tokens);
+    free_state(&s);
+    free_model(&m);
+    return 0;
+}
+
+/* The model's matrix number `index`, in file order: 0 the embedding, then
+   wq wk wv wo w1 w2 w3 of each layer, then the classifier. */
+static const Matrix *matrix_by_index(const Model *m, int index) {
+    const Weights *w = &m->weights;
+    if (index == 0) return &w->token_embedding;
+    if (index == 1 + 7 * m->config.n_layers) return &w->classifier;
+    if (index < 0 || index > 7 * m->config.n_layers) fatal("no matrix %d", index);
+    const LayerWeights *lw = &w->layers[(index - 1) / 7];
+    const Matrix *mats[7] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3};
+    return mats[(index - 1) % 7];
+}
+
+/* harness matmul MODEL INDEX FILE: FILE holds T inputs of the matrix's
+   width as float32; they are quantized as forward() quantizes a matmul's
+   input and multiplied by the matrix, T at a time. Prints the matrix's type,
+   then per token a line of its quantized values, a line of their scales (one
+   per 32) and a line of outputs. */
+static int cmd_matmul(char **argv) {
+    Model m;
+    build_model(&m, argv[2]);
+    const Matrix *W = matrix_by_index(&m, atoi(argv[3]));
+    size_t len;
+    float *x = (float *)read_file(argv[4], &len);
+    int n = W->cols, T = (int)(len / (n * sizeof(float)));
+    RunState s;
+    build_state(&s, &m.config, T);
+    if (T < 1 || T > s.max_tokens) fatal("give between 1 and %d inputs", s.max_tokens);
+    quantize_input(&s, x, T, n);
+    float *out = xmalloc((size_t)T * W->rows * sizeof(float));
+    matmul(out, x, s.xq, W, T);
+    printf("%s\n", WEIGHT_NAMES[W->type]);
+    for (int t = 0; t < T; t++) {
+        for (int j = 0; j < n; j++) printf(j ? " %d" : "%d", s.quantized ? s.xq[t].q[j] : 0);
+        printf("\n");
+        for (int b = 0; b < (n + QK - 1) / QK; b++) printf(b ? " %.9g" : "%.9g", s.quantized ? s.xq[t].scale[b] : 0.0f);
+        printf("\n");
+        for (int r = 0; r < W->rows; r++) printf(r ? " %.9g" : "%.9g", out[(size_t)t * W->rows + r]);
+        printf("\n");
+    }
+    free(out);
+    free(x);
     free_state(&s);
     free_model(&m);
     return 0;
@@ -214,7 +264,7 @@ static void compare_k(uint64_t *rng, double worst[4]) {
                 memcpy(w6 + (size_t)b * Q6K_BYTES + 208, &d, 2);
             }
             for (int i = 0; i < 4 * n; i++) x[i] = random_unit(rng) * 3.0f;
-            for (int t = 0; t < 4; t++) quantize_vector(&xq[t], x + (size_t)t * n, n, n);
+            for (int t = 0; t < 4; t++) quantize_vector(&xq[t], x + (size_t)t * n, n, n, QK_K);
             const uint8_t *r4[2] = {w4, w4 + (size_t)nb * Q4K_BYTES}, *r6[2] = {w6, w6 + (size_t)nb * Q6K_BYTES};
             compare(&worst[0], dot_q4k(r4[0], &xq[0], nb), dot_q4k_scalar(r4[0], &xq[0], nb),
                     magnitude_k(WEIGHT_Q4_K, r4[0], &xq[0], nb));
@@ -237,7 +287,7 @@ static void compare_k(uint64_t *rng, double worst[4]) {
 }
 
 static int cmd_kernels(void) {
-    static const int sizes[] = {1, 7, 16, 31, 32, 33, 63, 64, 65, 95, 100, 257, 1000, 4099};
+    static const int sizes[] = {1, 7, 16, 31, 32, 33, 63, 64, 65, 95, 100, 256, 257, 1000, 1024, 4099};
     uint64_t rng = 12345;
     double worst[6] = {0}; /* dot f32, q8_0, q4_0, then tile f32, q8_0, q4_0 */
     long quantize_differences = 0; /* values, scales and sums the two quantize_vectors disagree on */
@@ -258,11 +308,14 @@ static int cmd_kernels(void) {
             for (int i = 0; i < padded; i++) w4[i] = (uint8_t)random_u32(&rng);
             for (int i = 0; i < 2 * nb; i++) ws[i] = (uint16_t)(0x2000 + random_u32(&rng) % 0x1800); /* ~1e-3..0.5 */
             for (int t = 0; t < 4; t++) {
-                quantize_vector(&xq[t], x + t * n, n, padded);
-                quantize_vector_scalar(&plain, x + t * n, n, padded); /* must be identical */
-                for (int j = 0; j < padded; j++) quantize_differences += plain.q[j] != xq[t].q[j];
-                for (int j = 0; j < nb; j++)
-                    quantize_differences += plain.scale[j] != xq[t].scale[j] || plain.sum[j] != xq[t].sum[j];
+                /* blocks of 256 too, where n is whole blocks of 256; identical either way */
+                for (int block = QK; block <= (n % QK_K == 0 ? QK_K : QK); block *= 8) {
+                    quantize_vector(&xq[t], x + t * n, n, padded, block);
+                    quantize_vector_scalar(&plain, x + t * n, n, padded, block);
+                    for (int j = 0; j < padded; j++) quantize_differences += plain.q[j] != xq[t].q[j];
+                    for (int j = 0; j < nb; j++)
+                        quantize_differences += plain.scale[j] != xq[t].scale[j] || plain.sum[j] != xq[t].sum[j];
+                }
             }
             compare(&worst[0], dot_f32(w, x, n), dot_f32_scalar(w, x, n), magnitude_f32(w, x, n));
             compare(&worst[1], dot_q8(w8, ws, &xq[0], nb), dot_q8_scalar(w8, ws, &xq[0], nb),
@@ -305,6 +358,7 @@ int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "encode") == 0) return cmd_encode(argv);
     if (argc == 5 && strcmp(argv[1], "render") == 0) return cmd_render(argv);
     if (argc == 2 && strcmp(argv[1], "kernels") == 0) return cmd_kernels();
+    if (argc == 5 && strcmp(argv[1], "matmul") == 0) return cmd_matmul(argv);
     fprintf(stderr, "usage: harness logits MODEL CHUNK ID... | encode TOKENIZER FILE | render TOKENIZER TEMPLATE FILE\n");
     return 2;
 }

@@ -40,16 +40,19 @@ def rotate_half(x):
     return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
-def quantize_activations(x):
-    """What run.c does to the input of a q8_0/q4_0 matmul: blocks of 32 values
-    along the last axis become round(x / s) * s with s = max|x| / 127, in
-    float32 as the engine computes it."""
+def quantize_activations(x, block=32):
+    """What run.c does to the input of a quantized matmul: blocks of `block`
+    values along the last axis (32; 256 for models with q4_k/q6_k matrices,
+    where the width is a multiple of 256) become round(x / s) * s with
+    s = max|x| / 127, in float32 as the engine computes it."""
     x32 = np.asarray(x, dtype=np.float32)
     n = x32.shape[-1]
-    padded = -(-n // 32) * 32
+    if n % block:
+        block = 32
+    padded = -(-n // block) * block
     blocks = np.zeros(x32.shape[:-1] + (padded,), dtype=np.float32)
     blocks[..., :n] = x32
-    blocks = blocks.reshape(x32.shape[:-1] + (padded // 32, 32))
+    blocks = blocks.reshape(x32.shape[:-1] + (padded // block, block))
     s = np.abs(blocks).max(axis=-1, keepdims=True) / np.float32(127)
     inv = np.divide(np.float32(1), s, out=np.zeros_like(s), where=s != 0)
     q = np.rint(blocks * inv)
@@ -60,9 +63,11 @@ def forward(config, weights, tokens, quantized_activations=False):
     """Logits (len(tokens), vocab) for the whole sequence, causal attention.
     weights: dict of Hugging Face tensor names to arrays. With
     quantized_activations, every matmul input is quantized as run.c does for
-    q8_0 and q4_0 weights (the weights given are then the dequantized ones)."""
+    quantized weights (the weights given are then the dequantized ones): True
+    for blocks of 32, 256 for blocks of 256 where the width allows."""
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
-    aq = quantize_activations if quantized_activations else (lambda h: h)
+    block = 32 if quantized_activations is True else quantized_activations
+    aq = (lambda h: quantize_activations(h, block)) if quantized_activations else (lambda h: h)
     n_heads = config["num_attention_heads"]
     n_kv = config.get("num_key_value_heads") or n_heads
     head_dim = config.get("head_dim") or config["hidden_size"] // n_heads

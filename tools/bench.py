@@ -6,7 +6,8 @@ counts). Prints one Markdown table, then each kernel's arithmetic speed in
 cache (tools/kernels.c), the ceiling once memory is not the limit.
 
     /usr/bin/python3 tools/bench.py [--shapes stories15M,stories110M,tinyllama-1.1B]
-                                    [--dtypes fp32,q8_0,q4_0] [--threads 1,2] [--repeat 3] [--dir DIR]
+                                    [--dtypes fp32,q8_0,q4_0,q4_k,q4_k_m] [--threads 1,2] [--repeat 3]
+                                    [--dir DIR]
 
 Models are created once in --dir (default: $TMPDIR/runc-bench; the 1.1B fp32 file
 is 4.4 GB) and reused. Generation: greedy, 256 tokens after BOS. Prompt: 512
@@ -55,11 +56,12 @@ def make_model(path, shape, dtype):
 def weight_bytes(path, shape, dtype):
     """Bytes of weights read per generated token: the whole file, less the
     embedding table when the classifier is separate (one row is read)."""
-    dim, vocab, tied = shape[0], shape[5], shape[7]
+    dim, vocab, layers, tied = shape[0], shape[5], shape[2], shape[7]
+    emb_type = export.matrix_type(dtype, None, dim, "tok_embeddings", layers)
     padded = -(-dim // 32) * 32
-    per_value = {"fp32": 4.0, "q8_0": 1 + 2 / 32, "q4_0": 0.5 + 2 / 32}[dtype]
-    embedding = vocab * (dim if dtype == "fp32" else padded) * per_value
-    return os.path.getsize(path) - (0 if tied else embedding)
+    row = {"fp32": 4 * dim, "q8_0": padded * 34 // 32, "q4_0": padded * 18 // 32,
+           "q4_k": dim // 256 * 144, "q6_k": dim // 256 * 210}[emb_type]
+    return os.path.getsize(path) - (0 if tied else vocab * row)
 
 
 def run_once(model, args, threads):
@@ -126,7 +128,7 @@ def prompt_file(directory):
 def main():
     ap = argparse.ArgumentParser(description="run.c benchmark")
     ap.add_argument("--shapes", default=",".join(SHAPES))
-    ap.add_argument("--dtypes", default="fp32,q8_0,q4_0")
+    ap.add_argument("--dtypes", default="fp32,q8_0,q4_0,q4_k,q4_k_m")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts")
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "runc-bench"))

@@ -19,7 +19,8 @@ enum { N = 2048, NB = N / QK, REPS = 20000 };
 static volatile float sink;
 
 static double best_gmacs(int type, int tile, float *w, float *x, int8_t *w8, uint8_t *w4, uint16_t *ws,
-                         QuantizedVector *xq) {
+                         const uint8_t *wk, QuantizedVector *xq) {
+    size_t k_row = (size_t)N / QK_K * (type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES);
     double best = 0;
     for (int run = 0; run < 5; run++) {
         float total = 0, out[2][4];
@@ -28,14 +29,18 @@ static double best_gmacs(int type, int tile, float *w, float *x, int8_t *w8, uin
             if (tile) {
                 if (type == WEIGHT_F32) tile_f32(w, w + N, x, N, out);
                 else if (type == WEIGHT_Q8_0) tile_q8(w8, w8 + N, ws, ws + NB, xq, NB, out);
-                else tile_q4(w4, w4 + N / 2, ws, ws + NB, xq, NB, out);
+                else if (type == WEIGHT_Q4_0) tile_q4(w4, w4 + N / 2, ws, ws + NB, xq, NB, out);
+                else if (type == WEIGHT_Q4_K) tile_q4k(wk, wk + k_row, xq, N / QK_K, out);
+                else tile_q6k(wk, wk + k_row, xq, N / QK_K, out);
                 for (int k = 0; k < 8; k++) total += out[k / 4][k % 4];
             } else {
                 for (int k = 0; k < 8; k++) { /* 8 dot products, as many as a tile */
                     int row = k % 2, t = k / 2;
                     if (type == WEIGHT_F32) total += dot_f32(w + row * N, x + t * N, N);
                     else if (type == WEIGHT_Q8_0) total += dot_q8(w8 + row * N, ws + row * NB, &xq[t], NB);
-                    else total += dot_q4(w4 + row * N / 2, ws + row * NB, &xq[t], NB);
+                    else if (type == WEIGHT_Q4_0) total += dot_q4(w4 + row * N / 2, ws + row * NB, &xq[t], NB);
+                    else if (type == WEIGHT_Q4_K) total += dot_q4k(wk + row * k_row, &xq[t], N / QK_K);
+                    else total += dot_q6k(wk + row * k_row, &xq[t], N / QK_K);
                 }
             }
         }
@@ -57,15 +62,20 @@ int main(void) {
     for (int i = 0; i < 2 * N; i++) w[i] = random_f32(&rng) - 0.5f, w8[i] = (int8_t)(random_u32(&rng) % 255 - 127);
     for (int i = 0; i < N; i++) w4[i] = (uint8_t)random_u32(&rng);
     for (int i = 0; i < 2 * NB; i++) ws[i] = 0x2000;
+    uint8_t *wk = xmalloc(2 * (N / QK_K) * Q6K_BYTES); /* K blocks of either type, d and dmin 2^-7 */
+    for (int i = 0; i < 2 * (N / QK_K) * Q6K_BYTES; i++) wk[i] = (uint8_t)random_u32(&rng);
+    for (int b = 0; b < 2 * (N / QK_K); b++) {
+        wk[b * Q4K_BYTES + 1] = wk[b * Q4K_BYTES + 3] = 0x20, wk[b * Q4K_BYTES] = wk[b * Q4K_BYTES + 2] = 0;
+        wk[b * Q6K_BYTES + 209] = 0x20, wk[b * Q6K_BYTES + 208] = 0;
+    }
     for (int i = 0; i < 4 * N; i++) x[i] = random_f32(&rng) - 0.5f;
     for (int t = 0; t < 4; t++) {
         xq[t] = (QuantizedVector){xmalloc(N), xmalloc(NB * sizeof(float)), xmalloc(NB * sizeof(int32_t))};
-        quantize_vector(&xq[t], x + t * N, N, N);
+        quantize_vector(&xq[t], x + t * N, N, N, QK_K); /* blocks of 256 serve every type */
     }
-    static const char *names[] = {"fp32", "q8_0", "q4_0"};
     printf("kernels (%s, 1 thread, in cache), billions of multiply-adds per second:\n", SIMD_NAME);
-    for (int type = WEIGHT_F32; type <= WEIGHT_Q4_0; type++)
-        printf("%s dot %.1f tile %.1f\n", names[type], best_gmacs(type, 0, w, x, w8, w4, ws, xq),
-               best_gmacs(type, 1, w, x, w8, w4, ws, xq));
+    for (int type = WEIGHT_F32; type < N_WEIGHT_TYPES; type++)
+        printf("%s dot %.1f tile %.1f\n", WEIGHT_NAMES[type], best_gmacs(type, 0, w, x, w8, w4, ws, wk, xq),
+               best_gmacs(type, 1, w, x, w8, w4, ws, wk, xq));
     return 0;
 }
