@@ -759,10 +759,11 @@ GGML_BY_NAME = {v[0]: k for k, v in GGML_TYPES.items()}
 # run.c's weight type of each ggml type that it runs as it is (Q8_0 and Q4_0
 # are repacked into run.c's layout, bit for bit; Q4_K and Q6_K blocks are
 # copied), and, for the others, the type they are converted to when --dtype
-# does not say: the one that adds least error for its size (README, "GGUF").
+# does not say: the smallest that adds at most 2% to the error the file
+# already has (measured on ../shared's files; README, "GGUF files").
 GGML_NATIVE = {GGML_Q8_0: "q8_0", GGML_Q4_0: "q4_0", GGML_Q4_K: "q4_k", GGML_Q6_K: "q6_k"}
-GGML_NEAREST = {GGML_BY_NAME[n]: t for n, t in (("Q4_1", "q6_k"), ("Q5_0", "q6_k"), ("Q5_1", "q6_k"), ("Q2_K", "q4_k"),
-                                                 ("Q3_K", "q4_k"), ("Q5_K", "q6_k"), ("IQ4_NL", "q6_k"),
+GGML_NEAREST = {GGML_BY_NAME[n]: t for n, t in (("Q4_1", "q8_0"), ("Q5_0", "q6_k"), ("Q5_1", "q8_0"), ("Q2_K", "q4_k"),
+                                                 ("Q3_K", "q6_k"), ("Q5_K", "q8_0"), ("IQ4_NL", "q6_k"),
                                                  ("IQ4_XS", "q6_k"))}
 K_FALLBACK = {"q4_k": "q4_0", "q6_k": "q8_0"}  # for rows that are not whole blocks of 256
 

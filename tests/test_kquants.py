@@ -203,14 +203,14 @@ def test_mixed_file_shows_its_types(shared, tmp_path):
 
 
 def test_other_types_take_the_nearest_native_type(shared, tmp_path):
-    for kind, want in (("Q5_K", "q6_k"), ("Q3_K", "q4_k"), ("Q2_K", "q4_k"), ("IQ4_XS", "q6_k"), ("Q4_1", "q6_k"),
-                       ("Q5_0", "q6_k"), ("IQ4_NL", "q6_k"), ("Q5_1", "q6_k")):
+    for kind, want in (("Q5_K", "q8_0"), ("Q3_K", "q6_k"), ("Q2_K", "q4_k"), ("IQ4_XS", "q6_k"), ("Q4_1", "q8_0"),
+                       ("Q5_0", "q6_k"), ("IQ4_NL", "q6_k"), ("Q5_1", "q8_0")):
         p = export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, kind + ".gguf"))
         assert f"16 {kind} matrices: dequantized, written as {want}" in p.stderr
         _, tensors = runc_file.read(tmp_path / "m.bin")
         assert {t for name, (t, _) in tensors.items() if name != "norm" and "norm" not in name} == {want}
-    p = export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, "Q5_K.gguf"), "--dtype", "q8_0")
-    assert "16 Q5_K matrices: dequantized, written as q8_0" in p.stderr
+    p = export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, "Q5_K.gguf"), "--dtype", "q6_k")
+    assert "16 Q5_K matrices: dequantized, written as q6_k" in p.stderr
 
 
 def relative_rmse(approx, exact):
@@ -345,15 +345,25 @@ def test_export_refuses_damaged_k_gguf(shared, tmp_path):
     assert p.returncode == 1 and "lies outside the file" in p.stderr
 
 
-@pytest.mark.parametrize("ttype,name", [(16, "IQ2_XXS"), (19, "IQ1_S"), (21, "IQ3_S"), (35, "TQ2_0"), (77, "unknown type 77")])
-def test_export_names_types_it_cannot_read(tmp_path, ttype, name):
+def patched_gguf(tmp_path, ttype, cols):
+    """A GGUF whose one tensor (4 rows of `cols` F32 values) claims ggml type ttype."""
     meta = {"general.architecture": "llama"}
-    gw.write_gguf(tmp_path / "m.gguf", meta, {"token_embd.weight": (np.zeros((4, 256), np.float32), gw.F32)})
+    gw.write_gguf(tmp_path / "m.gguf", meta, {"token_embd.weight": (np.zeros((4, cols), np.float32), gw.F32)})
     data = bytearray((tmp_path / "m.gguf").read_bytes())
     # the tensor info's type field: after its name, n_dims and two dims
     i = data.index(b"token_embd.weight") + len("token_embd.weight") + 4 + 16
     data[i:i + 4] = struct.pack("<I", ttype)
     (tmp_path / "m.gguf").write_bytes(bytes(data))
-    p = export(tmp_path / "m.bin", "--gguf", tmp_path / "m.gguf", check=False)
+    return export(tmp_path / "m.bin", "--gguf", tmp_path / "m.gguf", check=False)
+
+
+def test_export_refuses_k_rows_that_are_not_whole_blocks(tmp_path):
+    p = patched_gguf(tmp_path, 12, 100)
+    assert p.returncode == 1 and "(Q4_K) has rows of 100 values, not a whole number of its 256-value blocks" in p.stderr
+
+
+@pytest.mark.parametrize("ttype,name", [(16, "IQ2_XXS"), (19, "IQ1_S"), (21, "IQ3_S"), (35, "TQ2_0"), (77, "unknown type 77")])
+def test_export_names_types_it_cannot_read(tmp_path, ttype, name):
+    p = patched_gguf(tmp_path, ttype, 256)
     assert p.returncode == 1 and f"has ggml type {name}, which export.py cannot read" in p.stderr
     assert "Q4_K_M" in p.stderr

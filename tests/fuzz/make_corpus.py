@@ -22,8 +22,8 @@ def out(target, name, data):
         f.write(data)
 
 
-def tiny_model(path, dtype, tied, bias):
-    cfg = {"dim": 32, "hidden_dim": 40, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "head_dim": 16,
+def tiny_model(path, dtype, tied, bias, hidden=40):
+    cfg = {"dim": 32, "hidden_dim": hidden, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "head_dim": 16,
            "vocab_size": 24, "seq_len": 16, "rope_theta": 10000.0, "norm_eps": 1e-5, "tied": tied,
            "qkv_bias": bias, "bos_id": 1, "eos_ids": [2], "dtype": dtype,
            "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_seq_len": 8}}
@@ -36,6 +36,10 @@ def main():
     tmp = os.path.join(HERE, "corpus", "tmp.bin")
     for dtype, tied, bias in [("fp32", True, False), ("q8_0", False, True), ("q4_0", True, False)]:
         tiny_model(tmp, dtype, tied, bias)
+        out("model", f"tiny-{dtype}.bin", open(tmp, "rb").read())
+    # version 2 files that mix types: w2 (rows of 256) in a K type, the rest in its fallback
+    for dtype in ("q4_k", "q6_k"):
+        tiny_model(tmp, dtype, False, False, hidden=256)
         out("model", f"tiny-{dtype}.bin", open(tmp, "rb").read())
     os.remove(tmp)
     # llama2.c legacy: 7 int32, then fp32 tensors (dim 8, hidden 12, 1 layer, 2 heads, vocab 6 shared, seq 4)
