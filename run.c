@@ -588,10 +588,20 @@ static int is_eos(const Config *c, int token) {
 /* Activations quantized like a q8_0 row, for the integer dot products of a
    quantized matmul (section 4): x[j] ~ q[j] * scale[b] for j in block b. */
 typedef struct {
-    int8_t *q;     /* (n_padded) values in [-127, 127] */
-    float *scale;  /* (n_padded / 32) */
-    int32_t *sum;  /* (n_padded / 32) sum of each block's q (q4_0 needs it) */
+    int8_t *q;      /* (n_padded) values in [-127, 127] */
+    float *scale;   /* (n_padded / 32) */
+    int32_t *sum;   /* (n_padded / 32) sum of each 32 q (q4_0 and q4_k need it) */
+    int16_t *sum16; /* (n_padded / 16) sum of each 16 q (the AVX2 q6_k kernels need it) */
 } QuantizedVector;
+
+static void build_quantized_vector(QuantizedVector *v, int n_padded) {
+    v->q = xcalloc(n_padded, 1);
+    v->scale = xcalloc(n_padded / QK, sizeof(float));
+    v->sum = xcalloc(n_padded / QK, sizeof(int32_t));
+    v->sum16 = xcalloc(n_padded / 16, sizeof(int16_t));
+}
+
+static void free_quantized_vector(QuantizedVector *v) { free(v->q), free(v->scale), free(v->sum), free(v->sum16); }
 
 typedef struct {
     int ctx;          /* positions the KV cache holds */
@@ -675,15 +685,11 @@ static void build_state(RunState *s, const Config *c, int ctx) {
     if (c->hidden_dim > widest) widest = c->hidden_dim;
     int padded = (widest + QK - 1) / QK * QK;
     s->xq = xcalloc(T, sizeof(QuantizedVector));
-    for (int t = 0; t < T; t++) {
-        s->xq[t].q = xcalloc(padded, 1);
-        s->xq[t].scale = xcalloc(padded / QK, sizeof(float));
-        s->xq[t].sum = xcalloc(padded / QK, sizeof(int32_t));
-    }
+    for (int t = 0; t < T; t++) build_quantized_vector(&s->xq[t], padded);
 }
 
 static void free_state(RunState *s) {
-    for (int t = 0; t < s->max_tokens; t++) free(s->xq[t].q), free(s->xq[t].scale), free(s->xq[t].sum);
+    for (int t = 0; t < s->max_tokens; t++) free_quantized_vector(&s->xq[t]);
     free(s->xq);
     free(s->x); free(s->xb); free(s->xb2); free(s->ao); free(s->hb); free(s->hb2); free(s->q); free(s->att);
     free(s->logits); free(s->key_cache); free(s->value_cache);
@@ -798,14 +804,15 @@ void quantize_vector_scalar(QuantizedVector *out, const float *x, int n, int n_p
         }
         float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
         for (int b = start / QK; b < (start + block) / QK; b++) {
-            int32_t sum = 0;
+            int32_t sum[2] = {0, 0}; /* of each half */
             for (int j = b * QK; j < (b + 1) * QK; j++) {
                 int q = j < n ? (int)lrintf(x[j] * inv) : 0;
                 out->q[j] = (int8_t)q;
-                sum += q;
+                sum[(j - b * QK) / 16] += q;
             }
             out->scale[b] = d;
-            out->sum[b] = sum;
+            out->sum[b] = sum[0] + sum[1];
+            out->sum16[2 * b] = (int16_t)sum[0], out->sum16[2 * b + 1] = (int16_t)sum[1];
         }
     }
 }
@@ -1051,21 +1058,23 @@ static float absmax32(const float *x) {
     return _mm_cvtss_f32(h);
 }
 
-/* 32 values times inv, rounded, stored as bytes; returns their sum */
-static int32_t quantize32(int8_t *q, const float *x, float inv) {
+/* 32 values times inv, rounded, stored as bytes, with the sums of each 16
+   (two rounds of hadd reduce both halves at once) and of all 32 */
+static void quantize32(const float *x, float inv, int8_t *q, int32_t *sum, int16_t *sum16) {
     __m256 iv = _mm256_set1_ps(inv);
     __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), iv));
     __m256i q1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), iv));
     __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16), iv));
     __m256i q3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 24), iv));
-    __m256i s = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    __m256i halves = _mm256_hadd_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(halves), _mm256_extracti128_si256(halves, 1));
+    s4 = _mm_hadd_epi32(s4, s4); /* first half's sum, second half's, twice */
+    int32_t first = _mm_cvtsi128_si32(s4), second = _mm_extract_epi32(s4, 1);
     __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
     bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256((__m256i *)q, bytes);
-    return _mm_cvtsi128_si32(s4);
+    *sum = first + second;
+    sum16[0] = (int16_t)first, sum16[1] = (int16_t)second;
 }
 
 static void quantize_vector(QuantizedVector *out, const float *x, int n, int n_padded, int block) {
@@ -1079,11 +1088,11 @@ static void quantize_vector(QuantizedVector *out, const float *x, int n, int n_p
         float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
         for (int k = 0; k < per; k++) {
             out->scale[b + k] = d;
-            out->sum[b + k] = quantize32(out->q + (b + k) * QK, x + (b + k) * QK, inv);
+            quantize32(x + (b + k) * QK, inv, out->q + (b + k) * QK, out->sum + b + k, out->sum16 + 2 * (b + k));
         }
     }
     if (b < n_padded / QK) { /* the last block, when n stops inside it (blocks of 32 only) */
-        QuantizedVector rest = {out->q + b * QK, out->scale + b, out->sum + b};
+        QuantizedVector rest = {out->q + b * QK, out->scale + b, out->sum + b, out->sum16 + 2 * b};
         quantize_vector_scalar(&rest, x + b * QK, n - b * QK, n_padded - b * QK, block);
     }
 }
@@ -1426,9 +1435,10 @@ static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     return hsum256(_mm256_sub_ps(acc, mins));
 }
 
-/* Group i of a Q6_K block (values 32i .. 32i + 31) as signed bytes in
-   [-32, 31]: the low 4 bits from one nibble of 32 low-bit bytes, the high 2
-   from bits 2j, 2j + 1 of the 32 high-bit bytes, moved to bits 4, 5. */
+/* Group i of a Q6_K block (values 32i .. 32i + 31) as bytes q in [0, 63]
+   (the weight is q - 32): the low 4 bits from one nibble of 32 low-bit
+   bytes, the high 2 from bits 2j, 2j + 1 of the 32 high-bit bytes, moved to
+   bits 4, 5. */
 static __m256i q6k_group(const uint8_t *blk, int i) {
     int half = i / 4, j = i % 4;
     __m256i low = _mm256_loadu_si256((const __m256i *)(blk + half * 64 + (j % 2) * 32));
@@ -1439,9 +1449,7 @@ static __m256i q6k_group(const uint8_t *blk, int i) {
     case 1: high = _mm256_slli_epi16(high, 2); break;
     case 3: high = _mm256_srli_epi16(high, 2); break;
     }
-    __m256i q = _mm256_or_si256(_mm256_and_si256(low, _mm256_set1_epi8(15)),
-                                _mm256_and_si256(high, _mm256_set1_epi8(0x30)));
-    return _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+    return _mm256_or_si256(_mm256_and_si256(low, _mm256_set1_epi8(15)), _mm256_and_si256(high, _mm256_set1_epi8(0x30)));
 }
 
 /* A Q6_K block's 16 scales as int16, those of half h (scales 8h .. 8h + 7)
@@ -1460,11 +1468,19 @@ static __m256i q6k_group_scales(__m256i half_scales, int j) {
     return _mm256_shuffle_epi8(half_scales, pick);
 }
 
-/* Group weights . 32 activations, each half times its scale, as 8 int32:
-   the signs move onto the activations as in block_q8. */
-static __m256i q6k_group_dot(__m256i w, __m256i scales16, const int8_t *x) {
-    __m256i xv = _mm256_loadu_si256((const __m256i *)x);
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w)), scales16);
+/* Group values q . 32 activations, each half times its scale, as 8 int32.
+   q is unsigned, as maddubs wants; the - 32 of every weight is taken out
+   once per block (q6k_offset). */
+static __m256i q6k_group_dot(__m256i q, __m256i scales16, const int8_t *x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)x)), scales16);
+}
+
+/* 32 * sum over the block's 16 groups of 16 of scale * (sum of their q_x),
+   as 8 int32: what the - 32 of every weight takes from the products. */
+static __m256i q6k_offset(const uint8_t *blk, const int16_t *sum16) {
+    __m256i scales = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 192)));
+    __m256i sums = _mm256_loadu_si256((const __m256i *)sum16);
+    return _mm256_slli_epi32(_mm256_madd_epi16(scales, sums), 5);
 }
 
 static float dot_q6k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
@@ -1483,8 +1499,8 @@ static float dot_q6k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
             p1 = _mm256_add_epi32(p1, q6k_group_dot(q6k_group(blk, i + 1), q6k_group_scales(halves[i / 4], i % 4 + 1),
                                                     xq + 32 * i + 32));
         }
-        __m256 products = _mm256_cvtepi32_ps(_mm256_add_epi32(p0, p1));
-        acc = _mm256_fmadd_ps(products, _mm256_set1_ps(x->scale[b * 8] * half_at(blk + 208)), acc);
+        __m256i exact = _mm256_sub_epi32(_mm256_add_epi32(p0, p1), q6k_offset(blk, x->sum16 + b * 16));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(exact), _mm256_set1_ps(x->scale[b * 8] * half_at(blk + 208)), acc);
     }
     return hsum256(acc);
 }
@@ -1532,27 +1548,26 @@ static void tile_q6k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector
     __m256 a[2][4];
     for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
-        const uint8_t *blk0 = w0 + (size_t)b * Q6K_BYTES, *blk1 = w1 + (size_t)b * Q6K_BYTES;
-        __m256i p[2][4];
+        const uint8_t *blk[2] = {w0 + (size_t)b * Q6K_BYTES, w1 + (size_t)b * Q6K_BYTES};
+        __m256i p[2][4], halves0[2], halves1[2];
         for (int t = 0; t < 4; t++) p[0][t] = p[1][t] = _mm256_setzero_si256();
-        __m256i halves0[2], halves1[2];
-        q6k_half_scales(blk0, halves0);
-        q6k_half_scales(blk1, halves1);
+        q6k_half_scales(blk[0], halves0);
+        q6k_half_scales(blk[1], halves1);
         for (int i = 0; i < 8; i++) {
-            __m256i g0 = q6k_group(blk0, i), g1 = q6k_group(blk1, i);
+            __m256i g0 = q6k_group(blk[0], i), g1 = q6k_group(blk[1], i);
             __m256i s0 = q6k_group_scales(halves0[i / 4], i % 4), s1 = q6k_group_scales(halves1[i / 4], i % 4);
-            __m256i u0 = _mm256_sign_epi8(g0, g0), u1 = _mm256_sign_epi8(g1, g1);
             for (int t = 0; t < 4; t++) {
-                __m256i xv = _mm256_loadu_si256((const __m256i *)(x[t].q + (size_t)b * QK_K + 32 * i));
-                p[0][t] = _mm256_add_epi32(p[0][t], _mm256_madd_epi16(_mm256_maddubs_epi16(u0, _mm256_sign_epi8(xv, g0)), s0));
-                p[1][t] = _mm256_add_epi32(p[1][t], _mm256_madd_epi16(_mm256_maddubs_epi16(u1, _mm256_sign_epi8(xv, g1)), s1));
+                const int8_t *xq = x[t].q + (size_t)b * QK_K + 32 * i;
+                p[0][t] = _mm256_add_epi32(p[0][t], q6k_group_dot(g0, s0, xq));
+                p[1][t] = _mm256_add_epi32(p[1][t], q6k_group_dot(g1, s1, xq));
             }
         }
-        float d0 = half_at(blk0 + 208), d1 = half_at(blk1 + 208);
-        for (int t = 0; t < 4; t++) {
-            float s = x[t].scale[b * 8];
-            a[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p[0][t]), _mm256_set1_ps(s * d0), a[0][t]);
-            a[1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p[1][t]), _mm256_set1_ps(s * d1), a[1][t]);
+        for (int r = 0; r < 2; r++) {
+            float d = half_at(blk[r] + 208);
+            for (int t = 0; t < 4; t++) {
+                __m256i exact = _mm256_sub_epi32(p[r][t], q6k_offset(blk[r], x[t].sum16 + b * 16));
+                a[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(exact), _mm256_set1_ps(x[t].scale[b * 8] * d), a[r][t]);
+            }
         }
     }
     for (int t = 0; t < 4; t++) out[0][t] = hsum256(a[0][t]), out[1][t] = hsum256(a[1][t]);

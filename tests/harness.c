@@ -254,7 +254,7 @@ static void compare_k(uint64_t *rng, double worst[4]) {
         float *x = xmalloc(4 * (size_t)n * sizeof(float));
         QuantizedVector xq[4];
         for (int t = 0; t < 4; t++)
-            xq[t] = (QuantizedVector){xcalloc(n, 1), xcalloc(n / QK, sizeof(float)), xcalloc(n / QK, sizeof(int32_t))};
+            build_quantized_vector(&xq[t], n);
         for (int rep = 0; rep < 10; rep++) {
             for (size_t i = 0; i < 2 * (size_t)nb * Q4K_BYTES; i++) w4[i] = (uint8_t)random_u32(rng);
             for (size_t i = 0; i < 2 * (size_t)nb * Q6K_BYTES; i++) w6[i] = (uint8_t)random_u32(rng);
@@ -282,7 +282,7 @@ static void compare_k(uint64_t *rng, double worst[4]) {
                 }
         }
         free(w4), free(w6), free(x);
-        for (int t = 0; t < 4; t++) free(xq[t].q), free(xq[t].scale), free(xq[t].sum);
+        for (int t = 0; t < 4; t++) free_quantized_vector(&xq[t]);
     }
 }
 
@@ -298,9 +298,10 @@ static int cmd_kernels(void) {
         int8_t *w8 = xcalloc(2 * padded, 1);
         uint8_t *w4 = xcalloc(padded, 1);
         uint16_t *ws = xmalloc(2 * nb * sizeof(uint16_t));
-        QuantizedVector xq[4], plain = {xcalloc(padded, 1), xcalloc(nb, sizeof(float)), xcalloc(nb, sizeof(int32_t))};
+        QuantizedVector xq[4], plain;
+        build_quantized_vector(&plain, padded);
         for (int t = 0; t < 4; t++)
-            xq[t] = (QuantizedVector){xcalloc(padded, 1), xcalloc(nb, sizeof(float)), xcalloc(nb, sizeof(int32_t))};
+            build_quantized_vector(&xq[t], padded);
         for (int rep = 0; rep < 20; rep++) {
             for (int i = 0; i < 2 * n; i++) w[i] = random_unit(&rng);
             for (int i = 0; i < 4 * n; i++) x[i] = random_unit(&rng) * 3.0f;
@@ -314,7 +315,9 @@ static int cmd_kernels(void) {
                     quantize_vector_scalar(&plain, x + t * n, n, padded, block);
                     for (int j = 0; j < padded; j++) quantize_differences += plain.q[j] != xq[t].q[j];
                     for (int j = 0; j < nb; j++)
-                        quantize_differences += plain.scale[j] != xq[t].scale[j] || plain.sum[j] != xq[t].sum[j];
+                        quantize_differences += plain.scale[j] != xq[t].scale[j] || plain.sum[j] != xq[t].sum[j] ||
+                                                plain.sum16[2 * j] != xq[t].sum16[2 * j] ||
+                                                plain.sum16[2 * j + 1] != xq[t].sum16[2 * j + 1];
                 }
             }
             compare(&worst[0], dot_f32(w, x, n), dot_f32_scalar(w, x, n), magnitude_f32(w, x, n));
@@ -339,8 +342,8 @@ static int cmd_kernels(void) {
                 }
         }
         free(w), free(x), free(w8), free(w4), free(ws);
-        for (int t = 0; t < 4; t++) free(xq[t].q), free(xq[t].scale), free(xq[t].sum);
-        free(plain.q), free(plain.scale), free(plain.sum);
+        for (int t = 0; t < 4; t++) free_quantized_vector(&xq[t]);
+        free_quantized_vector(&plain);
     }
     double attention[2] = {0}, k[4] = {0};
     compare_attention(&rng, attention);

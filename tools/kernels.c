@@ -70,7 +70,7 @@ int main(void) {
     }
     for (int i = 0; i < 4 * N; i++) x[i] = random_f32(&rng) - 0.5f;
     for (int t = 0; t < 4; t++) {
-        xq[t] = (QuantizedVector){xmalloc(N), xmalloc(NB * sizeof(float)), xmalloc(NB * sizeof(int32_t))};
+        build_quantized_vector(&xq[t], N);
         quantize_vector(&xq[t], x + t * N, N, N, QK_K); /* blocks of 256 serve every type */
     }
     printf("kernels (%s, 1 thread, in cache), billions of multiply-adds per second:\n", SIMD_NAME);
