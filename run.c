@@ -1733,21 +1733,24 @@ static void q4k_unpack_pair(const uint8_t *blk, int c, int8x16_t lo[2], int8x16_
     }
 }
 
-/* 32 weights (two halves) . 32 activations */
-static int32_t dot32(const int8x16_t w[2], const int8_t *x) {
-    return vaddvq_s32(vaddq_s32(dot_s8(w[0], vld1q_s8(x)), dot_s8(w[1], vld1q_s8(x + 16))));
+/* 32 weights (two halves) . 32 activations, as 4 partial sums */
+static int32x4_t dot32(const int8x16_t w[2], const int8_t *x) {
+    return vaddq_s32(dot_s8(w[0], vld1q_s8(x)), dot_s8(w[1], vld1q_s8(x + 16)));
 }
 
 /* A Q4_K block . 256 activations: (sum_i scale[i] * products_i, sum_i min[i] * S_i) */
 static void q4k_block(const uint8_t *blk, const int8_t *xq, const int32_t *sums, int32_t *products, int32_t *mins) {
     uint8_t sc[8], mn[8];
     q4k_scales(blk + 4, sc, mn);
-    *products = *mins = 0;
+    int32x4_t acc = vdupq_n_s32(0); /* partial sums times their group's scale, reduced once */
     for (int c = 0; c < 4; c++) {
         int8x16_t lo[2], hi[2];
         q4k_unpack_pair(blk, c, lo, hi);
-        *products += sc[2 * c] * dot32(lo, xq + 64 * c) + sc[2 * c + 1] * dot32(hi, xq + 64 * c + 32);
+        acc = vmlaq_n_s32(acc, dot32(lo, xq + 64 * c), sc[2 * c]);
+        acc = vmlaq_n_s32(acc, dot32(hi, xq + 64 * c + 32), sc[2 * c + 1]);
     }
+    *products = vaddvq_s32(acc);
+    *mins = 0;
     for (int i = 0; i < 8; i++) *mins += mn[i] * sums[i];
 }
 
@@ -1766,14 +1769,14 @@ static void q6k_unpack(const uint8_t *blk, int i, int8x16_t w[2]) {
 /* A Q6_K block . 256 activations: sum_v scale[v / 16] * value_v * q_x,v */
 static int32_t q6k_block(const uint8_t *blk, const int8_t *xq) {
     const int8_t *sc = (const int8_t *)(blk + 192);
-    int32_t products = 0;
+    int32x4_t acc = vdupq_n_s32(0);
     for (int i = 0; i < 8; i++) {
         int8x16_t g[2];
         q6k_unpack(blk, i, g);
-        products += sc[2 * i] * vaddvq_s32(dot_s8(g[0], vld1q_s8(xq + 32 * i))) +
-                    sc[2 * i + 1] * vaddvq_s32(dot_s8(g[1], vld1q_s8(xq + 32 * i + 16)));
+        acc = vmlaq_n_s32(acc, dot_s8(g[0], vld1q_s8(xq + 32 * i)), sc[2 * i]);
+        acc = vmlaq_n_s32(acc, dot_s8(g[1], vld1q_s8(xq + 32 * i + 16)), sc[2 * i + 1]);
     }
-    return products;
+    return vaddvq_s32(acc);
 }
 
 static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {

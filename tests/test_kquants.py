@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import struct
+import subprocess
 import sys
 
 import numpy as np
@@ -16,7 +17,8 @@ import gguf_writer as gw
 import hf
 import reference
 import runc_file
-from conftest import ROOT, export, harness, logits, run
+from conftest import HARNESS, ROOT, export, logits, run
+from test_quantized import arm_harnesses  # noqa: F401  (a fixture: the harness built for ARM)
 from test_families import FAMILIES
 
 sys.path.insert(0, ROOT)
@@ -147,34 +149,34 @@ def assert_quantized_logits_match(path, tokens):
         assert np.mean(got.argmax(axis=1) == want.argmax(axis=1)) >= 0.9
 
 
-def matmul(path, index, x):
+def matmul(path, index, x, command=(HARNESS,)):
     """harness matmul: (type, quantized activations (T, n), their scales (T, n / 32), outputs (T, rows))"""
     np.asarray(x, dtype="<f4").tofile(str(path) + ".x")
-    lines = harness("matmul", path, index, str(path) + ".x").strip().split("\n")
+    out = subprocess.run([*command, "matmul", str(path), str(index), str(path) + ".x"], capture_output=True,
+                         text=True, check=True).stdout
+    lines = out.strip().split("\n")
     rows = [np.array(line.split(), dtype=np.float64) for line in lines[1:]]
     return lines[0], np.array(rows[0::3]), np.array(rows[1::3]), np.array(rows[2::3])
 
 
-@pytest.mark.parametrize("kind", ["Q4_K_M-mixed", "Q8_0", "Q4_0"])
-def test_each_matrix_times_its_quantized_input_is_exact(shared, tmp_path, kind):
+def assert_matmuls_exact(path, command=(HARNESS,)):
     """Every matrix of the file, through matmul (tiles of 4 tokens and the
     dot products of the fifth), against float64 products of its dequantized
     weights with run.c's own quantized activations: equal to float32
-    rounding, relative to the sum of the products' magnitudes."""
-    export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, kind + ".gguf"))
-    cfg, values = runc_file.dequantized(tmp_path / "m.bin")
-    _, tensors = runc_file.read(tmp_path / "m.bin")
+    rounding, relative to the sum of the products' magnitudes. Returns the
+    types seen."""
+    cfg, values = runc_file.dequantized(path)
+    _, tensors = runc_file.read(path)
     names = [name for name, shape in exporter.tensor_order(cfg) if len(shape) == 2]
     rng = np.random.default_rng(5)
     seen = set()
     for index, name in enumerate(names):
         w = values[name].astype(np.float64)
         x = rng.standard_normal((5, w.shape[1])) * np.exp(rng.normal(0, 1, (5, 1)))
-        wtype, q, scales, got = matmul(tmp_path / "m.bin", index, x)
+        wtype, q, scales, got = matmul(path, index, x, command)
         assert wtype == tensors[name][0]
         seen.add(wtype)
-        block = 256 if wtype in ("q4_k", "q6_k") else 32
-        if block == 256:  # one scale per 256 values, repeated per 32
+        if wtype in ("q4_k", "q6_k"):  # one scale per 256 values, repeated per 32
             assert np.all(scales.reshape(5, -1, 8) == scales.reshape(5, -1, 8)[:, :, :1])
         assert np.max(np.abs(q)) == 127
         xq = q * np.repeat(scales, 32, axis=1)[:, :w.shape[1]]
@@ -182,7 +184,21 @@ def test_each_matrix_times_its_quantized_input_is_exact(shared, tmp_path, kind):
         want = xq @ w.T
         magnitude = np.abs(xq) @ np.abs(w).T
         assert np.max(np.abs(got - want) / magnitude) < 1e-5, name
-    assert seen == {kind.lower()} if "mixed" not in kind else seen == {"q4_k", "q6_k"}
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["Q4_K_M-mixed", "Q8_0", "Q4_0"])
+def test_each_matrix_times_its_quantized_input_is_exact(shared, tmp_path, kind):
+    export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, kind + ".gguf"))
+    seen = assert_matmuls_exact(tmp_path / "m.bin")
+    assert seen == ({"q4_k", "q6_k"} if "mixed" in kind else {kind.lower()})
+
+
+def test_neon_k_matmuls_are_exact(shared, tmp_path, arm_harnesses):
+    """The same through the NEON kernels, cross-built and run under qemu."""
+    export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, "Q4_K_M-mixed.gguf"))
+    for exe in arm_harnesses:
+        assert assert_matmuls_exact(tmp_path / "m.bin", ("qemu-aarch64", str(exe))) == {"q4_k", "q6_k"}
 
 
 @pytest.mark.parametrize("kind", ["Q4_K_M-mixed", "Q3_K_M-mixed", "Q6_K", "Q5_K"])
