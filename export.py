@@ -4,6 +4,8 @@
     python3 export.py OUT.bin --hf DIR              Hugging Face directory (Llama, Mistral,
                                                     Qwen2; its tokenizer goes to tokenizer.bin
                                                     beside OUT.bin)
+    python3 export.py OUT.bin --gguf FILE.gguf      GGUF (llama.cpp) in any common type; Q8_0,
+                                                    Q4_0, Q4_K and Q6_K matrices kept as they are
     python3 export.py OUT.bin --llama2c IN.bin      llama2.c legacy model file
     python3 export.py OUT.bin --tokenizer PATH      tokenizer.model (SentencePiece or
                                                     tiktoken) or tokenizer.json
