@@ -456,10 +456,91 @@ def read_json(directory, name):
         raise ExportError(f"{path}: not valid JSON: {e}") from None
 
 
+# What each family's Hugging Face configuration class (LlamaConfig,
+# MistralConfig, Qwen2Config) uses for a key that config.json leaves out.
+HF_DEFAULTS = {
+    "llama": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048,
+              "tie_word_embeddings": False, "hidden_act": "silu"},
+    "mistral": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 4096 * 32,
+                "tie_word_embeddings": False, "hidden_act": "silu", "sliding_window": 4096},
+    "qwen2": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
+              "tie_word_embeddings": False, "hidden_act": "silu"},
+}
+ROPE_TYPES_REFUSED = ("linear", "dynamic", "yarn", "longrope")  # known to transformers, not run by run.c
+
+
+class HFConfig:
+    """config.json as transformers reads it: keys looked up with the family's
+    defaults (each default applied is said once), and RoPE from either form
+    transformers writes: rope_theta + rope_scaling (before v5) or
+    rope_parameters (v5: flat, or per layer type)."""
+
+    def __init__(self, cfg, model_type, where):
+        self.cfg, self.model_type, self.where = cfg, model_type, where
+
+    def get(self, key):
+        if key in self.cfg or key not in HF_DEFAULTS[self.model_type]:
+            return self.cfg.get(key)
+        value = HF_DEFAULTS[self.model_type][key]
+        progress_done(f"note: config.json has no {key}: using {self.model_type}'s default {value}")
+        self.cfg[key] = value  # said once
+        return value
+
+    def rope(self):
+        """(rope_theta, rope_scaling dict for run.c or None)"""
+        where, cfg = self.where, self.cfg
+        params = cfg.get("rope_parameters")
+        if params is None:
+            return float(self.get("rope_theta")), self.rope_scaling(cfg.get("rope_scaling"))
+        if not isinstance(params, dict):
+            raise ExportError(f"{where}: rope_parameters is not an object")
+        if params and all(isinstance(v, dict) for v in params.values()):  # per layer type
+            kinds = set(cfg.get("layer_types") or ["full_attention"])
+            if kinds != {"full_attention"} or set(params) - {"full_attention", "sliding_attention"}:
+                raise ExportError(f"{where}: rope_parameters per layer type {sorted(params)} with layer_types "
+                                  f"{sorted(kinds)}: local and global layers are not supported by {self.model_type}")
+            if "full_attention" not in params:
+                raise ExportError(f"{where}: rope_parameters has no full_attention entry")
+            params = params["full_attention"]
+        theta = params.get("rope_theta")
+        kind = params.get("rope_type", params.get("type", "default"))
+        scaling = self.rope_scaling(None if kind == "default" else params)
+        old_theta, old_scaling = cfg.get("rope_theta"), self.rope_scaling(cfg.get("rope_scaling"))
+        if old_theta is not None and theta is not None and float(old_theta) != float(theta):
+            raise ExportError(f"{where}: rope_theta {old_theta} and rope_parameters' rope_theta {theta} disagree")
+        if cfg.get("rope_scaling") and old_scaling != scaling:
+            raise ExportError(f"{where}: rope_scaling {cfg['rope_scaling']} and rope_parameters {params} disagree")
+        if theta is None:  # in neither form: the family's default, said by get
+            theta = self.get("rope_theta")
+        return float(theta), scaling
+
+    def rope_scaling(self, rs):
+        if not rs:
+            return None
+        if not isinstance(rs, dict):
+            raise ExportError(f"{self.where}: rope scaling {rs!r} is not an object")
+        kind = rs.get("rope_type", rs.get("type"))
+        if kind == "default":
+            return None
+        if kind in ROPE_TYPES_REFUSED:
+            raise ExportError(f"{self.where}: rope_type {kind!r} is not implemented by run.c (it changes every "
+                              "rotation, so leaving it out would give wrong logits); supported: default, llama3")
+        if kind != "llama3":
+            raise ExportError(f"{self.where}: unknown rope_type {kind!r} (known: default, llama3, "
+                              f"{', '.join(ROPE_TYPES_REFUSED)})")
+        try:
+            return {"factor": float(rs["factor"]), "low_freq_factor": float(rs["low_freq_factor"]),
+                    "high_freq_factor": float(rs["high_freq_factor"]),
+                    "original_seq_len": int(rs["original_max_position_embeddings"])}
+        except (KeyError, TypeError, ValueError) as e:
+            raise ExportError(f"{self.where}: llama3 rope scaling lacks or misstates {e}") from None
+
+
 class HuggingFaceCheckpoint:
     def __init__(self, directory):
         self.dir = directory
         self.hf = read_json(directory, "config.json")
+        self.head_name = "lm_head.weight"
         self.files = {}  # tensor name -> SafetensorsFile
         index = os.path.join(directory, "model.safetensors.index.json")
         single = os.path.join(directory, "model.safetensors")
@@ -484,48 +565,86 @@ class HuggingFaceCheckpoint:
             raise ExportError(f"{self.dir}: tensor {name} is missing")
         return self.files[name].get(name)
 
-    def make_config(self):
+    def unwrap(self):
+        """A multimodal wrapper (Llava, Mistral3, ...) keeps its language model's
+        config in text_config and its tensors under language_model: that model
+        is exported, the rest (the vision tower, the projector) skipped."""
         hf = self.hf
-        model_type = hf.get("model_type", "llama")
-        if model_type not in ("llama", "mistral", "qwen2"):
+        if "text_config" not in hf:
+            return hf, "model."
+        text = hf["text_config"]
+        if not isinstance(text, dict) or "model_type" not in text:
+            raise ExportError(f"{self.dir}: text_config has no model_type")
+        for prefix in ("model.language_model.", "language_model.model."):
+            if prefix + "embed_tokens.weight" in self.files:
+                break
+        else:
+            raise ExportError(f"{self.dir}: a text_config, but no language_model tensors "
+                              "(model.language_model.* or language_model.model.*)")
+        head = "language_model.lm_head.weight" if prefix.startswith("language_model") else "lm_head.weight"
+        if head in self.files:
+            self.head_name = head
+        skipped = sum(1 for n in self.files if not n.startswith(prefix) and n != head)
+        archs = ", ".join(hf.get("architectures") or [hf.get("model_type", "?")])
+        progress_done(f"note: {archs} is a multimodal wrapper: exporting its language model "
+                      f"({text['model_type']}, text_config); {skipped} other tensors (vision tower, projector) skipped")
+        return dict(text), prefix
+
+    def make_config(self):
+        raw, self.prefix = self.unwrap()
+        model_type = raw.get("model_type")
+        if model_type is None:
+            model_type = "llama"
+            progress_done("note: config.json has no model_type: reading it as llama")
+        if model_type not in HF_DEFAULTS:
             raise ExportError(f"{self.dir}: model_type {model_type!r} is not supported "
-                              "(supported: llama, mistral, qwen2)")
-        if hf.get("hidden_act", "silu") != "silu":
-            raise ExportError(f"{self.dir}: hidden_act {hf['hidden_act']!r} is not supported (expected 'silu')")
+                              f"(supported: {', '.join(HF_DEFAULTS)})")
+        hf = HFConfig(raw, model_type, self.dir)
+        if hf.get("hidden_act") != "silu":
+            raise ExportError(f"{self.dir}: hidden_act {hf.get('hidden_act')!r} is not supported for "
+                              f"{model_type} (expected 'silu')")
         for flag in ("attention_bias", "mlp_bias"):
-            if hf.get(flag):
+            if raw.get(flag):
                 raise ExportError(f"{self.dir}: {flag} is not supported")
-        if model_type == "qwen2" and hf.get("use_sliding_window"):
+        if model_type == "qwen2" and raw.get("use_sliding_window"):
             raise ExportError(f"{self.dir}: Qwen2 sliding-window attention is not supported")
-        n_heads = hf["num_attention_heads"]
-        dim = hf["hidden_size"]
-        head_dim = hf.get("head_dim") or dim // n_heads
-        vocab = hf["vocab_size"]
-        emb_rows = self.files["model.embed_tokens.weight"].tensors["model.embed_tokens.weight"][1][0] \
-            if "model.embed_tokens.weight" in self.files else vocab
-        tied = bool(hf.get("tie_word_embeddings", False)) or "lm_head.weight" not in self.files
-        eos = as_list(hf.get("eos_token_id", 2)) + as_list(self.generation_config().get("eos_token_id"))
+        for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
+            if not isinstance(raw.get(key), int) or raw[key] <= 0:
+                raise ExportError(f"{self.dir}: config.json has no positive integer {key}")
+        n_heads = raw["num_attention_heads"]
+        dim = raw["hidden_size"]
+        head_dim = raw.get("head_dim") or dim // n_heads
+        n_kv_heads = raw.get("num_key_value_heads")
+        if n_kv_heads is None:
+            n_kv_heads = n_heads
+            progress_done(f"note: config.json has no num_key_value_heads: using {model_type}'s default, "
+                          f"num_attention_heads ({n_heads})")
+        emb = self.prefix + "embed_tokens.weight"
+        emb_rows = self.files[emb].tensors[emb][1][0] if emb in self.files else raw["vocab_size"]
+        tied = bool(hf.get("tie_word_embeddings")) or self.head_name not in self.files
+        eos = as_list(raw.get("eos_token_id", 2)) + as_list(self.generation_config().get("eos_token_id"))
         eos = list(dict.fromkeys(eos))  # unique, in order
-        bos = hf.get("bos_token_id", 1)
-        seq_len = hf.get("max_position_embeddings", 2048)
+        bos = raw.get("bos_token_id", 1)
+        seq_len = hf.get("max_position_embeddings")
         window = hf.get("sliding_window") if model_type == "mistral" else None
         if window and window < seq_len:
             # Mistral 7B v0.1 attends to the last 4096 positions only: run.c
             # has no sliding window, so the context stops at the window.
             progress_done(f"note: sliding window of {window}: the context is capped at {window} positions")
             seq_len = window
+        theta, scaling = hf.rope()
         return {
             "dim": dim,
-            "hidden_dim": hf["intermediate_size"],
-            "n_layers": hf["num_hidden_layers"],
+            "hidden_dim": raw["intermediate_size"],
+            "n_layers": raw["num_hidden_layers"],
             "n_heads": n_heads,
-            "n_kv_heads": hf.get("num_key_value_heads") or n_heads,
+            "n_kv_heads": n_kv_heads,
             "head_dim": head_dim,
             "vocab_size": emb_rows,
             "seq_len": seq_len,
-            "rope_theta": float(hf.get("rope_theta", 10000.0)),
-            "rope_scaling": self.rope_scaling(hf.get("rope_scaling")),
-            "norm_eps": float(hf.get("rms_norm_eps", 1e-6)),
+            "rope_theta": theta,
+            "rope_scaling": scaling,
+            "norm_eps": float(hf.get("rms_norm_eps")),
             "tied": tied,
             "qkv_bias": model_type == "qwen2",
             "bos_id": -1 if bos is None else bos,
@@ -539,29 +658,17 @@ class HuggingFaceCheckpoint:
         with open(path) as f:
             return json.load(f)
 
-    def rope_scaling(self, rs):
-        if not rs:
-            return None
-        kind = rs.get("rope_type", rs.get("type"))
-        if kind == "default":
-            return None
-        if kind != "llama3":
-            raise ExportError(f"{self.dir}: rope_scaling type {kind!r} is not supported (only 'llama3')")
-        return {"factor": float(rs["factor"]), "low_freq_factor": float(rs["low_freq_factor"]),
-                "high_freq_factor": float(rs["high_freq_factor"]),
-                "original_seq_len": int(rs["original_max_position_embeddings"])}
-
     def get(self, name):
         """Tensors under run.c's names, in run.c's layout."""
         c = self.config
         if name == "tok_embeddings":
-            return self.tensor("model.embed_tokens.weight")
+            return self.tensor(self.prefix + "embed_tokens.weight")
         if name == "norm":
-            return self.tensor("model.norm.weight")
+            return self.tensor(self.prefix + "norm.weight")
         if name == "output":
-            return self.tensor("lm_head.weight")
+            return self.tensor(self.head_name)
         _, i, kind = name.split(".")
-        p = f"model.layers.{i}."
+        p = f"{self.prefix}layers.{i}."
         if kind in ("wq", "wk", "bq", "bk"):
             heads = c["n_heads"] if kind[1] == "q" else c["n_kv_heads"]
             part = "weight" if kind[0] == "w" else "bias"

@@ -1,0 +1,163 @@
+"""config.json as transformers writes it today: rope_parameters (flat and per
+layer type) beside the older rope_theta / rope_scaling, each family's
+defaults for absent keys (said by export), refusals that name the key and
+value, and multimodal wrappers whose language model sits under text_config."""
+
+import json
+
+import numpy as np
+import pytest
+
+import hf
+import reference
+from conftest import export, logits
+from test_families import FAMILIES
+
+import struct
+
+
+def rope_header(path):
+    """rope_theta, factor, low, high, original context from the model file's header"""
+    with open(path, "rb") as f:
+        h = f.read(64)
+    return struct.unpack("<4fi", h[40:60])
+
+
+def write(tmp_path, name, config, weights, drop=()):
+    """A checkpoint whose config.json is `config` less the keys in drop."""
+    d = tmp_path / name
+    hf.write_checkpoint(d, config, weights)
+    cfg = json.loads((d / "config.json").read_text())
+    for key in drop:
+        cfg.pop(key, None)
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def new_form(config, per_layer_type=False):
+    """config with rope_theta / rope_scaling moved into rope_parameters (transformers v5)."""
+    new = {k: v for k, v in config.items() if k not in ("rope_theta", "rope_scaling")}
+    params = {"rope_type": "default", "rope_theta": config.get("rope_theta", 10000.0)}
+    if config.get("rope_scaling"):
+        params = {**config["rope_scaling"], "rope_theta": params["rope_theta"]}
+    new["rope_parameters"] = {"full_attention": params} if per_layer_type else params
+    if per_layer_type:
+        new["layer_types"] = ["full_attention"] * config["num_hidden_layers"]
+    return new
+
+
+@pytest.mark.parametrize("family", ["llama3.2", "qwen2.5", "tinyllama"])
+def test_rope_parameters_export_the_same_file_as_the_old_keys(tmp_path, family):
+    config = FAMILIES[family]
+    weights = hf.random_llama(config, seed=9)
+    old = write(tmp_path, "old", config, weights)
+    export(tmp_path / "old.bin", "--hf", old)
+    for form, per_layer in (("flat", False), ("per_layer_type", True)):
+        d = write(tmp_path, form, new_form(config, per_layer), weights, drop=("rope_theta", "rope_scaling"))
+        p = export(tmp_path / f"{form}.bin", "--hf", d)
+        assert "rope_theta" not in p.stderr  # no default applied: it came from rope_parameters
+        assert (tmp_path / f"{form}.bin").read_bytes() == (tmp_path / "old.bin").read_bytes(), form
+    tokens = list(np.random.default_rng(0).integers(0, config["vocab_size"], 30))
+    want = reference.forward(config, weights, tokens)
+    assert np.max(np.abs(logits(tmp_path / "flat.bin", tokens) - want)) < 1e-4
+
+
+def test_both_forms_that_agree_are_accepted(tmp_path):
+    config = FAMILIES["llama3.2"]
+    d = write(tmp_path, "both", {**new_form(config), "rope_theta": config["rope_theta"],
+                                 "rope_scaling": config["rope_scaling"]}, hf.random_llama(config, 1))
+    export(tmp_path / "m.bin", "--hf", d)
+    assert rope_header(tmp_path / "m.bin")[:2] == (500000.0, 32.0)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"rope_theta": 10000.0}, "rope_theta 10000.0 and rope_parameters' rope_theta 500000.0 disagree"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 32}}, "rope_scaling"),
+])
+def test_forms_that_disagree_are_refused(tmp_path, change, message):
+    config = FAMILIES["llama3.2"]
+    d = write(tmp_path, "m", {**new_form(config), **change}, hf.random_llama(config, 1))
+    p = export(tmp_path / "m.bin", "--hf", d, check=False)
+    assert p.returncode == 1 and message in p.stderr and "disagree" in p.stderr
+
+
+@pytest.mark.parametrize("model_type,theta", [("llama", 10000.0), ("mistral", 10000.0), ("qwen2", 10000.0)])
+def test_absent_keys_take_the_family_defaults_and_say_so(tmp_path, model_type, theta):
+    config = {**FAMILIES["tinyllama"], "model_type": model_type, "num_key_value_heads": 8}  # MHA: the default
+    d = write(tmp_path, "m", config, hf.random_llama(config, 2),
+              drop=("rope_theta", "rms_norm_eps", "max_position_embeddings", "tie_word_embeddings", "hidden_act",
+                    "num_key_value_heads", "sliding_window"))
+    p = export(tmp_path / "m.bin", "--hf", d)
+    for key in ("rope_theta", "rms_norm_eps", "max_position_embeddings", "tie_word_embeddings", "hidden_act",
+                "num_key_value_heads"):
+        assert f"config.json has no {key}" in p.stderr, key
+    assert rope_header(tmp_path / "m.bin")[0] == theta
+    with open(tmp_path / "m.bin", "rb") as f:
+        h = f.read(64)
+    n_kv, seq_len = struct.unpack("<i", h[24:28])[0], struct.unpack("<i", h[36:40])[0]
+    eps = struct.unpack("<f", h[60:64])[0]
+    assert n_kv == config["num_attention_heads"] and eps == pytest.approx(1e-6)
+    # Mistral's default sliding window (4096) caps the context, as its configuration class implies
+    assert seq_len == {"llama": 2048, "mistral": 4096, "qwen2": 32768}[model_type]
+
+
+def test_rope_parameters_without_theta_take_the_default_and_say_so(tmp_path):
+    config = FAMILIES["tinyllama"]
+    d = write(tmp_path, "m", {**config, "rope_parameters": {"rope_type": "default"}}, hf.random_llama(config, 2),
+              drop=("rope_theta",))
+    p = export(tmp_path / "m.bin", "--hf", d)
+    assert "config.json has no rope_theta: using llama's default 10000.0" in p.stderr
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6,
+                          "original_max_position_embeddings": 32768}}, "rope_type 'yarn' is not implemented"),
+    ({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}, "rope_type 'linear' is not"),
+    ({"rope_scaling": {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}},
+     "rope_type 'longrope' is not implemented"),
+    ({"rope_parameters": {"rope_type": "spiral", "rope_theta": 1e4}}, "unknown rope_type 'spiral'"),
+    ({"hidden_act": "relu2"}, "hidden_act 'relu2' is not supported"),
+    ({"model_type": "falcon"}, "model_type 'falcon' is not supported"),
+    ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                          "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
+      "layer_types": ["sliding_attention", "full_attention"]}, "local and global layers are not supported"),
+])
+def test_unknown_or_unsupported_values_are_refused_by_name(tmp_path, change, message):
+    config = FAMILIES["tinyllama"]
+    d = write(tmp_path, "m", {**config, **change}, hf.random_llama(config, 2))
+    p = export(tmp_path / "m.bin", "--hf", d, check=False)
+    assert p.returncode == 1 and message in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1 or "note:" in p.stderr
+
+
+@pytest.mark.parametrize("prefix,head", [("model.language_model.", "lm_head.weight"),
+                                         ("language_model.model.", "language_model.lm_head.weight")])
+def test_multimodal_wrapper_exports_its_language_model(tmp_path, prefix, head):
+    """A Llava-style checkpoint: the language model's config under text_config,
+    its tensors under a language_model prefix (both namings transformers has
+    used), a vision tower beside them that is skipped."""
+    config = FAMILIES["llama3.2"]
+    config = {**config, "tie_word_embeddings": False}
+    weights = hf.random_llama(config, seed=4)
+    stored = {}
+    for name, a in weights.items():
+        if name == "lm_head.weight":
+            stored[head] = a
+        else:
+            stored[prefix + name[len("model."):]] = a
+    rng = np.random.default_rng(0)
+    stored["model.vision_tower.patch_embedding.weight"] = rng.normal(size=(8, 3, 4, 4)).astype(np.float32)
+    stored["model.multi_modal_projector.linear_1.weight"] = rng.normal(size=(128, 8)).astype(np.float32)
+    wrapper = {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
+               "text_config": {**new_form(config), "model_type": "llama"},
+               "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 8}}
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(wrapper))
+    hf.write_safetensors(d / "model.safetensors", stored, "F32")
+    p = export(tmp_path / "m.bin", "--hf", d)
+    assert "LlavaForConditionalGeneration is a multimodal wrapper" in p.stderr and "2 other tensors" in p.stderr
+    tokens = list(np.random.default_rng(1).integers(0, config["vocab_size"], 30))
+    want = reference.forward(config, weights, tokens)
+    assert np.max(np.abs(logits(tmp_path / "m.bin", tokens) - want)) < 1e-4
