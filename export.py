@@ -1020,6 +1020,7 @@ class GGUFCheckpoint:
         self.gguf = g = GGUFFile(path)
         self.path = path
         arch = g.meta.get("general.architecture")
+        self.arch = arch
         if arch not in ("llama", "qwen2"):
             raise ExportError(f"{path}: architecture {arch!r} is not supported (llama, qwen2)")
 
@@ -1057,9 +1058,21 @@ class GGUFCheckpoint:
         return f"blk.{i}.{cls.NAMES[kind]}.{part}"
 
     def get(self, name):
-        # llama.cpp's converter already put q and k rows in Meta's interleaved
-        # RoPE order (its "permute"), which is run.c's: no reordering here.
-        return self.tensor(self.gguf_name(name))
+        # For llama, llama.cpp's converter already put q and k rows in Meta's
+        # interleaved RoPE order (its "permute"), which is run.c's: no
+        # reordering. For qwen2 it keeps Hugging Face's rotate-half order
+        # (llama.cpp runs it with NEOX rope), reordered here as for --hf.
+        t = self.tensor(self.gguf_name(name))
+        kind = name.split(".")[-1]
+        if self.arch != "llama" and kind in ("wq", "wk", "bq", "bk"):
+            c = self.config
+            heads = c["n_heads"] if kind[1] == "q" else c["n_kv_heads"]
+            if isinstance(t, GGMLTensor):  # whole rows move, in whatever encoding: bit for bit still
+                rows = np.frombuffer(t.raw, dtype=np.uint8).reshape(t.shape[0], -1)
+                return GGMLTensor(t.name, t.ttype, t.shape,
+                                  np.ascontiguousarray(unpermute_rope(rows, heads, c["head_dim"])))
+            return unpermute_rope(t, heads, c["head_dim"])
+        return t
 
     def tensor(self, name):
         """Matrices as GGMLTensors (written in their own type where run.c

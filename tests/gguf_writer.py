@@ -81,7 +81,8 @@ def write_gguf(path, metadata, tensors, version=3):
 
 
 def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None, extra=None):
-    """A GGUF of a Hugging Face-layout model, as llama.cpp would convert it.
+    """A GGUF of a Hugging Face-layout model, as llama.cpp would convert it
+    (arch llama: q and k rows permuted; qwen2: as they are).
     Returns the weights as stored, back in Hugging Face layout, for the reference."""
     nh = config["num_attention_heads"]
     nkv = config.get("num_key_value_heads") or nh
@@ -113,7 +114,11 @@ def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None
         else:
             _, _, i, rest = hf_name.split(".", 3)
             name = f"blk.{i}.{names[rest]}"
+        # llama.cpp's LlamaModel permutes q and k rows to Meta's pairs; its
+        # Qwen2Model keeps Hugging Face's rotate-half order (NEOX rope)
         heads = nh if "q_proj" in hf_name else nkv if "k_proj" in hf_name else None
+        if arch != "llama":
+            heads = None
         if heads:
             a = llama_cpp_permute(a, heads)
         # as llama.cpp: 1-D tensors (norms, biases) stay F32, and rows that are
