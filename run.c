@@ -1382,11 +1382,6 @@ static __m256 bytes_to_floats(const uint8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
-/* A Q4_K block . one token's 256 activations: (the integer products, each
-   group times its scale, as 8 int32) and (the mins . group sums, as 8 floats).
-   The 32 bytes holding groups 2c and 2c + 1 split into their low nibbles
-   (group 2c) and high ones (2c + 1) with unpack_q4_pair: each group is a
-   whole 32 activations' partner, no reordering needed. */
 /* The 8 scales of a Q4_K block in every 8 bytes of a vector, and group
    g's scale as 16 int16 taken from it by a byte shuffle (one instruction,
    where a broadcast from memory takes three). */
@@ -1400,6 +1395,10 @@ static __m256i q4k_group_scale(__m256i scale_bytes, int g) {
     return _mm256_shuffle_epi8(scale_bytes, _mm256_set1_epi16((short)(0x8000 | g))); /* 0x80: a zero byte */
 }
 
+/* A Q4_K block's nibbles . one token's 256 activations, each group times its
+   scale, as 8 int32. The 32 bytes holding groups 2c and 2c + 1 split into
+   their low nibbles (group 2c) and high ones (2c + 1) with unpack_q4_pair:
+   each group meets 32 consecutive activations, no reordering needed. */
 static __m256i q4k_products(const uint8_t *blk, const uint8_t sc[8], const int8_t *xq) {
     __m256i acc = _mm256_setzero_si256(), scales = q4k_scale_bytes(sc);
     for (int c = 0; c < 4; c++) {
