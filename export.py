@@ -29,7 +29,7 @@ TENSOR_ALIGN = 64
 MAX_EOS = 8
 WEIGHT_TYPES = {"fp32": 0, "q8_0": 1, "q4_0": 2, "q4_k": 3, "q6_k": 4}
 QK = 32  # values per quantized block
-FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS = 1, 2
+FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM = 1, 2, 4
 
 TOKENIZER_MAGIC = b"RUNT"
 TOKENIZER_VERSION = 1
@@ -55,7 +55,8 @@ def model_header(cfg, weight_type=0):
     if len(eos) > MAX_EOS:
         raise ExportError(f"at most {MAX_EOS} EOS ids are supported, got {len(eos)}")
     rope = cfg.get("rope_scaling") or {}
-    flags = (FLAG_TIED_CLASSIFIER if cfg["tied"] else 0) | (FLAG_QKV_BIAS if cfg.get("qkv_bias") else 0)
+    flags = (FLAG_TIED_CLASSIFIER if cfg["tied"] else 0) | (FLAG_QKV_BIAS if cfg.get("qkv_bias") else 0) | \
+        (FLAG_QK_NORM if cfg.get("qk_norm") else 0)
     head = struct.pack(
         "<4sI8i4fif3ii",
         MODEL_MAGIC, MODEL_VERSION,
@@ -87,6 +88,8 @@ def tensor_order(cfg):
             order.append((p + "w" + w, (rows, d)))
             if cfg.get("qkv_bias"):
                 order.append((p + "b" + w, (rows,)))
+        if cfg.get("qk_norm"):
+            order += [(p + "q_norm", (cfg["head_dim"],)), (p + "k_norm", (cfg["head_dim"],))]
         order += [(p + "wo", (d, q)), (p + "ffn_norm", (d,)), (p + "w1", (h, d)), (p + "w2", (d, h)),
                   (p + "w3", (h, d))]
     order.append(("norm", (d,)))
@@ -465,6 +468,8 @@ HF_DEFAULTS = {
                 "tie_word_embeddings": False, "hidden_act": "silu", "sliding_window": 4096},
     "qwen2": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
               "tie_word_embeddings": False, "hidden_act": "silu"},
+    "qwen3": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
+              "tie_word_embeddings": False, "hidden_act": "silu", "head_dim": 128},
 }
 ROPE_TYPES_REFUSED = ("linear", "dynamic", "yarn", "longrope")  # known to transformers, not run by run.c
 
@@ -606,14 +611,14 @@ class HuggingFaceCheckpoint:
         for flag in ("attention_bias", "mlp_bias"):
             if raw.get(flag):
                 raise ExportError(f"{self.dir}: {flag} is not supported")
-        if model_type == "qwen2" and raw.get("use_sliding_window"):
-            raise ExportError(f"{self.dir}: Qwen2 sliding-window attention is not supported")
+        if model_type in ("qwen2", "qwen3") and raw.get("use_sliding_window"):
+            raise ExportError(f"{self.dir}: Qwen sliding-window attention is not supported")
         for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
             if not isinstance(raw.get(key), int) or raw[key] <= 0:
                 raise ExportError(f"{self.dir}: config.json has no positive integer {key}")
         n_heads = raw["num_attention_heads"]
         dim = raw["hidden_size"]
-        head_dim = raw.get("head_dim") or dim // n_heads
+        head_dim = hf.get("head_dim") or dim // n_heads  # Qwen3 states it (default 128); the others derive it
         n_kv_heads = raw.get("num_key_value_heads")
         if n_kv_heads is None:
             n_kv_heads = n_heads
@@ -647,6 +652,7 @@ class HuggingFaceCheckpoint:
             "norm_eps": float(hf.get("rms_norm_eps")),
             "tied": tied,
             "qkv_bias": model_type == "qwen2",
+            "qk_norm": model_type == "qwen3",
             "bos_id": -1 if bos is None else bos,
             "eos_ids": eos,
         }
@@ -675,6 +681,8 @@ class HuggingFaceCheckpoint:
             return unpermute_rope(self.tensor(f"{p}self_attn.{kind[1]}_proj.{part}"), heads, c["head_dim"])
         if kind == "bv":
             return self.tensor(p + "self_attn.v_proj.bias")
+        if kind in ("q_norm", "k_norm"):  # one head's weights: reordered like each head's rows
+            return unpermute_rope(self.tensor(f"{p}self_attn.{kind}.weight"), 1, c["head_dim"])
         hf_names = {"wv": "self_attn.v_proj.weight", "wo": "self_attn.o_proj.weight",
                     "w1": "mlp.gate_proj.weight", "w2": "mlp.down_proj.weight", "w3": "mlp.up_proj.weight",
                     "attention_norm": "input_layernorm.weight", "ffn_norm": "post_attention_layernorm.weight"}
@@ -1014,15 +1022,15 @@ def llama3_rope_from_factors(factors, head_dim, theta, path):
 class GGUFCheckpoint:
     NAMES = {"attention_norm": "attn_norm", "wq": "attn_q", "wk": "attn_k", "wv": "attn_v", "wo": "attn_output",
              "ffn_norm": "ffn_norm", "w1": "ffn_gate", "w2": "ffn_down", "w3": "ffn_up",
-             "bq": "attn_q", "bk": "attn_k", "bv": "attn_v"}
+             "bq": "attn_q", "bk": "attn_k", "bv": "attn_v", "q_norm": "attn_q_norm", "k_norm": "attn_k_norm"}
 
     def __init__(self, path):
         self.gguf = g = GGUFFile(path)
         self.path = path
         arch = g.meta.get("general.architecture")
         self.arch = arch
-        if arch not in ("llama", "qwen2"):
-            raise ExportError(f"{path}: architecture {arch!r} is not supported (llama, qwen2)")
+        if arch not in ("llama", "qwen2", "qwen3"):
+            raise ExportError(f"{path}: architecture {arch!r} is not supported (llama, qwen2, qwen3)")
 
         def key(k, default=None):
             v = g.meta.get(f"{arch}.{k}", default)
@@ -1045,6 +1053,7 @@ class GGUFCheckpoint:
             "vocab_size": g.tensors["token_embd.weight"][0][0], "seq_len": key("context_length"),
             "rope_theta": theta, "rope_scaling": rope, "norm_eps": float(key("attention.layer_norm_rms_epsilon")),
             "tied": "output.weight" not in g.tensors, "qkv_bias": "blk.0.attn_q.bias" in g.tensors,
+            "qk_norm": "blk.0.attn_q_norm.weight" in g.tensors,
             "bos_id": g.meta.get("tokenizer.ggml.bos_token_id", -1), "eos_ids": as_list(eos),
         }
 
@@ -1060,13 +1069,14 @@ class GGUFCheckpoint:
     def get(self, name):
         # For llama, llama.cpp's converter already put q and k rows in Meta's
         # interleaved RoPE order (its "permute"), which is run.c's: no
-        # reordering. For qwen2 it keeps Hugging Face's rotate-half order
-        # (llama.cpp runs it with NEOX rope), reordered here as for --hf.
+        # reordering. For qwen2 and qwen3 it keeps Hugging Face's rotate-half
+        # order (llama.cpp runs them with NEOX rope), reordered here as for
+        # --hf, with Qwen3's per-head q/k norm weights.
         t = self.tensor(self.gguf_name(name))
         kind = name.split(".")[-1]
-        if self.arch != "llama" and kind in ("wq", "wk", "bq", "bk"):
+        if self.arch != "llama" and kind in ("wq", "wk", "bq", "bk", "q_norm", "k_norm"):
             c = self.config
-            heads = c["n_heads"] if kind[1] == "q" else c["n_kv_heads"]
+            heads = 1 if kind.endswith("norm") else c["n_heads"] if kind[1] == "q" else c["n_kv_heads"]
             if isinstance(t, GGMLTensor):  # whole rows move, in whatever encoding: bit for bit still
                 rows = np.frombuffer(t.raw, dtype=np.uint8).reshape(t.shape[0], -1)
                 return GGMLTensor(t.name, t.ttype, t.shape,
@@ -1324,7 +1334,8 @@ class RuncCheckpoint:
         self.config = {"dim": dim, "hidden_dim": hidden, "n_layers": layers, "n_heads": heads,
                        "n_kv_heads": kv_heads, "head_dim": head_dim, "vocab_size": vocab, "seq_len": seq_len,
                        "rope_theta": theta, "norm_eps": eps, "tied": bool(flags & FLAG_TIED_CLASSIFIER),
-                       "qkv_bias": bool(flags & FLAG_QKV_BIAS), "bos_id": bos, "eos_ids": list(f[20:20 + n_eos]),
+                       "qkv_bias": bool(flags & FLAG_QKV_BIAS), "qk_norm": bool(flags & FLAG_QK_NORM),
+                       "bos_id": bos, "eos_ids": list(f[20:20 + n_eos]),
                        "rope_scaling": {"factor": factor, "low_freq_factor": low, "high_freq_factor": high,
                                         "original_seq_len": orig} if factor else None}
         self.arrays, offset = {}, MODEL_HEADER_SIZE

@@ -130,6 +130,8 @@ static char *read_file(const char *path, size_t *len) {
            bk                         (n_kv_heads * head_dim)  only with FLAG_QKV_BIAS
            wv                         (n_kv_heads * head_dim, dim)
            bv                         (n_kv_heads * head_dim)  only with FLAG_QKV_BIAS
+           q_norm                     (head_dim)               only with FLAG_QK_NORM
+           k_norm                     (head_dim)               only with FLAG_QK_NORM
            wo                         (dim, n_heads * head_dim)
            ffn_norm                   (dim)
            w1 (gate)                  (hidden_dim, dim)
@@ -174,7 +176,7 @@ static const char *WEIGHT_NAMES[N_WEIGHT_TYPES] = {"fp32", "q8_0", "q4_0", "q4_k
 #define QK_K 256     /* values per block of a q4_k or q6_k row */
 #define Q4K_BYTES 144
 #define Q6K_BYTES 210
-enum { FLAG_TIED_CLASSIFIER = 1u << 0, FLAG_QKV_BIAS = 1u << 1 };
+enum { FLAG_TIED_CLASSIFIER = 1u << 0, FLAG_QKV_BIAS = 1u << 1, FLAG_QK_NORM = 1u << 2 };
 
 typedef struct {
     uint32_t magic;         /* MODEL_MAGIC */
@@ -193,7 +195,7 @@ typedef struct {
     float rope_high_freq_factor;
     int32_t rope_original_seq_len;
     float norm_eps;         /* RMSNorm epsilon */
-    uint32_t flags;         /* FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS */
+    uint32_t flags;         /* FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM */
     int32_t weight_type;    /* WEIGHT_*: of every matrix (version 1), of most (version 2) */
     int32_t bos_id;
     int32_t n_eos;          /* how many of eos_ids are used */
@@ -211,6 +213,7 @@ typedef struct {
     float norm_eps;
     int tied_classifier;
     int qkv_bias;   /* q, k and v projections have biases (Qwen2) */
+    int qk_norm;    /* each head of q and of k is RMS-normed before RoPE (Qwen3) */
     int weight_type;  /* the header's: of every matrix, or of most (the type table says) */
     int quantized;    /* some matrix is not fp32: matmul inputs are quantized */
     int k_types;      /* some matrix is q4_k or q6_k */
@@ -239,6 +242,8 @@ typedef struct {
     const float *bq;        /* (n_heads * head_dim) or NULL: biases of the */
     const float *bk;        /* (n_kv_heads * head_dim)   q, k and v */
     const float *bv;        /* (n_kv_heads * head_dim)   projections */
+    const float *q_norm;    /* (head_dim) or NULL: RMSNorm weights of each */
+    const float *k_norm;    /* (head_dim)   query head and key head */
     Matrix wo;              /* (dim, n_heads * head_dim) */
     const float *ffn_norm;  /* (dim) */
     Matrix w1;              /* (hidden_dim, dim) */
@@ -430,6 +435,8 @@ static void map_weights(Weights *w, const Config *c, TensorReader *r) {
             if (c->qkv_bias) lw->bk = take_tensor(r, kv_dim, "bk");
             lw->wv = take_matrix(r, T, kv_dim, dim, "wv");
             if (c->qkv_bias) lw->bv = take_tensor(r, kv_dim, "bv");
+            if (c->qk_norm) lw->q_norm = take_tensor(r, c->head_dim, "q_norm");
+            if (c->qk_norm) lw->k_norm = take_tensor(r, c->head_dim, "k_norm");
             lw->wo = take_matrix(r, T, dim, q_dim, "wo");
             lw->ffn_norm = take_tensor(r, dim, "ffn_norm");
             lw->w1 = take_matrix(r, T, hidden, dim, "w1");
@@ -493,7 +500,8 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
         c->norm_eps = h.norm_eps;
         c->tied_classifier = (h.flags & FLAG_TIED_CLASSIFIER) != 0;
         c->qkv_bias = (h.flags & FLAG_QKV_BIAS) != 0;
-        if (h.flags & ~(FLAG_TIED_CLASSIFIER | FLAG_QKV_BIAS))
+        c->qk_norm = (h.flags & FLAG_QK_NORM) != 0;
+        if (h.flags & ~(FLAG_TIED_CLASSIFIER | FLAG_QKV_BIAS | FLAG_QK_NORM))
             fatal("%s: unknown flags 0x%x in model header", path, h.flags);
         c->weight_type = h.weight_type;
         c->bos_id = h.bos_id;
@@ -1947,6 +1955,25 @@ static void matrix_row(float *out, const Matrix *W, int row) {
 /* 5. Forward pass                                                            */
 /* ========================================================================== */
 
+/* One token's query, key and value (q: n_heads heads, k and v: n_kv_heads
+   heads of head_dim), in place, from the projections to what attention
+   uses: the biases (Qwen2), the RMSNorm of each head of q and of k (Qwen3),
+   then RoPE at the token's position (cos_t, sin_t). */
+static void attention_inputs(const Config *c, const LayerWeights *lw, float *q, float *k, float *v,
+                             const float *cos_t, const float *sin_t) {
+    int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
+    if (c->qkv_bias) { /* q += bq, k += bk, v += bv */
+        for (int i = 0; i < q_dim; i++) q[i] += lw->bq[i];
+        for (int i = 0; i < kv_dim; i++) k[i] += lw->bk[i], v[i] += lw->bv[i];
+    }
+    if (c->qk_norm) { /* PyTorch: q = q_norm(q.view(n_heads, head_dim)); k = k_norm(k.view(n_kv_heads, head_dim)) */
+        for (int h = 0; h < c->n_heads; h++) rmsnorm(q + h * head_dim, q + h * head_dim, lw->q_norm, head_dim, c->norm_eps);
+        for (int h = 0; h < c->n_kv_heads; h++) rmsnorm(k + h * head_dim, k + h * head_dim, lw->k_norm, head_dim, c->norm_eps);
+    }
+    rope(q, c->n_heads, head_dim, cos_t, sin_t);
+    rope(k, c->n_kv_heads, head_dim, cos_t, sin_t);
+}
+
 /* Runs T tokens, at positions pos .. pos + T - 1, through the model (T at most
    s->max_tokens; earlier positions must already be in the KV cache). Returns
    the logits: of every token (T, vocab_size) if all_logits, else of the last
@@ -1985,15 +2012,9 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
         matmul(s->q, s->xb, s->xq, &lw->wq, T); /* q = wq(xb) */
         matmul(k, s->xb, s->xq, &lw->wk, T);    /* k = wk(xb), straight into the cache */
         matmul(v, s->xb, s->xq, &lw->wv, T);    /* v = wv(xb) */
-        for (int t = 0; t < T; t++) {
-            float *qt = s->q + (size_t)t * q_dim, *kt = k + (size_t)t * kv_dim, *vt = v + (size_t)t * kv_dim;
-            if (c->qkv_bias) { /* q += bq, k += bk, v += bv */
-                for (int i = 0; i < q_dim; i++) qt[i] += lw->bq[i];
-                for (int i = 0; i < kv_dim; i++) kt[i] += lw->bk[i], vt[i] += lw->bv[i];
-            }
-            rope(qt, c->n_heads, head_dim, s->rope_cos + t * half, s->rope_sin + t * half);
-            rope(kt, c->n_kv_heads, head_dim, s->rope_cos + t * half, s->rope_sin + t * half);
-        }
+        for (int t = 0; t < T; t++)
+            attention_inputs(c, lw, s->q + (size_t)t * q_dim, k + (size_t)t * kv_dim, v + (size_t)t * kv_dim,
+                             s->rope_cos + t * half, s->rope_sin + t * half);
 
         /* Token t (at position pos + t) attends over positions 0 .. pos + t,
            query head h to kv head h / group.
@@ -3605,7 +3626,8 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
     const Config *c = &m->config;
     uint64_t q_dim = (uint64_t)c->n_heads * c->head_dim, kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
     uint64_t per_layer = 2 * (uint64_t)c->dim + (q_dim + 2 * kv_dim) * c->dim + c->dim * q_dim +
-                         3 * (uint64_t)c->hidden_dim * c->dim + (c->qkv_bias ? q_dim + 2 * kv_dim : 0);
+                         3 * (uint64_t)c->hidden_dim * c->dim + (c->qkv_bias ? q_dim + 2 * kv_dim : 0) +
+                         (c->qk_norm ? 2 * (uint64_t)c->head_dim : 0);
     uint64_t params = (uint64_t)c->vocab_size * c->dim * (c->tied_classifier ? 1 : 2) + c->dim +
                       per_layer * c->n_layers;
     int threads = 1;
@@ -3633,8 +3655,9 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
             size_t used = strlen(types);
             snprintf(types + used, sizeof types - used, "%s%d %s", kinds_used++ ? " + " : "", count[k], WEIGHT_NAMES[k]);
         }
-    fprintf(stderr, "parameters  %.2fM, weights %s%s%s\n", params / 1e6, kinds_used > 1 ? types : WEIGHT_NAMES[c->weight_type],
-            c->tied_classifier ? ", classifier tied to the embedding" : "", c->qkv_bias ? ", q/k/v biases" : "");
+    fprintf(stderr, "parameters  %.2fM, weights %s%s%s%s\n", params / 1e6, kinds_used > 1 ? types : WEIGHT_NAMES[c->weight_type],
+            c->tied_classifier ? ", classifier tied to the embedding" : "", c->qkv_bias ? ", q/k/v biases" : "",
+            c->qk_norm ? ", q/k norms per head" : "");
     if (kinds_used > 1) { /* a mixed file: every matrix's type */
         fprintf(stderr, "types       token_embedding %s, classifier %s\n", WEIGHT_NAMES[w->token_embedding.type],
                 WEIGHT_NAMES[w->classifier.type]);

@@ -102,7 +102,8 @@ def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None
              "self_attn.o_proj.weight": "attn_output.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
              "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
              "mlp.down_proj.weight": "ffn_down.weight", "self_attn.q_proj.bias": "attn_q.bias",
-             "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.bias": "attn_v.bias"}
+             "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.bias": "attn_v.bias",
+             "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight"}
     tensors, back = {}, {}
     for hf_name, a in hf_weights.items():
         if hf_name == "model.embed_tokens.weight":
@@ -115,7 +116,7 @@ def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None
             _, _, i, rest = hf_name.split(".", 3)
             name = f"blk.{i}.{names[rest]}"
         # llama.cpp's LlamaModel permutes q and k rows to Meta's pairs; its
-        # Qwen2Model keeps Hugging Face's rotate-half order (NEOX rope)
+        # Qwen2 and Qwen3 models keep Hugging Face's rotate-half order (NEOX rope)
         heads = nh if "q_proj" in hf_name else nkv if "k_proj" in hf_name else None
         if arch != "llama":
             heads = None

@@ -32,6 +32,9 @@ def random_llama(config, seed):
         w[p + "self_attn.k_proj.weight"] = linear(nkv * hd, d)
         w[p + "self_attn.v_proj.weight"] = linear(nkv * hd, d)
         w[p + "self_attn.o_proj.weight"] = linear(d, nh * hd)
+        if config.get("model_type") == "qwen3":  # Qwen3: RMSNorm weights for each head of q and of k
+            w[p + "self_attn.q_norm.weight"] = norm(hd)
+            w[p + "self_attn.k_norm.weight"] = norm(hd)
         if config.get("model_type") == "qwen2":  # Qwen2: biases on q, k and v
             for n, rows in (("q", nh * hd), ("k", nkv * hd), ("v", nkv * hd)):
                 w[p + f"self_attn.{n}_proj.bias"] = rng.normal(0, 0.5, rows).astype(np.float32)

@@ -86,6 +86,9 @@ def forward(config, weights, tokens, quantized_activations=False):
         q, k, v = (aq(h) @ w[f"{p}self_attn.{n}_proj.weight"].T + w.get(f"{p}self_attn.{n}_proj.bias", 0.0)
                    for n in "qkv")  # Qwen2 has biases on q, k and v
         q, k, v = q.reshape(T, n_heads, head_dim), k.reshape(T, n_kv, head_dim), v.reshape(T, n_kv, head_dim)
+        if p + "self_attn.q_norm.weight" in w:  # Qwen3: RMSNorm over each head of q and k, before RoPE
+            q = rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
+            k = rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         k = np.repeat(k, n_heads // n_kv, axis=1)              # repeat_kv

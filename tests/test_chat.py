@@ -311,3 +311,16 @@ def test_reasoning_model_chats_and_marks_its_thinking(r1_dir, tmp_path):
     out, fed = chat(tmp_path / "out" / "model.bin", "Hello there!\nAgain?\n")
     assert out == "[think]Arr[/think]Yes\n[think]Arr[/think]Yes\n"
     assert [p for p, _ in fed] == list(range(len(fed)))
+
+
+def test_qwen3_template_with_thinking_on_equals_its_jinja_rendering(shared, tmp_path):
+    """Qwen3's tokenizer and its chat template (detected as ChatML, no default
+    system prompt) give the ids its own jinja template gives, with thinking on
+    (the template's default). With thinking off the template also writes an
+    empty <think></think> block into the generation prompt: not rendered yet."""
+    tok = tmp_path / "tokenizer.bin"
+    export(tok, "--tokenizer", os.path.join(shared, "tokenizers", "qwen3"))
+    with open(os.path.join(shared, "testdata", "tokenizer", "chat", "qwen3.json")) as f:
+        case = next(c for c in json.load(f) if c["options"].get("enable_thinking") is not False)
+    turns = [(m["role"], m["content"]) for m in case["messages"]]
+    assert render(tmp_path, tok, "chatml", turns) == case["ids"]

@@ -41,6 +41,11 @@ FAMILIES = {
                      "num_attention_heads": 8, "num_key_value_heads": 2, "rope_theta": 1000000.0,
                      "rms_norm_eps": 1e-5, "sliding_window": None, "max_position_embeddings": 32768,
                      "tie_word_embeddings": False},
+    # Qwen3 0.6B: 16 heads / 8 kv of 128 (n_heads x head_dim = 2048 > dim 1024), RMSNorm of each q and k
+    # head before RoPE, no biases, eps 1e-6, rope_theta 1e6, tied
+    "qwen3": {**SMALL, "model_type": "qwen3", "hidden_size": 64, "intermediate_size": 192,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "rope_theta": 1000000.0,
+              "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "max_position_embeddings": 40960},
     # Qwen2.5 0.5B: 14 heads / 2 kv (ratio 7), q/k/v biases, eps 1e-6, rope_theta 1e6, tied
     "qwen2.5": {**SMALL, "model_type": "qwen2", "hidden_size": 112, "intermediate_size": 304,
                 "num_attention_heads": 7, "num_key_value_heads": 1, "rope_theta": 1000000.0,
