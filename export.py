@@ -66,7 +66,8 @@ def model_header(cfg, weight_type=0):
         rope.get("high_freq_factor", 0.0), int(rope.get("original_seq_len", 0)),
         cfg["norm_eps"], flags, weight_type, cfg["bos_id"], len(eos))
     head += struct.pack(f"<{MAX_EOS}i", *(eos + [0] * (MAX_EOS - len(eos))))
-    assert len(head) == 112
+    head += struct.pack("<i", cfg.get("sliding_window") or 0)
+    assert len(head) == 116
     return head + bytes(MODEL_HEADER_SIZE - len(head))
 
 
@@ -631,12 +632,9 @@ class HuggingFaceCheckpoint:
         eos = list(dict.fromkeys(eos))  # unique, in order
         bos = raw.get("bos_token_id", 1)
         seq_len = hf.get("max_position_embeddings")
+        # Mistral 7B v0.1: each position attends to the last 4096 only
         window = hf.get("sliding_window") if model_type == "mistral" else None
-        if window and window < seq_len:
-            # Mistral 7B v0.1 attends to the last 4096 positions only: run.c
-            # has no sliding window, so the context stops at the window.
-            progress_done(f"note: sliding window of {window}: the context is capped at {window} positions")
-            seq_len = window
+        window = window if window and window < seq_len else 0
         theta, scaling = hf.rope()
         return {
             "dim": dim,
@@ -653,6 +651,7 @@ class HuggingFaceCheckpoint:
             "tied": tied,
             "qkv_bias": model_type == "qwen2",
             "qk_norm": model_type == "qwen3",
+            "sliding_window": window,
             "bos_id": -1 if bos is None else bos,
             "eos_ids": eos,
         }
@@ -1336,6 +1335,7 @@ class RuncCheckpoint:
                        "rope_theta": theta, "norm_eps": eps, "tied": bool(flags & FLAG_TIED_CLASSIFIER),
                        "qkv_bias": bool(flags & FLAG_QKV_BIAS), "qk_norm": bool(flags & FLAG_QK_NORM),
                        "bos_id": bos, "eos_ids": list(f[20:20 + n_eos]),
+                       "sliding_window": struct.unpack("<i", head[112:116])[0] if version == 2 else 0,
                        "rope_scaling": {"factor": factor, "low_freq_factor": low, "high_freq_factor": high,
                                         "original_seq_len": orig} if factor else None}
         self.arrays, offset = {}, MODEL_HEADER_SIZE

@@ -200,7 +200,8 @@ typedef struct {
     int32_t bos_id;
     int32_t n_eos;          /* how many of eos_ids are used */
     int32_t eos_ids[MAX_EOS];
-    uint8_t reserved[MODEL_HEADER_SIZE - 112]; /* zero */
+    int32_t sliding_window; /* version 2: each position attends to the last this many (0: all) */
+    uint8_t reserved[MODEL_HEADER_SIZE - 116]; /* zero */
 } FileHeader;
 
 _Static_assert(sizeof(FileHeader) == MODEL_HEADER_SIZE, "header must be 256 bytes");
@@ -214,6 +215,7 @@ typedef struct {
     int tied_classifier;
     int qkv_bias;   /* q, k and v projections have biases (Qwen2) */
     int qk_norm;    /* each head of q and of k is RMS-normed before RoPE (Qwen3) */
+    int sliding_window; /* attention reaches back this many positions, the current one included (0: all) */
     int weight_type;  /* the header's: of every matrix, or of most (the type table says) */
     int quantized;    /* some matrix is not fp32: matmul inputs are quantized */
     int k_types;      /* some matrix is q4_k or q6_k */
@@ -315,6 +317,7 @@ static void validate_config(const char *path, const Config *c) {
     }
     if (c->weight_type < 0 || c->weight_type >= N_WEIGHT_TYPES || (c->version == 1 && c->weight_type > WEIGHT_Q4_0))
         fatal("%s: weight type %d is not supported (0 fp32, 1 q8_0, 2 q4_0, 3 q4_k, 4 q6_k)", path, c->weight_type);
+    if (c->sliding_window < 0) fatal("%s: invalid model header: sliding_window is %d", path, c->sliding_window);
     if (c->bos_id < -1 || c->bos_id >= c->vocab_size)
         fatal("%s: invalid model header: bos_id %d is outside the vocabulary", path, c->bos_id);
     if (c->n_eos < 0 || c->n_eos > MAX_EOS)
@@ -501,6 +504,7 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
         c->tied_classifier = (h.flags & FLAG_TIED_CLASSIFIER) != 0;
         c->qkv_bias = (h.flags & FLAG_QKV_BIAS) != 0;
         c->qk_norm = (h.flags & FLAG_QK_NORM) != 0;
+        c->sliding_window = h.version >= 2 ? h.sliding_window : 0;
         if (h.flags & ~(FLAG_TIED_CLASSIFIER | FLAG_QKV_BIAS | FLAG_QK_NORM))
             fatal("%s: unknown flags 0x%x in model header", path, h.flags);
         c->weight_type = h.weight_type;
@@ -2016,8 +2020,9 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
             attention_inputs(c, lw, s->q + (size_t)t * q_dim, k + (size_t)t * kv_dim, v + (size_t)t * kv_dim,
                              s->rope_cos + t * half, s->rope_sin + t * half);
 
-        /* Token t (at position pos + t) attends over positions 0 .. pos + t,
-           query head h to kv head h / group.
+        /* Token t (at position pos + t) attends over positions first .. pos + t:
+           all of them, or the last sliding_window (Mistral 7B v0.1), query
+           head h to kv head h / group.
            PyTorch: att = softmax(q @ k.T / sqrt(head_dim) + causal mask); out = att @ v */
         int h;
         float scale = 1.0f / sqrtf((float)head_dim);
@@ -2029,11 +2034,13 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
             size_t kv_off = (size_t)(h / group) * head_dim;
             for (int t = 0; t < T; t++) {
                 const float *qh = s->q + (size_t)t * q_dim + (size_t)h * head_dim;
-                int last = pos + t;
-                attention_scores(att, qh, s->key_cache + layer_off + kv_off, kv_dim, last + 1, head_dim, scale);
-                softmax(att, last + 1);
+                int last = pos + t, first = c->sliding_window && last >= c->sliding_window ? last + 1 - c->sliding_window : 0;
+                int n = last + 1 - first;
+                size_t from = layer_off + (size_t)first * kv_dim + kv_off;
+                attention_scores(att, qh, s->key_cache + from, kv_dim, n, head_dim, scale);
+                softmax(att, n);
                 float *out = s->ao + (size_t)t * q_dim + (size_t)h * head_dim;
-                weighted_sum(out, att, s->value_cache + layer_off + kv_off, kv_dim, last + 1, head_dim);
+                weighted_sum(out, att, s->value_cache + from, kv_dim, n, head_dim);
             }
         }
         quantize_input(s, s->ao, T, q_dim);
@@ -3673,6 +3680,7 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
     if (c->rope_factor != 0.0f)
         fprintf(stderr, ", Llama 3.1 scaling x%g (original context %d)", c->rope_factor, c->rope_original_seq_len);
     fprintf(stderr, "; RMSNorm eps %g\n", c->norm_eps);
+    if (c->sliding_window) fprintf(stderr, "attention   sliding window: each position sees the last %d\n", c->sliding_window);
     fprintf(stderr, "tokenizer   %s: %s, %d tokens, chat template %s\n", tokenizer_path, kinds[t->kind],
             t->vocab_size, TEMPLATE_NAMES[t->chat_template]);
     fprintf(stderr, "memory      %.1f MB mapped (the file), %.1f MB allocated, of which the KV cache for %d "

@@ -79,6 +79,9 @@ def forward(config, weights, tokens, quantized_activations=False):
     emb = np.concatenate([freqs, freqs], axis=-1)            # (T, head_dim)
     cos, sin = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
     mask = np.triu(np.full((T, T), -np.inf), k=1)
+    window = config.get("sliding_window")
+    if window and config.get("model_type") == "mistral":  # position i sees i - window + 1 .. i
+        mask = mask + np.tril(np.full((T, T), -np.inf), k=-window)
 
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."

@@ -94,12 +94,12 @@ def test_absent_keys_take_the_family_defaults_and_say_so(tmp_path, model_type, t
         assert f"config.json has no {key}" in p.stderr, key
     assert rope_header(tmp_path / "m.bin")[0] == theta
     with open(tmp_path / "m.bin", "rb") as f:
-        h = f.read(64)
+        h = f.read(116)
     n_kv, seq_len = struct.unpack("<i", h[24:28])[0], struct.unpack("<i", h[36:40])[0]
-    eps = struct.unpack("<f", h[60:64])[0]
+    eps, window = struct.unpack("<f", h[60:64])[0], struct.unpack("<i", h[112:116])[0]
     assert n_kv == config["num_attention_heads"] and eps == pytest.approx(1e-6)
-    # Mistral's default sliding window (4096) caps the context, as its configuration class implies
-    assert seq_len == {"llama": 2048, "mistral": 4096, "qwen2": 32768}[model_type]
+    assert seq_len == {"llama": 2048, "mistral": 131072, "qwen2": 32768}[model_type]
+    assert window == (4096 if model_type == "mistral" else 0)  # MistralConfig's default window
 
 
 def test_rope_parameters_without_theta_take_the_default_and_say_so(tmp_path):

@@ -57,10 +57,10 @@ FAMILIES = {
 
 def header(path):
     with open(path, "rb") as f:
-        h = f.read(112)
+        h = f.read(116)
     ints = struct.unpack("<4sI8i", h[:40])
     n_eos = struct.unpack("<i", h[76:80])[0]
-    return {"seq_len": ints[9], "flags": struct.unpack("<I", h[64:68])[0],
+    return {"seq_len": ints[9], "flags": struct.unpack("<I", h[64:68])[0], "window": struct.unpack("<i", h[112:116])[0],
             "bos": struct.unpack("<i", h[72:76])[0], "eos": list(struct.unpack(f"<{n_eos}i", h[80:80 + 4 * n_eos]))}
 
 
@@ -81,7 +81,7 @@ def test_family_matches_reference(tmp_path, family):
 
 def test_header_records_what_changes_the_math(tmp_path):
     for family, expect in [("llama3.2", {"eos": [1, 8, 9], "flags": 1}), ("qwen2.5", {"flags": 3, "bos": 500}),
-                           ("mistral-v0.1", {"seq_len": 4096, "flags": 0}),
+                           ("mistral-v0.1", {"seq_len": 32768, "flags": 0, "window": 4096}),
                            ("mistral-v0.2", {"seq_len": 32768})]:
         config = FAMILIES[family]
         hf.write_checkpoint(tmp_path / family, config, hf.random_llama(config, 0))
@@ -118,3 +118,22 @@ def test_exported_directory_runs_with_its_tokenizer(shared, tmp_path, family, to
     prompt = "Héllo wörld, it's 2024! 👋🏽 中文\n\tdone"
     out = run(tmp_path / "out" / "model.bin", "-t", "0", "-n", "64", "-i", prompt).stdout.decode()
     assert out.startswith(prompt)
+
+
+def test_sliding_window_binds(tmp_path):
+    """Mistral 7B v0.1's sliding window, shorter than the text: each position
+    sees only the last `sliding_window` positions, as the reference's mask
+    says, whether the tokens go one at a time or in chunks; the context is
+    not capped at the window."""
+    config = {**FAMILIES["mistral-v0.1"], "sliding_window": 7}
+    weights = hf.random_llama(config, seed=6)
+    full = hf.write_checkpoint(tmp_path / "hf", config, weights)
+    export(tmp_path / "m.bin", "--hf", tmp_path / "hf")
+    assert header(tmp_path / "m.bin")["window"] == 7 and header(tmp_path / "m.bin")["seq_len"] == 32768
+    tokens = list(np.random.default_rng(2).integers(0, config["vocab_size"], 40))
+    want = reference.forward(full, weights, tokens)
+    unwindowed = reference.forward({**full, "sliding_window": None}, weights, tokens)
+    assert np.max(np.abs(want[7:] - unwindowed[7:])) > 0.1  # the window changes the logits past it
+    assert np.max(np.abs(want[:7] - unwindowed[:7])) < 1e-9  # and not before
+    for chunk in (1, 5, 64):
+        assert np.max(np.abs(logits(tmp_path / "m.bin", tokens, chunk) - want)) < 1e-4, chunk
