@@ -67,7 +67,10 @@ def model_header(cfg, weight_type=0):
         cfg["norm_eps"], flags, weight_type, cfg["bos_id"], len(eos))
     head += struct.pack(f"<{MAX_EOS}i", *(eos + [0] * (MAX_EOS - len(eos))))
     head += struct.pack("<i", cfg.get("sliding_window") or 0)
-    assert len(head) == 116
+    # Granite's multipliers; 0 stands for the plain transformer's (1, 1 / sqrt(head_dim), 1, 1)
+    head += struct.pack("<4f", *(cfg.get(k) or 0.0 for k in ("embedding_scale", "attention_scale", "residual_scale",
+                                                             "logit_scale")))
+    assert len(head) == 132
     return head + bytes(MODEL_HEADER_SIZE - len(head))
 
 
@@ -471,6 +474,9 @@ HF_DEFAULTS = {
               "tie_word_embeddings": False, "hidden_act": "silu"},
     "qwen3": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
               "tie_word_embeddings": False, "hidden_act": "silu", "head_dim": 128},
+    "granite": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048,
+                "tie_word_embeddings": False, "hidden_act": "silu", "embedding_multiplier": 1.0,
+                "attention_multiplier": 1.0, "residual_multiplier": 1.0, "logits_scaling": 1.0},
 }
 ROPE_TYPES_REFUSED = ("linear", "dynamic", "yarn", "longrope")  # known to transformers, not run by run.c
 
@@ -652,9 +658,21 @@ class HuggingFaceCheckpoint:
             "qkv_bias": model_type == "qwen2",
             "qk_norm": model_type == "qwen3",
             "sliding_window": window,
+            **self.multipliers(hf, model_type),
             "bos_id": -1 if bos is None else bos,
             "eos_ids": eos,
         }
+
+    @staticmethod
+    def multipliers(hf, model_type):
+        """Granite's scalar multipliers (GraniteConfig's defaults are all 1,
+        the attention's too: it replaces 1 / sqrt(head_dim))."""
+        if model_type != "granite":
+            return {}
+        return {"embedding_scale": float(hf.get("embedding_multiplier")),
+                "attention_scale": float(hf.get("attention_multiplier")),
+                "residual_scale": float(hf.get("residual_multiplier")),
+                "logit_scale": 1.0 / float(hf.get("logits_scaling"))}
 
     def generation_config(self):
         path = os.path.join(self.dir, "generation_config.json")
@@ -1028,8 +1046,8 @@ class GGUFCheckpoint:
         self.path = path
         arch = g.meta.get("general.architecture")
         self.arch = arch
-        if arch not in ("llama", "qwen2", "qwen3"):
-            raise ExportError(f"{path}: architecture {arch!r} is not supported (llama, qwen2, qwen3)")
+        if arch not in ("llama", "qwen2", "qwen3", "granite"):
+            raise ExportError(f"{path}: architecture {arch!r} is not supported (llama, qwen2, qwen3, granite)")
 
         def key(k, default=None):
             v = g.meta.get(f"{arch}.{k}", default)
@@ -1053,6 +1071,11 @@ class GGUFCheckpoint:
             "rope_theta": theta, "rope_scaling": rope, "norm_eps": float(key("attention.layer_norm_rms_epsilon")),
             "tied": "output.weight" not in g.tensors, "qkv_bias": "blk.0.attn_q.bias" in g.tensors,
             "qk_norm": "blk.0.attn_q_norm.weight" in g.tensors,
+            # granite's multipliers (llama.cpp's logit_scale is Granite's logits_scaling, a divisor)
+            "embedding_scale": float(g.meta.get(f"{arch}.embedding_scale", 0.0)),
+            "attention_scale": float(g.meta.get(f"{arch}.attention.scale", 0.0)),
+            "residual_scale": float(g.meta.get(f"{arch}.residual_scale", 0.0)),
+            "logit_scale": 1.0 / float(g.meta[f"{arch}.logit_scale"]) if f"{arch}.logit_scale" in g.meta else 0.0,
             "bos_id": g.meta.get("tokenizer.ggml.bos_token_id", -1), "eos_ids": as_list(eos),
         }
 
@@ -1073,7 +1096,7 @@ class GGUFCheckpoint:
         # --hf, with Qwen3's per-head q/k norm weights.
         t = self.tensor(self.gguf_name(name))
         kind = name.split(".")[-1]
-        if self.arch != "llama" and kind in ("wq", "wk", "bq", "bk", "q_norm", "k_norm"):
+        if self.arch in ("qwen2", "qwen3") and kind in ("wq", "wk", "bq", "bk", "q_norm", "k_norm"):
             c = self.config
             heads = 1 if kind.endswith("norm") else c["n_heads"] if kind[1] == "q" else c["n_kv_heads"]
             if isinstance(t, GGMLTensor):  # whole rows move, in whatever encoding: bit for bit still
@@ -1336,6 +1359,8 @@ class RuncCheckpoint:
                        "qkv_bias": bool(flags & FLAG_QKV_BIAS), "qk_norm": bool(flags & FLAG_QK_NORM),
                        "bos_id": bos, "eos_ids": list(f[20:20 + n_eos]),
                        "sliding_window": struct.unpack("<i", head[112:116])[0] if version == 2 else 0,
+                       **dict(zip(("embedding_scale", "attention_scale", "residual_scale", "logit_scale"),
+                                  struct.unpack("<4f", head[116:132]) if version == 2 else (0.0,) * 4)),
                        "rope_scaling": {"factor": factor, "low_freq_factor": low, "high_freq_factor": high,
                                         "original_seq_len": orig} if factor else None}
         self.arrays, offset = {}, MODEL_HEADER_SIZE

@@ -201,7 +201,12 @@ typedef struct {
     int32_t n_eos;          /* how many of eos_ids are used */
     int32_t eos_ids[MAX_EOS];
     int32_t sliding_window; /* version 2: each position attends to the last this many (0: all) */
-    uint8_t reserved[MODEL_HEADER_SIZE - 116]; /* zero */
+    /* version 2, scalar multipliers (Granite; 0 means the plain transformer's value): */
+    float embedding_scale;  /* x = embedding * this (0: 1) */
+    float attention_scale;  /* scores = q . k * this (0: 1 / sqrt(head_dim)) */
+    float residual_scale;   /* x = x + block(x) * this (0: 1) */
+    float logit_scale;      /* logits = classifier(x) * this (0: 1) */
+    uint8_t reserved[MODEL_HEADER_SIZE - 132]; /* zero */
 } FileHeader;
 
 _Static_assert(sizeof(FileHeader) == MODEL_HEADER_SIZE, "header must be 256 bytes");
@@ -216,6 +221,7 @@ typedef struct {
     int qkv_bias;   /* q, k and v projections have biases (Qwen2) */
     int qk_norm;    /* each head of q and of k is RMS-normed before RoPE (Qwen3) */
     int sliding_window; /* attention reaches back this many positions, the current one included (0: all) */
+    float embedding_scale, attention_scale, residual_scale, logit_scale; /* see FileHeader; never 0 here */
     int weight_type;  /* the header's: of every matrix, or of most (the type table says) */
     int quantized;    /* some matrix is not fp32: matmul inputs are quantized */
     int k_types;      /* some matrix is q4_k or q6_k */
@@ -318,6 +324,9 @@ static void validate_config(const char *path, const Config *c) {
     if (c->weight_type < 0 || c->weight_type >= N_WEIGHT_TYPES || (c->version == 1 && c->weight_type > WEIGHT_Q4_0))
         fatal("%s: weight type %d is not supported (0 fp32, 1 q8_0, 2 q4_0, 3 q4_k, 4 q6_k)", path, c->weight_type);
     if (c->sliding_window < 0) fatal("%s: invalid model header: sliding_window is %d", path, c->sliding_window);
+    if (!isfinite(c->embedding_scale) || !isfinite(c->attention_scale) || !isfinite(c->residual_scale) ||
+        !isfinite(c->logit_scale))
+        fatal("%s: invalid model header: a scalar multiplier is not finite", path);
     if (c->bos_id < -1 || c->bos_id >= c->vocab_size)
         fatal("%s: invalid model header: bos_id %d is outside the vocabulary", path, c->bos_id);
     if (c->n_eos < 0 || c->n_eos > MAX_EOS)
@@ -505,6 +514,10 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
         c->qkv_bias = (h.flags & FLAG_QKV_BIAS) != 0;
         c->qk_norm = (h.flags & FLAG_QK_NORM) != 0;
         c->sliding_window = h.version >= 2 ? h.sliding_window : 0;
+        c->embedding_scale = h.version >= 2 && h.embedding_scale != 0.0f ? h.embedding_scale : 1.0f;
+        c->attention_scale = h.version >= 2 && h.attention_scale != 0.0f ? h.attention_scale : 1.0f / sqrtf((float)h.head_dim);
+        c->residual_scale = h.version >= 2 && h.residual_scale != 0.0f ? h.residual_scale : 1.0f;
+        c->logit_scale = h.version >= 2 && h.logit_scale != 0.0f ? h.logit_scale : 1.0f;
         if (h.flags & ~(FLAG_TIED_CLASSIFIER | FLAG_QKV_BIAS | FLAG_QK_NORM))
             fatal("%s: unknown flags 0x%x in model header", path, h.flags);
         c->weight_type = h.weight_type;
@@ -529,6 +542,8 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
             fatal("%s: not a model file: no known magic, and as a llama2.c header dim %d is not a multiple "
                   "of n_heads %d", path, c->dim, c->n_heads);
         c->head_dim = c->dim / c->n_heads;
+        c->embedding_scale = c->residual_scale = c->logit_scale = 1.0f;
+        c->attention_scale = 1.0f / sqrtf((float)c->head_dim);
         c->rope_theta = 10000.0f;
         c->norm_eps = 1e-5f;
         c->weight_type = WEIGHT_F32;
@@ -1993,8 +2008,10 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
     int group = c->n_heads / c->n_kv_heads; /* query heads sharing one kv head */
     float *x = s->x;
 
-    /* x[t] = embedding[token t]   PyTorch: x = model.embed_tokens(tokens) */
+    /* x[t] = embedding[token t] * embedding_scale   PyTorch: x = model.embed_tokens(tokens) * multiplier
+       (the scale is 1 but for Granite) */
     for (int t = 0; t < T; t++) matrix_row(x + (size_t)t * dim, &w->token_embedding, tokens[t]);
+    for (size_t i = 0; i < (size_t)T * dim; i++) x[i] *= c->embedding_scale;
 
     /* cos and sin of each token's position, shared by every head of every layer */
     for (int t = 0; t < T; t++)
@@ -2025,7 +2042,7 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
            head h to kv head h / group.
            PyTorch: att = softmax(q @ k.T / sqrt(head_dim) + causal mask); out = att @ v */
         int h;
-        float scale = 1.0f / sqrtf((float)head_dim);
+        float scale = c->attention_scale; /* 1 / sqrt(head_dim), or Granite's attention_multiplier */
 #ifdef _OPENMP
 #pragma omp parallel for private(h)
 #endif
@@ -2045,7 +2062,7 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
         }
         quantize_input(s, s->ao, T, q_dim);
         matmul(s->xb2, s->ao, s->xq, &lw->wo, T); /* xb2 = wo(attention) */
-        for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += s->xb2[i];
+        for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += c->residual_scale * s->xb2[i]; /* the scale: Granite */
 
         /* ---- feed-forward block: x = x + w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x) ---- */
         for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, lw->ffn_norm, dim, c->norm_eps);
@@ -2058,7 +2075,7 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
         }
         quantize_input(s, s->hb, T, hidden);
         matmul(s->xb2, s->hb, s->xq, &lw->w2, T);
-        for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += s->xb2[i];
+        for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += c->residual_scale * s->xb2[i];
     }
 
     /* logits = classifier(rmsnorm(x))   PyTorch: lm_head(model.norm(x)) */
@@ -2066,6 +2083,8 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
     for (int t = first; t < T; t++) rmsnorm(x + (size_t)t * dim, x + (size_t)t * dim, w->final_norm, dim, c->norm_eps);
     quantize_input(s, x + (size_t)first * dim, T - first, dim);
     matmul(s->logits, x + (size_t)first * dim, s->xq, &w->classifier, T - first);
+    if (c->logit_scale != 1.0f) /* Granite: logits / logits_scaling */
+        for (size_t i = 0; i < (size_t)(T - first) * c->vocab_size; i++) s->logits[i] *= c->logit_scale;
     return s->logits;
 }
 

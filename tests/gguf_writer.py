@@ -95,6 +95,11 @@ def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None
             f"{arch}.attention.key_length": hd,
             f"{arch}.rope.freq_base": float(config.get("rope_theta", 10000.0)),
             f"{arch}.attention.layer_norm_rms_epsilon": float(config.get("rms_norm_eps", 1e-6))}
+    if arch == "granite":  # llama.cpp's names for Granite's multipliers
+        meta.update({"granite.embedding_scale": config["embedding_multiplier"],
+                     "granite.attention.scale": config["attention_multiplier"],
+                     "granite.residual_scale": config["residual_multiplier"],
+                     "granite.logit_scale": config["logits_scaling"]})
     if tokenizer:
         meta.update(tokenizer)
     names = {"input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
@@ -118,7 +123,7 @@ def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None
         # llama.cpp's LlamaModel permutes q and k rows to Meta's pairs; its
         # Qwen2 and Qwen3 models keep Hugging Face's rotate-half order (NEOX rope)
         heads = nh if "q_proj" in hf_name else nkv if "k_proj" in hf_name else None
-        if arch != "llama":
+        if arch in ("qwen2", "qwen3"):
             heads = None
         if heads:
             a = llama_cpp_permute(a, heads)

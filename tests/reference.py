@@ -74,7 +74,11 @@ def forward(config, weights, tokens, quantized_activations=False):
     eps = config.get("rms_norm_eps", 1e-6)
     T = len(tokens)
 
+    granite = config.get("model_type") == "granite"  # GraniteModel's four scalar multipliers
+    residual = config.get("residual_multiplier", 1.0) if granite else 1.0
     x = w["model.embed_tokens.weight"][np.asarray(tokens)]
+    if granite:
+        x = x * config.get("embedding_multiplier", 1.0)
     freqs = np.outer(np.arange(T, dtype=np.float64), inv_frequencies(config))
     emb = np.concatenate([freqs, freqs], axis=-1)            # (T, head_dim)
     cos, sin = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
@@ -96,16 +100,17 @@ def forward(config, weights, tokens, quantized_activations=False):
         k = k * cos + rotate_half(k) * sin
         k = np.repeat(k, n_heads // n_kv, axis=1)              # repeat_kv
         v = np.repeat(v, n_heads // n_kv, axis=1)
-        scores = np.einsum("thd,shd->hts", q, k) / math.sqrt(head_dim) + mask
+        scaling = config.get("attention_multiplier", 1.0) if granite else 1 / math.sqrt(head_dim)
+        scores = np.einsum("thd,shd->hts", q, k) * scaling + mask
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         att = scores / scores.sum(axis=-1, keepdims=True)
         out = np.einsum("hts,shd->thd", att, v).reshape(T, n_heads * head_dim)
-        x = x + aq(out) @ w[p + "self_attn.o_proj.weight"].T
+        x = x + residual * (aq(out) @ w[p + "self_attn.o_proj.weight"].T)
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
         gate = aq(h) @ w[p + "mlp.gate_proj.weight"].T
         up = aq(h) @ w[p + "mlp.up_proj.weight"].T
-        x = x + aq(gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj.weight"].T
+        x = x + residual * (aq(gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj.weight"].T)
 
     x = rms_norm(x, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if "lm_head.weight" not in w else w["lm_head.weight"]
-    return aq(x) @ head.T
+    return aq(x) @ head.T / (config.get("logits_scaling", 1.0) if granite else 1.0)

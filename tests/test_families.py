@@ -41,6 +41,12 @@ FAMILIES = {
                      "num_attention_heads": 8, "num_key_value_heads": 2, "rope_theta": 1000000.0,
                      "rms_norm_eps": 1e-5, "sliding_window": None, "max_position_embeddings": 32768,
                      "tie_word_embeddings": False},
+    # Granite 3.x: scalar multipliers on the embedding, the attention scores (instead of 1/sqrt(head_dim)),
+    # each block's output and the logits (a divisor), values as Granite-3.1-2B's
+    "granite": {**SMALL, "model_type": "granite", "hidden_size": 128, "intermediate_size": 256,
+                "num_attention_heads": 8, "num_key_value_heads": 2, "rope_theta": 5000000.0, "rms_norm_eps": 1e-5,
+                "tie_word_embeddings": True, "max_position_embeddings": 4096, "embedding_multiplier": 12.0,
+                "attention_multiplier": 0.015625, "residual_multiplier": 0.22, "logits_scaling": 8.0},
     # Qwen3 0.6B: 16 heads / 8 kv of 128 (n_heads x head_dim = 2048 > dim 1024), RMSNorm of each q and k
     # head before RoPE, no biases, eps 1e-6, rope_theta 1e6, tied
     "qwen3": {**SMALL, "model_type": "qwen3", "hidden_size": 64, "intermediate_size": 192,

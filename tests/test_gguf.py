@@ -14,14 +14,14 @@ from test_tokenizer import encode_all
 
 
 @pytest.mark.parametrize("ttype", [gw.F32, gw.F16, gw.BF16, gw.Q8_0])
-@pytest.mark.parametrize("family", ["tinyllama", "qwen2.5", "qwen3"])
+@pytest.mark.parametrize("family", ["tinyllama", "qwen2.5", "qwen3", "granite"])
 def test_gguf_export_matches_reference(tmp_path, family, ttype):
     """llama.cpp's converter permutes q and k rows into Meta's interleaved
     order, which is run.c's: a GGUF exported as it stands (to fp32) must
     agree with the reference run on the Hugging Face weights."""
     config = FAMILIES[family]
     weights = hf.random_llama(config, seed=7)
-    arch = {"qwen2.5": "qwen2", "qwen3": "qwen3"}.get(family, "llama")
+    arch = {"qwen2.5": "qwen2", "qwen3": "qwen3", "granite": "granite"}.get(family, "llama")
     stored = gw.llama_gguf(tmp_path / "m.gguf", config, weights, ttype=ttype, arch=arch)
     export(tmp_path / "m.bin", "--gguf", tmp_path / "m.gguf", "--dtype", "fp32")
     tokens = list(np.random.default_rng(0).integers(0, config["vocab_size"], 30))
