@@ -81,6 +81,16 @@ def type_table(types):
     return table + bytes(-len(table) % TENSOR_ALIGN)
 
 
+LAYER_NO_ROPE = 1
+
+
+def layer_table(cfg):
+    """Version 2: one byte of LAYER_* bits per layer, padded to 64 bytes."""
+    no_rope = set(cfg.get("no_rope_layers") or ())
+    table = bytes(LAYER_NO_ROPE if i in no_rope else 0 for i in range(cfg["n_layers"]))
+    return table + bytes(-len(table) % TENSOR_ALIGN)
+
+
 def tensor_order(cfg):
     """Names and shapes of the tensors, in the order of the file."""
     d, h, q, kv = cfg["dim"], cfg["hidden_dim"], cfg["n_heads"] * cfg["head_dim"], cfg["n_kv_heads"] * cfg["head_dim"]
@@ -231,6 +241,7 @@ def write_model(path, cfg, get_tensor, source_type=lambda name: None):
     with open(tmp, "wb") as f:
         f.write(model_header(cfg, WEIGHT_TYPES[most]))
         f.write(type_table(types))
+        f.write(layer_table(cfg))
         matrices = iter(types)
         for k, (name, shape) in enumerate(order):
             src = get_tensor(name)
@@ -474,6 +485,8 @@ HF_DEFAULTS = {
               "tie_word_embeddings": False, "hidden_act": "silu"},
     "qwen3": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
               "tie_word_embeddings": False, "hidden_act": "silu", "head_dim": 128},
+    "smollm3": {"rope_theta": 2000000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 32768,
+                "tie_word_embeddings": True, "hidden_act": "silu", "no_rope_layer_interval": 4},
     "granite": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048,
                 "tie_word_embeddings": False, "hidden_act": "silu", "embedding_multiplier": 1.0,
                 "attention_multiplier": 1.0, "residual_multiplier": 1.0, "logits_scaling": 1.0},
@@ -658,10 +671,28 @@ class HuggingFaceCheckpoint:
             "qkv_bias": model_type == "qwen2",
             "qk_norm": model_type == "qwen3",
             "sliding_window": window,
+            "no_rope_layers": self.no_rope_layers(hf, raw, model_type),
             **self.multipliers(hf, model_type),
             "bos_id": -1 if bos is None else bos,
             "eos_ids": eos,
         }
+
+    def no_rope_layers(self, hf, raw, model_type):
+        """SmolLM3's layers without RoPE: no_rope_layers[i] is 1 where layer i
+        rotates q and k, 0 where it does not (by default every fourth layer,
+        no_rope_layer_interval, does not). Returned: the indices without."""
+        if model_type != "smollm3":
+            return []
+        if raw.get("use_sliding_window"):
+            raise ExportError(f"{self.dir}: SmolLM3 sliding-window attention is not supported")
+        flags = raw.get("no_rope_layers")
+        n = raw["num_hidden_layers"]
+        if flags is None:
+            every = hf.get("no_rope_layer_interval")
+            flags = [int((i + 1) % every != 0) for i in range(n)]
+        if not isinstance(flags, list) or len(flags) != n or any(f not in (0, 1) for f in flags):
+            raise ExportError(f"{self.dir}: no_rope_layers must be {n} values of 0 or 1, got {flags!r}")
+        return [i for i, f in enumerate(flags) if not f]
 
     @staticmethod
     def multipliers(hf, model_type):
@@ -1371,6 +1402,11 @@ class RuncCheckpoint:
                 if any(f.read(n_matrices)):
                     raise ExportError(f"{path}: only fp32 files can be re-exported (this one has quantized matrices)")
             offset += -(-n_matrices // TENSOR_ALIGN) * TENSOR_ALIGN
+            with open(path, "rb") as f:
+                f.seek(offset)
+                flags = f.read(layers)
+            self.config["no_rope_layers"] = [i for i, b in enumerate(flags) if b & LAYER_NO_ROPE]
+            offset += -(-layers // TENSOR_ALIGN) * TENSOR_ALIGN
         for name, shape in tensor_order(self.config):
             offset += -offset % TENSOR_ALIGN
             count = int(np.prod(shape, dtype=np.int64))

@@ -118,7 +118,9 @@ static char *read_file(const char *path, size_t *len) {
    (a) This project's format ("RUNC", version 2): a 256-byte header (FileHeader
        below, little-endian); then the type table: one byte per matrix (the
        2-D tensors below, in file order) giving its weight type, padded with
-       zeros to a multiple of 64 bytes; then the tensors in this order, each
+       zeros to a multiple of 64 bytes; then the layer table: one byte of
+       LAYER_* bits per layer, padded the same way; then the tensors in this
+       order, each
        starting at an offset that is a multiple of 64 bytes (so SIMD loads are
        aligned):
          token_embedding              (vocab_size, dim)
@@ -177,6 +179,7 @@ static const char *WEIGHT_NAMES[N_WEIGHT_TYPES] = {"fp32", "q8_0", "q4_0", "q4_k
 #define Q4K_BYTES 144
 #define Q6K_BYTES 210
 enum { FLAG_TIED_CLASSIFIER = 1u << 0, FLAG_QKV_BIAS = 1u << 1, FLAG_QK_NORM = 1u << 2 };
+enum { LAYER_NO_ROPE = 1u << 0 }; /* the layer table's bits: what sets one layer apart */
 
 typedef struct {
     uint32_t magic;         /* MODEL_MAGIC */
@@ -252,6 +255,7 @@ typedef struct {
     const float *bv;        /* (n_kv_heads * head_dim)   projections */
     const float *q_norm;    /* (head_dim) or NULL: RMSNorm weights of each */
     const float *k_norm;    /* (head_dim)   query head and key head */
+    int rope;               /* 1: q and k are rotated; 0: a NoPE layer (SmolLM3's every fourth) */
     Matrix wo;              /* (dim, n_heads * head_dim) */
     const float *ffn_norm;  /* (dim) */
     Matrix w1;              /* (hidden_dim, dim) */
@@ -346,6 +350,7 @@ typedef struct {
     uint64_t align;
     const uint8_t *types; /* the type of each matrix, in file order */
     int n_types, next_type;
+    const uint8_t *layer_flags; /* LAYER_* of each layer (version 2) */
 } TensorReader;
 
 static const float *take_tensor(TensorReader *r, uint64_t n_floats, const char *name) {
@@ -440,6 +445,9 @@ static void map_weights(Weights *w, const Config *c, TensorReader *r) {
     if (!c->legacy) {
         for (int l = 0; l < L; l++) {
             LayerWeights *lw = &w->layers[l];
+            uint8_t flags = r->layer_flags ? r->layer_flags[l] : 0;
+            if (flags & ~LAYER_NO_ROPE) fatal("%s: layer %d has unknown flags 0x%x in the layer table", r->path, l, flags);
+            lw->rope = !(flags & LAYER_NO_ROPE);
             lw->attn_norm = take_tensor(r, dim, "attn_norm");
             lw->wq = take_matrix(r, T, q_dim, dim, "wq");
             if (c->qkv_bias) lw->bq = take_tensor(r, q_dim, "bq");
@@ -469,6 +477,7 @@ static void map_weights(Weights *w, const Config *c, TensorReader *r) {
         for (int l = 0; l < L; l++)                                                   \
             w->layers[l].field = f32_matrix(t + (uint64_t)l * (rows) * (cols), (int)(rows), (int)(cols)); \
     } while (0)
+        for (int l = 0; l < L; l++) w->layers[l].rope = 1;
         LEGACY_NORMS(attn_norm, "rms_att_weight");
         LEGACY_MATRICES(wq, q_dim, dim, "wq");
         LEGACY_MATRICES(wk, kv_dim, dim, "wk");
@@ -581,11 +590,12 @@ static void build_model(Model *m, const char *path) {
     uint64_t data_start;
     read_header(path, m->data, m->size, &m->config, &data_start);
     Config *c = &m->config;
-    TensorReader r = {path, m->data, m->size, data_start, c->legacy ? 1 : TENSOR_ALIGN, NULL, 0, 0};
+    TensorReader r = {path, m->data, m->size, data_start, c->legacy ? 1 : TENSOR_ALIGN, NULL, 0, 0, NULL};
     c->quantized = c->weight_type != WEIGHT_F32;
-    if (c->version == 2) { /* the type table: one byte per matrix */
+    if (c->version == 2) { /* the type table: one byte per matrix; then the layer table: one byte per layer */
         r.n_types = 1 + 7 * c->n_layers + !c->tied_classifier;
         r.types = take_bytes(&r, (uint64_t)r.n_types, "type table");
+        r.layer_flags = take_bytes(&r, (uint64_t)c->n_layers, "layer table");
         c->quantized = 0;
         for (int i = 0; i < r.n_types; i++) {
             c->quantized |= r.types[i] != WEIGHT_F32;
@@ -1977,7 +1987,7 @@ static void matrix_row(float *out, const Matrix *W, int row) {
 /* One token's query, key and value (q: n_heads heads, k and v: n_kv_heads
    heads of head_dim), in place, from the projections to what attention
    uses: the biases (Qwen2), the RMSNorm of each head of q and of k (Qwen3),
-   then RoPE at the token's position (cos_t, sin_t). */
+   then RoPE at the token's position (cos_t, sin_t), unless the layer has none. */
 static void attention_inputs(const Config *c, const LayerWeights *lw, float *q, float *k, float *v,
                              const float *cos_t, const float *sin_t) {
     int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
@@ -1989,8 +1999,10 @@ static void attention_inputs(const Config *c, const LayerWeights *lw, float *q, 
         for (int h = 0; h < c->n_heads; h++) rmsnorm(q + h * head_dim, q + h * head_dim, lw->q_norm, head_dim, c->norm_eps);
         for (int h = 0; h < c->n_kv_heads; h++) rmsnorm(k + h * head_dim, k + h * head_dim, lw->k_norm, head_dim, c->norm_eps);
     }
-    rope(q, c->n_heads, head_dim, cos_t, sin_t);
-    rope(k, c->n_kv_heads, head_dim, cos_t, sin_t);
+    if (lw->rope) { /* all layers but SmolLM3's NoPE ones */
+        rope(q, c->n_heads, head_dim, cos_t, sin_t);
+        rope(k, c->n_kv_heads, head_dim, cos_t, sin_t);
+    }
 }
 
 /* Runs T tokens, at positions pos .. pos + T - 1, through the model (T at most

@@ -87,6 +87,10 @@ def forward(config, weights, tokens, quantized_activations=False):
     if window and config.get("model_type") == "mistral":  # position i sees i - window + 1 .. i
         mask = mask + np.tril(np.full((T, T), -np.inf), k=-window)
 
+    rope_layers = [1] * config["num_hidden_layers"]
+    if config.get("model_type") == "smollm3":  # 1: the layer uses RoPE (SmolLM3Config's no_rope_layers)
+        rope_layers = config.get("no_rope_layers") or [int((i + 1) % config.get("no_rope_layer_interval", 4) != 0)
+                                                       for i in range(config["num_hidden_layers"])]
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
         h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
@@ -96,8 +100,9 @@ def forward(config, weights, tokens, quantized_activations=False):
         if p + "self_attn.q_norm.weight" in w:  # Qwen3: RMSNorm over each head of q and k, before RoPE
             q = rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        if rope_layers[i]:  # SmolLM3: no RoPE in its NoPE layers
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
         k = np.repeat(k, n_heads // n_kv, axis=1)              # repeat_kv
         v = np.repeat(v, n_heads // n_kv, axis=1)
         scaling = config.get("attention_multiplier", 1.0) if granite else 1 / math.sqrt(head_dim)

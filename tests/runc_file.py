@@ -1,5 +1,5 @@
 """Reads a run.c model file (format version 2) back into its tensors, for the
-tests: the header's shape, the type table, and each tensor's raw arrays, laid
+tests: the header's shape, the type and layer tables, and each tensor's raw arrays, laid
 out as run.c's section 2 describes them (written here from that description,
 not with export.py's writer)."""
 
@@ -24,6 +24,8 @@ def read(path):
     n_matrices = sum(len(shape) == 2 for _, shape in order)
     types = iter(TYPES[t] for t in data[256:256 + n_matrices])
     offset = 256 + -(-n_matrices // 64) * 64
+    cfg["no_rope_layers"] = [i for i in range(cfg["n_layers"]) if data[offset + i] & 1]  # the layer table
+    offset += -(-cfg["n_layers"] // 64) * 64
     tensors = {}
 
     def take(nbytes, dtype, shape):

@@ -41,6 +41,14 @@ FAMILIES = {
                      "num_attention_heads": 8, "num_key_value_heads": 2, "rope_theta": 1000000.0,
                      "rms_norm_eps": 1e-5, "sliding_window": None, "max_position_embeddings": 32768,
                      "tie_word_embeddings": False},
+    # SmolLM3 3B: RoPE left out of every fourth layer (no_rope_layers from no_rope_layer_interval 4), GQA 4,
+    # rope_theta 5e6, tied
+    "smollm3": {**SMALL, "model_type": "smollm3", "num_hidden_layers": 4, "hidden_size": 128,
+                "intermediate_size": 256, "num_attention_heads": 8, "num_key_value_heads": 2, "rope_theta": 5000000.0,
+                "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "max_position_embeddings": 65536},
+    "smollm3-explicit": {**SMALL, "model_type": "smollm3", "num_hidden_layers": 3, "hidden_size": 64,
+                         "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+                         "rope_theta": 10000.0, "no_rope_layers": [0, 1, 0], "tie_word_embeddings": False},
     # Granite 3.x: scalar multipliers on the embedding, the attention scores (instead of 1/sqrt(head_dim)),
     # each block's output and the logits (a divisor), values as Granite-3.1-2B's
     "granite": {**SMALL, "model_type": "granite", "hidden_size": 128, "intermediate_size": 256,
@@ -143,3 +151,16 @@ def test_sliding_window_binds(tmp_path):
     assert np.max(np.abs(want[:7] - unwindowed[:7])) < 1e-9  # and not before
     for chunk in (1, 5, 64):
         assert np.max(np.abs(logits(tmp_path / "m.bin", tokens, chunk) - want)) < 1e-4, chunk
+
+
+def test_layer_table_with_unknown_bits_is_refused(tmp_path):
+    from conftest import run
+    config = FAMILIES["smollm3"]
+    hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, seed=1))
+    export(tmp_path / "m.bin", "--hf", tmp_path / "hf")
+    data = bytearray((tmp_path / "m.bin").read_bytes())
+    assert list(data[320:324]) == [0, 0, 0, 1]  # the layer table (after the header and the type table): layer 3 is NoPE
+    data[321] = 0x82
+    (tmp_path / "bad.bin").write_bytes(bytes(data))
+    p = run(tmp_path / "bad.bin", "-n", "2", check=False)
+    assert p.returncode == 1 and b"layer 1 has unknown flags 0x82 in the layer table" in p.stderr

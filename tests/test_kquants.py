@@ -314,7 +314,7 @@ def refused(tmp_path, data, message):
 
 def test_run_refuses_damaged_k_files(shared, tmp_path):
     good = k_model(tmp_path, shared)
-    emb = 320  # the embedding's first Q4_K block: after the header and the type table
+    emb = 384  # the embedding's first Q4_K block: after the header, the type table and the layer table
     for field, bits in ((0, b"\x00\x7c"), (2, b"\x01\x7e")):  # d = +inf, dmin = NaN
         bad = bytearray(good)
         bad[emb + field:emb + field + 2] = bits

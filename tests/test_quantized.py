@@ -95,9 +95,9 @@ def test_nan_scale_is_rejected(tmp_path):
     hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, 0))
     export(tmp_path / "m.bin", "--hf", tmp_path / "hf", "--dtype", "q8_0")
     data = bytearray((tmp_path / "m.bin").read_bytes())
-    # the embedding's scales follow its 512 x 128 int8 values, from offset 320
-    # (the 256-byte header, then the type table padded to 64 bytes)
-    data[320 + 512 * 128 + 10: 320 + 512 * 128 + 12] = b"\x00\x7e"  # fp16 NaN
+    # the embedding's scales follow its 512 x 128 int8 values, from offset 384
+    # (the 256-byte header, then the type and layer tables, each padded to 64 bytes)
+    data[384 + 512 * 128 + 10: 384 + 512 * 128 + 12] = b"\x00\x7e"  # fp16 NaN
     (tmp_path / "bad.bin").write_bytes(bytes(data))
     p = run(tmp_path / "bad.bin", "-n", "4", check=False)
     assert p.returncode == 1 and b"NaN or infinite scale" in p.stderr
