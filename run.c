@@ -692,6 +692,21 @@ static void rope_frequencies(const Config *c, float *freq) {
 }
 
 
+/* Models declare contexts of 32k-128k positions, and a KV cache for all of
+   them can outgrow the machine; the allocation itself would succeed (memory
+   is only committed when written) and the run would die later, killed for
+   memory. So a cache larger than the physical memory is refused up front. */
+static void check_memory(uint64_t kv_bytes, int ctx) {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && kv_bytes > (uint64_t)pages * (uint64_t)page)
+        fatal("the KV cache for %d positions needs %.1f GB, more than this machine's %.1f GB of memory: "
+              "ask for fewer positions with -n", ctx, kv_bytes / 1e9, (double)pages * (double)page / 1e9);
+#else
+    (void)kv_bytes, (void)ctx;
+#endif
+}
+
 static void build_state(RunState *s, const Config *c, int ctx) {
     int q_dim = c->n_heads * c->head_dim, half = c->head_dim / 2;
     uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
@@ -711,6 +726,7 @@ static void build_state(RunState *s, const Config *c, int ctx) {
     s->logits = xcalloc((size_t)T * c->vocab_size, sizeof(float));
     uint64_t cache = (uint64_t)c->n_layers * ctx * kv_dim;
     if (cache > SIZE_MAX / sizeof(float)) fatal("KV cache of %llu floats is too large", (unsigned long long)cache);
+    check_memory(2 * cache * sizeof(float), ctx);
     s->key_cache = xcalloc((size_t)cache, sizeof(float));
     s->value_cache = xcalloc((size_t)cache, sizeof(float));
     s->rope_freq = xcalloc(half, sizeof(float));

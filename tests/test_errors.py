@@ -276,3 +276,18 @@ def test_unusual_prompts_run(model, prompt):
 def test_prompt_of_only_special_token_text_is_plain_text():
     ids = run("-m", "tokenize", "-z", TOKENIZER, "-i", "<s></s>").stdout.split()
     assert ids[0] == b"1" and b"2" not in ids[1:] and b"1" not in ids[1:]
+
+
+def test_kv_cache_larger_than_memory_is_refused_before_the_run(tmp_path):
+    """A model that declares 16M positions, run over all of them (-n 0): its
+    KV cache (550 GB) cannot fit, and the run says so before it starts
+    instead of being killed for memory later."""
+    config = {"vocab_size": 32000, "num_hidden_layers": 32, "hidden_size": 128, "intermediate_size": 128,
+              "tie_word_embeddings": True,
+              "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 1 << 24}
+    hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, 0))
+    export(tmp_path / "m.bin", "--hf", tmp_path / "hf")
+    p = run(tmp_path / "m.bin", "-z", TOKENIZER, "-n", "0", "-i", "hi", check=False)
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "the KV cache for 16777216 positions needs 549.8 GB, more than this machine's" in err
+    assert "ask for fewer positions with -n" in err and err.count("\n") == 1
