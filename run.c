@@ -120,9 +120,8 @@ static char *read_file(const char *path, size_t *len) {
        2-D tensors below, in file order) giving its weight type, padded with
        zeros to a multiple of 64 bytes; then the layer table: one byte of
        LAYER_* bits per layer, padded the same way; then the tensors in this
-       order, each
-       starting at an offset that is a multiple of 64 bytes (so SIMD loads are
-       aligned):
+       order, each starting at an offset that is a multiple of 64 bytes (so
+       SIMD loads are aligned):
          token_embedding              (vocab_size, dim)
          for each layer:
            attn_norm                  (dim)
@@ -658,8 +657,6 @@ typedef struct {
     float *rope_cos;  /* (T, head_dim / 2) cos(pos * freq) of each token's position */
     float *rope_sin;  /* (T, head_dim / 2) */
     QuantizedVector *xq; /* (T) activations quantized for a matmul */
-    int quantized;    /* the model has quantized matrices: their inputs go into xq */
-    int k_blocks;     /* it has K matrices: inputs are quantized in blocks of 256 where they can be */
     int trace;        /* print each token fed to the model, with its position, on stderr */
 } RunState;
 
@@ -713,8 +710,6 @@ static void build_state(RunState *s, const Config *c, int ctx) {
     int T = ctx < MAX_BATCH ? ctx : MAX_BATCH;
     s->ctx = ctx;
     s->max_tokens = T;
-    s->quantized = c->quantized;
-    s->k_blocks = c->k_types;
     s->x = xcalloc((size_t)T * c->dim, sizeof(float));
     s->xb = xcalloc((size_t)T * c->dim, sizeof(float));
     s->xb2 = xcalloc((size_t)T * c->dim, sizeof(float));
@@ -1855,9 +1850,10 @@ static float dot_q6k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     return sum;
 }
 
-/* The NEON tiles are the dot products of each row and token: dot_s8 reads
-   its operands from registers either way, and the unpacking is cheap
-   beside the products. */
+/* The NEON K tiles are, for now, the dot products of each row and token:
+   correct (held to the scalar tiles under qemu) but not yet a register tile
+   that unpacks each group once for 4 tokens, as the AVX2 ones do; no ARM
+   machine was at hand to measure one. */
 static void tile_q4k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
     for (int t = 0; t < 4; t++) out[0][t] = dot_q4k(w0, &x[t], n_blocks), out[1][t] = dot_q4k(w1, &x[t], n_blocks);
 }
@@ -1887,10 +1883,10 @@ static void tile_q6k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector
    another), whatever their types: in blocks of 256 when the model has K
    matrices and n allows it (every K matrix's input does), else of 32.
    Nothing to do when every matrix of the model is fp32. */
-static void quantize_input(RunState *s, const float *x, int T, int n) {
-    if (!s->quantized) return;
-    int block = s->k_blocks && n % QK_K == 0 ? QK_K : QK;
-    for (int t = 0; t < T; t++) quantize_vector(&s->xq[t], x + (size_t)t * n, n, (n + QK - 1) / QK * QK, block);
+static void quantize_input(const Config *c, QuantizedVector *xq, const float *x, int T, int n) {
+    if (!c->quantized) return;
+    int block = c->k_types && n % QK_K == 0 ? QK_K : QK;
+    for (int t = 0; t < T; t++) quantize_vector(&xq[t], x + (size_t)t * n, n, (n + QK - 1) / QK * QK, block);
 }
 
 /* Row r of a quantized matrix: its bytes (and its scales, for q8_0 and q4_0) */
@@ -2057,7 +2053,7 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
 
         /* ---- attention block: x = x + wo(attention(rmsnorm(x))) ---- */
         for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, lw->attn_norm, dim, c->norm_eps);
-        quantize_input(s, s->xb, T, dim);
+        quantize_input(c, s->xq, s->xb, T, dim);
         matmul(s->q, s->xb, s->xq, &lw->wq, T); /* q = wq(xb) */
         matmul(k, s->xb, s->xq, &lw->wk, T);    /* k = wk(xb), straight into the cache */
         matmul(v, s->xb, s->xq, &lw->wv, T);    /* v = wv(xb) */
@@ -2088,20 +2084,20 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
                 weighted_sum(out, att, s->value_cache + from, kv_dim, n, head_dim);
             }
         }
-        quantize_input(s, s->ao, T, q_dim);
+        quantize_input(c, s->xq, s->ao, T, q_dim);
         matmul(s->xb2, s->ao, s->xq, &lw->wo, T); /* xb2 = wo(attention) */
         for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += c->residual_scale * s->xb2[i]; /* the scale: Granite */
 
         /* ---- feed-forward block: x = x + w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x) ---- */
         for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, lw->ffn_norm, dim, c->norm_eps);
-        quantize_input(s, s->xb, T, dim);
+        quantize_input(c, s->xq, s->xb, T, dim);
         matmul(s->hb, s->xb, s->xq, &lw->w1, T);
         matmul(s->hb2, s->xb, s->xq, &lw->w3, T);
         for (size_t i = 0; i < (size_t)T * hidden; i++) {
             float g = s->hb[i];
             s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i]; /* silu(g) = g * sigmoid(g) */
         }
-        quantize_input(s, s->hb, T, hidden);
+        quantize_input(c, s->xq, s->hb, T, hidden);
         matmul(s->xb2, s->hb, s->xq, &lw->w2, T);
         for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += c->residual_scale * s->xb2[i];
     }
@@ -2109,7 +2105,7 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
     /* logits = classifier(rmsnorm(x))   PyTorch: lm_head(model.norm(x)) */
     int first = all_logits ? 0 : T - 1;
     for (int t = first; t < T; t++) rmsnorm(x + (size_t)t * dim, x + (size_t)t * dim, w->final_norm, dim, c->norm_eps);
-    quantize_input(s, x + (size_t)first * dim, T - first, dim);
+    quantize_input(c, s->xq, x + (size_t)first * dim, T - first, dim);
     matmul(s->logits, x + (size_t)first * dim, s->xq, &w->classifier, T - first);
     if (c->logit_scale != 1.0f) /* Granite: logits / logits_scaling */
         for (size_t i = 0; i < (size_t)(T - first) * c->vocab_size; i++) s->logits[i] *= c->logit_scale;

@@ -82,14 +82,14 @@ static int cmd_matmul(char **argv) {
     RunState s;
     build_state(&s, &m.config, T);
     if (T < 1 || T > s.max_tokens) fatal("give between 1 and %d inputs", s.max_tokens);
-    quantize_input(&s, x, T, n);
+    quantize_input(&m.config, s.xq, x, T, n);
     float *out = xmalloc((size_t)T * W->rows * sizeof(float));
     matmul(out, x, s.xq, W, T);
     printf("%s\n", WEIGHT_NAMES[W->type]);
     for (int t = 0; t < T; t++) {
-        for (int j = 0; j < n; j++) printf(j ? " %d" : "%d", s.quantized ? s.xq[t].q[j] : 0);
+        for (int j = 0; j < n; j++) printf(j ? " %d" : "%d", m.config.quantized ? s.xq[t].q[j] : 0);
         printf("\n");
-        for (int b = 0; b < (n + QK - 1) / QK; b++) printf(b ? " %.9g" : "%.9g", s.quantized ? s.xq[t].scale[b] : 0.0f);
+        for (int b = 0; b < (n + QK - 1) / QK; b++) printf(b ? " %.9g" : "%.9g", m.config.quantized ? s.xq[t].scale[b] : 0.0f);
         printf("\n");
         for (int r = 0; r < W->rows; r++) printf(r ? " %.9g" : "%.9g", out[(size_t)t * W->rows + r]);
         printf("\n");
