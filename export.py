@@ -17,6 +17,7 @@ Needs only Python 3 and numpy. The file formats are described in README.md
 import argparse
 import json
 import os
+import re
 import struct
 import sys
 
@@ -1634,7 +1635,7 @@ LLAMA3_SPECIAL = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_t
 
 
 TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "llama3.1": 3, "chatml": 4, "zephyr": 5, "mistral": 6,
-             "deepseek-r1": 7}
+             "deepseek-r1": 7, "gemma": 8}
 
 
 def detect_chat_template(jinja):
@@ -1649,6 +1650,8 @@ def detect_chat_template(jinja):
         return TEMPLATES["deepseek-r1"], None
     if "<|start_header_id|>" in jinja:
         return TEMPLATES["llama3.1" if "Cutting Knowledge Date" in jinja else "llama3"], None
+    if "<start_of_turn>" in jinja:
+        return TEMPLATES["gemma"], None
     if "<|im_start|>" in jinja:
         # a default system prompt is written as a literal: '<|im_start|>system\n...<|im_end|>'
         m = re.search(r"<\|im_start\|>system\\n([^'\"]*?)<\|im_end\|>", jinja)
@@ -1755,7 +1758,7 @@ def _export_tokenizer_json(path, out, vocab_size=None):
     if model.get("type") != "BPE":
         raise ExportError(f"{path}: model type {model.get('type')!r}; only BPE tokenizers are supported")
     if model.get("byte_fallback"):
-        raise ExportError(f"{path}: a SentencePiece-style tokenizer.json: export its tokenizer.model instead")
+        return export_sentencepiece_json(path, out, tj, vocab_size)
     normalizer = tj.get("normalizer")
     if normalizer is not None and normalizer.get("type") != "NFC":
         raise ExportError(f"{path}: normalizer {normalizer.get('type')!r} is not supported")
@@ -1806,6 +1809,78 @@ def _export_tokenizer_json(path, out, vocab_size=None):
     write_tokenizer(out, tokens, KIND_BYTE_LEVEL, bos, eos, -1, flags, pretok, merges,
                     detect_chat_template(config.get("chat_template")))
     progress_done(f"wrote {out}: byte-level BPE tokenizer, {len(tokens)} tokens, {len(merges)} merges")
+
+
+def sentencepiece_json_flags(tj, path):
+    """TOKF_* for the spellings of SentencePiece's normalization in a
+    tokenizer.json: spaces become the word marker U+2581 (a Replace
+    normalizer, or a Metaspace pre-tokenizer that does not split), with or
+    without a marker put in front (the dummy prefix: Prepend, or Metaspace's
+    prepend_scheme). Gemma's Split on " " after that Replace splits nothing."""
+    norm, pre = tj.get("normalizer"), tj.get("pre_tokenizer")
+    steps = (norm or {}).get("normalizers", [norm]) if (norm or {}).get("type") == "Sequence" else [norm]
+    steps = [s for s in steps if s]
+    replace = {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}
+    flags = TOKF_ADD_BOS
+    if steps == [replace] or steps == [{"type": "Prepend", "prepend": "\u2581"}, replace]:
+        flags |= TOKF_DUMMY_PREFIX if len(steps) == 2 else 0
+        if pre not in (None, {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious",
+                              "invert": False}):
+            raise ExportError(f"{path}: pre-tokenizer {pre.get('type')!r} after the marker normalizer is not supported")
+    elif not steps and (pre or {}).get("type") == "Metaspace" and not pre.get("split", True) \
+            and pre.get("replacement") == "\u2581":
+        flags |= TOKF_DUMMY_PREFIX if pre.get("prepend_scheme", "always") != "never" else 0
+    else:
+        raise ExportError(f"{path}: SentencePiece-style tokenizer.json with normalizer {norm!r} and pre-tokenizer "
+                          f"{pre!r}: not a form run.c implements")
+    return flags
+
+
+def export_sentencepiece_json(path, out, tj, vocab_size=None):
+    """A SentencePiece BPE written as tokenizer.json (Gemma 3; byte fallback):
+    the pieces with the word marker as a plain space (as export_sentencepiece),
+    <0xNN> byte pieces, and the merge list, whose order run.c follows exactly
+    (merge ranks, not piece scores, decide as in the tokenizers library)."""
+    model = tj["model"]
+    flags = sentencepiece_json_flags(tj, path)
+    vocab = model["vocab"]
+    added = {a["content"]: a for a in tj.get("added_tokens", [])}
+    n = max(list(vocab.values()) + [a["id"] for a in added.values()]) + 1
+    tokens = [(b"", 0.0, TOK_UNUSED)] * n
+    for text, i in vocab.items():
+        if re.fullmatch(r"<0x[0-9A-F]{2}>", text):
+            tokens[i] = (text.encode(), 0.0, TOK_BYTE)
+        else:
+            tokens[i] = (text.replace("\u2581", " ").encode(), 0.0, TOK_NORMAL)
+    for text, a in added.items():
+        # special tokens are placed by id only; the others are matched whole in text, except runs of
+        # the word marker, which the merges make anyway (matched first they would change what follows)
+        kind = TOK_CONTROL if a.get("special") else TOK_NORMAL if set(text) <= {"\u2581"} else TOK_USER_DEFINED
+        tokens[a["id"]] = (text.replace("\u2581", " ").encode(), 0.0, kind)
+    unk = added.get(model.get("unk_token"), {}).get("id", vocab.get(model.get("unk_token"), -1))
+    if unk >= 0:
+        tokens[unk] = (tokens[unk][0], 0.0, TOK_UNKNOWN)
+    merges = []
+    for k, m in enumerate(model.get("merges", [])):
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        if a not in vocab or b not in vocab or a + b not in vocab:
+            raise ExportError(f"{path}: merge {k} ({m!r}) names a token that is not in the vocabulary")
+        merges.append((vocab[a], vocab[b]))
+    missing = [b for b in range(256) if f"<0x{b:02X}>" not in vocab]
+    if missing:
+        raise ExportError(f"{path}: byte fallback without a piece for byte 0x{missing[0]:02X}")
+    config = read_tokenizer_config(os.path.dirname(path))
+    ids = {t: i for t, i in vocab.items()}
+    ids.update({t: a["id"] for t, a in added.items()})
+    bos = ids.get(token_text(config.get("bos_token")), ids.get("<s>", ids.get("<bos>", -1)))
+    eos = ids.get(token_text(config.get("eos_token")), ids.get("</s>", ids.get("<eos>", -1)))
+    if config.get("add_bos_token") is False:
+        flags &= ~TOKF_ADD_BOS
+    tokens = pad_vocab(tokens, vocab_size, path)
+    write_tokenizer(out, tokens, KIND_SENTENCEPIECE, bos, eos, unk, flags, merges=merges,
+                    chat=detect_chat_template(config.get("chat_template")))
+    progress_done(f"wrote {out}: SentencePiece BPE tokenizer (tokenizer.json), {len(tokens)} tokens, "
+                  f"{len(merges)} merges")
 
 
 def export_tokenizer(path, out, vocab_size=None):

@@ -2127,7 +2127,9 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
      not part of valid UTF-8 becomes U+FFFD, and, if the tokenizer says so,
      runs of spaces are squeezed;
    - the symbols start as characters; a pair merges when its concatenation
-     is a piece, with the piece's score as priority;
+     is a piece, with the piece's score as priority (or, for a SentencePiece
+     model written as tokenizer.json with a merge list, Gemma 3's, when the
+     pair is in the list, earlier merges first: the tokenizers library's rule);
    - a leftover symbol not in the vocabulary becomes one <0xNN> token per byte.
 
    Byte-level BPE (GPT-2 style: Llama 3, SmolLM2, Qwen2.5):
@@ -2161,6 +2163,12 @@ enum { TOKF_DUMMY_PREFIX = 1, TOKF_ADD_BOS = 2, TOKF_REMOVE_EXTRA_WS = 4, TOKF_I
 enum { KIND_SENTENCEPIECE = 1, KIND_BYTE_LEVEL = 2 };
 /* pre-tokenizers of byte-level BPE (their patterns are given at pretokenize) */
 enum { PRETOK_NONE = 0, PRETOK_LLAMA3 = 1, PRETOK_QWEN2 = 2, PRETOK_GPT2 = 3, PRETOK_SMOLLM = 4 };
+/* chat templates (rendered in section 8), recorded by the tokenizer file */
+enum { TEMPLATE_NONE, TEMPLATE_LLAMA2, TEMPLATE_LLAMA3, TEMPLATE_LLAMA31, TEMPLATE_CHATML, TEMPLATE_ZEPHYR,
+       TEMPLATE_MISTRAL, TEMPLATE_DEEPSEEK_R1, TEMPLATE_GEMMA, N_TEMPLATES };
+static const char *TEMPLATE_NAMES[N_TEMPLATES] = {"none", "llama2", "llama3", "llama3.1", "chatml", "zephyr", "mistral",
+                                                  "deepseek-r1", "gemma"};
+#define TEMPLATE_LIST "llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1, gemma"
 
 typedef struct {
     int vocab_size;
@@ -2334,7 +2342,7 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
         t->pretok = h[9];
         t->n_merges = h[10];
         t->chat_template = h[11];
-        if (h[11] < 0 || h[11] > 7) fatal("%s: unknown chat template %d", path, h[11]);
+        if (h[11] < 0 || h[11] >= N_TEMPLATES) fatal("%s: unknown chat template %d", path, h[11]);
         if (h[12] < 0 || h[12] > 65536) fatal("%s: invalid default system prompt length %d", path, h[12]);
         system_len = h[12];
         if (t->vocab_size <= 0 || t->vocab_size > MAX_VOCAB)
@@ -2344,7 +2352,7 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
             fatal("%s: unknown tokenizer kind %d", path, t->kind);
         if (t->pretok < PRETOK_NONE || t->pretok > PRETOK_SMOLLM || (t->kind == KIND_SENTENCEPIECE && t->pretok))
             fatal("%s: unknown pre-tokenizer %d", path, t->pretok);
-        if (t->n_merges < 0 || t->n_merges > MAX_VOCAB || (t->kind == KIND_SENTENCEPIECE && t->n_merges))
+        if (t->n_merges < 0 || t->n_merges > 4 * MAX_VOCAB)
             fatal("%s: invalid tokenizer header: %d merges", path, t->n_merges);
     } else {
         declared_max_len = read_i32(&r, "header");
@@ -2408,8 +2416,8 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
             char c = (char)b;
             t->byte_ids[b] = lookup_piece(t, &c, 1);
         }
-        if (t->n_merges > 0) read_merges(t, &r);
     }
+    if (t->n_merges > 0) read_merges(t, &r);
     if (system_len > 0) {
         need_bytes(&r, (size_t)system_len, "default system prompt");
         t->default_system = xmalloc((size_t)system_len + 1);
@@ -3313,10 +3321,6 @@ static void perplexity(const Model *m, RunState *s, const int *tokens, int n) {
    template (tokenizer_config.json's chat_template). Special tokens are
    placed by id; the text between two of them is encoded in one piece, as
    Hugging Face does when it tokenizes the rendered string. */
-enum { TEMPLATE_NONE, TEMPLATE_LLAMA2, TEMPLATE_LLAMA3, TEMPLATE_LLAMA31, TEMPLATE_CHATML, TEMPLATE_ZEPHYR,
-       TEMPLATE_MISTRAL, TEMPLATE_DEEPSEEK_R1, N_TEMPLATES };
-static const char *TEMPLATE_NAMES[N_TEMPLATES] = {"none", "llama2", "llama3", "llama3.1", "chatml", "zephyr", "mistral",
-                                                  "deepseek-r1"};
 
 /* Tokens being rendered: text accumulates until a special token (or
    render_flush) encodes it, so the text between two special tokens is
@@ -3387,7 +3391,7 @@ typedef struct {
     int bos, eos;       /* the tokenizer's */
     int eot;            /* token that ends an assistant turn */
     int a, b;           /* the template's other special tokens: header start/end, im_start/im_end,
-                           or DeepSeek's User/Assistant */
+                           DeepSeek's User/Assistant, or Gemma's start_of_turn/end_of_turn */
     int think_open, think_close; /* <think> and </think> of a reasoning model, or -1 */
 } ChatFormat;
 
@@ -3410,9 +3414,12 @@ static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, c
         f->b = special_id(t, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
         f->think_open = special_id(t, "<think>");
         f->think_close = special_id(t, "</think>");
+    } else if (template == TEMPLATE_GEMMA) {
+        f->a = special_id(t, "<start_of_turn>");
+        f->b = f->eot = special_id(t, "<end_of_turn>");
     }
     if ((template == TEMPLATE_LLAMA2 || template == TEMPLATE_LLAMA3 || template == TEMPLATE_LLAMA31 ||
-         template == TEMPLATE_MISTRAL || template == TEMPLATE_DEEPSEEK_R1) && f->bos < 0)
+         template == TEMPLATE_MISTRAL || template == TEMPLATE_DEEPSEEK_R1 || template == TEMPLATE_GEMMA) && f->bos < 0)
         fatal("the %s chat template needs a BOS token, which the tokenizer does not have", TEMPLATE_NAMES[template]);
     if (f->eot < 0) fatal("the chat template needs an end-of-turn token, which the tokenizer does not have");
 }
@@ -3457,7 +3464,8 @@ static void render_open(Render *r, const ChatFormat *f) {
             render_text(r, "\n");
         }
         break;
-    case TEMPLATE_MISTRAL: render_special(r, f->bos); break;
+    case TEMPLATE_MISTRAL:
+    case TEMPLATE_GEMMA: render_special(r, f->bos); break; /* Gemma: the system prompt opens the first user turn */
     case TEMPLATE_DEEPSEEK_R1: /* the system prompt right after BOS, untagged */
         render_special(r, f->bos);
         if (f->system) render_text(r, f->system);
@@ -3522,6 +3530,19 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
         render_special(r, f->think_open);
         render_text(r, "\n");
         break;
+    case TEMPLATE_GEMMA: /* <start_of_turn>user\n{system}\n\n{user}<end_of_turn>\n<start_of_turn>model\n */
+        render_special(r, f->a);
+        render_text(r, "user\n");
+        if (first && f->system) { /* untrimmed, then a blank line */
+            render_text(r, f->system);
+            render_text(r, "\n\n");
+        }
+        render_text(r, msg);
+        render_special(r, f->b);
+        render_text(r, "\n");
+        render_special(r, f->a);
+        render_text(r, "model\n");
+        break;
     default: fatal("no chat template");
     }
     free(msg);
@@ -3529,7 +3550,8 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
 
 /* What follows the assistant's end-of-turn token, before the next user turn. */
 static void render_after_reply(Render *r, const ChatFormat *f) {
-    if (f->template == TEMPLATE_CHATML || f->template == TEMPLATE_ZEPHYR) render_text(r, "\n");
+    if (f->template == TEMPLATE_CHATML || f->template == TEMPLATE_ZEPHYR || f->template == TEMPLATE_GEMMA)
+        render_text(r, "\n");
 }
 
 static volatile sig_atomic_t interrupted = 0;
@@ -3747,7 +3769,7 @@ static void usage(FILE *f) {
             "  -m <string> mode: generate (default), chat, tokenize or perplexity\n"
             "  -y <string> system prompt (chat mode)\n"
             "  -T <int>    threads, default: OMP_NUM_THREADS or all cores (builds with OpenMP)\n"
-            "  --template <name>  chat template: llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1\n"
+            "  --template <name>  chat template: " TEMPLATE_LIST "\n"
             "                     (default: the model's own)\n"
             "  --stats     chat: tokens/s after each reply\n"
             "  --trace     print each token fed to the model, with its position, on stderr\n"
@@ -3829,7 +3851,7 @@ int main(int argc, char **argv) {
             for (int k = 1; k < N_TEMPLATES; k++)
                 if (strcmp(name, TEMPLATE_NAMES[k]) == 0) template = k;
             if (template < 0)
-                fatal("unknown chat template '%s' (llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1)",
+                fatal("unknown chat template '%s' (" TEMPLATE_LIST ")",
                       name);
             continue;
         }
@@ -3908,7 +3930,7 @@ int main(int argc, char **argv) {
         if (template < 0) template = tok.chat_template;
         if (template == TEMPLATE_NONE)
             fatal("%s: the model has no known chat template: choose one with --template "
-                  "(llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1)", tokenizer_path);
+                  "(" TEMPLATE_LIST ")", tokenizer_path);
         /* the context: -n, or the model's, up to 4096 positions (the KV cache grows with it) */
         int ctx = steps_given && steps > 0 ? (int)(steps < c->seq_len ? steps : c->seq_len)
                                            : (c->seq_len < 4096 ? c->seq_len : 4096);

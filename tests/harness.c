@@ -130,8 +130,9 @@ static void render_assistant(Render *r, const ChatFormat *f, const char *message
         render_text(r, " ");
         render_text(r, msg);
         render_text(r, " ");
-    } else { /* Llama 3 trims the content; the others keep it as it is */
-        render_text(r, f->template == TEMPLATE_LLAMA3 || f->template == TEMPLATE_LLAMA31 ? msg : message);
+    } else { /* Llama 3 and Gemma trim the content; the others keep it as it is */
+        int trim = f->template == TEMPLATE_LLAMA3 || f->template == TEMPLATE_LLAMA31 || f->template == TEMPLATE_GEMMA;
+        render_text(r, trim ? msg : message);
     }
     render_special(r, f->eot);
     render_after_reply(r, f);

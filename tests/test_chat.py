@@ -324,3 +324,17 @@ def test_qwen3_template_with_thinking_on_equals_its_jinja_rendering(shared, tmp_
         case = next(c for c in json.load(f) if c["options"].get("enable_thinking") is not False)
     turns = [(m["role"], m["content"]) for m in case["messages"]]
     assert render(tmp_path, tok, "chatml", turns) == case["ids"]
+
+
+def test_gemma3_template_equals_its_jinja_rendering(shared, tmp_path):
+    """Gemma 3's tokenizer.json and chat template (detected as gemma): <bos>,
+    the system prompt folded into the first user turn, <start_of_turn>model
+    for the assistant; the ids its own jinja template gives."""
+    tok = tmp_path / "tokenizer.bin"
+    export(tok, "--tokenizer", os.path.join(shared, "tokenizers", "gemma3"))
+    with open(tok, "rb") as f:
+        assert int.from_bytes(f.read(48)[44:48], "little") == 8  # recorded as gemma
+    with open(os.path.join(shared, "testdata", "tokenizer", "chat", "gemma3.json")) as f:
+        case = json.load(f)[0]
+    turns = [(m["role"], m["content"]) for m in case["messages"]]
+    assert render(tmp_path, tok, "gemma", turns) == case["ids"]

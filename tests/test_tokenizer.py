@@ -88,3 +88,67 @@ def test_whole_file_prompt_encodes_in_one_piece(shared, tmp_path):
     p = run("-m", "tokenize", "-z", TOKENIZER, "-f", path)
     ids = p.stdout.split()
     assert ids[0] == b"1" and len(ids) > 150000
+
+
+def reference_cases(shared, name):
+    """The texts and ids that @lenml/tokenizers (transformers.js) gives with
+    the real tokenizer.json of ../shared/tokenizers/NAME."""
+    with open(os.path.join(shared, "testdata", "tokenizer", f"{name}.tests.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_gemma3_tokenizer_json_equals_transformers_js(shared, tmp_path):
+    """Gemma 3's SentencePiece BPE as tokenizer.json (262,144 pieces, byte
+    fallback, no dummy prefix, a merge list whose order decides): every one of
+    the 162 reference texts (whitespace runs, digits, accents, CJK, emoji)."""
+    tok = tmp_path / "gemma3.bin"
+    export(tok, "--tokenizer", os.path.join(shared, "tokenizers", "gemma3", "tokenizer.json"))
+    cases = reference_cases(shared, "gemma3")
+    assert len(cases) == 162
+    got = encode_all(tmp_path, tok, [c["text"].encode() for c in cases])
+    failures = [(c["text"], g, c["ids"]) for c, g in zip(cases, got) if g != c["ids"]]
+    assert not failures, f"{len(failures)} of {len(cases)} cases differ: {failures[:3]}"
+    assert run("-m", "tokenize", "-z", tok, "-i", "Hello").stdout == b"2 9259\n"  # <bos> first: add_bos_token
+
+
+def test_qwen3_tokenizer_equals_transformers_js_where_nfc_changes_nothing(shared, tmp_path):
+    """Qwen3's byte-level BPE against the reference texts. Its tokenizer.json
+    normalizes to NFC first, which run.c does not (README: the texts whose NFC
+    form differs, decomposed accents, are the known exceptions)."""
+    import unicodedata
+    tok = tmp_path / "qwen3.bin"
+    export(tok, "--tokenizer", os.path.join(shared, "tokenizers", "qwen3", "tokenizer.json"))
+    cases = [c for c in reference_cases(shared, "qwen3") if unicodedata.normalize("NFC", c["text"]) == c["text"]]
+    assert len(cases) >= 150
+    got = encode_all(tmp_path, tok, [c["text"].encode() for c in cases])
+    failures = [(c["text"], g, c["ids"]) for c, g in zip(cases, got) if g != c["ids"]]
+    assert not failures, f"{len(failures)} of {len(cases)} cases differ: {failures[:3]}"
+
+
+@pytest.mark.parametrize("normalizer,pre,dummy", [
+    ({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                          {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+     None, True),
+    (None, {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}, True),
+    (None, {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "never", "split": False}, False),
+])
+def test_sentencepiece_json_spellings_of_the_dummy_prefix(shared, tmp_path, normalizer, pre, dummy):
+    """The other ways a tokenizer.json writes SentencePiece's normalization
+    (Llama 2 style: Prepend + Replace, or a Metaspace pre-tokenizer): with a
+    dummy prefix, "Hello" is encoded as "▁Hello"; without, as "Hello"."""
+    with open(os.path.join(shared, "tokenizers", "gemma3", "tokenizer.json"), encoding="utf-8") as f:
+        tj = json.load(f)
+    tj["normalizer"], tj["pre_tokenizer"] = normalizer, pre
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
+    export(tmp_path / "tok.bin", "--tokenizer", tmp_path / "tokenizer.json")
+    ids = encode_all(tmp_path, tmp_path / "tok.bin", [b"Hello world"])[0]
+    assert ids == ([26352, 1902] if dummy else [9259, 1902])
+
+
+def test_sentencepiece_json_with_an_unknown_normalizer_is_refused(shared, tmp_path):
+    with open(os.path.join(shared, "tokenizers", "gemma3", "tokenizer.json"), encoding="utf-8") as f:
+        tj = json.load(f)
+    tj["normalizer"] = {"type": "NFKC"}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
+    p = export(tmp_path / "tok.bin", "--tokenizer", tmp_path / "tokenizer.json", check=False)
+    assert p.returncode == 1 and "not a form run.c implements" in p.stderr
