@@ -159,7 +159,7 @@ def test_truncated_tokenizer(tmp_path, keep):
 
 @pytest.mark.parametrize("offset,value,match", [
     (4, 7, "version 7"), (8, -1, "vocab_size"), (16, 99999, "outside the vocabulary"), (28, 64, "flags"),
-    (32, 7, "unknown tokenizer kind 7"), (36, 9, "unknown pre-tokenizer 9"), (40, 5, "5 merges"),
+    (32, 7, "unknown tokenizer kind 7"), (36, 9, "unknown pre-tokenizer 9"), (40, -5, "-5 merges"), (40, 5, "truncated"),
     (68, 99, "unknown type 99"), (72, -3, "invalid length"), (72, 2**30, "invalid length"),
 ])
 def test_damaged_tokenizer_fields(tmp_path, offset, value, match):
