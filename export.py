@@ -16,6 +16,7 @@ Needs only Python 3 and numpy. The file formats are described in README.md
 
 import argparse
 import json
+import math
 import os
 import re
 import struct
@@ -30,7 +31,7 @@ TENSOR_ALIGN = 64
 MAX_EOS = 8
 WEIGHT_TYPES = {"fp32": 0, "q8_0": 1, "q4_0": 2, "q4_k": 3, "q6_k": 4}
 QK = 32  # values per quantized block
-FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM = 1, 2, 4
+FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS = 1, 2, 4, 8
 
 TOKENIZER_MAGIC = b"RUNT"
 TOKENIZER_VERSION = 1
@@ -57,7 +58,7 @@ def model_header(cfg, weight_type=0):
         raise ExportError(f"at most {MAX_EOS} EOS ids are supported, got {len(eos)}")
     rope = cfg.get("rope_scaling") or {}
     flags = (FLAG_TIED_CLASSIFIER if cfg["tied"] else 0) | (FLAG_QKV_BIAS if cfg.get("qkv_bias") else 0) | \
-        (FLAG_QK_NORM if cfg.get("qk_norm") else 0)
+        (FLAG_QK_NORM if cfg.get("qk_norm") else 0) | (FLAG_POST_NORMS if cfg.get("post_norms") else 0)
     head = struct.pack(
         "<4sI8i4fif3ii",
         MODEL_MAGIC, MODEL_VERSION,
@@ -71,7 +72,12 @@ def model_header(cfg, weight_type=0):
     # Granite's multipliers; 0 stands for the plain transformer's (1, 1 / sqrt(head_dim), 1, 1)
     head += struct.pack("<4f", *(cfg.get(k) or 0.0 for k in ("embedding_scale", "attention_scale", "residual_scale",
                                                              "logit_scale")))
-    assert len(head) == 132
+    # Gemma's: the local layers' RoPE base, linear RoPE scaling of the global layers, the activation
+    # (0 SiLU, 1 GELU tanh), soft-capping of the attention scores and of the logits; 0 for none
+    head += struct.pack("<2fi2f", cfg.get("rope_local_theta") or 0.0, cfg.get("rope_linear_factor") or 0.0,
+                        ACTIVATIONS[cfg.get("activation", "silu")], cfg.get("attn_softcap") or 0.0,
+                        cfg.get("final_softcap") or 0.0)
+    assert len(head) == 152
     return head + bytes(MODEL_HEADER_SIZE - len(head))
 
 
@@ -82,13 +88,19 @@ def type_table(types):
     return table + bytes(-len(table) % TENSOR_ALIGN)
 
 
-LAYER_NO_ROPE = 1
+LAYER_NO_ROPE, LAYER_SLIDING = 1, 2
+ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}
 
 
 def layer_table(cfg):
-    """Version 2: one byte of LAYER_* bits per layer, padded to 64 bytes."""
-    no_rope = set(cfg.get("no_rope_layers") or ())
-    table = bytes(LAYER_NO_ROPE if i in no_rope else 0 for i in range(cfg["n_layers"]))
+    """Version 2: one byte of LAYER_* bits per layer, padded to 64 bytes:
+    layers without RoPE (no_rope_layers), and layers that attend to the last
+    sliding_window positions with the local RoPE base (sliding_layers)."""
+    no_rope, sliding = set(cfg.get("no_rope_layers") or ()), set(cfg.get("sliding_layers") or ())
+    if sliding and not cfg.get("sliding_window"):
+        raise ExportError("sliding-window layers without a sliding_window")
+    table = bytes((LAYER_NO_ROPE if i in no_rope else 0) | (LAYER_SLIDING if i in sliding else 0)
+                  for i in range(cfg["n_layers"]))
     return table + bytes(-len(table) % TENSOR_ALIGN)
 
 
@@ -105,8 +117,11 @@ def tensor_order(cfg):
                 order.append((p + "b" + w, (rows,)))
         if cfg.get("qk_norm"):
             order += [(p + "q_norm", (cfg["head_dim"],)), (p + "k_norm", (cfg["head_dim"],))]
-        order += [(p + "wo", (d, q)), (p + "ffn_norm", (d,)), (p + "w1", (h, d)), (p + "w2", (d, h)),
-                  (p + "w3", (h, d))]
+        order.append((p + "wo", (d, q)))
+        post = [(p + "post_attn_norm", (d,))] if cfg.get("post_norms") else []
+        order += post + [(p + "ffn_norm", (d,)), (p + "w1", (h, d)), (p + "w2", (d, h)), (p + "w3", (h, d))]
+        if cfg.get("post_norms"):
+            order.append((p + "post_ffn_norm", (d,)))
     order.append(("norm", (d,)))
     if not cfg["tied"]:
         order.append(("output", (cfg["vocab_size"], d)))
@@ -476,7 +491,10 @@ def read_json(directory, name):
 
 
 # What each family's Hugging Face configuration class (LlamaConfig,
-# MistralConfig, Qwen2Config) uses for a key that config.json leaves out.
+# MistralConfig, Qwen2Config, Gemma3TextConfig, ...) uses for a key that
+# config.json leaves out.
+GEMMA_DEFAULTS = {"rms_norm_eps": 1e-6, "tie_word_embeddings": True, "hidden_activation": "gelu_pytorch_tanh",
+                  "head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 4096}
 HF_DEFAULTS = {
     "llama": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048,
               "tie_word_embeddings": False, "hidden_act": "silu"},
@@ -491,8 +509,13 @@ HF_DEFAULTS = {
     "granite": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048,
                 "tie_word_embeddings": False, "hidden_act": "silu", "embedding_multiplier": 1.0,
                 "attention_multiplier": 1.0, "residual_multiplier": 1.0, "logits_scaling": 1.0},
+    "gemma2": {**GEMMA_DEFAULTS, "rope_theta": 10000.0, "max_position_embeddings": 8192, "vocab_size": 256000,
+               "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0},
+    "gemma3_text": {**GEMMA_DEFAULTS, "rope_theta": 1000000.0, "max_position_embeddings": 131072,
+                    "vocab_size": 262208, "rope_local_base_freq": 10000.0, "sliding_window_pattern": 6},
 }
-ROPE_TYPES_REFUSED = ("linear", "dynamic", "yarn", "longrope")  # known to transformers, not run by run.c
+ROPE_TYPES_REFUSED = ("dynamic", "yarn", "longrope")  # known to transformers, not run by run.c
+ACTIVATION_NAMES = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
 
 
 class HFConfig:
@@ -512,54 +535,105 @@ class HFConfig:
         self.cfg[key] = value  # said once
         return value
 
-    def rope(self):
-        """(rope_theta, rope_scaling dict for run.c or None)"""
-        where, cfg = self.where, self.cfg
-        params = cfg.get("rope_parameters")
-        if params is None:
-            return float(self.get("rope_theta")), self.rope_scaling(cfg.get("rope_scaling"))
-        if not isinstance(params, dict):
-            raise ExportError(f"{where}: rope_parameters is not an object")
-        if params and all(isinstance(v, dict) for v in params.values()):  # per layer type
-            kinds = set(cfg.get("layer_types") or ["full_attention"])
-            if kinds != {"full_attention"} or set(params) - {"full_attention", "sliding_attention"}:
-                raise ExportError(f"{where}: rope_parameters per layer type {sorted(params)} with layer_types "
-                                  f"{sorted(kinds)}: local and global layers are not supported by {self.model_type}")
-            if "full_attention" not in params:
-                raise ExportError(f"{where}: rope_parameters has no full_attention entry")
-            params = params["full_attention"]
-        theta = params.get("rope_theta")
-        kind = params.get("rope_type", params.get("type", "default"))
-        scaling = self.rope_scaling(None if kind == "default" else params)
-        old_theta, old_scaling = cfg.get("rope_theta"), self.rope_scaling(cfg.get("rope_scaling"))
-        if old_theta is not None and theta is not None and float(old_theta) != float(theta):
-            raise ExportError(f"{where}: rope_theta {old_theta} and rope_parameters' rope_theta {theta} disagree")
-        if cfg.get("rope_scaling") and old_scaling != scaling:
-            raise ExportError(f"{where}: rope_scaling {cfg['rope_scaling']} and rope_parameters {params} disagree")
-        if theta is None:  # in neither form: the family's default, said by get
-            theta = self.get("rope_theta")
-        return float(theta), scaling
+    def layer_kinds(self):
+        """Each layer's attention: "full_attention" or "sliding_attention",
+        from layer_types or, in older Gemma configs, the family's pattern
+        (Gemma 2: every other layer from the first is local; Gemma 3: all but
+        every sliding_window_pattern-th)."""
+        n, where = self.cfg["num_hidden_layers"], self.where
+        kinds = self.cfg.get("layer_types")
+        if kinds is None and self.model_type == "gemma2":
+            kinds = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]
+        elif kinds is None and self.model_type == "gemma3_text":
+            every = self.get("sliding_window_pattern")
+            kinds = ["sliding_attention" if (i + 1) % every else "full_attention" for i in range(n)]
+        kinds = kinds or ["full_attention"] * n
+        if not isinstance(kinds, list) or len(kinds) != n or set(kinds) - {"full_attention", "sliding_attention"}:
+            raise ExportError(f"{where}: layer_types must list full_attention or sliding_attention for each of "
+                              f"the {n} layers, got {kinds!r}")
+        if "sliding_attention" in kinds and not self.model_type.startswith("gemma"):
+            raise ExportError(f"{where}: local and global layers (layer_types) are not supported by {self.model_type}")
+        return kinds
 
-    def rope_scaling(self, rs):
+    def rope(self):
+        """run.c's RoPE fields: rope_theta and the scaling of the global
+        layers (rope_scaling for Llama 3.1's, rope_linear_factor), and
+        rope_local_theta, the base of the sliding-window layers."""
+        where, cfg = self.where, self.cfg
+        kinds = self.layer_kinds()
+        params = cfg.get("rope_parameters")
+        local_params = None
+        if params is None:  # the old keys
+            theta, kind, scaling = self.get("rope_theta"), None, cfg.get("rope_scaling")
+        else:
+            if not isinstance(params, dict):
+                raise ExportError(f"{where}: rope_parameters is not an object")
+            if params and all(isinstance(v, dict) for v in params.values()):  # per layer type
+                if set(params) - {"full_attention", "sliding_attention"} or "full_attention" not in params:
+                    raise ExportError(f"{where}: rope_parameters per layer type must have full_attention "
+                                      f"(and may have sliding_attention), got {sorted(params)}")
+                local_params = params.get("sliding_attention")
+                params = params["full_attention"]
+            theta, scaling = params.get("rope_theta"), params
+            self.scaling_fields(params)  # an unknown or refused rope_type is the first thing to say
+            self.check_agrees("rope_theta", cfg.get("rope_theta"), theta)
+            if cfg.get("rope_scaling"):
+                if self.scaling_fields(cfg["rope_scaling"]) != self.scaling_fields(params):
+                    raise ExportError(f"{where}: rope_scaling {cfg['rope_scaling']} and rope_parameters {params} "
+                                      "disagree")
+            if theta is None:  # in neither form: the family's default, said by get
+                theta = self.get("rope_theta")
+        out = {"rope_theta": float(theta), **self.scaling_fields(scaling)}
+        if "sliding_attention" in kinds:
+            local = (local_params or {}).get("rope_theta")
+            if local_params is not None:
+                if self.scaling_fields(local_params):
+                    raise ExportError(f"{where}: rope scaling of the sliding-window layers is not supported")
+                self.check_agrees("rope_local_base_freq", cfg.get("rope_local_base_freq"), local,
+                                  "sliding_attention rope_theta")
+            if local is None:  # Gemma 3's own key (or its default); Gemma 2's local layers share rope_theta
+                local = self.get("rope_local_base_freq") if self.model_type == "gemma3_text" else theta
+            out["rope_local_theta"] = float(local)
+        return out
+
+    def check_agrees(self, key, old, new, new_key=None):
+        if old is not None and new is not None and old != new:
+            raise ExportError(f"{self.where}: {key} {old} and rope_parameters' {new_key or key} {new} disagree")
+
+    def scaling_fields(self, rs):
+        """{} for no scaling, {"rope_scaling": {...}} for Llama 3.1's, or
+        {"rope_linear_factor": f} for linear (positions divided by f)."""
         if not rs:
-            return None
+            return {}
         if not isinstance(rs, dict):
             raise ExportError(f"{self.where}: rope scaling {rs!r} is not an object")
-        kind = rs.get("rope_type", rs.get("type"))
+        kind = rs.get("rope_type", rs.get("type", "default"))
         if kind == "default":
-            return None
+            return {}
         if kind in ROPE_TYPES_REFUSED:
             raise ExportError(f"{self.where}: rope_type {kind!r} is not implemented by run.c (it changes every "
-                              "rotation, so leaving it out would give wrong logits); supported: default, llama3")
-        if kind != "llama3":
-            raise ExportError(f"{self.where}: unknown rope_type {kind!r} (known: default, llama3, "
-                              f"{', '.join(ROPE_TYPES_REFUSED)})")
+                              "rotation, so leaving it out would give wrong logits); supported: default, llama3, linear")
         try:
-            return {"factor": float(rs["factor"]), "low_freq_factor": float(rs["low_freq_factor"]),
-                    "high_freq_factor": float(rs["high_freq_factor"]),
-                    "original_seq_len": int(rs["original_max_position_embeddings"])}
+            if kind == "linear":
+                return {"rope_linear_factor": float(rs["factor"])}
+            if kind == "llama3":
+                return {"rope_scaling": {"factor": float(rs["factor"]), "low_freq_factor": float(rs["low_freq_factor"]),
+                                         "high_freq_factor": float(rs["high_freq_factor"]),
+                                         "original_seq_len": int(rs["original_max_position_embeddings"])}}
         except (KeyError, TypeError, ValueError) as e:
-            raise ExportError(f"{self.where}: llama3 rope scaling lacks or misstates {e}") from None
+            raise ExportError(f"{self.where}: {kind} rope scaling lacks or misstates {e}") from None
+        raise ExportError(f"{self.where}: unknown rope_type {kind!r} (known: default, llama3, linear, "
+                          f"{', '.join(ROPE_TYPES_REFUSED)})")
+
+    def activation(self):
+        """The gate's activation: hidden_act, but Gemma's classes read
+        hidden_activation (and ignore hidden_act)."""
+        key = "hidden_activation" if self.model_type.startswith("gemma") else "hidden_act"
+        value = self.get(key)
+        if value not in ACTIVATION_NAMES:
+            raise ExportError(f"{self.where}: {key} {value!r} is not supported for {self.model_type} "
+                              f"(supported: {', '.join(ACTIVATION_NAMES)})")
+        return ACTIVATION_NAMES[value]
 
 
 class HuggingFaceCheckpoint:
@@ -626,16 +700,14 @@ class HuggingFaceCheckpoint:
             raise ExportError(f"{self.dir}: model_type {model_type!r} is not supported "
                               f"(supported: {', '.join(HF_DEFAULTS)})")
         hf = HFConfig(raw, model_type, self.dir)
-        if hf.get("hidden_act") != "silu":
-            raise ExportError(f"{self.dir}: hidden_act {hf.get('hidden_act')!r} is not supported for "
-                              f"{model_type} (expected 'silu')")
+        activation = hf.activation()
         for flag in ("attention_bias", "mlp_bias"):
             if raw.get(flag):
                 raise ExportError(f"{self.dir}: {flag} is not supported")
         if model_type in ("qwen2", "qwen3") and raw.get("use_sliding_window"):
             raise ExportError(f"{self.dir}: Qwen sliding-window attention is not supported")
         for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
-            if not isinstance(raw.get(key), int) or raw[key] <= 0:
+            if not isinstance(hf.get(key), int) or raw[key] <= 0:
                 raise ExportError(f"{self.dir}: config.json has no positive integer {key}")
         n_heads = raw["num_attention_heads"]
         dim = raw["hidden_size"]
@@ -652,11 +724,8 @@ class HuggingFaceCheckpoint:
         eos = list(dict.fromkeys(eos))  # unique, in order
         bos = raw.get("bos_token_id", 1)
         seq_len = hf.get("max_position_embeddings")
-        # Mistral 7B v0.1: each position attends to the last 4096 only
-        window = hf.get("sliding_window") if model_type == "mistral" else None
-        window = window if window and window < seq_len else 0
-        theta, scaling = hf.rope()
         return {
+            "model_type": model_type,
             "dim": dim,
             "hidden_dim": raw["intermediate_size"],
             "n_layers": raw["num_hidden_layers"],
@@ -665,15 +734,16 @@ class HuggingFaceCheckpoint:
             "head_dim": head_dim,
             "vocab_size": emb_rows,
             "seq_len": seq_len,
-            "rope_theta": theta,
-            "rope_scaling": scaling,
+            **hf.rope(),
             "norm_eps": float(hf.get("rms_norm_eps")),
             "tied": tied,
             "qkv_bias": model_type == "qwen2",
-            "qk_norm": model_type == "qwen3",
-            "sliding_window": window,
+            "qk_norm": model_type in ("qwen3", "gemma3_text"),
+            "activation": activation,
+            **self.sliding_window(hf, seq_len),
             "no_rope_layers": self.no_rope_layers(hf, raw, model_type),
             **self.multipliers(hf, model_type),
+            **self.gemma(hf, dim),
             "bos_id": -1 if bos is None else bos,
             "eos_ids": eos,
         }
@@ -694,6 +764,34 @@ class HuggingFaceCheckpoint:
         if not isinstance(flags, list) or len(flags) != n or any(f not in (0, 1) for f in flags):
             raise ExportError(f"{self.dir}: no_rope_layers must be {n} values of 0 or 1, got {flags!r}")
         return [i for i, f in enumerate(flags) if not f]
+
+    @staticmethod
+    def sliding_window(hf, seq_len):
+        """The sliding window and the layers it applies to: Mistral 7B v0.1's
+        every layer (its 4096 of 32768 positions), Gemma's local layers."""
+        if hf.model_type == "mistral":
+            window = hf.get("sliding_window")
+            window = window if window and window < seq_len else 0
+            return {"sliding_window": window, "sliding_layers": list(range(hf.cfg["num_hidden_layers"])) if window else []}
+        sliding = [i for i, kind in enumerate(hf.layer_kinds()) if kind == "sliding_attention"]
+        if not sliding:
+            return {}
+        window = hf.get("sliding_window")
+        if not isinstance(window, int) or window <= 0:
+            raise ExportError(f"{hf.where}: sliding-window layers need a positive sliding_window, got {window!r}")
+        return {"sliding_window": window, "sliding_layers": sliding}
+
+    @staticmethod
+    def gemma(hf, dim):
+        """Gemma 2 and 3: the embedding scaled by sqrt(dim), attention scores
+        by query_pre_attn_scalar^-0.5, each block's output normed before it
+        joins the residual (post_norms), and Gemma 2's soft-capping of the
+        attention scores and of the logits."""
+        if not hf.model_type.startswith("gemma"):
+            return {}
+        return {"embedding_scale": math.sqrt(dim), "attention_scale": float(hf.get("query_pre_attn_scalar")) ** -0.5,
+                "post_norms": True, "attn_softcap": float(hf.get("attn_logit_softcapping") or 0.0),
+                "final_softcap": float(hf.get("final_logit_softcapping") or 0.0)}
 
     @staticmethod
     def multipliers(hf, model_type):
@@ -719,7 +817,7 @@ class HuggingFaceCheckpoint:
         if name == "tok_embeddings":
             return self.tensor(self.prefix + "embed_tokens.weight")
         if name == "norm":
-            return self.tensor(self.prefix + "norm.weight")
+            return self.norm(self.tensor(self.prefix + "norm.weight"))
         if name == "output":
             return self.tensor(self.head_name)
         _, i, kind = name.split(".")
@@ -731,11 +829,24 @@ class HuggingFaceCheckpoint:
         if kind == "bv":
             return self.tensor(p + "self_attn.v_proj.bias")
         if kind in ("q_norm", "k_norm"):  # one head's weights: reordered like each head's rows
-            return unpermute_rope(self.tensor(f"{p}self_attn.{kind}.weight"), 1, c["head_dim"])
+            return self.norm(unpermute_rope(self.tensor(f"{p}self_attn.{kind}.weight"), 1, c["head_dim"]))
         hf_names = {"wv": "self_attn.v_proj.weight", "wo": "self_attn.o_proj.weight",
                     "w1": "mlp.gate_proj.weight", "w2": "mlp.down_proj.weight", "w3": "mlp.up_proj.weight",
                     "attention_norm": "input_layernorm.weight", "ffn_norm": "post_attention_layernorm.weight"}
-        return self.tensor(p + hf_names[kind])
+        if c.get("post_norms"):  # Gemma's four norms: its post_attention_layernorm norms the attention output
+            hf_names.update({"post_attn_norm": "post_attention_layernorm.weight",
+                             "ffn_norm": "pre_feedforward_layernorm.weight",
+                             "post_ffn_norm": "post_feedforward_layernorm.weight"})
+        t = self.tensor(p + hf_names[kind])
+        return self.norm(t) if kind.endswith("norm") else t
+
+    def norm(self, weight):
+        """Gemma's RMSNorm multiplies by (1 + weight): stored as that product's
+        factor, so run.c's x * weight computes it. PyTorch (Gemma3RMSNorm):
+        output * (1.0 + self.weight.float())"""
+        if not self.config["model_type"].startswith("gemma"):
+            return weight
+        return (1.0 + weight.astype(np.float32)).astype(np.float32)
 
 
 def as_list(ids):
@@ -1374,6 +1485,15 @@ class MetaCheckpoint:
 # This project's own fp32 files, to re-export (for example quantized)
 
 class RuncCheckpoint:
+    @staticmethod
+    def gemma_fields(head, version):
+        if version < 2:
+            return {}
+        local, linear, act, attn_cap, final_cap = struct.unpack("<2fi2f", head[132:152])
+        names = {v: k for k, v in ACTIVATIONS.items()}
+        return {"rope_local_theta": local, "rope_linear_factor": linear, "activation": names.get(act, act),
+                "attn_softcap": attn_cap, "final_softcap": final_cap}
+
     def __init__(self, path):
         size = os.path.getsize(path)
         with open(path, "rb") as f:
@@ -1389,10 +1509,11 @@ class RuncCheckpoint:
                        "n_kv_heads": kv_heads, "head_dim": head_dim, "vocab_size": vocab, "seq_len": seq_len,
                        "rope_theta": theta, "norm_eps": eps, "tied": bool(flags & FLAG_TIED_CLASSIFIER),
                        "qkv_bias": bool(flags & FLAG_QKV_BIAS), "qk_norm": bool(flags & FLAG_QK_NORM),
-                       "bos_id": bos, "eos_ids": list(f[20:20 + n_eos]),
+                       "post_norms": bool(flags & FLAG_POST_NORMS), "bos_id": bos, "eos_ids": list(f[20:20 + n_eos]),
                        "sliding_window": struct.unpack("<i", head[112:116])[0] if version == 2 else 0,
                        **dict(zip(("embedding_scale", "attention_scale", "residual_scale", "logit_scale"),
                                   struct.unpack("<4f", head[116:132]) if version == 2 else (0.0,) * 4)),
+                       **self.gemma_fields(head, version),
                        "rope_scaling": {"factor": factor, "low_freq_factor": low, "high_freq_factor": high,
                                         "original_seq_len": orig} if factor else None}
         self.arrays, offset = {}, MODEL_HEADER_SIZE
@@ -1407,6 +1528,7 @@ class RuncCheckpoint:
                 f.seek(offset)
                 flags = f.read(layers)
             self.config["no_rope_layers"] = [i for i, b in enumerate(flags) if b & LAYER_NO_ROPE]
+            self.config["sliding_layers"] = [i for i, b in enumerate(flags) if b & LAYER_SLIDING]
             offset += -(-layers // TENSOR_ALIGN) * TENSOR_ALIGN
         for name, shape in tensor_order(self.config):
             offset += -offset % TENSOR_ALIGN

@@ -134,10 +134,12 @@ static char *read_file(const char *path, size_t *len) {
            q_norm                     (head_dim)               only with FLAG_QK_NORM
            k_norm                     (head_dim)               only with FLAG_QK_NORM
            wo                         (dim, n_heads * head_dim)
+           post_attn_norm             (dim)                    only with FLAG_POST_NORMS
            ffn_norm                   (dim)
            w1 (gate)                  (hidden_dim, dim)
            w2 (down)                  (dim, hidden_dim)
            w3 (up)                    (hidden_dim, dim)
+           post_ffn_norm              (dim)                    only with FLAG_POST_NORMS
          final_norm                   (dim)
          classifier                   (vocab_size, dim)   absent when tied
        q and k rows are in the interleaved RoPE layout (pairs 2i, 2i+1), as
@@ -177,8 +179,14 @@ static const char *WEIGHT_NAMES[N_WEIGHT_TYPES] = {"fp32", "q8_0", "q4_0", "q4_k
 #define QK_K 256     /* values per block of a q4_k or q6_k row */
 #define Q4K_BYTES 144
 #define Q6K_BYTES 210
-enum { FLAG_TIED_CLASSIFIER = 1u << 0, FLAG_QKV_BIAS = 1u << 1, FLAG_QK_NORM = 1u << 2 };
-enum { LAYER_NO_ROPE = 1u << 0 }; /* the layer table's bits: what sets one layer apart */
+enum { FLAG_TIED_CLASSIFIER = 1u << 0, FLAG_QKV_BIAS = 1u << 1, FLAG_QK_NORM = 1u << 2, FLAG_POST_NORMS = 1u << 3 };
+#define KNOWN_FLAGS (FLAG_TIED_CLASSIFIER | FLAG_QKV_BIAS | FLAG_QK_NORM | FLAG_POST_NORMS)
+/* the layer table's bits: what sets one layer apart */
+enum { LAYER_NO_ROPE = 1u << 0,  /* q and k are not rotated (SmolLM3's NoPE layers) */
+       LAYER_SLIDING = 1u << 1 }; /* attends to the last sliding_window positions, with the local RoPE
+                                     base (Gemma's local layers; every layer of Mistral 7B v0.1) */
+#define KNOWN_LAYER_FLAGS (LAYER_NO_ROPE | LAYER_SLIDING)
+enum { ACT_SILU = 0, ACT_GELU_TANH = 1, N_ACTIVATIONS }; /* the gate's activation in the feed-forward layer */
 
 typedef struct {
     uint32_t magic;         /* MODEL_MAGIC */
@@ -197,18 +205,24 @@ typedef struct {
     float rope_high_freq_factor;
     int32_t rope_original_seq_len;
     float norm_eps;         /* RMSNorm epsilon */
-    uint32_t flags;         /* FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM */
+    uint32_t flags;         /* FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS */
     int32_t weight_type;    /* WEIGHT_*: of every matrix (version 1), of most (version 2) */
     int32_t bos_id;
     int32_t n_eos;          /* how many of eos_ids are used */
     int32_t eos_ids[MAX_EOS];
-    int32_t sliding_window; /* version 2: each position attends to the last this many (0: all) */
+    int32_t sliding_window; /* version 2: a LAYER_SLIDING layer attends to the last this many positions */
     /* version 2, scalar multipliers (Granite; 0 means the plain transformer's value): */
     float embedding_scale;  /* x = embedding * this (0: 1) */
     float attention_scale;  /* scores = q . k * this (0: 1 / sqrt(head_dim)) */
     float residual_scale;   /* x = x + block(x) * this (0: 1) */
     float logit_scale;      /* logits = classifier(x) * this (0: 1) */
-    uint8_t reserved[MODEL_HEADER_SIZE - 132]; /* zero */
+    /* version 2, Gemma's mechanisms (0: absent): */
+    float rope_local_theta; /* RoPE base of LAYER_SLIDING layers (0: rope_theta) */
+    float rope_linear_factor; /* linear RoPE scaling of the other layers: positions / this (0: none) */
+    int32_t activation;     /* ACT_*: SiLU (0) or GELU with the tanh approximation */
+    float attn_softcap;     /* scores = cap * tanh(scores / cap) before the softmax (0: none) */
+    float final_softcap;    /* logits = cap * tanh(logits / cap) (0: none) */
+    uint8_t reserved[MODEL_HEADER_SIZE - 152]; /* zero */
 } FileHeader;
 
 _Static_assert(sizeof(FileHeader) == MODEL_HEADER_SIZE, "header must be 256 bytes");
@@ -222,8 +236,13 @@ typedef struct {
     int tied_classifier;
     int qkv_bias;   /* q, k and v projections have biases (Qwen2) */
     int qk_norm;    /* each head of q and of k is RMS-normed before RoPE (Qwen3) */
-    int sliding_window; /* attention reaches back this many positions, the current one included (0: all) */
+    int sliding_window; /* LAYER_SLIDING layers reach back this many positions, the current one included */
     float embedding_scale, attention_scale, residual_scale, logit_scale; /* see FileHeader; never 0 here */
+    float rope_local_theta;   /* never 0 here */
+    float rope_linear_factor; /* 1 when the file says none */
+    int activation;           /* ACT_* */
+    int post_norms;           /* each block's output is RMS-normed before it joins the residual (Gemma) */
+    float attn_softcap, final_softcap; /* 0: none */
     int weight_type;  /* the header's: of every matrix, or of most (the type table says) */
     int quantized;    /* some matrix is not fp32: matmul inputs are quantized */
     int k_types;      /* some matrix is q4_k or q6_k */
@@ -254,12 +273,16 @@ typedef struct {
     const float *bv;        /* (n_kv_heads * head_dim)   projections */
     const float *q_norm;    /* (head_dim) or NULL: RMSNorm weights of each */
     const float *k_norm;    /* (head_dim)   query head and key head */
-    int rope;               /* 1: q and k are rotated; 0: a NoPE layer (SmolLM3's every fourth) */
     Matrix wo;              /* (dim, n_heads * head_dim) */
+    const float *post_attn_norm; /* (dim) or NULL: RMSNorm of the attention output (Gemma) */
     const float *ffn_norm;  /* (dim) */
     Matrix w1;              /* (hidden_dim, dim) */
     Matrix w2;              /* (dim, hidden_dim) */
     Matrix w3;              /* (hidden_dim, dim) */
+    const float *post_ffn_norm; /* (dim) or NULL: RMSNorm of the feed-forward output (Gemma) */
+    /* how the layer attends, from the layer table: */
+    int rope;               /* 1: q and k are rotated; 0: a NoPE layer (SmolLM3's every fourth) */
+    int sliding;            /* 1: the last sliding_window positions only, local RoPE base; 0: all */
 } LayerWeights;
 
 typedef struct {
@@ -327,6 +350,17 @@ static void validate_config(const char *path, const Config *c) {
     if (c->weight_type < 0 || c->weight_type >= N_WEIGHT_TYPES || (c->version == 1 && c->weight_type > WEIGHT_Q4_0))
         fatal("%s: weight type %d is not supported (0 fp32, 1 q8_0, 2 q4_0, 3 q4_k, 4 q6_k)", path, c->weight_type);
     if (c->sliding_window < 0) fatal("%s: invalid model header: sliding_window is %d", path, c->sliding_window);
+    if (!(c->rope_local_theta > 0.0f) || !isfinite(c->rope_local_theta))
+        fatal("%s: invalid model header: rope_local_theta must be positive (or 0 for rope_theta)", path);
+    if (!(c->rope_linear_factor >= 1.0f) || !isfinite(c->rope_linear_factor))
+        fatal("%s: invalid model header: rope_linear_factor must be >= 1 (or 0 for none)", path);
+    if (c->rope_linear_factor != 1.0f && c->rope_factor != 0.0f)
+        fatal("%s: invalid model header: linear and Llama 3 rope scaling cannot both be on", path);
+    if (c->activation < 0 || c->activation >= N_ACTIVATIONS)
+        fatal("%s: invalid model header: activation %d (0 SiLU, 1 GELU tanh)", path, c->activation);
+    if (!(c->attn_softcap >= 0.0f) || !isfinite(c->attn_softcap) || !(c->final_softcap >= 0.0f) ||
+        !isfinite(c->final_softcap))
+        fatal("%s: invalid model header: soft-capping values must be finite and >= 0", path);
     if (!isfinite(c->embedding_scale) || !isfinite(c->attention_scale) || !isfinite(c->residual_scale) ||
         !isfinite(c->logit_scale))
         fatal("%s: invalid model header: a scalar multiplier is not finite", path);
@@ -445,8 +479,11 @@ static void map_weights(Weights *w, const Config *c, TensorReader *r) {
         for (int l = 0; l < L; l++) {
             LayerWeights *lw = &w->layers[l];
             uint8_t flags = r->layer_flags ? r->layer_flags[l] : 0;
-            if (flags & ~LAYER_NO_ROPE) fatal("%s: layer %d has unknown flags 0x%x in the layer table", r->path, l, flags);
+            if (flags & ~KNOWN_LAYER_FLAGS) fatal("%s: layer %d has unknown flags 0x%x in the layer table", r->path, l, flags);
+            if ((flags & LAYER_SLIDING) && c->sliding_window == 0)
+                fatal("%s: layer %d is a sliding-window layer but the header's sliding_window is 0", r->path, l);
             lw->rope = !(flags & LAYER_NO_ROPE);
+            lw->sliding = (flags & LAYER_SLIDING) != 0;
             lw->attn_norm = take_tensor(r, dim, "attn_norm");
             lw->wq = take_matrix(r, T, q_dim, dim, "wq");
             if (c->qkv_bias) lw->bq = take_tensor(r, q_dim, "bq");
@@ -457,10 +494,12 @@ static void map_weights(Weights *w, const Config *c, TensorReader *r) {
             if (c->qk_norm) lw->q_norm = take_tensor(r, c->head_dim, "q_norm");
             if (c->qk_norm) lw->k_norm = take_tensor(r, c->head_dim, "k_norm");
             lw->wo = take_matrix(r, T, dim, q_dim, "wo");
+            if (c->post_norms) lw->post_attn_norm = take_tensor(r, dim, "post_attn_norm");
             lw->ffn_norm = take_tensor(r, dim, "ffn_norm");
             lw->w1 = take_matrix(r, T, hidden, dim, "w1");
             lw->w2 = take_matrix(r, T, dim, hidden, "w2");
             lw->w3 = take_matrix(r, T, hidden, dim, "w3");
+            if (c->post_norms) lw->post_ffn_norm = take_tensor(r, dim, "post_ffn_norm");
         }
         w->final_norm = take_tensor(r, dim, "final_norm");
     } else {
@@ -526,8 +565,14 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
         c->attention_scale = h.version >= 2 && h.attention_scale != 0.0f ? h.attention_scale : 1.0f / sqrtf((float)h.head_dim);
         c->residual_scale = h.version >= 2 && h.residual_scale != 0.0f ? h.residual_scale : 1.0f;
         c->logit_scale = h.version >= 2 && h.logit_scale != 0.0f ? h.logit_scale : 1.0f;
-        if (h.flags & ~(FLAG_TIED_CLASSIFIER | FLAG_QKV_BIAS | FLAG_QK_NORM))
-            fatal("%s: unknown flags 0x%x in model header", path, h.flags);
+        int v2 = h.version >= 2; /* version 1 has zeros there */
+        c->rope_local_theta = v2 && h.rope_local_theta != 0.0f ? h.rope_local_theta : h.rope_theta;
+        c->rope_linear_factor = v2 && h.rope_linear_factor != 0.0f ? h.rope_linear_factor : 1.0f;
+        c->activation = v2 ? h.activation : ACT_SILU;
+        c->post_norms = (h.flags & FLAG_POST_NORMS) != 0;
+        c->attn_softcap = v2 ? h.attn_softcap : 0.0f;
+        c->final_softcap = v2 ? h.final_softcap : 0.0f;
+        if (h.flags & ~KNOWN_FLAGS) fatal("%s: unknown flags 0x%x in model header", path, h.flags);
         c->weight_type = h.weight_type;
         c->bos_id = h.bos_id;
         c->n_eos = h.n_eos;
@@ -552,7 +597,8 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
         c->head_dim = c->dim / c->n_heads;
         c->embedding_scale = c->residual_scale = c->logit_scale = 1.0f;
         c->attention_scale = 1.0f / sqrtf((float)c->head_dim);
-        c->rope_theta = 10000.0f;
+        c->rope_theta = c->rope_local_theta = 10000.0f;
+        c->rope_linear_factor = 1.0f;
         c->norm_eps = 1e-5f;
         c->weight_type = WEIGHT_F32;
         c->bos_id = 1;
@@ -639,6 +685,14 @@ static void build_quantized_vector(QuantizedVector *v, int n_padded) {
 
 static void free_quantized_vector(QuantizedVector *v) { free(v->q), free(v->scale), free(v->sum), free(v->sum16); }
 
+/* RoPE's rotations: a frequency per pair of a head, and their cos and sin at
+   the positions of the tokens of one forward pass. */
+typedef struct {
+    float *freq; /* (head_dim / 2) rotation frequency of each pair */
+    float *cos;  /* (T, head_dim / 2) cos(pos * freq) of each token's position */
+    float *sin;  /* (T, head_dim / 2) */
+} RopeTable;
+
 typedef struct {
     int ctx;          /* positions the KV cache holds */
     int max_tokens;   /* tokens one forward pass may take (T below) */
@@ -653,25 +707,28 @@ typedef struct {
     float *logits;    /* (T, vocab_size) */
     float *key_cache;   /* (n_layers, ctx, n_kv_heads * head_dim) */
     float *value_cache; /* (n_layers, ctx, n_kv_heads * head_dim) */
-    float *rope_freq; /* (head_dim / 2) rotation frequency of each pair */
-    float *rope_cos;  /* (T, head_dim / 2) cos(pos * freq) of each token's position */
-    float *rope_sin;  /* (T, head_dim / 2) */
+    RopeTable rope[2]; /* [0] for global layers, [1] for sliding-window (local) layers */
     QuantizedVector *xq; /* (T) activations quantized for a matmul */
     int trace;        /* print each token fed to the model, with its position, on stderr */
 } RunState;
 
-/* RoPE frequencies, with Llama 3.1's scaling when the file asks for it.
-   PyTorch (Hugging Face _compute_llama3_parameters):
+/* RoPE frequencies of the global layers (local: 0) or of the sliding-window
+   layers (local: 1), with the file's scaling: Llama 3.1's, or linear.
+   PyTorch (Hugging Face _compute_default_rope_parameters and
+   _compute_llama3_parameters):
      inv_freq = 1 / theta ** (arange(0, head_dim, 2) / head_dim)
-     wavelen = 2 * pi / inv_freq
-     long wavelengths (> orig / low_freq_factor) are divided by factor,
-     short ones (< orig / high_freq_factor) are kept, and those between
-     are blended: smooth = (orig / wavelen - low) / (high - low). */
-static void rope_frequencies(const Config *c, float *freq) {
+     linear: inv_freq / factor (Gemma 3's global layers)
+     llama3: wavelen = 2 * pi / inv_freq;
+       long wavelengths (> orig / low_freq_factor) are divided by factor,
+       short ones (< orig / high_freq_factor) are kept, and those between
+       are blended: smooth = (orig / wavelen - low) / (high - low). */
+static void rope_frequencies(const Config *c, int local, float *freq) {
     int half = c->head_dim / 2;
+    double theta = local ? c->rope_local_theta : c->rope_theta;
     for (int i = 0; i < half; i++) {
-        double f = 1.0 / pow((double)c->rope_theta, (double)(2 * i) / (double)c->head_dim);
-        if (c->rope_factor != 0.0f) {
+        double f = 1.0 / pow(theta, (double)(2 * i) / (double)c->head_dim);
+        if (!local) f /= c->rope_linear_factor; /* scaling is for the global layers only */
+        if (!local && c->rope_factor != 0.0f) {
             double orig = c->rope_original_seq_len;
             double low_wavelen = orig / c->rope_low_freq_factor;
             double high_wavelen = orig / c->rope_high_freq_factor;
@@ -724,10 +781,13 @@ static void build_state(RunState *s, const Config *c, int ctx) {
     check_memory(2 * cache * sizeof(float), ctx);
     s->key_cache = xcalloc((size_t)cache, sizeof(float));
     s->value_cache = xcalloc((size_t)cache, sizeof(float));
-    s->rope_freq = xcalloc(half, sizeof(float));
-    s->rope_cos = xcalloc((size_t)T * half, sizeof(float));
-    s->rope_sin = xcalloc((size_t)T * half, sizeof(float));
-    rope_frequencies(c, s->rope_freq);
+    for (int local = 0; local < 2; local++) {
+        RopeTable *rt = &s->rope[local];
+        rt->freq = xcalloc(half, sizeof(float));
+        rt->cos = xcalloc((size_t)T * half, sizeof(float));
+        rt->sin = xcalloc((size_t)T * half, sizeof(float));
+        rope_frequencies(c, local, rt->freq);
+    }
     /* the widest matmul input, in whole blocks */
     int widest = c->dim > q_dim ? c->dim : q_dim;
     if (c->hidden_dim > widest) widest = c->hidden_dim;
@@ -741,7 +801,7 @@ static void free_state(RunState *s) {
     free(s->xq);
     free(s->x); free(s->xb); free(s->xb2); free(s->ao); free(s->hb); free(s->hb2); free(s->q); free(s->att);
     free(s->logits); free(s->key_cache); free(s->value_cache);
-    free(s->rope_freq); free(s->rope_cos); free(s->rope_sin);
+    for (int local = 0; local < 2; local++) free(s->rope[local].freq), free(s->rope[local].cos), free(s->rope[local].sin);
 }
 
 /* ========================================================================== */
@@ -2017,6 +2077,94 @@ static void attention_inputs(const Config *c, const LayerWeights *lw, float *q, 
     }
 }
 
+/* x = x + residual_scale * post_norm(out), for each of T tokens: a block's
+   output joins the residual stream. post_norm is NULL but for Gemma, whose
+   blocks norm their output first; residual_scale is 1 but for Granite. */
+static void add_to_residual(const Config *c, float *x, float *out, const float *post_norm, int T) {
+    int dim = c->dim;
+    if (post_norm)
+        for (int t = 0; t < T; t++) rmsnorm(out + (size_t)t * dim, out + (size_t)t * dim, post_norm, dim, c->norm_eps);
+    for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += c->residual_scale * out[i];
+}
+
+/* In place: x = cap * tanh(x / cap), which bounds x to (-cap, cap) smoothly
+   (Gemma 2's attention scores and logits).  PyTorch: torch.tanh(x / cap) * cap */
+static void soft_cap(float *x, size_t n, float cap) {
+    for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
+}
+
+/* The attention block of layer l for T tokens at positions pos ..:
+   x = x + wo(attention(rmsnorm(x))). Keys and values go into the cache. */
+static void attention_block(const Config *c, const LayerWeights *lw, RunState *s, int l, int T, int pos) {
+    int dim = c->dim, head_dim = c->head_dim, half = head_dim / 2;
+    int q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
+    int group = c->n_heads / c->n_kv_heads; /* query heads sharing one kv head */
+    size_t layer_off = (size_t)l * s->ctx * kv_dim;
+    float *k = s->key_cache + layer_off + (size_t)pos * kv_dim;   /* (T, kv_dim) */
+    float *v = s->value_cache + layer_off + (size_t)pos * kv_dim; /* (T, kv_dim) */
+    const RopeTable *rt = &s->rope[lw->sliding]; /* Gemma's local layers have their own RoPE base */
+
+    for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, lw->attn_norm, dim, c->norm_eps);
+    quantize_input(c, s->xq, s->xb, T, dim);
+    matmul(s->q, s->xb, s->xq, &lw->wq, T); /* q = wq(xb) */
+    matmul(k, s->xb, s->xq, &lw->wk, T);    /* k = wk(xb), straight into the cache */
+    matmul(v, s->xb, s->xq, &lw->wv, T);    /* v = wv(xb) */
+    for (int t = 0; t < T; t++)
+        attention_inputs(c, lw, s->q + (size_t)t * q_dim, k + (size_t)t * kv_dim, v + (size_t)t * kv_dim,
+                         rt->cos + t * half, rt->sin + t * half);
+
+    /* Token t (at position pos + t) attends over positions first .. pos + t:
+       all of them, or in a sliding-window layer the last sliding_window;
+       query head h reads kv head h / group.
+       PyTorch: att = softmax(q @ k.T * scale + causal mask); out = att @ v */
+    int window = lw->sliding ? c->sliding_window : 0, h;
+    float scale = c->attention_scale; /* 1 / sqrt(head_dim), Gemma's query_pre_attn_scalar^-0.5, or Granite's */
+#ifdef _OPENMP
+#pragma omp parallel for private(h)
+#endif
+    for (h = 0; h < c->n_heads; h++) {
+        float *att = s->att + (size_t)h * s->ctx;
+        size_t kv_off = (size_t)(h / group) * head_dim;
+        for (int t = 0; t < T; t++) {
+            const float *qh = s->q + (size_t)t * q_dim + (size_t)h * head_dim;
+            int last = pos + t, first = window && last >= window ? last + 1 - window : 0;
+            int n = last + 1 - first;
+            size_t from = layer_off + (size_t)first * kv_dim + kv_off;
+            attention_scores(att, qh, s->key_cache + from, kv_dim, n, head_dim, scale);
+            if (c->attn_softcap > 0.0f) soft_cap(att, n, c->attn_softcap); /* Gemma 2 */
+            softmax(att, n);
+            float *out = s->ao + (size_t)t * q_dim + (size_t)h * head_dim;
+            weighted_sum(out, att, s->value_cache + from, kv_dim, n, head_dim);
+        }
+    }
+    quantize_input(c, s->xq, s->ao, T, q_dim);
+    matmul(s->xb2, s->ao, s->xq, &lw->wo, T); /* xb2 = wo(attention) */
+    add_to_residual(c, s->x, s->xb2, lw->post_attn_norm, T);
+}
+
+/* The gate's activation. SiLU: g * sigmoid(g) (Llama). GELU, tanh
+   approximation: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) (Gemma).
+   PyTorch: F.silu(g), F.gelu(g, approximate="tanh") */
+static float gate_activation(int activation, float g) {
+    if (activation == ACT_GELU_TANH)
+        return 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+    return g / (1.0f + expf(-g));
+}
+
+/* The feed-forward block for T tokens: x = x + w2(act(w1(xb)) * w3(xb)),
+   xb = rmsnorm(x). */
+static void feed_forward_block(const Config *c, const LayerWeights *lw, RunState *s, int T) {
+    int dim = c->dim, hidden = c->hidden_dim;
+    for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, lw->ffn_norm, dim, c->norm_eps);
+    quantize_input(c, s->xq, s->xb, T, dim);
+    matmul(s->hb, s->xb, s->xq, &lw->w1, T);  /* gate */
+    matmul(s->hb2, s->xb, s->xq, &lw->w3, T); /* up */
+    for (size_t i = 0; i < (size_t)T * hidden; i++) s->hb[i] = gate_activation(c->activation, s->hb[i]) * s->hb2[i];
+    quantize_input(c, s->xq, s->hb, T, hidden);
+    matmul(s->xb2, s->hb, s->xq, &lw->w2, T); /* down */
+    add_to_residual(c, s->x, s->xb2, lw->post_ffn_norm, T);
+}
+
 /* Runs T tokens, at positions pos .. pos + T - 1, through the model (T at most
    s->max_tokens; earlier positions must already be in the KV cache). Returns
    the logits: of every token (T, vocab_size) if all_logits, else of the last
@@ -2026,89 +2174,38 @@ static void attention_inputs(const Config *c, const LayerWeights *lw, float *q, 
 static float *forward(const Model *m, RunState *s, const int *tokens, int T, int pos, int all_logits) {
     const Config *c = &m->config;
     const Weights *w = &m->weights;
-    int dim = c->dim, hidden = c->hidden_dim, head_dim = c->head_dim, half = head_dim / 2;
-    int q_dim = c->n_heads * head_dim;
-    int kv_dim = c->n_kv_heads * head_dim;
-    int group = c->n_heads / c->n_kv_heads; /* query heads sharing one kv head */
-    float *x = s->x;
+    int dim = c->dim, half = c->head_dim / 2;
+    float *x = s->x; /* (T, dim) */
 
-    /* x[t] = embedding[token t] * embedding_scale   PyTorch: x = model.embed_tokens(tokens) * multiplier
-       (the scale is 1 but for Granite) */
+    /* x[t] = embedding[token t] * embedding_scale   PyTorch: x = model.embed_tokens(tokens) * scale
+       (the scale is 1 but for Granite's multiplier and Gemma's sqrt(dim)) */
     for (int t = 0; t < T; t++) matrix_row(x + (size_t)t * dim, &w->token_embedding, tokens[t]);
     for (size_t i = 0; i < (size_t)T * dim; i++) x[i] *= c->embedding_scale;
 
-    /* cos and sin of each token's position, shared by every head of every layer */
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < half; i++) {
-            double angle = (double)(pos + t) * (double)s->rope_freq[i];
-            s->rope_cos[t * half + i] = (float)cos(angle);
-            s->rope_sin[t * half + i] = (float)sin(angle);
-        }
+    /* cos and sin of each token's position, shared by every head of every
+       layer (of each kind: global and sliding-window) */
+    for (int local = 0; local < 2; local++)
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < half; i++) {
+                double angle = (double)(pos + t) * (double)s->rope[local].freq[i];
+                s->rope[local].cos[t * half + i] = (float)cos(angle);
+                s->rope[local].sin[t * half + i] = (float)sin(angle);
+            }
 
     for (int l = 0; l < c->n_layers; l++) {
-        const LayerWeights *lw = &w->layers[l];
-        size_t layer_off = (size_t)l * s->ctx * kv_dim;
-        float *k = s->key_cache + layer_off + (size_t)pos * kv_dim;   /* (T, kv_dim) */
-        float *v = s->value_cache + layer_off + (size_t)pos * kv_dim; /* (T, kv_dim) */
-
-        /* ---- attention block: x = x + wo(attention(rmsnorm(x))) ---- */
-        for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, lw->attn_norm, dim, c->norm_eps);
-        quantize_input(c, s->xq, s->xb, T, dim);
-        matmul(s->q, s->xb, s->xq, &lw->wq, T); /* q = wq(xb) */
-        matmul(k, s->xb, s->xq, &lw->wk, T);    /* k = wk(xb), straight into the cache */
-        matmul(v, s->xb, s->xq, &lw->wv, T);    /* v = wv(xb) */
-        for (int t = 0; t < T; t++)
-            attention_inputs(c, lw, s->q + (size_t)t * q_dim, k + (size_t)t * kv_dim, v + (size_t)t * kv_dim,
-                             s->rope_cos + t * half, s->rope_sin + t * half);
-
-        /* Token t (at position pos + t) attends over positions first .. pos + t:
-           all of them, or the last sliding_window (Mistral 7B v0.1), query
-           head h to kv head h / group.
-           PyTorch: att = softmax(q @ k.T / sqrt(head_dim) + causal mask); out = att @ v */
-        int h;
-        float scale = c->attention_scale; /* 1 / sqrt(head_dim), or Granite's attention_multiplier */
-#ifdef _OPENMP
-#pragma omp parallel for private(h)
-#endif
-        for (h = 0; h < c->n_heads; h++) {
-            float *att = s->att + (size_t)h * s->ctx;
-            size_t kv_off = (size_t)(h / group) * head_dim;
-            for (int t = 0; t < T; t++) {
-                const float *qh = s->q + (size_t)t * q_dim + (size_t)h * head_dim;
-                int last = pos + t, first = c->sliding_window && last >= c->sliding_window ? last + 1 - c->sliding_window : 0;
-                int n = last + 1 - first;
-                size_t from = layer_off + (size_t)first * kv_dim + kv_off;
-                attention_scores(att, qh, s->key_cache + from, kv_dim, n, head_dim, scale);
-                softmax(att, n);
-                float *out = s->ao + (size_t)t * q_dim + (size_t)h * head_dim;
-                weighted_sum(out, att, s->value_cache + from, kv_dim, n, head_dim);
-            }
-        }
-        quantize_input(c, s->xq, s->ao, T, q_dim);
-        matmul(s->xb2, s->ao, s->xq, &lw->wo, T); /* xb2 = wo(attention) */
-        for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += c->residual_scale * s->xb2[i]; /* the scale: Granite */
-
-        /* ---- feed-forward block: x = x + w2(silu(w1(xb)) * w3(xb)), xb = rmsnorm(x) ---- */
-        for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, lw->ffn_norm, dim, c->norm_eps);
-        quantize_input(c, s->xq, s->xb, T, dim);
-        matmul(s->hb, s->xb, s->xq, &lw->w1, T);
-        matmul(s->hb2, s->xb, s->xq, &lw->w3, T);
-        for (size_t i = 0; i < (size_t)T * hidden; i++) {
-            float g = s->hb[i];
-            s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i]; /* silu(g) = g * sigmoid(g) */
-        }
-        quantize_input(c, s->xq, s->hb, T, hidden);
-        matmul(s->xb2, s->hb, s->xq, &lw->w2, T);
-        for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += c->residual_scale * s->xb2[i];
+        attention_block(c, &w->layers[l], s, l, T, pos);
+        feed_forward_block(c, &w->layers[l], s, T);
     }
 
     /* logits = classifier(rmsnorm(x))   PyTorch: lm_head(model.norm(x)) */
     int first = all_logits ? 0 : T - 1;
+    size_t n_logits = (size_t)(T - first) * c->vocab_size;
     for (int t = first; t < T; t++) rmsnorm(x + (size_t)t * dim, x + (size_t)t * dim, w->final_norm, dim, c->norm_eps);
     quantize_input(c, s->xq, x + (size_t)first * dim, T - first, dim);
     matmul(s->logits, x + (size_t)first * dim, s->xq, &w->classifier, T - first);
     if (c->logit_scale != 1.0f) /* Granite: logits / logits_scaling */
-        for (size_t i = 0; i < (size_t)(T - first) * c->vocab_size; i++) s->logits[i] *= c->logit_scale;
+        for (size_t i = 0; i < n_logits; i++) s->logits[i] *= c->logit_scale;
+    if (c->final_softcap > 0.0f) soft_cap(s->logits, n_logits, c->final_softcap); /* Gemma 2 */
     return s->logits;
 }
 

@@ -21,8 +21,10 @@ def random_llama(config, seed):
     def linear(out_f, in_f):
         return rng.normal(0, 1 / np.sqrt(in_f), (out_f, in_f)).astype(np.float32)
 
-    def norm(n):
-        return (1 + 0.2 * rng.standard_normal(n)).astype(np.float32)
+    gemma = config.get("model_type", "").startswith("gemma")
+
+    def norm(n):  # Gemma's norms multiply by (1 + weight): their weights lie around 0
+        return ((0 if gemma else 1) + 0.2 * rng.standard_normal(n)).astype(np.float32)
 
     w = {"model.embed_tokens.weight": rng.normal(0, 1, (v, d)).astype(np.float32)}
     for i in range(config["num_hidden_layers"]):
@@ -32,13 +34,16 @@ def random_llama(config, seed):
         w[p + "self_attn.k_proj.weight"] = linear(nkv * hd, d)
         w[p + "self_attn.v_proj.weight"] = linear(nkv * hd, d)
         w[p + "self_attn.o_proj.weight"] = linear(d, nh * hd)
-        if config.get("model_type") == "qwen3":  # Qwen3: RMSNorm weights for each head of q and of k
+        if config.get("model_type") in ("qwen3", "gemma3_text"):  # RMSNorm weights for each head of q and of k
             w[p + "self_attn.q_norm.weight"] = norm(hd)
             w[p + "self_attn.k_norm.weight"] = norm(hd)
         if config.get("model_type") == "qwen2":  # Qwen2: biases on q, k and v
             for n, rows in (("q", nh * hd), ("k", nkv * hd), ("v", nkv * hd)):
                 w[p + f"self_attn.{n}_proj.bias"] = rng.normal(0, 0.5, rows).astype(np.float32)
         w[p + "post_attention_layernorm.weight"] = norm(d)
+        if gemma:  # Gemma's post_attention_layernorm norms the attention output; these the feed-forward's in and out
+            w[p + "pre_feedforward_layernorm.weight"] = norm(d)
+            w[p + "post_feedforward_layernorm.weight"] = norm(d)
         w[p + "mlp.gate_proj.weight"] = linear(h, d)
         w[p + "mlp.up_proj.weight"] = linear(h, d)
         w[p + "mlp.down_proj.weight"] = linear(d, h)

@@ -1,7 +1,8 @@
 """An independent numpy reference of the Llama forward pass.
 
 Written from the Hugging Face transformers definitions (LlamaModel,
-LlamaRMSNorm, LlamaRotaryEmbedding with rotate_half, repeat_kv, LlamaMLP),
+LlamaRMSNorm, LlamaRotaryEmbedding with rotate_half, repeat_kv, LlamaMLP;
+and the families' differences: Qwen2/3, SmolLM3, Granite, Gemma 2 and 3),
 in float64, on weights in Hugging Face's own layout and names. It shares no
 code with run.c or export.py: it is what the tests hold both of them to.
 """
@@ -16,11 +17,25 @@ def rms_norm(x, weight, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
 
 
-def inv_frequencies(config):
+def gemma_rms_norm(x, weight, eps):
+    # Gemma3RMSNorm (and Gemma2's): x * rsqrt(mean(x^2) + eps) * (1 + weight)
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * (1.0 + weight)
+
+
+def gelu_tanh(x):
+    # ACT2FN["gelu_pytorch_tanh"]
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def inv_frequencies(config, local=False):
+    """Gemma 3's local layers: rope_local_base_freq, no scaling (its
+    rotary_emb_local)."""
     head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    base = config.get("rope_theta", 10000.0)
+    base = config.get("rope_local_base_freq", 10000.0) if local else config.get("rope_theta", 10000.0)
     inv_freq = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    rs = config.get("rope_scaling")
+    rs = None if local else config.get("rope_scaling")
+    if rs and rs.get("rope_type", rs.get("type")) == "linear":
+        inv_freq = inv_freq / rs["factor"]
     if rs and rs.get("rope_type", rs.get("type")) == "llama3":
         # transformers' _compute_llama3_parameters
         factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
@@ -65,6 +80,9 @@ def forward(config, weights, tokens, quantized_activations=False):
     quantized_activations, every matmul input is quantized as run.c does for
     quantized weights (the weights given are then the dequantized ones): True
     for blocks of 32, 256 for blocks of 256 where the width allows."""
+    if config.get("model_type", "").startswith("gemma"):
+        assert not quantized_activations, "the Gemma reference runs on float weights only"
+        return gemma_forward(config, weights, tokens)
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
     block = 32 if quantized_activations is True else quantized_activations
     aq = (lambda h: quantize_activations(h, block)) if quantized_activations else (lambda h: h)
@@ -119,3 +137,62 @@ def forward(config, weights, tokens, quantized_activations=False):
     x = rms_norm(x, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if "lm_head.weight" not in w else w["lm_head.weight"]
     return aq(x) @ head.T / (config.get("logits_scaling", 1.0) if granite else 1.0)
+
+
+def gemma_layer_is_sliding(config, i):
+    """Gemma2Config / Gemma3TextConfig's layer_types, or their default."""
+    if config.get("layer_types"):
+        return config["layer_types"][i] == "sliding_attention"
+    if config["model_type"] == "gemma2":
+        return i % 2 == 0
+    return (i + 1) % config.get("sliding_window_pattern", 6) != 0
+
+
+def gemma_forward(config, weights, tokens):
+    """Gemma 2 (Gemma2Model) and Gemma 3 text (Gemma3TextModel): four
+    (1 + w) RMSNorms per layer, GELU-tanh gate, embedding times sqrt(hidden),
+    scores times query_pre_attn_scalar^-0.5, local (sliding-window) and
+    global layers, Gemma 3's q/k norms and local RoPE base, Gemma 2's
+    soft-capping of scores and logits. Tied classifier."""
+    w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    gemma3 = config["model_type"] == "gemma3_text"
+    n_heads, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim, eps = config.get("head_dim", 256), config.get("rms_norm_eps", 1e-6)
+    T = len(tokens)
+    x = w["model.embed_tokens.weight"][np.asarray(tokens)] * math.sqrt(config["hidden_size"])
+    pos = np.arange(T, dtype=np.float64)
+    tables = {}
+    for local in (False, True):
+        freqs = np.outer(pos, inv_frequencies(config, local=local and gemma3))
+        emb = np.concatenate([freqs, freqs], axis=-1)
+        tables[local] = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
+    causal = np.triu(np.full((T, T), -np.inf), k=1)
+    window = np.tril(np.full((T, T), -np.inf), k=-config["sliding_window"])  # q - kv >= window is masked
+    cap = config.get("attn_logit_softcapping")
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        sliding = gemma_layer_is_sliding(config, i)
+        h = gemma_rms_norm(x, w[p + "input_layernorm.weight"], eps)
+        q, k, v = (h @ w[f"{p}self_attn.{n}_proj.weight"].T for n in "qkv")
+        q, k, v = q.reshape(T, n_heads, head_dim), k.reshape(T, n_kv, head_dim), v.reshape(T, n_kv, head_dim)
+        if gemma3:
+            q = gemma_rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
+            k = gemma_rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
+        cos, sin = tables[sliding]
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = np.repeat(k, n_heads // n_kv, axis=1), np.repeat(v, n_heads // n_kv, axis=1)
+        scores = np.einsum("thd,shd->hts", q, k) * config.get("query_pre_attn_scalar", 256) ** -0.5
+        if cap:
+            scores = np.tanh(scores / cap) * cap
+        scores = scores + causal + (window if sliding else 0.0)
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        att = scores / scores.sum(axis=-1, keepdims=True)
+        out = np.einsum("hts,shd->thd", att, v).reshape(T, n_heads * head_dim) @ w[p + "self_attn.o_proj.weight"].T
+        x = x + gemma_rms_norm(out, w[p + "post_attention_layernorm.weight"], eps)
+        h = gemma_rms_norm(x, w[p + "pre_feedforward_layernorm.weight"], eps)
+        mlp = (gelu_tanh(h @ w[p + "mlp.gate_proj.weight"].T) * (h @ w[p + "mlp.up_proj.weight"].T))
+        x = x + gemma_rms_norm(mlp @ w[p + "mlp.down_proj.weight"].T, w[p + "post_feedforward_layernorm.weight"], eps)
+    logits = gemma_rms_norm(x, w["model.norm.weight"], eps) @ w["model.embed_tokens.weight"].T
+    final = config.get("final_logit_softcapping")
+    return np.tanh(logits / final) * final if final else logits

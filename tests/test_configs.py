@@ -113,7 +113,7 @@ def test_rope_parameters_without_theta_take_the_default_and_say_so(tmp_path):
 @pytest.mark.parametrize("change,message", [
     ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6,
                           "original_max_position_embeddings": 32768}}, "rope_type 'yarn' is not implemented"),
-    ({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}, "rope_type 'linear' is not"),
+    ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}}, "rope_type 'dynamic' is not"),
     ({"rope_scaling": {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}},
      "rope_type 'longrope' is not implemented"),
     ({"rope_parameters": {"rope_type": "spiral", "rope_theta": 1e4}}, "unknown rope_type 'spiral'"),
@@ -121,7 +121,8 @@ def test_rope_parameters_without_theta_take_the_default_and_say_so(tmp_path):
     ({"model_type": "falcon"}, "model_type 'falcon' is not supported"),
     ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
                           "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
-      "layer_types": ["sliding_attention", "full_attention"]}, "local and global layers are not supported"),
+      "layer_types": ["sliding_attention", "full_attention"]}, "local and global layers (layer_types) are not supported by llama"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu' is not supported"),
 ])
 def test_unknown_or_unsupported_values_are_refused_by_name(tmp_path, change, message):
     config = FAMILIES["tinyllama"]
@@ -159,5 +160,88 @@ def test_multimodal_wrapper_exports_its_language_model(tmp_path, prefix, head):
     p = export(tmp_path / "m.bin", "--hf", d)
     assert "LlavaForConditionalGeneration is a multimodal wrapper" in p.stderr and "2 other tensors" in p.stderr
     tokens = list(np.random.default_rng(1).integers(0, config["vocab_size"], 30))
+    want = reference.forward(config, weights, tokens)
+    assert np.max(np.abs(logits(tmp_path / "m.bin", tokens) - want)) < 1e-4
+
+
+def gemma3_new_form(config):
+    """Gemma 3's config as transformers v5 writes it: RoPE per layer type."""
+    new = {k: v for k, v in config.items() if k not in ("rope_theta", "rope_scaling", "rope_local_base_freq")}
+    full = {"rope_type": "default", "rope_theta": config["rope_theta"]}
+    if config.get("rope_scaling"):
+        full = {**config["rope_scaling"], "rope_theta": config["rope_theta"]}
+    new["rope_parameters"] = {"full_attention": full, "sliding_attention": {
+        "rope_type": "default", "rope_theta": config["rope_local_base_freq"]}}
+    return new
+
+
+def test_gemma3_rope_parameters_per_layer_type_export_the_same_file(tmp_path):
+    """Gemma 3 4B's RoPE (global: theta 1e6, linear factor 8; local: theta
+    1e4) in the old keys and per layer type give the same model file."""
+    config = FAMILIES["gemma3-4b"]
+    weights = hf.random_llama(config, seed=3)
+    export(tmp_path / "old.bin", "--hf", write(tmp_path, "old", config, weights))
+    d = write(tmp_path, "new", gemma3_new_form(config), weights, drop=("rope_theta", "rope_scaling"))
+    p = export(tmp_path / "new.bin", "--hf", d)
+    assert "no rope" not in p.stderr  # nothing defaulted
+    assert (tmp_path / "new.bin").read_bytes() == (tmp_path / "old.bin").read_bytes()
+    with open(tmp_path / "new.bin", "rb") as f:
+        h = f.read(152)
+    assert struct.unpack("<f", h[40:44])[0] == 1e6 and struct.unpack("<2f", h[132:140]) == (1e4, 8.0)
+
+
+def test_gemma3_defaults_are_gemma3s_and_said(tmp_path):
+    """Gemma3TextConfig's defaults, not Llama's: rope_theta 1e6, local base
+    1e4, eps 1e-6, GELU-tanh, tied, query_pre_attn_scalar 256, a local window
+    in five layers of six."""
+    config = {**FAMILIES["gemma3"], "head_dim": 256, "query_pre_attn_scalar": 256}
+    keys = ("rope_theta", "rope_local_base_freq", "rms_norm_eps", "hidden_activation", "query_pre_attn_scalar",
+            "sliding_window_pattern", "max_position_embeddings")
+    weights = hf.random_llama(config, seed=1)
+    d = write(tmp_path, "m", config, weights, drop=keys)
+    p = export(tmp_path / "m.bin", "--hf", d)
+    for key in keys:
+        assert f"config.json has no {key}: using gemma3_text's default" in p.stderr, key
+    tokens = list(np.random.default_rng(0).integers(0, config["vocab_size"], 16))
+    want = reference.forward({**config, "max_position_embeddings": 131072}, weights, tokens)
+    assert np.max(np.abs(logits(tmp_path / "m.bin", tokens) - want)) < 1e-4
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"rope_local_base_freq": 20000.0}, "rope_local_base_freq 20000.0 and rope_parameters' sliding_attention "
+                                        "rope_theta 10000.0 disagree"),
+    ({"hidden_activation": "gelu"}, "hidden_activation 'gelu' is not supported for gemma3_text"),
+    ({"layer_types": ["sliding_attention"] * 6 + ["chunked_attention"]}, "layer_types must list"),
+])
+def test_gemma3_refusals_name_the_key(tmp_path, change, message):
+    config = FAMILIES["gemma3"]
+    d = write(tmp_path, "m", {**gemma3_new_form(config), **change}, hf.random_llama(config, 1),
+              drop=("rope_theta",))
+    p = export(tmp_path / "m.bin", "--hf", d, check=False)
+    assert p.returncode == 1 and message in p.stderr, p.stderr
+
+
+def test_gemma3_multimodal_wrapper_exports_its_text_model(tmp_path):
+    """Gemma3ForConditionalGeneration (4B and up): config.json of model_type
+    gemma3 with the text model's config under text_config (which leaves out
+    what Gemma3TextConfig defaults), tensors under language_model.model.,
+    a vision tower that is skipped."""
+    config = FAMILIES["gemma3-4b"]
+    weights = hf.random_llama(config, seed=8)
+    stored = {"language_model." + name: a for name, a in weights.items()}
+    stored["vision_tower.vision_model.embeddings.patch_embedding.weight"] = np.ones((4, 3, 2, 2), np.float32)
+    stored["multi_modal_projector.mm_input_projection_weight"] = np.ones((8, 64), np.float32)
+    text = {k: v for k, v in gemma3_new_form(config).items() if k not in ("rms_norm_eps", "vocab_size")}
+    wrapper = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+               "text_config": {**text, "vocab_size": config["vocab_size"]},
+               "vision_config": {"model_type": "siglip_vision_model"}}
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(wrapper))
+    hf.write_safetensors(d / "model.safetensors", stored, "F32")
+    p = export(tmp_path / "m.bin", "--hf", d)
+    assert "Gemma3ForConditionalGeneration is a multimodal wrapper" in p.stderr and "2 other tensors" in p.stderr
+    assert "config.json has no rms_norm_eps: using gemma3_text's default 1e-06" in p.stderr
+    tokens = list(np.random.default_rng(1).integers(0, config["vocab_size"], 20))
     want = reference.forward(config, weights, tokens)
     assert np.max(np.abs(logits(tmp_path / "m.bin", tokens) - want)) < 1e-4

@@ -66,6 +66,29 @@ FAMILIES = {
                 "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "max_position_embeddings": 32768,
                 "sliding_window": 32768, "use_sliding_window": False, "max_window_layers": 21,
                 "bos_token_id": 500, "eos_token_id": 501},
+    # Gemma 3 1B: 4 heads / 1 kv of 256 (n_heads x head_dim != dim), sliding window 512 in five of every six
+    # layers (local RoPE base 1e4, global 1e6), q/k norms, four (1 + w) norms per layer, GELU-tanh, tied
+    "gemma3": {**SMALL, "model_type": "gemma3_text", "num_hidden_layers": 7, "hidden_size": 64,
+               "intermediate_size": 160, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32,
+               "query_pre_attn_scalar": 32, "sliding_window": 6, "sliding_window_pattern": 6,
+               "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "rms_norm_eps": 1e-6,
+               "hidden_activation": "gelu_pytorch_tanh", "max_position_embeddings": 32768, "bos_token_id": 2,
+               "eos_token_id": [1, 106], "final_logit_softcapping": None, "attn_logit_softcapping": None},
+    # Gemma 3 4B's text model: linear RoPE scaling (factor 8) of the global layers only, layer_types given
+    "gemma3-4b": {**SMALL, "model_type": "gemma3_text", "num_hidden_layers": 3, "hidden_size": 64,
+                  "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                  "query_pre_attn_scalar": 16, "sliding_window": 5, "rope_theta": 1000000.0,
+                  "rope_local_base_freq": 10000.0, "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+                  "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+                  "max_position_embeddings": 131072, "bos_token_id": 2, "eos_token_id": 1},
+    # Gemma 2 2B: local and global layers alternating (window 4096, here 6), tanh soft-capping of the
+    # attention scores (50) and of the logits (30), query_pre_attn_scalar 256 = head_dim, no q/k norms
+    "gemma2": {**SMALL, "model_type": "gemma2", "num_hidden_layers": 4, "hidden_size": 64,
+               "intermediate_size": 160, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+               "query_pre_attn_scalar": 16, "sliding_window": 6, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
+               "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh",
+               "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "max_position_embeddings": 8192,
+               "bos_token_id": 2, "eos_token_id": 1},
 }
 
 
@@ -164,3 +187,27 @@ def test_layer_table_with_unknown_bits_is_refused(tmp_path):
     (tmp_path / "bad.bin").write_bytes(bytes(data))
     p = run(tmp_path / "bad.bin", "-n", "2", check=False)
     assert p.returncode == 1 and b"layer 1 has unknown flags 0x82 in the layer table" in p.stderr
+
+
+@pytest.mark.parametrize("family,change,without", [
+    ("gemma2", {"attn_logit_softcapping": 1.0}, {"attn_logit_softcapping": None}),
+    ("gemma2", {"final_logit_softcapping": 3.0}, {"final_logit_softcapping": None}),
+    ("gemma3", {}, {"rope_local_base_freq": 1000000.0}),  # local layers' own RoPE base
+    ("gemma3-4b", {}, {"rope_scaling": None}),  # linear scaling of the global layers
+    ("gemma3", {}, {"sliding_window": 4096}),  # the window of the local layers
+    ("gemma3", {"query_pre_attn_scalar": 12}, {"query_pre_attn_scalar": 32}),
+])
+def test_each_gemma_mechanism_binds_and_matches(tmp_path, family, change, without):
+    """Each of Gemma's mechanisms, set so that it changes the logits (the
+    reference without it differs by more than 0.1), is computed by run.c as
+    the reference computes it, one token at a time and in chunks."""
+    config = {**FAMILIES[family], **change}
+    weights = hf.random_llama(config, seed=5)
+    full = hf.write_checkpoint(tmp_path / "hf", config, weights)
+    export(tmp_path / "m.bin", "--hf", tmp_path / "hf")
+    tokens = list(np.random.default_rng(6).integers(0, config["vocab_size"], 24))
+    want = reference.forward(full, weights, tokens)
+    assert np.max(np.abs(want - reference.forward({**full, **without}, weights, tokens))) > 0.1
+    for chunk in (1, 7):
+        diff = np.max(np.abs(logits(tmp_path / "m.bin", tokens, chunk) - want))
+        assert diff < 1e-4, f"{family} {change}: chunk {chunk}: max abs logit difference {diff:.3g}"
