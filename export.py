@@ -1182,15 +1182,18 @@ def llama3_rope_from_factors(factors, head_dim, theta, path):
 class GGUFCheckpoint:
     NAMES = {"attention_norm": "attn_norm", "wq": "attn_q", "wk": "attn_k", "wv": "attn_v", "wo": "attn_output",
              "ffn_norm": "ffn_norm", "w1": "ffn_gate", "w2": "ffn_down", "w3": "ffn_up",
-             "bq": "attn_q", "bk": "attn_k", "bv": "attn_v", "q_norm": "attn_q_norm", "k_norm": "attn_k_norm"}
+             "bq": "attn_q", "bk": "attn_k", "bv": "attn_v", "q_norm": "attn_q_norm", "k_norm": "attn_k_norm",
+             "post_attn_norm": "post_attention_norm", "post_ffn_norm": "post_ffw_norm"}
+    ARCHS = ("llama", "qwen2", "qwen3", "granite", "gemma2", "gemma3")
+    NEOX = ("qwen2", "qwen3", "gemma2", "gemma3")  # q and k rows left in rotate-half order by llama.cpp
 
     def __init__(self, path):
         self.gguf = g = GGUFFile(path)
         self.path = path
         arch = g.meta.get("general.architecture")
         self.arch = arch
-        if arch not in ("llama", "qwen2", "qwen3", "granite"):
-            raise ExportError(f"{path}: architecture {arch!r} is not supported (llama, qwen2, qwen3, granite)")
+        if arch not in self.ARCHS:
+            raise ExportError(f"{path}: architecture {arch!r} is not supported ({', '.join(self.ARCHS)})")
 
         def key(k, default=None):
             v = g.meta.get(f"{arch}.{k}", default)
@@ -1206,7 +1209,8 @@ class GGUFCheckpoint:
         rope = None
         if "rope_freqs.weight" in g.tensors:
             rope = llama3_rope_from_factors(g.get("rope_freqs.weight"), head_dim, theta, path)
-        eos = g.meta.get("tokenizer.ggml.eos_token_id")
+        # generation also ends at the end-of-turn token of a chat model (Gemma's <end_of_turn>)
+        eos = as_list(g.meta.get("tokenizer.ggml.eos_token_id")) + as_list(g.meta.get("tokenizer.ggml.eot_token_id"))
         self.config = {
             "dim": dim, "hidden_dim": key("feed_forward_length"), "n_layers": key("block_count"),
             "n_heads": n_heads, "n_kv_heads": key("attention.head_count_kv", n_heads), "head_dim": head_dim,
@@ -1219,8 +1223,41 @@ class GGUFCheckpoint:
             "attention_scale": float(g.meta.get(f"{arch}.attention.scale", 0.0)),
             "residual_scale": float(g.meta.get(f"{arch}.residual_scale", 0.0)),
             "logit_scale": 1.0 / float(g.meta[f"{arch}.logit_scale"]) if f"{arch}.logit_scale" in g.meta else 0.0,
-            "bos_id": g.meta.get("tokenizer.ggml.bos_token_id", -1), "eos_ids": as_list(eos),
+            "bos_id": g.meta.get("tokenizer.ggml.bos_token_id", -1), "eos_ids": list(dict.fromkeys(eos)),
         }
+        self.config.update(self.rope_scaling(key))
+        if arch.startswith("gemma"):
+            self.config.update(self.gemma(key))
+
+    def rope_scaling(self, key):
+        kind = self.gguf.meta.get(f"{self.arch}.rope.scaling.type", "none")
+        if kind == "none":
+            return {}
+        if kind != "linear":
+            raise ExportError(f"{self.path}: rope scaling {kind!r} is not supported (linear, or Llama 3.1's "
+                              "rope_freqs tensor)")
+        return {"rope_linear_factor": float(key("rope.scaling.factor"))}
+
+    def gemma(self, key):
+        """What llama.cpp knows of Gemma without metadata: Gemma 2 alternates
+        local and global layers from the first (window 4096 unless stated),
+        Gemma 3 has one global layer in six and a local RoPE base of 10000;
+        the embedding is scaled by sqrt(dim); attention by 1/sqrt(head_dim),
+        but by 1/sqrt(dim / n_heads) for the 27B models (46 and 62 layers).
+        Its converter stored the norms as (1 + w), as run.c wants them."""
+        c, gemma2 = self.config, self.arch == "gemma2"
+        every = 2 if gemma2 else 6
+        window = int(key("attention.sliding_window", 4096 if gemma2 else None))
+        big = c["n_layers"] == (46 if gemma2 else 62)
+        out = {"post_norms": True, "activation": "gelu_tanh", "embedding_scale": math.sqrt(c["dim"]),
+               "attention_scale": 1 / math.sqrt(c["dim"] / c["n_heads"] if big else c["head_dim"]),
+               "sliding_window": window, "sliding_layers": [i for i in range(c["n_layers"]) if (i + 1) % every]}
+        if gemma2:
+            out["attn_softcap"] = float(key("attn_logit_softcapping", 50.0))
+            out["final_softcap"] = float(key("final_logit_softcapping", 30.0))
+        else:
+            out["rope_local_theta"] = 10000.0
+        return out
 
     @classmethod
     def gguf_name(cls, name):
@@ -1234,12 +1271,12 @@ class GGUFCheckpoint:
     def get(self, name):
         # For llama, llama.cpp's converter already put q and k rows in Meta's
         # interleaved RoPE order (its "permute"), which is run.c's: no
-        # reordering. For qwen2 and qwen3 it keeps Hugging Face's rotate-half
-        # order (llama.cpp runs them with NEOX rope), reordered here as for
-        # --hf, with Qwen3's per-head q/k norm weights.
+        # reordering. For qwen2, qwen3, gemma2 and gemma3 it keeps Hugging
+        # Face's rotate-half order (llama.cpp runs them with NEOX rope),
+        # reordered here as for --hf, with the per-head q/k norm weights.
         t = self.tensor(self.gguf_name(name))
         kind = name.split(".")[-1]
-        if self.arch in ("qwen2", "qwen3") and kind in ("wq", "wk", "bq", "bk", "q_norm", "k_norm"):
+        if self.arch in self.NEOX and kind in ("wq", "wk", "bq", "bk", "q_norm", "k_norm"):
             c = self.config
             heads = 1 if kind.endswith("norm") else c["n_heads"] if kind[1] == "q" else c["n_kv_heads"]
             if isinstance(t, GGMLTensor):  # whole rows move, in whatever encoding: bit for bit still

@@ -3796,7 +3796,7 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
     uint64_t q_dim = (uint64_t)c->n_heads * c->head_dim, kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
     uint64_t per_layer = 2 * (uint64_t)c->dim + (q_dim + 2 * kv_dim) * c->dim + c->dim * q_dim +
                          3 * (uint64_t)c->hidden_dim * c->dim + (c->qkv_bias ? q_dim + 2 * kv_dim : 0) +
-                         (c->qk_norm ? 2 * (uint64_t)c->head_dim : 0);
+                         (c->qk_norm ? 2 * (uint64_t)c->head_dim : 0) + (c->post_norms ? 2 * (uint64_t)c->dim : 0);
     uint64_t params = (uint64_t)c->vocab_size * c->dim * (c->tied_classifier ? 1 : 2) + c->dim +
                       per_layer * c->n_layers;
     int threads = 1;
@@ -3838,11 +3838,21 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
                     WEIGHT_NAMES[lw->w3.type]);
         }
     }
+    int n_sliding = 0, n_no_rope = 0;
+    for (int l = 0; l < c->n_layers; l++) n_sliding += w->layers[l].sliding, n_no_rope += !w->layers[l].rope;
     fprintf(stderr, "rope        theta %g", c->rope_theta);
     if (c->rope_factor != 0.0f)
         fprintf(stderr, ", Llama 3.1 scaling x%g (original context %d)", c->rope_factor, c->rope_original_seq_len);
-    fprintf(stderr, "; RMSNorm eps %g\n", c->norm_eps);
-    if (c->sliding_window) fprintf(stderr, "attention   sliding window: each position sees the last %d\n", c->sliding_window);
+    if (c->rope_linear_factor != 1.0f) fprintf(stderr, ", linear scaling x%g", c->rope_linear_factor);
+    if (n_sliding && c->rope_local_theta != c->rope_theta) fprintf(stderr, "; local layers theta %g", c->rope_local_theta);
+    if (n_no_rope) fprintf(stderr, "; %d layers without RoPE", n_no_rope);
+    fprintf(stderr, "; RMSNorm eps %g%s\n", c->norm_eps, c->post_norms ? ", block outputs normed too" : "");
+    if (n_sliding)
+        fprintf(stderr, "attention   sliding window in %d of %d layers: each position sees the last %d\n", n_sliding,
+                c->n_layers, c->sliding_window);
+    if (c->activation != ACT_SILU || c->attn_softcap > 0.0f || c->final_softcap > 0.0f)
+        fprintf(stderr, "mechanisms  %s gate; soft-caps: scores %g, logits %g (0: none)\n",
+                c->activation == ACT_GELU_TANH ? "GELU-tanh" : "SiLU", c->attn_softcap, c->final_softcap);
     fprintf(stderr, "tokenizer   %s: %s, %d tokens, chat template %s\n", tokenizer_path, kinds[t->kind],
             t->vocab_size, TEMPLATE_NAMES[t->chat_template]);
     fprintf(stderr, "memory      %.1f MB mapped (the file), %.1f MB allocated, of which the KV cache for %d "

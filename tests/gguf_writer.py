@@ -100,6 +100,14 @@ def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None
                      "granite.attention.scale": config["attention_multiplier"],
                      "granite.residual_scale": config["residual_multiplier"],
                      "granite.logit_scale": config["logits_scaling"]})
+    if arch == "gemma2":  # llama.cpp reads these two keys and the window; the layer pattern is fixed
+        meta.update({"gemma2.attn_logit_softcapping": float(config["attn_logit_softcapping"]),
+                     "gemma2.final_logit_softcapping": float(config["final_logit_softcapping"])})
+    if arch.startswith("gemma"):
+        meta[f"{arch}.attention.sliding_window"] = config["sliding_window"]
+    rs = config.get("rope_scaling")
+    if rs and rs.get("rope_type") == "linear":
+        meta.update({f"{arch}.rope.scaling.type": "linear", f"{arch}.rope.scaling.factor": float(rs["factor"])})
     if tokenizer:
         meta.update(tokenizer)
     names = {"input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
@@ -109,6 +117,10 @@ def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None
              "mlp.down_proj.weight": "ffn_down.weight", "self_attn.q_proj.bias": "attn_q.bias",
              "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.bias": "attn_v.bias",
              "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight"}
+    if arch.startswith("gemma"):  # Gemma's four norms per layer
+        names.update({"post_attention_layernorm.weight": "post_attention_norm.weight",
+                      "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+                      "post_feedforward_layernorm.weight": "post_ffw_norm.weight"})
     tensors, back = {}, {}
     for hf_name, a in hf_weights.items():
         if hf_name == "model.embed_tokens.weight":
@@ -123,20 +135,23 @@ def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None
         # llama.cpp's LlamaModel permutes q and k rows to Meta's pairs; its
         # Qwen2 and Qwen3 models keep Hugging Face's rotate-half order (NEOX rope)
         heads = nh if "q_proj" in hf_name else nkv if "k_proj" in hf_name else None
-        if arch in ("qwen2", "qwen3"):
+        if arch in ("qwen2", "qwen3") or arch.startswith("gemma"):
             heads = None
         if heads:
             a = llama_cpp_permute(a, heads)
+        shift = arch.startswith("gemma") and hf_name.endswith("norm.weight")
+        if shift:  # llama.cpp's Gemma converters store (1 + w), what Gemma's RMSNorm multiplies by
+            a = a + np.float32(1)
         # as llama.cpp: 1-D tensors (norms, biases) stay F32, and rows that are
         # not a whole number of 32-value blocks cannot be Q8_0 (F16 instead)
         t = F32 if a.ndim == 1 else F16 if ttype == Q8_0 and a.shape[-1] % 32 else ttype
         tensors[name] = (a, t)
-        back[name] = (hf_name, heads)
+        back[name] = (hf_name, heads, shift)
     tensors.update(extra or {})
     stored = write_gguf(path, meta, tensors)
     out = {}
-    for name, (hf_name, heads) in back.items():  # extra tensors are not returned
-        a = stored[name]
+    for name, (hf_name, heads, shift) in back.items():  # extra tensors are not returned
+        a = stored[name].astype(np.float64) - 1 if shift else stored[name]  # exact in float64
         if heads:  # undo the permutation: Meta pairs back to rotate-half
             a = a.reshape(heads, a.shape[0] // heads // 2, 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
         out[hf_name] = a

@@ -48,7 +48,7 @@ def random_llama(config, seed):
         w[p + "mlp.up_proj.weight"] = linear(h, d)
         w[p + "mlp.down_proj.weight"] = linear(d, h)
     w["model.norm.weight"] = norm(d)
-    if not config.get("tie_word_embeddings", False):
+    if not config.get("tie_word_embeddings", gemma):  # Gemma ties by default
         w["lm_head.weight"] = linear(v, d)
     return w
 

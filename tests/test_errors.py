@@ -96,7 +96,8 @@ def test_impossible_header_values(tmp_path, model, field, value, match):
 
 @pytest.mark.parametrize("offset,value,match", [
     (40, float("nan"), "rope_theta"), (60, 0.0, "norm_eps"), (60, float("inf"), "norm_eps"),
-    (44, 0.5, "rope scaling factor"),
+    (44, 0.5, "rope scaling factor"), (132, -1.0, "rope_local_theta"), (132, float("nan"), "rope_local_theta"),
+    (136, 0.5, "rope_linear_factor"), (144, -50.0, "soft-capping"), (148, float("inf"), "soft-capping"),
 ])
 def test_bad_float_header_values(tmp_path, model, offset, value, match):
     path = damaged(tmp_path, model, lambda d: struct.pack_into("<f", d, offset, value))
@@ -105,7 +106,7 @@ def test_bad_float_header_values(tmp_path, model, offset, value, match):
 
 @pytest.mark.parametrize("offset,value,match", [
     (64, 0x80, "unknown flags"), (68, 7, "weight type 7"), (72, 40000, "bos_id"), (76, 9, "n_eos"),
-    (80, -5, "eos id"),
+    (80, -5, "eos id"), (140, 2, "activation 2"), (140, -1, "activation -1"),
 ])
 def test_bad_header_fields(tmp_path, model, offset, value, match):
     path = damaged(tmp_path, model, lambda d: struct.pack_into("<i", d, offset, value))
@@ -291,3 +292,19 @@ def test_kv_cache_larger_than_memory_is_refused_before_the_run(tmp_path):
     err = p.stderr.decode()
     assert p.returncode == 1 and "the KV cache for 16777216 positions needs 549.8 GB, more than this machine's" in err
     assert "ask for fewer positions with -n" in err and err.count("\n") == 1
+
+
+def test_linear_and_llama3_rope_scaling_together_are_refused(tmp_path, model):
+    def edit(d):
+        struct.pack_into("<3fi", d, 44, 8.0, 1.0, 4.0, 8192)  # Llama 3.1 scaling
+        struct.pack_into("<f", d, 136, 2.0)                    # and linear
+    fails(damaged(tmp_path, model, edit), "-z", TOKENIZER, match="cannot both be on")
+
+
+def test_sliding_layer_without_a_window_is_refused(tmp_path, model):
+    """The layer table marks layer 0 as sliding-window, but the header's window is 0."""
+    def edit(d):
+        struct.pack_into("<i", d, 112, 0)
+        n_matrices = 1 + 7 * CONFIG["num_hidden_layers"] + 1
+        d[256 + -(-n_matrices // 64) * 64] = 2
+    fails(damaged(tmp_path, model, edit), "-z", TOKENIZER, match="layer 0 is a sliding-window layer")

@@ -97,3 +97,27 @@ def test_gguf_byte_level_tokenizer_equals_tokenizer_json(shared, tmp_path):
     export(tmp_path / "b.bin", "--tokenizer", src)
     texts = byte_level_texts(shared)[::4]
     assert encode_all(tmp_path, tmp_path / "a.bin", texts) == encode_all(tmp_path, tmp_path / "b.bin", texts)
+
+
+@pytest.mark.parametrize("family,arch,change", [
+    ("gemma2", "gemma2", {}),
+    ("gemma3", "gemma3", {}),
+    ("gemma3", "gemma3", {"rope_scaling": {"rope_type": "linear", "factor": 8.0}}),  # 4B and up
+])
+def test_gemma_gguf_matches_reference(tmp_path, family, arch, change):
+    """Gemma 2 and 3 as llama.cpp converts them: norms stored as (1 + w), q
+    and k rows left in rotate-half order, the layer pattern and Gemma 3's
+    local RoPE base fixed by the architecture rather than written, Gemma 2's
+    soft-caps and the window as metadata, linear RoPE scaling as
+    rope.scaling.type/factor. The end-of-turn token also ends generation."""
+    config = {**FAMILIES[family], **change}
+    weights = hf.random_llama(config, seed=7)
+    tok = {"tokenizer.ggml.eos_token_id": 1, "tokenizer.ggml.eot_token_id": 106}
+    stored = gw.llama_gguf(tmp_path / "m.gguf", config, weights, ttype=gw.F16, arch=arch, tokenizer=tok)
+    p = export(tmp_path / "m.bin", "--gguf", tmp_path / "m.gguf", "--dtype", "fp32")
+    tokens = list(np.random.default_rng(0).integers(0, config["vocab_size"], 30))
+    want = reference.forward(config, stored, tokens)
+    assert np.max(np.abs(logits(tmp_path / "m.bin", tokens) - want)) < 1e-4
+    with open(tmp_path / "m.bin", "rb") as f:
+        h = f.read(96)
+    assert list(np.frombuffer(h[80:88], "<i4")) == [1, 106], p.stderr

@@ -22,11 +22,12 @@ def out(target, name, data):
         f.write(data)
 
 
-def tiny_model(path, dtype, tied, bias, hidden=40):
+def tiny_model(path, dtype, tied, bias, hidden=40, **extra):
     cfg = {"dim": 32, "hidden_dim": hidden, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "head_dim": 16,
            "vocab_size": 24, "seq_len": 16, "rope_theta": 10000.0, "norm_eps": 1e-5, "tied": tied,
            "qkv_bias": bias, "bos_id": 1, "eos_ids": [2], "dtype": dtype,
-           "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_seq_len": 8}}
+           "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_seq_len": 8},
+           **extra}
     rng = np.random.default_rng(0)
     export.write_model(path, cfg, lambda name: rng.normal(size=dict(export.tensor_order(cfg))[name]).astype(np.float32))
 
@@ -41,6 +42,11 @@ def main():
     for dtype in ("q4_k", "q6_k"):
         tiny_model(tmp, dtype, False, False, hidden=256)
         out("model", f"tiny-{dtype}.bin", open(tmp, "rb").read())
+    # Gemma-shaped: post-norms, q/k norms, GELU, soft-caps, a local and a global layer, linear RoPE scaling
+    tiny_model(tmp, "q8_0", True, False, n_layers=2, rope_scaling=None, post_norms=True, qk_norm=True,
+               activation="gelu_tanh", attn_softcap=50.0, final_softcap=30.0, sliding_window=3, sliding_layers=[0],
+               rope_local_theta=10000.0, rope_linear_factor=8.0, embedding_scale=5.6, attention_scale=0.25)
+    out("model", "tiny-gemma.bin", open(tmp, "rb").read())
     os.remove(tmp)
     # llama2.c legacy: 7 int32, then fp32 tensors (dim 8, hidden 12, 1 layer, 2 heads, vocab 6 shared, seq 4)
     dim, hidden, vocab, seq = 8, 12, 6, 4
@@ -53,6 +59,10 @@ def main():
     pieces += [(p.encode(), -float(i), 1) for i, p in enumerate([" ", "a", "b", " a", "ab", " ab", "\u00e9"])]
     export.write_tokenizer(tmp, pieces, export.KIND_SENTENCEPIECE, 1, 2, 0, 3)
     out("tokenizer", "spm.bin", open(tmp, "rb").read())
+    # SentencePiece kind with a merge list (Gemma 3's tokenizer.json), a chat template
+    export.write_tokenizer(tmp, pieces + [(b"<start_of_turn>", 0.0, 3), (b"<end_of_turn>", 0.0, 3)],
+                           export.KIND_SENTENCEPIECE, 1, 2, 0, 2, merges=[(259, 260), (259, 263)], chat=(8, None))
+    out("tokenizer", "spm-merges.bin", open(tmp, "rb").read())
     # byte-level kind with merges, a user-defined and a control token, a chat template
     tokens = [(bytes([b]), 0.0, 1) for b in range(256)] + [(b"ab", 0.0, 1), (b"abc", 0.0, 1), (b" a", 0.0, 1)]
     tokens += [(b"<|im_start|>", 0.0, 3), (b"<|im_end|>", 0.0, 3), (b"<tool>", 0.0, 4)]
