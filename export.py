@@ -31,7 +31,7 @@ TENSOR_ALIGN = 64
 MAX_EOS = 8
 WEIGHT_TYPES = {"fp32": 0, "q8_0": 1, "q4_0": 2, "q4_k": 3, "q6_k": 4}
 QK = 32  # values per quantized block
-FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS = 1, 2, 4, 8
+FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS, FLAG_ROPE_FACTORS = 1, 2, 4, 8, 16
 
 TOKENIZER_MAGIC = b"RUNT"
 TOKENIZER_VERSION = 1
@@ -57,15 +57,17 @@ def model_header(cfg, weight_type=0):
     if len(eos) > MAX_EOS:
         raise ExportError(f"at most {MAX_EOS} EOS ids are supported, got {len(eos)}")
     rope = cfg.get("rope_scaling") or {}
+    longrope = cfg.get("longrope") or {}
     flags = (FLAG_TIED_CLASSIFIER if cfg["tied"] else 0) | (FLAG_QKV_BIAS if cfg.get("qkv_bias") else 0) | \
-        (FLAG_QK_NORM if cfg.get("qk_norm") else 0) | (FLAG_POST_NORMS if cfg.get("post_norms") else 0)
+        (FLAG_QK_NORM if cfg.get("qk_norm") else 0) | (FLAG_POST_NORMS if cfg.get("post_norms") else 0) | \
+        (FLAG_ROPE_FACTORS if longrope else 0)
     head = struct.pack(
         "<4sI8i4fif3ii",
         MODEL_MAGIC, MODEL_VERSION,
         cfg["dim"], cfg["hidden_dim"], cfg["n_layers"], cfg["n_heads"], cfg["n_kv_heads"],
         cfg["head_dim"], cfg["vocab_size"], cfg["seq_len"],
         cfg["rope_theta"], rope.get("factor", 0.0), rope.get("low_freq_factor", 0.0),
-        rope.get("high_freq_factor", 0.0), int(rope.get("original_seq_len", 0)),
+        rope.get("high_freq_factor", 0.0), int(rope.get("original_seq_len", longrope.get("original_seq_len", 0))),
         cfg["norm_eps"], flags, weight_type, cfg["bos_id"], len(eos))
     head += struct.pack(f"<{MAX_EOS}i", *(eos + [0] * (MAX_EOS - len(eos))))
     head += struct.pack("<i", cfg.get("sliding_window") or 0)
@@ -77,7 +79,9 @@ def model_header(cfg, weight_type=0):
     head += struct.pack("<2fi2f", cfg.get("rope_local_theta") or 0.0, cfg.get("rope_linear_factor") or 0.0,
                         ACTIVATIONS[cfg.get("activation", "silu")], cfg.get("attn_softcap") or 0.0,
                         cfg.get("final_softcap") or 0.0)
-    assert len(head) == 152
+    # Phi-3's: the rotated width of each head (0: all), LongRoPE's attention factor (0: 1)
+    head += struct.pack("<if", cfg.get("rope_dim") or 0, longrope.get("attn_factor", 0.0))
+    assert len(head) == 160
     return head + bytes(MODEL_HEADER_SIZE - len(head))
 
 
@@ -107,7 +111,11 @@ def layer_table(cfg):
 def tensor_order(cfg):
     """Names and shapes of the tensors, in the order of the file."""
     d, h, q, kv = cfg["dim"], cfg["hidden_dim"], cfg["n_heads"] * cfg["head_dim"], cfg["n_kv_heads"] * cfg["head_dim"]
-    order = [("tok_embeddings", (cfg["vocab_size"], d))]
+    order = []
+    if cfg.get("longrope"):  # LongRoPE's per-frequency factors, short then long
+        half = (cfg.get("rope_dim") or cfg["head_dim"]) // 2
+        order += [("rope_short_factors", (half,)), ("rope_long_factors", (half,))]
+    order.append(("tok_embeddings", (cfg["vocab_size"], d)))
     for i in range(cfg["n_layers"]):
         p = f"layers.{i}."
         order.append((p + "attention_norm", (d,)))
@@ -509,12 +517,15 @@ HF_DEFAULTS = {
     "granite": {"rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048,
                 "tie_word_embeddings": False, "hidden_act": "silu", "embedding_multiplier": 1.0,
                 "attention_multiplier": 1.0, "residual_multiplier": 1.0, "logits_scaling": 1.0},
+    "phi3": {"rope_theta": 10000.0, "rms_norm_eps": 1e-5, "max_position_embeddings": 4096,
+             "original_max_position_embeddings": 4096, "tie_word_embeddings": False, "hidden_act": "silu",
+             "partial_rotary_factor": 1.0},
     "gemma2": {**GEMMA_DEFAULTS, "rope_theta": 10000.0, "max_position_embeddings": 8192, "vocab_size": 256000,
                "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0},
     "gemma3_text": {**GEMMA_DEFAULTS, "rope_theta": 1000000.0, "max_position_embeddings": 131072,
                     "vocab_size": 262208, "rope_local_base_freq": 10000.0, "sliding_window_pattern": 6},
 }
-ROPE_TYPES_REFUSED = ("dynamic", "yarn", "longrope")  # known to transformers, not run by run.c
+ROPE_TYPES_REFUSED = ("dynamic", "yarn")  # known to transformers, not run by run.c
 ACTIVATION_NAMES = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
 
 
@@ -612,8 +623,11 @@ class HFConfig:
             return {}
         if kind in ROPE_TYPES_REFUSED:
             raise ExportError(f"{self.where}: rope_type {kind!r} is not implemented by run.c (it changes every "
-                              "rotation, so leaving it out would give wrong logits); supported: default, llama3, linear")
+                              "rotation, so leaving it out would give wrong logits); supported: default, llama3, "
+                              "linear, longrope")
         try:
+            if kind == "longrope":
+                return {"longrope": self.longrope(rs)}
             if kind == "linear":
                 return {"rope_linear_factor": float(rs["factor"])}
             if kind == "llama3":
@@ -622,8 +636,39 @@ class HFConfig:
                                          "original_seq_len": int(rs["original_max_position_embeddings"])}}
         except (KeyError, TypeError, ValueError) as e:
             raise ExportError(f"{self.where}: {kind} rope scaling lacks or misstates {e}") from None
-        raise ExportError(f"{self.where}: unknown rope_type {kind!r} (known: default, llama3, linear, "
+        raise ExportError(f"{self.where}: unknown rope_type {kind!r} (known: default, llama3, linear, longrope, "
                           f"{', '.join(ROPE_TYPES_REFUSED)})")
+
+    def longrope(self, rs):
+        """Phi-3's LongRoPE (transformers' _compute_longrope_parameters): a
+        divisor per frequency, short_factor within the original context and
+        long_factor beyond it, and cos and sin times an attention factor,
+        sqrt(1 + ln(factor) / ln(original)) unless given, where factor is
+        max_position_embeddings / original_max_position_embeddings unless given."""
+        original = rs.get("original_max_position_embeddings") or self.get("original_max_position_embeddings")
+        if not isinstance(original, int) or original <= 0:
+            raise ExportError(f"{self.where}: longrope rope scaling needs original_max_position_embeddings")
+        factor = rs.get("factor") or self.get("max_position_embeddings") / original
+        attn = rs.get("attention_factor")
+        if attn is None:
+            attn = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+        short, long = [float(f) for f in rs["short_factor"]], [float(f) for f in rs["long_factor"]]
+        if len(short) != len(long) or not all(f > 0 and math.isfinite(f) for f in short + long):
+            raise ExportError(f"{self.where}: longrope short_factor and long_factor must be positive lists of "
+                              "the same length")
+        return {"short": short, "long": long, "original_seq_len": int(original), "attn_factor": float(attn)}
+
+    def rope_dim(self, head_dim, params=None):
+        """The rotated part of each head: partial_rotary_factor x head_dim (in
+        config.json, or in rope_parameters as transformers v5 writes it)."""
+        params = self.cfg.get("rope_parameters") if params is None else params
+        factor = (params or {}).get("partial_rotary_factor") if isinstance(params, dict) else None
+        factor = factor if factor is not None else self.get("partial_rotary_factor") or 1.0
+        rope_dim = int(head_dim * factor)
+        if not 0 < factor <= 1 or rope_dim % 2:
+            raise ExportError(f"{self.where}: partial_rotary_factor {factor} gives {rope_dim} rotated values of "
+                              f"{head_dim}: must be an even number")
+        return rope_dim
 
     def activation(self):
         """The gate's activation: hidden_act, but Gemma's classes read
@@ -724,6 +769,11 @@ class HuggingFaceCheckpoint:
         eos = list(dict.fromkeys(eos))  # unique, in order
         bos = raw.get("bos_token_id", 1)
         seq_len = hf.get("max_position_embeddings")
+        rope = hf.rope()
+        rope_dim = hf.rope_dim(head_dim)
+        if "longrope" in rope and len(rope["longrope"]["short"]) != rope_dim // 2:
+            raise ExportError(f"{self.dir}: longrope has {len(rope['longrope']['short'])} factors, expected "
+                              f"{rope_dim // 2} (one per rotated pair of a head)")
         return {
             "model_type": model_type,
             "dim": dim,
@@ -734,7 +784,8 @@ class HuggingFaceCheckpoint:
             "head_dim": head_dim,
             "vocab_size": emb_rows,
             "seq_len": seq_len,
-            **hf.rope(),
+            **rope,
+            "rope_dim": rope_dim,
             "norm_eps": float(hf.get("rms_norm_eps")),
             "tied": tied,
             "qkv_bias": model_type == "qwen2",
@@ -768,8 +819,9 @@ class HuggingFaceCheckpoint:
     @staticmethod
     def sliding_window(hf, seq_len):
         """The sliding window and the layers it applies to: Mistral 7B v0.1's
-        every layer (its 4096 of 32768 positions), Gemma's local layers."""
-        if hf.model_type == "mistral":
+        and Phi-3-mini-4k's every layer (4096 of 32768 positions; 2047 of
+        4096), Gemma's local layers."""
+        if hf.model_type in ("mistral", "phi3"):
             window = hf.get("sliding_window")
             window = window if window and window < seq_len else 0
             return {"sliding_window": window, "sliding_layers": list(range(hf.cfg["num_hidden_layers"])) if window else []}
@@ -820,17 +872,25 @@ class HuggingFaceCheckpoint:
             return self.norm(self.tensor(self.prefix + "norm.weight"))
         if name == "output":
             return self.tensor(self.head_name)
+        if name in ("rope_short_factors", "rope_long_factors"):
+            return np.array(c["longrope"]["short" if name == "rope_short_factors" else "long"], dtype=np.float32)
         _, i, kind = name.split(".")
         p = f"{self.prefix}layers.{i}."
         if kind in ("wq", "wk", "bq", "bk"):
             heads = c["n_heads"] if kind[1] == "q" else c["n_kv_heads"]
             part = "weight" if kind[0] == "w" else "bias"
-            return unpermute_rope(self.tensor(f"{p}self_attn.{kind[1]}_proj.{part}"), heads, c["head_dim"])
+            w = self.projection(p, kind[1], part)
+            return unpermute_rope(w, heads, c["head_dim"], c["rope_dim"])
         if kind == "bv":
             return self.tensor(p + "self_attn.v_proj.bias")
+        if kind == "wv":
+            return self.projection(p, "v", "weight")
+        if kind in ("w1", "w3") and p + "mlp.gate_up_proj.weight" in self.files:  # Phi-3: gate and up in one
+            gate_up = self.tensor(p + "mlp.gate_up_proj.weight")
+            return gate_up[:c["hidden_dim"]] if kind == "w1" else gate_up[c["hidden_dim"]:]
         if kind in ("q_norm", "k_norm"):  # one head's weights: reordered like each head's rows
-            return self.norm(unpermute_rope(self.tensor(f"{p}self_attn.{kind}.weight"), 1, c["head_dim"]))
-        hf_names = {"wv": "self_attn.v_proj.weight", "wo": "self_attn.o_proj.weight",
+            return self.norm(unpermute_rope(self.tensor(f"{p}self_attn.{kind}.weight"), 1, c["head_dim"], c["rope_dim"]))
+        hf_names = {"wo": "self_attn.o_proj.weight",
                     "w1": "mlp.gate_proj.weight", "w2": "mlp.down_proj.weight", "w3": "mlp.up_proj.weight",
                     "attention_norm": "input_layernorm.weight", "ffn_norm": "post_attention_layernorm.weight"}
         if c.get("post_norms"):  # Gemma's four norms: its post_attention_layernorm norms the attention output
@@ -839,6 +899,20 @@ class HuggingFaceCheckpoint:
                              "post_ffn_norm": "post_feedforward_layernorm.weight"})
         t = self.tensor(p + hf_names[kind])
         return self.norm(t) if kind.endswith("norm") else t
+
+    def projection(self, p, which, part):
+        """q, k or v's weight or bias; Phi-3 stores the three in one qkv_proj
+        (q's rows, then k's, then v's)."""
+        fused = f"{p}self_attn.qkv_proj.{part}"
+        if fused not in self.files:
+            return self.tensor(f"{p}self_attn.{which}_proj.{part}")
+        c = self.config
+        q, kv = c["n_heads"] * c["head_dim"], c["n_kv_heads"] * c["head_dim"]
+        start, rows = {"q": (0, q), "k": (q, kv), "v": (q + kv, kv)}[which]
+        t = self.tensor(fused)
+        if t.shape[0] != q + 2 * kv:
+            raise ExportError(f"{self.dir}: {fused} has {t.shape[0]} rows, expected {q + 2 * kv}")
+        return t[start:start + rows]
 
     def norm(self, weight):
         """Gemma's RMSNorm multiplies by (1 + weight): stored as that product's
@@ -853,15 +927,20 @@ def as_list(ids):
     return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
 
 
-def unpermute_rope(w, n_heads, head_dim):
-    """Hugging Face rotates the pairs (i, i + head_dim/2) of each head; run.c
+def unpermute_rope(w, n_heads, head_dim, rope_dim=None):
+    """Hugging Face rotates the pairs (i, i + rope_dim/2) of each head; run.c
     rotates (2i, 2i + 1). Reorder the output rows of wq or wk so that row
-    2i of a head is Hugging Face's row i and row 2i + 1 is its row i + head_dim/2."""
-    rows = w.shape[0]
+    2i of a head is Hugging Face's row i and row 2i + 1 is its row i + rope_dim/2.
+    rope_dim (default head_dim) is the rotated part of a head; rows past it
+    (Phi-4-mini's partial rotary) stay where they are."""
+    rows, rope_dim = w.shape[0], rope_dim or head_dim
     if rows != n_heads * head_dim:
         raise ExportError(f"attention weight has {rows} rows, expected {n_heads} heads x {head_dim}")
     cols = w.shape[1:]  # (dim,) for a weight, () for a bias
-    return w.reshape(n_heads, 2, head_dim // 2, *cols).swapaxes(1, 2).reshape(rows, *cols)
+    heads = w.reshape(n_heads, head_dim, *cols)
+    rotated = heads[:, :rope_dim].reshape(n_heads, 2, rope_dim // 2, *cols).swapaxes(1, 2)
+    rotated = rotated.reshape(n_heads, rope_dim, *cols)
+    return np.concatenate([rotated, heads[:, rope_dim:]], axis=1).reshape(rows, *cols)
 
 
 # ---------------------------------------------------------------------------
@@ -1526,10 +1605,12 @@ class RuncCheckpoint:
     def gemma_fields(head, version):
         if version < 2:
             return {}
-        local, linear, act, attn_cap, final_cap = struct.unpack("<2fi2f", head[132:152])
+        local, linear, act, attn_cap, final_cap, rope_dim, attn_factor = struct.unpack("<2fi2fif", head[132:160])
         names = {v: k for k, v in ACTIVATIONS.items()}
+        flags, original = struct.unpack("<I", head[64:68])[0], struct.unpack("<i", head[56:60])[0]
+        longrope = {"original_seq_len": original, "attn_factor": attn_factor} if flags & FLAG_ROPE_FACTORS else None
         return {"rope_local_theta": local, "rope_linear_factor": linear, "activation": names.get(act, act),
-                "attn_softcap": attn_cap, "final_softcap": final_cap}
+                "attn_softcap": attn_cap, "final_softcap": final_cap, "rope_dim": rope_dim, "longrope": longrope}
 
     def __init__(self, path):
         size = os.path.getsize(path)

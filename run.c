@@ -179,8 +179,9 @@ static const char *WEIGHT_NAMES[N_WEIGHT_TYPES] = {"fp32", "q8_0", "q4_0", "q4_k
 #define QK_K 256     /* values per block of a q4_k or q6_k row */
 #define Q4K_BYTES 144
 #define Q6K_BYTES 210
-enum { FLAG_TIED_CLASSIFIER = 1u << 0, FLAG_QKV_BIAS = 1u << 1, FLAG_QK_NORM = 1u << 2, FLAG_POST_NORMS = 1u << 3 };
-#define KNOWN_FLAGS (FLAG_TIED_CLASSIFIER | FLAG_QKV_BIAS | FLAG_QK_NORM | FLAG_POST_NORMS)
+enum { FLAG_TIED_CLASSIFIER = 1u << 0, FLAG_QKV_BIAS = 1u << 1, FLAG_QK_NORM = 1u << 2, FLAG_POST_NORMS = 1u << 3,
+       FLAG_ROPE_FACTORS = 1u << 4 };
+#define KNOWN_FLAGS (FLAG_TIED_CLASSIFIER | FLAG_QKV_BIAS | FLAG_QK_NORM | FLAG_POST_NORMS | FLAG_ROPE_FACTORS)
 /* the layer table's bits: what sets one layer apart */
 enum { LAYER_NO_ROPE = 1u << 0,  /* q and k are not rotated (SmolLM3's NoPE layers) */
        LAYER_SLIDING = 1u << 1 }; /* attends to the last sliding_window positions, with the local RoPE
@@ -205,7 +206,7 @@ typedef struct {
     float rope_high_freq_factor;
     int32_t rope_original_seq_len;
     float norm_eps;         /* RMSNorm epsilon */
-    uint32_t flags;         /* FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS */
+    uint32_t flags;         /* FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS, FLAG_ROPE_FACTORS */
     int32_t weight_type;    /* WEIGHT_*: of every matrix (version 1), of most (version 2) */
     int32_t bos_id;
     int32_t n_eos;          /* how many of eos_ids are used */
@@ -217,12 +218,15 @@ typedef struct {
     float residual_scale;   /* x = x + block(x) * this (0: 1) */
     float logit_scale;      /* logits = classifier(x) * this (0: 1) */
     /* version 2, Gemma's mechanisms (0: absent): */
-    float rope_local_theta; /* RoPE base of LAYER_SLIDING layers (0: rope_theta) */
+    float rope_local_theta; /* RoPE base of LAYER_SLIDING layers, unscaled (0: they rotate as the others) */
     float rope_linear_factor; /* linear RoPE scaling of the other layers: positions / this (0: none) */
     int32_t activation;     /* ACT_*: SiLU (0) or GELU with the tanh approximation */
     float attn_softcap;     /* scores = cap * tanh(scores / cap) before the softmax (0: none) */
     float final_softcap;    /* logits = cap * tanh(logits / cap) (0: none) */
-    uint8_t reserved[MODEL_HEADER_SIZE - 152]; /* zero */
+    /* version 2, Phi-3's: */
+    int32_t rope_dim;       /* RoPE rotates the first rope_dim values of each head (0: all head_dim) */
+    float rope_attn_factor; /* cos and sin are multiplied by this (LongRoPE's attention factor; 0: 1) */
+    uint8_t reserved[MODEL_HEADER_SIZE - 160]; /* zero */
 } FileHeader;
 
 _Static_assert(sizeof(FileHeader) == MODEL_HEADER_SIZE, "header must be 256 bytes");
@@ -238,11 +242,15 @@ typedef struct {
     int qk_norm;    /* each head of q and of k is RMS-normed before RoPE (Qwen3) */
     int sliding_window; /* LAYER_SLIDING layers reach back this many positions, the current one included */
     float embedding_scale, attention_scale, residual_scale, logit_scale; /* see FileHeader; never 0 here */
-    float rope_local_theta;   /* never 0 here */
+    float rope_local_theta;   /* 0: sliding-window layers rotate as the others */
     float rope_linear_factor; /* 1 when the file says none */
     int activation;           /* ACT_* */
     int post_norms;           /* each block's output is RMS-normed before it joins the residual (Gemma) */
     float attn_softcap, final_softcap; /* 0: none */
+    int rope_dim;             /* the rotated part of each head: head_dim, or less (Phi-4-mini's partial rotary) */
+    float rope_attn_factor;   /* 1 when the file says none */
+    int longrope;             /* the file has LongRoPE's factor tables (Phi-3.5, Phi-4-mini) */
+    const float *rope_factors[2]; /* their per-frequency divisors: short and long, (rope_dim / 2) each */
     int weight_type;  /* the header's: of every matrix, or of most (the type table says) */
     int quantized;    /* some matrix is not fp32: matmul inputs are quantized */
     int k_types;      /* some matrix is q4_k or q6_k */
@@ -350,12 +358,18 @@ static void validate_config(const char *path, const Config *c) {
     if (c->weight_type < 0 || c->weight_type >= N_WEIGHT_TYPES || (c->version == 1 && c->weight_type > WEIGHT_Q4_0))
         fatal("%s: weight type %d is not supported (0 fp32, 1 q8_0, 2 q4_0, 3 q4_k, 4 q6_k)", path, c->weight_type);
     if (c->sliding_window < 0) fatal("%s: invalid model header: sliding_window is %d", path, c->sliding_window);
-    if (!(c->rope_local_theta > 0.0f) || !isfinite(c->rope_local_theta))
+    if (!(c->rope_local_theta >= 0.0f) || !isfinite(c->rope_local_theta))
         fatal("%s: invalid model header: rope_local_theta must be positive (or 0 for rope_theta)", path);
+    if (c->rope_dim <= 0 || c->rope_dim > c->head_dim || c->rope_dim % 2 != 0)
+        fatal("%s: invalid model header: rope_dim %d must be even and in 1..head_dim (%d)", path, c->rope_dim, c->head_dim);
+    if (!(c->rope_attn_factor > 0.0f) || !isfinite(c->rope_attn_factor))
+        fatal("%s: invalid model header: rope_attn_factor must be positive (or 0 for 1)", path);
     if (!(c->rope_linear_factor >= 1.0f) || !isfinite(c->rope_linear_factor))
         fatal("%s: invalid model header: rope_linear_factor must be >= 1 (or 0 for none)", path);
-    if (c->rope_linear_factor != 1.0f && c->rope_factor != 0.0f)
-        fatal("%s: invalid model header: linear and Llama 3 rope scaling cannot both be on", path);
+    if ((c->rope_linear_factor != 1.0f) + (c->rope_factor != 0.0f) + c->longrope > 1)
+        fatal("%s: invalid model header: only one kind of rope scaling (Llama 3, linear, LongRoPE) can be on", path);
+    if (c->longrope && c->rope_original_seq_len <= 0)
+        fatal("%s: invalid model header: LongRoPE needs a positive original context length", path);
     if (c->activation < 0 || c->activation >= N_ACTIVATIONS)
         fatal("%s: invalid model header: activation %d (0 SiLU, 1 GELU tanh)", path, c->activation);
     if (!(c->attn_softcap >= 0.0f) || !isfinite(c->attn_softcap) || !(c->final_softcap >= 0.0f) ||
@@ -566,10 +580,13 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
         c->residual_scale = h.version >= 2 && h.residual_scale != 0.0f ? h.residual_scale : 1.0f;
         c->logit_scale = h.version >= 2 && h.logit_scale != 0.0f ? h.logit_scale : 1.0f;
         int v2 = h.version >= 2; /* version 1 has zeros there */
-        c->rope_local_theta = v2 && h.rope_local_theta != 0.0f ? h.rope_local_theta : h.rope_theta;
+        c->rope_local_theta = v2 ? h.rope_local_theta : 0.0f;
+        c->rope_dim = v2 && h.rope_dim != 0 ? h.rope_dim : h.head_dim;
+        c->rope_attn_factor = v2 && h.rope_attn_factor != 0.0f ? h.rope_attn_factor : 1.0f;
         c->rope_linear_factor = v2 && h.rope_linear_factor != 0.0f ? h.rope_linear_factor : 1.0f;
         c->activation = v2 ? h.activation : ACT_SILU;
         c->post_norms = (h.flags & FLAG_POST_NORMS) != 0;
+        c->longrope = (h.flags & FLAG_ROPE_FACTORS) != 0;
         c->attn_softcap = v2 ? h.attn_softcap : 0.0f;
         c->final_softcap = v2 ? h.final_softcap : 0.0f;
         if (h.flags & ~KNOWN_FLAGS) fatal("%s: unknown flags 0x%x in model header", path, h.flags);
@@ -597,8 +614,9 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
         c->head_dim = c->dim / c->n_heads;
         c->embedding_scale = c->residual_scale = c->logit_scale = 1.0f;
         c->attention_scale = 1.0f / sqrtf((float)c->head_dim);
-        c->rope_theta = c->rope_local_theta = 10000.0f;
-        c->rope_linear_factor = 1.0f;
+        c->rope_theta = 10000.0f;
+        c->rope_linear_factor = c->rope_attn_factor = 1.0f;
+        c->rope_dim = c->head_dim;
         c->norm_eps = 1e-5f;
         c->weight_type = WEIGHT_F32;
         c->bos_id = 1;
@@ -647,6 +665,11 @@ static void build_model(Model *m, const char *path) {
             c->k_types |= r.types[i] == WEIGHT_Q4_K || r.types[i] == WEIGHT_Q6_K;
         }
     }
+    for (int k = 0; k < 2 * c->longrope; k++) { /* LongRoPE's tables: short factors, then long */
+        const float *f = c->rope_factors[k] = take_tensor(&r, (uint64_t)c->rope_dim / 2, k ? "rope_long_factors" : "rope_short_factors");
+        for (int i = 0; i < c->rope_dim / 2; i++)
+            if (!(f[i] > 0.0f) || !isfinite(f[i])) fatal("%s: LongRoPE factor %d is %g (must be positive)", path, i, f[i]);
+    }
     map_weights(&m->weights, c, &r);
 }
 
@@ -688,9 +711,10 @@ static void free_quantized_vector(QuantizedVector *v) { free(v->q), free(v->scal
 /* RoPE's rotations: a frequency per pair of a head, and their cos and sin at
    the positions of the tokens of one forward pass. */
 typedef struct {
-    float *freq; /* (head_dim / 2) rotation frequency of each pair */
-    float *cos;  /* (T, head_dim / 2) cos(pos * freq) of each token's position */
-    float *sin;  /* (T, head_dim / 2) */
+    float *freq; /* (rope_dim / 2) rotation frequency of each pair */
+    float *cos;  /* (T, rope_dim / 2) cos(pos * freq) * scale of each token's position */
+    float *sin;  /* (T, rope_dim / 2) */
+    float scale; /* 1, or LongRoPE's attention factor */
 } RopeTable;
 
 typedef struct {
@@ -713,22 +737,32 @@ typedef struct {
 } RunState;
 
 /* RoPE frequencies of the global layers (local: 0) or of the sliding-window
-   layers (local: 1), with the file's scaling: Llama 3.1's, or linear.
-   PyTorch (Hugging Face _compute_default_rope_parameters and
-   _compute_llama3_parameters):
-     inv_freq = 1 / theta ** (arange(0, head_dim, 2) / head_dim)
+   layers (local: 1; those of Gemma 3 have their own base, unscaled), with the
+   file's scaling: Llama 3.1's, linear, or LongRoPE's per-frequency factors,
+   long ones when the context (ctx) exceeds the original one, as llama.cpp
+   chooses them. Only the first rope_dim values of a head rotate.
+   PyTorch (Hugging Face _compute_default_rope_parameters, _compute_llama3_parameters,
+   _compute_longrope_parameters):
+     inv_freq = 1 / theta ** (arange(0, rope_dim, 2) / rope_dim)
      linear: inv_freq / factor (Gemma 3's global layers)
+     longrope: inv_freq / ext_factors (short_factor, or long_factor past orig)
      llama3: wavelen = 2 * pi / inv_freq;
        long wavelengths (> orig / low_freq_factor) are divided by factor,
        short ones (< orig / high_freq_factor) are kept, and those between
        are blended: smooth = (orig / wavelen - low) / (high - low). */
-static void rope_frequencies(const Config *c, int local, float *freq) {
-    int half = c->head_dim / 2;
+static void rope_frequencies(const Config *c, int local, int ctx, float *freq) {
+    int half = c->rope_dim / 2;
+    local = local && c->rope_local_theta != 0.0f; /* else the local layers rotate as the global ones */
     double theta = local ? c->rope_local_theta : c->rope_theta;
     for (int i = 0; i < half; i++) {
-        double f = 1.0 / pow(theta, (double)(2 * i) / (double)c->head_dim);
-        if (!local) f /= c->rope_linear_factor; /* scaling is for the global layers only */
-        if (!local && c->rope_factor != 0.0f) {
+        double f = 1.0 / pow(theta, (double)(2 * i) / (double)c->rope_dim);
+        if (local) { /* unscaled */
+            freq[i] = (float)f;
+            continue;
+        }
+        f /= c->rope_linear_factor;
+        if (c->longrope) f /= c->rope_factors[ctx > c->rope_original_seq_len][i];
+        if (c->rope_factor != 0.0f) {
             double orig = c->rope_original_seq_len;
             double low_wavelen = orig / c->rope_low_freq_factor;
             double high_wavelen = orig / c->rope_high_freq_factor;
@@ -762,7 +796,7 @@ static void check_memory(uint64_t kv_bytes, int ctx) {
 }
 
 static void build_state(RunState *s, const Config *c, int ctx) {
-    int q_dim = c->n_heads * c->head_dim, half = c->head_dim / 2;
+    int q_dim = c->n_heads * c->head_dim, half = c->rope_dim / 2;
     uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
     int T = ctx < MAX_BATCH ? ctx : MAX_BATCH;
     s->ctx = ctx;
@@ -786,7 +820,8 @@ static void build_state(RunState *s, const Config *c, int ctx) {
         rt->freq = xcalloc(half, sizeof(float));
         rt->cos = xcalloc((size_t)T * half, sizeof(float));
         rt->sin = xcalloc((size_t)T * half, sizeof(float));
-        rope_frequencies(c, local, rt->freq);
+        rope_frequencies(c, local, ctx, rt->freq);
+        rt->scale = local && c->rope_local_theta != 0.0f ? 1.0f : c->rope_attn_factor;
     }
     /* the widest matmul input, in whole blocks */
     int widest = c->dim > q_dim ? c->dim : q_dim;
@@ -831,15 +866,16 @@ static void softmax(float *x, int n) {
 }
 
 /* Rotary position embedding on n_heads heads of width head_dim, in place.
-   Each pair (x[2i], x[2i+1]) of a head is rotated by the angle pos * freq[i]:
+   Each pair (x[2i], x[2i+1]) of a head's first rope_dim values (all of them
+   but in Phi-4-mini) is rotated by the angle pos * freq[i]:
      x[2i]   = x[2i] * cos - x[2i+1] * sin
      x[2i+1] = x[2i] * sin + x[2i+1] * cos
-   (Meta's layout. Hugging Face rotates (x[i], x[i + head_dim/2]) instead;
+   (Meta's layout. Hugging Face rotates (x[i], x[i + rope_dim/2]) instead;
    export.py reorders the rows of wq and wk so both compute the same.) */
-static void rope(float *x, int n_heads, int head_dim, const float *cos_t, const float *sin_t) {
+static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float *cos_t, const float *sin_t) {
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (size_t)h * head_dim;
-        for (int i = 0; i < head_dim / 2; i++) {
+        for (int i = 0; i < rope_dim / 2; i++) { /* pairs past rope_dim (Phi-4-mini) stay as they are */
             float a = v[2 * i], b = v[2 * i + 1];
             v[2 * i] = a * cos_t[i] - b * sin_t[i];
             v[2 * i + 1] = a * sin_t[i] + b * cos_t[i];
@@ -2072,8 +2108,8 @@ static void attention_inputs(const Config *c, const LayerWeights *lw, float *q, 
         for (int h = 0; h < c->n_kv_heads; h++) rmsnorm(k + h * head_dim, k + h * head_dim, lw->k_norm, head_dim, c->norm_eps);
     }
     if (lw->rope) { /* all layers but SmolLM3's NoPE ones */
-        rope(q, c->n_heads, head_dim, cos_t, sin_t);
-        rope(k, c->n_kv_heads, head_dim, cos_t, sin_t);
+        rope(q, c->n_heads, head_dim, c->rope_dim, cos_t, sin_t);
+        rope(k, c->n_kv_heads, head_dim, c->rope_dim, cos_t, sin_t);
     }
 }
 
@@ -2096,7 +2132,7 @@ static void soft_cap(float *x, size_t n, float cap) {
 /* The attention block of layer l for T tokens at positions pos ..:
    x = x + wo(attention(rmsnorm(x))). Keys and values go into the cache. */
 static void attention_block(const Config *c, const LayerWeights *lw, RunState *s, int l, int T, int pos) {
-    int dim = c->dim, head_dim = c->head_dim, half = head_dim / 2;
+    int dim = c->dim, head_dim = c->head_dim, half = c->rope_dim / 2;
     int q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
     int group = c->n_heads / c->n_kv_heads; /* query heads sharing one kv head */
     size_t layer_off = (size_t)l * s->ctx * kv_dim;
@@ -2174,7 +2210,7 @@ static void feed_forward_block(const Config *c, const LayerWeights *lw, RunState
 static float *forward(const Model *m, RunState *s, const int *tokens, int T, int pos, int all_logits) {
     const Config *c = &m->config;
     const Weights *w = &m->weights;
-    int dim = c->dim, half = c->head_dim / 2;
+    int dim = c->dim, half = c->rope_dim / 2;
     float *x = s->x; /* (T, dim) */
 
     /* x[t] = embedding[token t] * embedding_scale   PyTorch: x = model.embed_tokens(tokens) * scale
@@ -2187,9 +2223,10 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
     for (int local = 0; local < 2; local++)
         for (int t = 0; t < T; t++)
             for (int i = 0; i < half; i++) {
-                double angle = (double)(pos + t) * (double)s->rope[local].freq[i];
-                s->rope[local].cos[t * half + i] = (float)cos(angle);
-                s->rope[local].sin[t * half + i] = (float)sin(angle);
+                RopeTable *rt = &s->rope[local];
+                double angle = (double)(pos + t) * (double)rt->freq[i];
+                rt->cos[t * half + i] = (float)(cos(angle) * rt->scale);
+                rt->sin[t * half + i] = (float)(sin(angle) * rt->scale);
             }
 
     for (int l = 0; l < c->n_layers; l++) {
@@ -3797,6 +3834,7 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
     uint64_t per_layer = 2 * (uint64_t)c->dim + (q_dim + 2 * kv_dim) * c->dim + c->dim * q_dim +
                          3 * (uint64_t)c->hidden_dim * c->dim + (c->qkv_bias ? q_dim + 2 * kv_dim : 0) +
                          (c->qk_norm ? 2 * (uint64_t)c->head_dim : 0) + (c->post_norms ? 2 * (uint64_t)c->dim : 0);
+    /* (LongRoPE's factor tables are not parameters: fixed, not learned) */
     uint64_t params = (uint64_t)c->vocab_size * c->dim * (c->tied_classifier ? 1 : 2) + c->dim +
                       per_layer * c->n_layers;
     int threads = 1;
@@ -3844,7 +3882,11 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
     if (c->rope_factor != 0.0f)
         fprintf(stderr, ", Llama 3.1 scaling x%g (original context %d)", c->rope_factor, c->rope_original_seq_len);
     if (c->rope_linear_factor != 1.0f) fprintf(stderr, ", linear scaling x%g", c->rope_linear_factor);
-    if (n_sliding && c->rope_local_theta != c->rope_theta) fprintf(stderr, "; local layers theta %g", c->rope_local_theta);
+    if (c->longrope)
+        fprintf(stderr, ", LongRoPE %s factors (original context %d), attention factor %g",
+                s->ctx > c->rope_original_seq_len ? "long" : "short", c->rope_original_seq_len, c->rope_attn_factor);
+    if (c->rope_dim != c->head_dim) fprintf(stderr, ", first %d of %d values of each head rotated", c->rope_dim, c->head_dim);
+    if (n_sliding && c->rope_local_theta != 0.0f) fprintf(stderr, "; local layers theta %g", c->rope_local_theta);
     if (n_no_rope) fprintf(stderr, "; %d layers without RoPE", n_no_rope);
     fprintf(stderr, "; RMSNorm eps %g%s\n", c->norm_eps, c->post_norms ? ", block outputs normed too" : "");
     if (n_sliding)

@@ -47,6 +47,13 @@ def random_llama(config, seed):
         w[p + "mlp.gate_proj.weight"] = linear(h, d)
         w[p + "mlp.up_proj.weight"] = linear(h, d)
         w[p + "mlp.down_proj.weight"] = linear(d, h)
+    if config.get("model_type") == "phi3":  # Phi-3 fuses q, k, v into qkv_proj and gate, up into gate_up_proj
+        for i in range(config["num_hidden_layers"]):
+            p = f"model.layers.{i}."
+            w[p + "self_attn.qkv_proj.weight"] = np.concatenate(
+                [w.pop(p + f"self_attn.{n}_proj.weight") for n in "qkv"])
+            w[p + "mlp.gate_up_proj.weight"] = np.concatenate(
+                [w.pop(p + "mlp.gate_proj.weight"), w.pop(p + "mlp.up_proj.weight")])
     w["model.norm.weight"] = norm(d)
     if not config.get("tie_word_embeddings", gemma):  # Gemma ties by default
         w["lm_head.weight"] = linear(v, d)

@@ -27,13 +27,33 @@ def gelu_tanh(x):
     return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
-def inv_frequencies(config, local=False):
-    """Gemma 3's local layers: rope_local_base_freq, no scaling (its
-    rotary_emb_local)."""
+def rotary_dim(config):
+    """Phi3Attention's rotary_ndims: head_dim * partial_rotary_factor."""
     head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return int(head_dim * config.get("partial_rotary_factor", 1.0))
+
+
+def longrope(config, seq_len):
+    """_compute_longrope_parameters: (per-frequency divisors, attention factor)."""
+    rs = config["rope_scaling"]
+    original = rs.get("original_max_position_embeddings") or config["original_max_position_embeddings"]
+    factor = rs.get("factor") or config["max_position_embeddings"] / original
+    attention_factor = rs.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(original))
+    ext = rs["long_factor"] if seq_len > original else rs["short_factor"]
+    return np.asarray(ext, dtype=np.float64), attention_factor
+
+
+def inv_frequencies(config, local=False, seq_len=0):
+    """Gemma 3's local layers: rope_local_base_freq, no scaling (its
+    rotary_emb_local). Phi-3's LongRoPE: divided by the factors for seq_len."""
+    dim = rotary_dim(config)
     base = config.get("rope_local_base_freq", 10000.0) if local else config.get("rope_theta", 10000.0)
-    inv_freq = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    inv_freq = 1.0 / base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
     rs = None if local else config.get("rope_scaling")
+    if rs and rs.get("rope_type", rs.get("type")) == "longrope":
+        inv_freq = inv_freq / longrope(config, seq_len)[0]
     if rs and rs.get("rope_type", rs.get("type")) == "linear":
         inv_freq = inv_freq / rs["factor"]
     if rs and rs.get("rope_type", rs.get("type")) == "llama3":
@@ -97,12 +117,16 @@ def forward(config, weights, tokens, quantized_activations=False):
     x = w["model.embed_tokens.weight"][np.asarray(tokens)]
     if granite:
         x = x * config.get("embedding_multiplier", 1.0)
-    freqs = np.outer(np.arange(T, dtype=np.float64), inv_frequencies(config))
-    emb = np.concatenate([freqs, freqs], axis=-1)            # (T, head_dim)
+    freqs = np.outer(np.arange(T, dtype=np.float64), inv_frequencies(config, seq_len=T))
+    emb = np.concatenate([freqs, freqs], axis=-1)            # (T, rotary_dim)
     cos, sin = np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
+    rs = config.get("rope_scaling") or {}
+    if rs.get("rope_type", rs.get("type")) == "longrope":  # cos and sin times the attention factor
+        cos, sin = cos * longrope(config, T)[1], sin * longrope(config, T)[1]
+    rot = rotary_dim(config)  # Phi3: only q[..., :rot] and k[..., :rot] rotate
     mask = np.triu(np.full((T, T), -np.inf), k=1)
     window = config.get("sliding_window")
-    if window and config.get("model_type") == "mistral":  # position i sees i - window + 1 .. i
+    if window and config.get("model_type") in ("mistral", "phi3"):  # position i sees i - window + 1 .. i
         mask = mask + np.tril(np.full((T, T), -np.inf), k=-window)
 
     rope_layers = [1] * config["num_hidden_layers"]
@@ -112,15 +136,19 @@ def forward(config, weights, tokens, quantized_activations=False):
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
         h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
-        q, k, v = (aq(h) @ w[f"{p}self_attn.{n}_proj.weight"].T + w.get(f"{p}self_attn.{n}_proj.bias", 0.0)
-                   for n in "qkv")  # Qwen2 has biases on q, k and v
+        if p + "self_attn.qkv_proj.weight" in w:  # Phi3: one projection, split as q, k, v
+            qkv = aq(h) @ w[p + "self_attn.qkv_proj.weight"].T
+            q, k, v = np.split(qkv, [n_heads * head_dim, (n_heads + n_kv) * head_dim], axis=-1)
+        else:
+            q, k, v = (aq(h) @ w[f"{p}self_attn.{n}_proj.weight"].T + w.get(f"{p}self_attn.{n}_proj.bias", 0.0)
+                       for n in "qkv")  # Qwen2 has biases on q, k and v
         q, k, v = q.reshape(T, n_heads, head_dim), k.reshape(T, n_kv, head_dim), v.reshape(T, n_kv, head_dim)
         if p + "self_attn.q_norm.weight" in w:  # Qwen3: RMSNorm over each head of q and k, before RoPE
             q = rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
         if rope_layers[i]:  # SmolLM3: no RoPE in its NoPE layers
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
+            q = np.concatenate([q[..., :rot] * cos + rotate_half(q[..., :rot]) * sin, q[..., rot:]], axis=-1)
+            k = np.concatenate([k[..., :rot] * cos + rotate_half(k[..., :rot]) * sin, k[..., rot:]], axis=-1)
         k = np.repeat(k, n_heads // n_kv, axis=1)              # repeat_kv
         v = np.repeat(v, n_heads // n_kv, axis=1)
         scaling = config.get("attention_multiplier", 1.0) if granite else 1 / math.sqrt(head_dim)
@@ -130,8 +158,11 @@ def forward(config, weights, tokens, quantized_activations=False):
         out = np.einsum("hts,shd->thd", att, v).reshape(T, n_heads * head_dim)
         x = x + residual * (aq(out) @ w[p + "self_attn.o_proj.weight"].T)
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
-        gate = aq(h) @ w[p + "mlp.gate_proj.weight"].T
-        up = aq(h) @ w[p + "mlp.up_proj.weight"].T
+        if p + "mlp.gate_up_proj.weight" in w:  # Phi3: gate and up in one, gate first
+            gate, up = np.split(aq(h) @ w[p + "mlp.gate_up_proj.weight"].T, 2, axis=-1)
+        else:
+            gate = aq(h) @ w[p + "mlp.gate_proj.weight"].T
+            up = aq(h) @ w[p + "mlp.up_proj.weight"].T
         x = x + residual * (aq(gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj.weight"].T)
 
     x = rms_norm(x, w["model.norm.weight"], eps)

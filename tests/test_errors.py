@@ -298,7 +298,7 @@ def test_linear_and_llama3_rope_scaling_together_are_refused(tmp_path, model):
     def edit(d):
         struct.pack_into("<3fi", d, 44, 8.0, 1.0, 4.0, 8192)  # Llama 3.1 scaling
         struct.pack_into("<f", d, 136, 2.0)                    # and linear
-    fails(damaged(tmp_path, model, edit), "-z", TOKENIZER, match="cannot both be on")
+    fails(damaged(tmp_path, model, edit), "-z", TOKENIZER, match="only one kind of rope scaling")
 
 
 def test_sliding_layer_without_a_window_is_refused(tmp_path, model):
@@ -308,3 +308,22 @@ def test_sliding_layer_without_a_window_is_refused(tmp_path, model):
         n_matrices = 1 + 7 * CONFIG["num_hidden_layers"] + 1
         d[256 + -(-n_matrices // 64) * 64] = 2
     fails(damaged(tmp_path, model, edit), "-z", TOKENIZER, match="layer 0 is a sliding-window layer")
+
+
+@pytest.mark.parametrize("offset,value,match", [(152, 3, "rope_dim 3"), (152, 64, "rope_dim 64"), (152, -2, "rope_dim -2")])
+def test_bad_rope_dim_is_refused(tmp_path, model, offset, value, match):
+    path = damaged(tmp_path, model, lambda d: struct.pack_into("<i", d, offset, value))
+    fails(path, "-z", TOKENIZER, match=match)
+
+
+def test_bad_longrope_factor_is_refused(tmp_path):
+    """A Phi-3.5-shaped file whose long factor table holds a NaN."""
+    from test_families import FAMILIES
+    config = {**FAMILIES["phi3.5"], "vocab_size": 32000}
+    hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, 0))
+    export(tmp_path / "m.bin", "--hf", tmp_path / "hf")
+    data = bytearray((tmp_path / "m.bin").read_bytes())
+    n_tables = 2 * 64  # the type table and the layer table, each padded to 64 bytes
+    struct.pack_into("<f", data, 256 + n_tables + 64 + 4 * 5, float("nan"))  # the long table's sixth factor
+    (tmp_path / "bad.bin").write_bytes(bytes(data))
+    fails(tmp_path / "bad.bin", "-z", TOKENIZER, match="LongRoPE factor 5 is nan")

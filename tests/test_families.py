@@ -14,6 +14,9 @@ import reference
 from conftest import export, logits
 
 SMALL = {"vocab_size": 512, "num_hidden_layers": 2}
+# LongRoPE factors shaped like Phi-3.5's: short ones near 1, long ones growing from 1 to ~50 over the frequencies
+LONGROPE_SHORT = [round(1.0 + 0.05 * i, 3) for i in range(24)]
+LONGROPE_LONG = [round(1.0 * 1.18 ** i, 3) for i in range(24)]
 
 FAMILIES = {
     # Llama 3.2 1B: GQA 32/8, head_dim 64, rope_theta 5e5, llama3 rope scaling, tied, three EOS ids
@@ -89,6 +92,23 @@ FAMILIES = {
                "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh",
                "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "max_position_embeddings": 8192,
                "bos_token_id": 2, "eos_token_id": 1},
+    # Phi-3.5-mini: fused qkv_proj and gate_up_proj, LongRoPE (short factors within the original 4096
+    # positions: a 40-token text uses them), cos and sin times sqrt(1 + ln(32) / ln(4096)), eps 1e-5
+    "phi3.5": {**SMALL, "model_type": "phi3", "hidden_size": 96, "intermediate_size": 160,
+               "num_attention_heads": 4, "num_key_value_heads": 4, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
+               "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+               "rope_scaling": {"type": "longrope", "short_factor": LONGROPE_SHORT[:12],
+                                "long_factor": LONGROPE_LONG[:12]},
+               "sliding_window": 262144, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 32000 % 512},
+    # Phi-4-mini: GQA 24/8, partial rotary (0.75 of each head of 128), tied; here an original context of 16
+    # positions, so a 40-token text takes the long factors
+    "phi4-mini": {**SMALL, "model_type": "phi3", "hidden_size": 128, "intermediate_size": 192,
+                  "num_attention_heads": 4, "num_key_value_heads": 2, "partial_rotary_factor": 0.75,
+                  "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "max_position_embeddings": 131072,
+                  "original_max_position_embeddings": 16,
+                  "rope_scaling": {"type": "longrope", "short_factor": LONGROPE_SHORT[:12],
+                                   "long_factor": LONGROPE_LONG[:12]},
+                  "tie_word_embeddings": True, "bos_token_id": 199999 % 512, "eos_token_id": 200020 % 512},
 }
 
 
@@ -196,9 +216,14 @@ def test_layer_table_with_unknown_bits_is_refused(tmp_path):
     ("gemma3-4b", {}, {"rope_scaling": None}),  # linear scaling of the global layers
     ("gemma3", {}, {"sliding_window": 4096}),  # the window of the local layers
     ("gemma3", {"query_pre_attn_scalar": 12}, {"query_pre_attn_scalar": 32}),
+    ("phi3.5", {}, {"rope_scaling": None}),  # LongRoPE's short factors and attention factor
+    ("phi3.5", {}, {"rope_scaling": {**FAMILIES["phi3.5"]["rope_scaling"], "attention_factor": 1.0}}),
+    ("phi4-mini", {}, {"original_max_position_embeddings": 4096}),  # the long factors, not the short
+    ("phi4-mini", {"rope_scaling": None}, {"partial_rotary_factor": 1.0}),  # a quarter of each head unrotated
+    ("phi3.5", {"sliding_window": 9}, {"sliding_window": None}),  # Phi-3-mini-4k's window (2047 of 4096)
 ])
-def test_each_gemma_mechanism_binds_and_matches(tmp_path, family, change, without):
-    """Each of Gemma's mechanisms, set so that it changes the logits (the
+def test_each_mechanism_binds_and_matches(tmp_path, family, change, without):
+    """Each of Gemma's and Phi-3's mechanisms, set so that it changes the logits (the
     reference without it differs by more than 0.1), is computed by run.c as
     the reference computes it, one token at a time and in chunks."""
     config = {**FAMILIES[family], **change}
