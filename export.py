@@ -194,6 +194,15 @@ class GGMLTensor:
         _, per_block, block_bytes, _ = GGML_TYPES[self.ttype]
         return np.frombuffer(self.raw, dtype=np.uint8).reshape(self.shape[0], -1, block_bytes)
 
+    def row_bytes(self):
+        """(rows, bytes per row) uint8: whole rows move in any encoding, bit for bit"""
+        return np.frombuffer(self.raw, dtype=np.uint8).reshape(self.shape[0], -1)
+
+    def rows(self, start, n):
+        """Rows start .. start + n - 1 (the parts of a fused matrix), still encoded."""
+        return GGMLTensor(self.name, self.ttype, (n,) + self.shape[1:],
+                          np.ascontiguousarray(self.row_bytes()[start:start + n]))
+
 
 
 
@@ -1263,8 +1272,8 @@ class GGUFCheckpoint:
              "ffn_norm": "ffn_norm", "w1": "ffn_gate", "w2": "ffn_down", "w3": "ffn_up",
              "bq": "attn_q", "bk": "attn_k", "bv": "attn_v", "q_norm": "attn_q_norm", "k_norm": "attn_k_norm",
              "post_attn_norm": "post_attention_norm", "post_ffn_norm": "post_ffw_norm"}
-    ARCHS = ("llama", "qwen2", "qwen3", "granite", "gemma2", "gemma3")
-    NEOX = ("qwen2", "qwen3", "gemma2", "gemma3")  # q and k rows left in rotate-half order by llama.cpp
+    ARCHS = ("llama", "qwen2", "qwen3", "granite", "gemma2", "gemma3", "phi3")
+    NEOX = ("qwen2", "qwen3", "gemma2", "gemma3", "phi3")  # q and k rows left in rotate-half order by llama.cpp
 
     def __init__(self, path):
         self.gguf = g = GGUFFile(path)
@@ -1307,6 +1316,26 @@ class GGUFCheckpoint:
         self.config.update(self.rope_scaling(key))
         if arch.startswith("gemma"):
             self.config.update(self.gemma(key))
+        if arch == "phi3":
+            self.config.update(self.phi3(key))
+
+    def phi3(self, key):
+        """Phi-3's rotated width (rope.dimension_count; Phi-4-mini rotates 96 of
+        128), its window when one binds, and LongRoPE: the factor tensors
+        rope_factors_short/long with rope.scaling.original_context_length
+        and attn_factor."""
+        c, g = self.config, self.gguf
+        out = {"rope_dim": int(key("rope.dimension_count", c["head_dim"]))}
+        window = int(g.meta.get("phi3.attention.sliding_window", 0) or 0)
+        if 0 < window < c["seq_len"]:
+            out.update({"sliding_window": window, "sliding_layers": list(range(c["n_layers"]))})
+        if "rope_factors_long.weight" in g.tensors:
+            short, long = (g.get(f"rope_factors_{k}.weight").astype(np.float32) for k in ("short", "long"))
+            if short.shape != (out["rope_dim"] // 2,) or long.shape != short.shape:
+                raise ExportError(f"{self.path}: rope_factors_short/long must have {out['rope_dim'] // 2} values")
+            out["longrope"] = {"short": short, "long": long, "attn_factor": float(key("rope.scaling.attn_factor", 1.0)),
+                               "original_seq_len": int(key("rope.scaling.original_context_length"))}
+        return out
 
     def rope_scaling(self, key):
         kind = self.gguf.meta.get(f"{self.arch}.rope.scaling.type", "none")
@@ -1348,22 +1377,46 @@ class GGUFCheckpoint:
         return f"blk.{i}.{cls.NAMES[kind]}.{part}"
 
     def get(self, name):
+        if name in ("rope_short_factors", "rope_long_factors"):
+            return self.config["longrope"]["short" if name == "rope_short_factors" else "long"]
+        fused = self.fused_part(name)
+        t = fused if fused is not None else self.tensor(self.gguf_name(name))
         # For llama, llama.cpp's converter already put q and k rows in Meta's
         # interleaved RoPE order (its "permute"), which is run.c's: no
         # reordering. For qwen2, qwen3, gemma2 and gemma3 it keeps Hugging
         # Face's rotate-half order (llama.cpp runs them with NEOX rope),
         # reordered here as for --hf, with the per-head q/k norm weights.
-        t = self.tensor(self.gguf_name(name))
         kind = name.split(".")[-1]
         if self.arch in self.NEOX and kind in ("wq", "wk", "bq", "bk", "q_norm", "k_norm"):
             c = self.config
             heads = 1 if kind.endswith("norm") else c["n_heads"] if kind[1] == "q" else c["n_kv_heads"]
+            rope_dim = c.get("rope_dim") or c["head_dim"]
             if isinstance(t, GGMLTensor):  # whole rows move, in whatever encoding: bit for bit still
-                rows = np.frombuffer(t.raw, dtype=np.uint8).reshape(t.shape[0], -1)
                 return GGMLTensor(t.name, t.ttype, t.shape,
-                                  np.ascontiguousarray(unpermute_rope(rows, heads, c["head_dim"])))
-            return unpermute_rope(t, heads, c["head_dim"])
+                                  np.ascontiguousarray(unpermute_rope(t.row_bytes(), heads, c["head_dim"], rope_dim)))
+            return unpermute_rope(t, heads, c["head_dim"], rope_dim)
         return t
+
+    def fused_part(self, name):
+        """Phi-3's fused matrices, as llama.cpp keeps them: attn_qkv (q's rows,
+        k's, v's) and ffn_up (the gate's rows, then the up projection's)."""
+        if name.count(".") != 2:
+            return None
+        _, i, kind = name.split(".")
+        c, tensors = self.config, self.gguf.tensors
+        q, kv = c["n_heads"] * c["head_dim"], c["n_kv_heads"] * c["head_dim"]
+        if kind in ("wq", "wk", "wv") and f"blk.{i}.attn_qkv.weight" in tensors:
+            start, n = {"wq": (0, q), "wk": (q, kv), "wv": (q + kv, kv)}[kind]
+            whole, rows = self.tensor(f"blk.{i}.attn_qkv.weight"), q + 2 * kv
+        elif kind in ("w1", "w3") and f"blk.{i}.ffn_gate.weight" not in tensors and self.arch == "phi3":
+            start, n = (0, c["hidden_dim"]) if kind == "w1" else (c["hidden_dim"], c["hidden_dim"])
+            whole, rows = self.tensor(f"blk.{i}.ffn_up.weight"), 2 * c["hidden_dim"]
+        else:
+            return None
+        if whole.shape[0] != rows:
+            raise ExportError(f"{self.path}: fused tensor {whole.name if isinstance(whole, GGMLTensor) else kind} "
+                              f"of block {i} has {whole.shape[0]} rows, expected {rows}")
+        return whole.rows(start, n) if isinstance(whole, GGMLTensor) else whole[start:start + n]
 
     def tensor(self, name):
         """Matrices as GGMLTensors (written in their own type where run.c
@@ -1374,6 +1427,10 @@ class GGUFCheckpoint:
         return t if len(t.shape) == 2 else t.numpy()
 
     def source_type(self, name):
+        fused = {"wq": "attn_qkv", "wk": "attn_qkv", "wv": "attn_qkv", "w1": "ffn_up", "w3": "ffn_up"}
+        kind = name.split(".")[-1]
+        if kind in fused and self.gguf_name(name) not in self.gguf.tensors:  # Phi-3's fused matrices
+            return self.gguf.tensors.get(f"blk.{name.split('.')[1]}.{fused[kind]}.weight", (None, None))[1]
         return self.gguf.tensors.get(self.gguf_name(name), (None, None))[1]
 
 

@@ -2,6 +2,7 @@
 metadata keys, its tensor names, q and k rows permuted from Hugging Face's
 layout to Meta's interleaved one, dims innermost first, data aligned to 32."""
 
+import math
 import struct
 
 import numpy as np
@@ -106,6 +107,18 @@ def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None
     if arch.startswith("gemma"):
         meta[f"{arch}.attention.sliding_window"] = config["sliding_window"]
     rs = config.get("rope_scaling")
+    extra = dict(extra or {})
+    if arch == "phi3":  # llama.cpp's Phi-3: the rotated width, LongRoPE's factors as tensors and two keys
+        meta[f"{arch}.rope.dimension_count"] = int(hd * config.get("partial_rotary_factor", 1.0))
+        if config.get("sliding_window"):
+            meta[f"{arch}.attention.sliding_window"] = config["sliding_window"]
+        if rs:
+            original = config["original_max_position_embeddings"]
+            factor = config["max_position_embeddings"] / original
+            meta.update({f"{arch}.rope.scaling.attn_factor": math.sqrt(1 + math.log(factor) / math.log(original)),
+                         f"{arch}.rope.scaling.original_context_length": original})
+            for k in ("short", "long"):
+                extra[f"rope_factors_{k}.weight"] = (np.asarray(rs[k + "_factor"], np.float32), F32)
     if rs and rs.get("rope_type") == "linear":
         meta.update({f"{arch}.rope.scaling.type": "linear", f"{arch}.rope.scaling.factor": float(rs["factor"])})
     if tokenizer:
@@ -116,7 +129,8 @@ def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None
              "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
              "mlp.down_proj.weight": "ffn_down.weight", "self_attn.q_proj.bias": "attn_q.bias",
              "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.bias": "attn_v.bias",
-             "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight"}
+             "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
+             "self_attn.qkv_proj.weight": "attn_qkv.weight", "mlp.gate_up_proj.weight": "ffn_up.weight"}
     if arch.startswith("gemma"):  # Gemma's four norms per layer
         names.update({"post_attention_layernorm.weight": "post_attention_norm.weight",
                       "pre_feedforward_layernorm.weight": "ffn_norm.weight",
@@ -135,7 +149,7 @@ def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None
         # llama.cpp's LlamaModel permutes q and k rows to Meta's pairs; its
         # Qwen2 and Qwen3 models keep Hugging Face's rotate-half order (NEOX rope)
         heads = nh if "q_proj" in hf_name else nkv if "k_proj" in hf_name else None
-        if arch in ("qwen2", "qwen3") or arch.startswith("gemma"):
+        if arch in ("qwen2", "qwen3", "phi3") or arch.startswith("gemma"):
             heads = None
         if heads:
             a = llama_cpp_permute(a, heads)
@@ -147,7 +161,7 @@ def llama_gguf(path, config, hf_weights, ttype=F32, arch="llama", tokenizer=None
         t = F32 if a.ndim == 1 else F16 if ttype == Q8_0 and a.shape[-1] % 32 else ttype
         tensors[name] = (a, t)
         back[name] = (hf_name, heads, shift)
-    tensors.update(extra or {})
+    tensors.update(extra)
     stored = write_gguf(path, meta, tensors)
     out = {}
     for name, (hf_name, heads, shift) in back.items():  # extra tensors are not returned

@@ -121,3 +121,21 @@ def test_gemma_gguf_matches_reference(tmp_path, family, arch, change):
     with open(tmp_path / "m.bin", "rb") as f:
         h = f.read(96)
     assert list(np.frombuffer(h[80:88], "<i4")) == [1, 106], p.stderr
+
+
+@pytest.mark.parametrize("family,ttype", [("phi3.5", gw.F16), ("phi4-mini", gw.F16), ("phi3.5", gw.Q8_0)])
+def test_phi3_gguf_matches_reference(tmp_path, family, ttype):
+    """Phi-3 as llama.cpp converts it: attn_qkv and ffn_up (gate then up)
+    fused, cut apart by export without re-encoding a row; q and k rows in
+    rotate-half order over the rotated part (rope.dimension_count); LongRoPE's
+    factor tensors with rope.scaling.attn_factor and original_context_length."""
+    config = FAMILIES[family]
+    weights = hf.random_llama(config, seed=2)
+    stored = gw.llama_gguf(tmp_path / "m.gguf", config, weights, ttype=ttype, arch="phi3")
+    p = export(tmp_path / "m.bin", "--gguf", tmp_path / "m.gguf")
+    if ttype == gw.Q8_0:
+        assert "q8_0, bit for bit" in p.stderr
+    tokens = list(np.random.default_rng(0).integers(0, config["vocab_size"], 30))
+    quantized = ttype == gw.Q8_0
+    want = reference.forward(config, stored, tokens, quantized_activations=quantized)
+    assert np.max(np.abs(logits(tmp_path / "m.bin", tokens) - want)) < (2e-3 if quantized else 1e-4)
