@@ -1845,6 +1845,28 @@ def read_sentencepiece(path):
     return pieces, trainer, normalizer
 
 
+STRIP_RIGHT, STRIP_LEFT = 1 << 8, 1 << 9  # bits of a token's type: it swallows the whitespace on that side
+
+
+def added_token_type(a):
+    """TOK_* of a tokenizer.json added token (control if special, else
+    matched whole in text), with its rstrip / lstrip bits."""
+    kind = TOK_CONTROL if a.get("special") else TOK_USER_DEFINED
+    return kind | (STRIP_RIGHT if a.get("rstrip") else 0) | (STRIP_LEFT if a.get("lstrip") else 0)
+
+
+def added_tokens(directory):
+    """The added tokens of a tokenizer directory (tokenizer.json's
+    added_tokens, else tokenizer_config.json's added_tokens_decoder), as
+    {id: entry with content, special, rstrip, lstrip}."""
+    path = os.path.join(directory, "tokenizer.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return {a["id"]: a for a in json.load(f).get("added_tokens", [])}
+    decoder = read_tokenizer_config(directory).get("added_tokens_decoder") or {}
+    return {int(i): a for i, a in decoder.items()}
+
+
 def write_tokenizer(out, tokens, kind, bos_id, eos_id, unk_id, flags, pretok=PRETOK_NONE, merges=(), chat=(0, None)):
     """tokens: list of (bytes, score, type); merges: (left id, right id) pairs,
     highest priority first; chat: (TEMPLATE_*, default system prompt or None).
@@ -1893,10 +1915,20 @@ def export_sentencepiece(path, out, vocab_size=None):
         # run.c keeps the word marker U+2581 as a plain space
         text = p["piece"] if p["type"] == TOK_BYTE else p["piece"].replace("\u2581".encode(), b" ")
         tokens.append((text, p["score"], p["type"]))
+    # tokens added beside the SentencePiece model (Phi-3's chat tokens, ids 32000 and up)
+    directory = os.path.dirname(path)
+    extra = {i: a for i, a in added_tokens(directory).items() if i >= len(tokens)}
+    if extra:
+        tokens += [(b"", 0.0, TOK_UNUSED)] * (max(extra) + 1 - len(tokens))
+        for i, a in extra.items():
+            tokens[i] = (a["content"].encode(), 0.0, added_token_type(a))
+        progress_done(f"note: {len(extra)} added tokens beside {os.path.basename(path)} (ids {min(extra)}-{max(extra)})")
+    config = read_tokenizer_config(directory)
+    eos = next((i for i, t in enumerate(tokens) if t[0] == (token_text(config.get("eos_token")) or "").encode()
+                and t[2] in (TOK_CONTROL, TOK_USER_DEFINED)), trainer["eos_id"])
     tokens = pad_vocab(tokens, vocab_size, path)
-    chat = detect_chat_template(read_tokenizer_config(os.path.dirname(path)).get("chat_template"))
-    write_tokenizer(out, tokens, KIND_SENTENCEPIECE, trainer["bos_id"], trainer["eos_id"], trainer["unk_id"], flags,
-                    chat=chat)
+    chat = detect_chat_template(config.get("chat_template"))
+    write_tokenizer(out, tokens, KIND_SENTENCEPIECE, trainer["bos_id"], eos, trainer["unk_id"], flags, chat=chat)
     progress_done(f"wrote {out}: SentencePiece BPE tokenizer, {len(tokens)} tokens")
 
 
@@ -1932,7 +1964,7 @@ LLAMA3_SPECIAL = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_t
 
 
 TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "llama3.1": 3, "chatml": 4, "zephyr": 5, "mistral": 6,
-             "deepseek-r1": 7, "gemma": 8}
+             "deepseek-r1": 7, "gemma": 8, "phi3": 9, "phi4": 10}
 
 
 def detect_chat_template(jinja):
@@ -1949,6 +1981,10 @@ def detect_chat_template(jinja):
         return TEMPLATES["llama3.1" if "Cutting Knowledge Date" in jinja else "llama3"], None
     if "<start_of_turn>" in jinja:
         return TEMPLATES["gemma"], None
+    if "<|end|>" in jinja and "'<|' + message['role'] + '|>'" in jinja:  # Phi-4: <|user|>{user}<|end|>
+        return TEMPLATES["phi4"], None
+    if "<|end|>" in jinja and "<|user|>" in jinja:  # Phi-3: <|user|>\n{user}<|end|>\n
+        return TEMPLATES["phi3"], None
     if "<|im_start|>" in jinja:
         # a default system prompt is written as a literal: '<|im_start|>system\n...<|im_end|>'
         m = re.search(r"<\|im_start\|>system\\n([^'\"]*?)<\|im_end\|>", jinja)
@@ -2071,7 +2107,7 @@ def _export_tokenizer_json(path, out, vocab_size=None):
             raise ExportError(f"{path}: token {text!r} is not in GPT-2's byte alphabet") from None
     added = {}
     for a in tj.get("added_tokens", []):
-        tokens[a["id"]] = (a["content"].encode(), 0.0, TOK_CONTROL if a.get("special") else TOK_USER_DEFINED)
+        tokens[a["id"]] = (a["content"].encode(), 0.0, added_token_type(a))
         added[a["content"]] = a["id"]
     holes = [i for i, t in enumerate(tokens) if t is None]
     for i in holes:  # ids no token uses
@@ -2152,7 +2188,7 @@ def export_sentencepiece_json(path, out, tj, vocab_size=None):
     for text, a in added.items():
         # special tokens are placed by id only; the others are matched whole in text, except runs of
         # the word marker, which the merges make anyway (matched first they would change what follows)
-        kind = TOK_CONTROL if a.get("special") else TOK_NORMAL if set(text) <= {"\u2581"} else TOK_USER_DEFINED
+        kind = TOK_NORMAL if not a.get("special") and set(text) <= {"\u2581"} else added_token_type(a)
         tokens[a["id"]] = (text.replace("\u2581", " ").encode(), 0.0, kind)
     unk = added.get(model.get("unk_token"), {}).get("id", vocab.get(model.get("unk_token"), -1))
     if unk >= 0:

@@ -2299,10 +2299,14 @@ enum { KIND_SENTENCEPIECE = 1, KIND_BYTE_LEVEL = 2 };
 enum { PRETOK_NONE = 0, PRETOK_LLAMA3 = 1, PRETOK_QWEN2 = 2, PRETOK_GPT2 = 3, PRETOK_SMOLLM = 4 };
 /* chat templates (rendered in section 8), recorded by the tokenizer file */
 enum { TEMPLATE_NONE, TEMPLATE_LLAMA2, TEMPLATE_LLAMA3, TEMPLATE_LLAMA31, TEMPLATE_CHATML, TEMPLATE_ZEPHYR,
-       TEMPLATE_MISTRAL, TEMPLATE_DEEPSEEK_R1, TEMPLATE_GEMMA, N_TEMPLATES };
+       TEMPLATE_MISTRAL, TEMPLATE_DEEPSEEK_R1, TEMPLATE_GEMMA, TEMPLATE_PHI3, TEMPLATE_PHI4, N_TEMPLATES };
 static const char *TEMPLATE_NAMES[N_TEMPLATES] = {"none", "llama2", "llama3", "llama3.1", "chatml", "zephyr", "mistral",
-                                                  "deepseek-r1", "gemma"};
-#define TEMPLATE_LIST "llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1, gemma"
+                                                  "deepseek-r1", "gemma", "phi3", "phi4"};
+#define TEMPLATE_LIST "llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1, gemma, phi3, phi4"
+/* An added token may swallow the whitespace beside it when it is matched or
+   rendered (Hugging Face's AddedToken rstrip / lstrip; Phi-3's chat tokens):
+   bits 8 and 9 of a token's type in the file. */
+enum { STRIP_RIGHT = 1, STRIP_LEFT = 2 };
 
 typedef struct {
     int vocab_size;
@@ -2312,6 +2316,7 @@ typedef struct {
     int *lengths;       /* (vocab_size) their lengths */
     float *scores;      /* (vocab_size) merge priority when merging by concatenation */
     uint8_t *types;     /* (vocab_size) TOK_* */
+    uint8_t *strip;     /* (vocab_size) STRIP_* */
     int byte_ids[256];  /* token of each single byte: <0xNN>, or the byte itself; -1 if none */
     int bos_id, eos_id, unk_id;
     uint32_t flags;     /* TOKF_* */
@@ -2505,6 +2510,7 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
     t->lengths = xcalloc(V, sizeof(int));
     t->scores = xcalloc(V, sizeof(float));
     t->types = xcalloc(V, 1);
+    t->strip = xcalloc(V, 1);
     t->user_defined = xcalloc(V, sizeof(int));
     for (int b = 0; b < 256; b++) t->byte_ids[b] = -1;
 
@@ -2517,6 +2523,8 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
         memcpy(&t->scores[i], (need_bytes(&r, 4, "token score"), r.p), 4);
         r.p += 4;
         int32_t type = ours ? read_i32(&r, "token type") : TOK_NORMAL;
+        t->strip[i] = (uint8_t)((type >> 8) & 3);
+        type &= ~(3 << 8);
         if (type < TOK_NORMAL || type > TOK_BYTE) fatal("%s: token %d has unknown type %d", path, i, type);
         int32_t len = read_i32(&r, "token length");
         if (len < 0 || len > 65536) fatal("%s: token %d has invalid length %d", path, i, len);
@@ -2566,7 +2574,7 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
 }
 
 static void free_tokenizer(Tokenizer *t) {
-    free(t->pieces); free(t->lengths); free(t->scores); free(t->types);
+    free(t->pieces); free(t->lengths); free(t->scores); free(t->types); free(t->strip);
     free(t->hash); free(t->merges); free(t->merge_hash); free(t->user_defined); free(t->blob);
     free(t->default_system);
     free(t->file);
@@ -3094,9 +3102,14 @@ static int encode(const Tokenizer *t, const char *text, size_t text_len, int add
             i++;
             continue;
         }
-        n_tokens += encode_span(t, text + done, i - done, &scratch, tokens + n_tokens);
+        size_t end = i; /* the text before it, less the whitespace the token swallows on its left */
+        if (t->strip[best] & STRIP_LEFT)
+            while (end > done && isspace((unsigned char)text[end - 1])) end--;
+        n_tokens += encode_span(t, text + done, end - done, &scratch, tokens + n_tokens);
         tokens[n_tokens++] = best;
         i += t->lengths[best];
+        if (t->strip[best] & STRIP_RIGHT)
+            while (i < len && isspace((unsigned char)text[i])) i++;
         done = i;
     }
     n_tokens += encode_span(t, text + done, len - done, &scratch, tokens + n_tokens);
@@ -3465,9 +3478,14 @@ typedef struct {
     int n, cap;
     char *text;
     size_t text_len, text_cap;
+    int strip_next; /* the last token swallows the whitespace after it (STRIP_RIGHT) */
 } Render;
 
 static void render_text(Render *r, const char *s) {
+    if (r->strip_next) {
+        while (isspace((unsigned char)*s)) s++;
+        if (*s) r->strip_next = 0;
+    }
     size_t len = strlen(s);
     if (r->text_len + len + 1 > r->text_cap) {
         r->text_cap = (r->text_len + len + 1) * 2;
@@ -3495,9 +3513,12 @@ static void render_flush(Render *r) {
 }
 
 static void render_special(Render *r, int id) {
+    if (r->tok->strip[id] & STRIP_LEFT) /* the token swallows the whitespace before it */
+        while (r->text_len > 0 && isspace((unsigned char)r->text[r->text_len - 1])) r->text_len--;
     render_flush(r);
     render_reserve(r, 1);
     r->ids[r->n++] = id;
+    r->strip_next = (r->tok->strip[id] & STRIP_RIGHT) != 0;
 }
 
 /* The control (or user-defined) token spelled `text`, which the template needs. */
@@ -3525,7 +3546,9 @@ typedef struct {
     int bos, eos;       /* the tokenizer's */
     int eot;            /* token that ends an assistant turn */
     int a, b;           /* the template's other special tokens: header start/end, im_start/im_end,
-                           DeepSeek's User/Assistant, or Gemma's start_of_turn/end_of_turn */
+                           DeepSeek's User/Assistant, Gemma's start_of_turn/end_of_turn, or
+                           Phi's <|user|>/<|assistant|> */
+    int c;              /* Phi's <|system|> */
     int think_open, think_close; /* <think> and </think> of a reasoning model, or -1 */
 } ChatFormat;
 
@@ -3551,6 +3574,11 @@ static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, c
     } else if (template == TEMPLATE_GEMMA) {
         f->a = special_id(t, "<start_of_turn>");
         f->b = f->eot = special_id(t, "<end_of_turn>");
+    } else if (template == TEMPLATE_PHI3 || template == TEMPLATE_PHI4) {
+        f->a = special_id(t, "<|user|>");
+        f->b = special_id(t, "<|assistant|>");
+        f->c = special_id(t, "<|system|>");
+        f->eot = special_id(t, "<|end|>");
     }
     if ((template == TEMPLATE_LLAMA2 || template == TEMPLATE_LLAMA3 || template == TEMPLATE_LLAMA31 ||
          template == TEMPLATE_MISTRAL || template == TEMPLATE_DEEPSEEK_R1 || template == TEMPLATE_GEMMA) && f->bos < 0)
@@ -3563,6 +3591,18 @@ static void llama3_header(Render *r, const ChatFormat *f, const char *role) {
     render_text(r, role);
     render_special(r, f->b);
     render_text(r, "\n\n");
+}
+
+/* A Phi message after its role token: Phi-3's newline, the text as it is,
+   <|end|> and Phi-3's newline. (Phi-3's role and end tokens swallow the
+   whitespace after them when Hugging Face tokenizes, so those newlines
+   vanish: render_special does the same from the tokenizer's strip flags.) */
+static void phi_turn(Render *r, const ChatFormat *f, const char *text) {
+    int newlines = f->template == TEMPLATE_PHI3;
+    if (newlines) render_text(r, "\n");
+    render_text(r, text);
+    render_special(r, f->eot);
+    if (newlines) render_text(r, "\n");
 }
 
 /* The start of a conversation: BOS and the system prompt, where the template
@@ -3600,6 +3640,13 @@ static void render_open(Render *r, const ChatFormat *f) {
         break;
     case TEMPLATE_MISTRAL:
     case TEMPLATE_GEMMA: render_special(r, f->bos); break; /* Gemma: the system prompt opens the first user turn */
+    case TEMPLATE_PHI3: /* <|system|>\n{system}<|end|>\n, if the system prompt is not empty; no BOS */
+    case TEMPLATE_PHI4: /* <|system|>{system}<|end|> */
+        if (f->system && f->system[0]) {
+            render_special(r, f->c);
+            phi_turn(r, f, f->system);
+        }
+        break;
     case TEMPLATE_DEEPSEEK_R1: /* the system prompt right after BOS, untagged */
         render_special(r, f->bos);
         if (f->system) render_text(r, f->system);
@@ -3664,6 +3711,13 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
         render_special(r, f->think_open);
         render_text(r, "\n");
         break;
+    case TEMPLATE_PHI3: /* <|user|>\n{user}<|end|>\n<|assistant|>\n (Phi-4: no newlines) */
+    case TEMPLATE_PHI4:
+        render_special(r, f->a);
+        phi_turn(r, f, message);
+        render_special(r, f->b);
+        if (f->template == TEMPLATE_PHI3) render_text(r, "\n");
+        break;
     case TEMPLATE_GEMMA: /* <start_of_turn>user\n{system}\n\n{user}<end_of_turn>\n<start_of_turn>model\n */
         render_special(r, f->a);
         render_text(r, "user\n");
@@ -3684,7 +3738,8 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
 
 /* What follows the assistant's end-of-turn token, before the next user turn. */
 static void render_after_reply(Render *r, const ChatFormat *f) {
-    if (f->template == TEMPLATE_CHATML || f->template == TEMPLATE_ZEPHYR || f->template == TEMPLATE_GEMMA)
+    if (f->template == TEMPLATE_CHATML || f->template == TEMPLATE_ZEPHYR || f->template == TEMPLATE_GEMMA ||
+        f->template == TEMPLATE_PHI3)
         render_text(r, "\n");
 }
 
@@ -3732,7 +3787,7 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
                  int stats) {
     const Config *c = &m->config;
     int interactive = isatty(0);
-    Render r = {tok, NULL, 0, 0, NULL, 0, 0};
+    Render r = {tok, NULL, 0, 0, NULL, 0, 0, 0};
     int pos = 0;       /* next position in the KV cache */
     int pending = -1;  /* a sampled end-of-turn token not yet fed to the model */
     int started = 0;   /* the conversation's opening has been rendered */
@@ -3751,7 +3806,7 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
             free(message);
             continue;
         }
-        r.n = 0;
+        r.n = 0, r.strip_next = 0;
         if (pending >= 0) {
             render_special(&r, pending);
             render_after_reply(&r, f);

@@ -152,7 +152,7 @@ static int cmd_render(char **argv) {
     if (len > 0 && strcmp(buf, "system") == 0) system = buf + strlen(buf) + 1;
     ChatFormat f;
     build_chat_format(&f, &t, template, system);
-    Render r = {&t, NULL, 0, 0, NULL, 0, 0};
+    Render r = {&t, NULL, 0, 0, NULL, 0, 0, 0};
     render_open(&r, &f);
     int first = 1;
     for (size_t i = 0; i < len;) {

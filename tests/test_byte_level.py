@@ -92,3 +92,19 @@ def test_user_defined_tokens_are_matched_whole(shared, tmp_path):
     export(tmp_path / "tok.bin", "--tokenizer", src)
     ids = run("-m", "tokenize", "-z", tmp_path / "tok.bin", "-i", "a<tool_call>b").stdout.split()
     assert b"49152" in ids and len(ids) == 3
+
+
+def test_user_defined_tokens_swallow_whitespace_as_their_flags_say(shared, tmp_path):
+    """An added token with rstrip (lstrip) takes the whitespace after (before)
+    it when it is matched in text, as Hugging Face's AddedToken does."""
+    with open(os.path.join(shared, "tokenizers", "smollm2", "tokenizer.json"), encoding="utf-8") as f:
+        tj = json.load(f)
+    tj["added_tokens"] += [{"id": 49152, "content": "<R>", "special": False, "rstrip": True, "lstrip": False},
+                           {"id": 49153, "content": "<L>", "special": False, "rstrip": False, "lstrip": True}]
+    src = tmp_path / "tokenizer.json"
+    src.write_text(json.dumps(tj), encoding="utf-8")
+    export(tmp_path / "tok.bin", "--tokenizer", src)
+    ref = ref_bpe.TokenizerJson(os.path.join(shared, "tokenizers", "smollm2", "tokenizer.json"))
+    got = encode_all(tmp_path, tmp_path / "tok.bin", [b"a <R>  \n b", b"a \n <L> b"])
+    assert got[0] == ref.encode(b"a ") + [49152] + ref.encode(b"b")
+    assert got[1] == ref.encode(b"a") + [49153] + ref.encode(b" b")

@@ -338,3 +338,98 @@ def test_gemma3_template_equals_its_jinja_rendering(shared, tmp_path):
         case = json.load(f)[0]
     turns = [(m["role"], m["content"]) for m in case["messages"]]
     assert render(tmp_path, tok, "gemma", turns) == case["ids"]
+
+
+# Phi's published chat templates (Phi-3.5-mini-instruct's and Phi-4-mini-instruct's tokenizer_config.json)
+PHI35_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}"
+    "{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'user' %}"
+    "{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'assistant' %}"
+    "{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}")
+PHI4_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' and 'tools' in message and "
+    "message['tools'] is not none %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|tool|>' + "
+    "message['tools'] + '<|/tool|>' + '<|end|>' }}{% else %}{{ '<|' + message['role'] + '|>' + "
+    "message['content'] + '<|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}")
+# Phi-3.5's added tokens (ids and flags as its tokenizer.json has them: the chat tokens strip on the right)
+PHI_ADDED = {32000: ("<|endoftext|>", False), 32001: ("<|assistant|>", True), 32006: ("<|system|>", True),
+             32007: ("<|end|>", True), 32010: ("<|user|>", True)}
+
+
+def jinja_ids(template, messages, specials, encode):
+    """What Hugging Face does: render the template with jinja2, split the text
+    at the special tokens (each rstrip one swallowing the whitespace after it),
+    and encode each piece between them on its own."""
+    if os.environ.get("CI"):
+        import jinja2
+    else:
+        jinja2 = pytest.importorskip("jinja2", reason="python3-jinja2 is not installed")
+    import re
+    text = jinja2.Environment().from_string(template).render(messages=messages, add_generation_prompt=True,
+                                                              eos_token="<|endoftext|>")
+    ids, strip = [], False
+    for part in re.split("(" + "|".join(re.escape(s) for s in specials) + ")", text):
+        if part in specials:
+            ids.append(specials[part][0])
+            strip = specials[part][1]
+            continue
+        part = part.lstrip() if strip else part
+        if part:
+            ids += encode(part)
+            strip = False
+    return ids
+
+
+def phi_tokenizer_dir(tmp_path, source, template, added):
+    """A tokenizer directory: `source` (a tokenizer.model or tokenizer.json)
+    and a tokenizer_config.json with Phi's added tokens and template."""
+    d = tmp_path / "phi"
+    d.mkdir()
+    shutil.copy(source, d / os.path.basename(source))
+    decoder = {str(i): {"content": t, "special": True, "rstrip": rs, "lstrip": False, "normalized": False}
+               for i, (t, rs) in added.items()}
+    (d / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": decoder, "chat_template": template,
+                                                         "eos_token": "<|endoftext|>"}))
+    return d
+
+
+@pytest.mark.parametrize("system", [SYSTEM, ""])
+def test_phi3_template_equals_its_jinja_rendering(shared, tmp_path, spm, system):
+    """Phi-3.5-mini: the Llama 2 SentencePiece model plus added chat tokens
+    (from tokenizer_config.json, with their rstrip flags), no BOS, the system
+    turn only when it has text; the role and end tokens swallow the newlines
+    after them, as Hugging Face's tokenizer does."""
+    d = phi_tokenizer_dir(tmp_path, f"{shared}/tokenizers/llama2/tokenizer.model", PHI35_TEMPLATE, PHI_ADDED)
+    p = export(tmp_path / "tok.bin", "--tokenizer", d)
+    assert "5 added tokens beside tokenizer.model" in p.stderr
+    with open(tmp_path / "tok.bin", "rb") as f:
+        head = f.read(64)
+    assert int.from_bytes(head[44:48], "little") == 9 and int.from_bytes(head[20:24], "little") == 32000
+    specials = {t: (i, rs) for i, (t, rs) in PHI_ADDED.items()}
+    conversation = [("system", system), ("user", U1), ("assistant", A1), ("user", U2)]
+    want = jinja_ids(PHI35_TEMPLATE, [{"role": r, "content": c} for r, c in conversation], specials, spm)
+    assert render(tmp_path, tmp_path / "tok.bin", "phi3", conversation) == want
+    assert want[0] == (32006 if system else 32010) and 13 not in want[:3]  # no newline after a chat token
+
+
+def test_phi4_template_equals_its_jinja_rendering(shared, tmp_path):
+    """Phi-4-mini's template (no newlines; roles spelled through the role
+    name), here on SmolLM2's byte-level tokenizer with the chat tokens added."""
+    tj = json.loads(open(f"{shared}/tokenizers/smollm2/tokenizer.json", encoding="utf-8").read())
+    added = {49152 + k: (t, True) for k, t in enumerate(["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"])}
+    tj["added_tokens"] += [{"id": i, "content": t, "special": True, "rstrip": rs, "lstrip": False}
+                           for i, (t, rs) in added.items()]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
+    d = phi_tokenizer_dir(tmp_path, tmp_path / "src" / "tokenizer.json", PHI4_TEMPLATE, {})
+    export(tmp_path / "tok.bin", "--tokenizer", d / "tokenizer.json")
+    with open(tmp_path / "tok.bin", "rb") as f:
+        assert int.from_bytes(f.read(48)[44:48], "little") == 10  # recorded as phi4
+    enc = ref_bpe.TokenizerJson(f"{shared}/tokenizers/smollm2/tokenizer.json").encode
+    specials = {t: (i, rs) for i, (t, rs) in added.items()}
+    conversation = [("system", SYSTEM), ("user", " " + U1), ("assistant", A1), ("user", U2)]
+    want = jinja_ids(PHI4_TEMPLATE, [{"role": r, "content": c} for r, c in conversation], specials,
+                     lambda s: enc(s.encode()))
+    assert render(tmp_path, tmp_path / "tok.bin", "phi4", conversation) == want
