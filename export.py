@@ -1964,7 +1964,8 @@ LLAMA3_SPECIAL = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_t
 
 
 TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "llama3.1": 3, "chatml": 4, "zephyr": 5, "mistral": 6,
-             "deepseek-r1": 7, "gemma": 8, "phi3": 9, "phi4": 10}
+             "deepseek-r1": 7, "gemma": 8, "phi3": 9, "phi4": 10,
+             "qwen3": 11}
 
 
 def detect_chat_template(jinja):
@@ -1986,6 +1987,8 @@ def detect_chat_template(jinja):
     if "<|end|>" in jinja and "<|user|>" in jinja:  # Phi-3: <|user|>\n{user}<|end|>\n
         return TEMPLATES["phi3"], None
     if "<|im_start|>" in jinja:
+        if "enable_thinking" in jinja:  # Qwen3: ChatML with a thinking section, which can be turned off
+            return TEMPLATES["qwen3"], None
         # a default system prompt is written as a literal: '<|im_start|>system\n...<|im_end|>'
         m = re.search(r"<\|im_start\|>system\\n([^'\"]*?)<\|im_end\|>", jinja)
         return TEMPLATES["chatml"], m.group(1).replace("\\n", "\n") if m else None

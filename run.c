@@ -2299,10 +2299,11 @@ enum { KIND_SENTENCEPIECE = 1, KIND_BYTE_LEVEL = 2 };
 enum { PRETOK_NONE = 0, PRETOK_LLAMA3 = 1, PRETOK_QWEN2 = 2, PRETOK_GPT2 = 3, PRETOK_SMOLLM = 4 };
 /* chat templates (rendered in section 8), recorded by the tokenizer file */
 enum { TEMPLATE_NONE, TEMPLATE_LLAMA2, TEMPLATE_LLAMA3, TEMPLATE_LLAMA31, TEMPLATE_CHATML, TEMPLATE_ZEPHYR,
-       TEMPLATE_MISTRAL, TEMPLATE_DEEPSEEK_R1, TEMPLATE_GEMMA, TEMPLATE_PHI3, TEMPLATE_PHI4, N_TEMPLATES };
+       TEMPLATE_MISTRAL, TEMPLATE_DEEPSEEK_R1, TEMPLATE_GEMMA, TEMPLATE_PHI3, TEMPLATE_PHI4, TEMPLATE_QWEN3,
+       N_TEMPLATES };
 static const char *TEMPLATE_NAMES[N_TEMPLATES] = {"none", "llama2", "llama3", "llama3.1", "chatml", "zephyr", "mistral",
-                                                  "deepseek-r1", "gemma", "phi3", "phi4"};
-#define TEMPLATE_LIST "llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1, gemma, phi3, phi4"
+                                                  "deepseek-r1", "gemma", "phi3", "phi4", "qwen3"};
+#define TEMPLATE_LIST "llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1, gemma, phi3, phi4, qwen3"
 /* An added token may swallow the whitespace beside it when it is matched or
    rendered (Hugging Face's AddedToken rstrip / lstrip; Phi-3's chat tokens):
    bits 8 and 9 of a token's type in the file. */
@@ -3550,9 +3551,10 @@ typedef struct {
                            Phi's <|user|>/<|assistant|> */
     int c;              /* Phi's <|system|> */
     int think_open, think_close; /* <think> and </think> of a reasoning model, or -1 */
+    int no_think;       /* Qwen3 with thinking off (--no-think): an empty thinking block opens each reply */
 } ChatFormat;
 
-static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, const char *system) {
+static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, const char *system, int no_think) {
     memset(f, 0, sizeof(*f));
     f->template = template;
     f->system = system ? system : t->default_system;
@@ -3563,9 +3565,13 @@ static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, c
         f->a = special_id(t, "<|start_header_id|>");
         f->b = special_id(t, "<|end_header_id|>");
         f->eot = special_id(t, "<|eot_id|>");
-    } else if (template == TEMPLATE_CHATML) {
+    } else if (template == TEMPLATE_CHATML || template == TEMPLATE_QWEN3) {
         f->a = special_id(t, "<|im_start|>");
         f->b = f->eot = special_id(t, "<|im_end|>");
+        if (template == TEMPLATE_QWEN3) { /* ChatML, with a thinking section before each reply */
+            f->think_open = special_id(t, "<think>");
+            f->think_close = special_id(t, "</think>");
+        }
     } else if (template == TEMPLATE_DEEPSEEK_R1) { /* "｜" is U+FF5C, the fullwidth bar */
         f->a = special_id(t, "<\xEF\xBD\x9C" "User\xEF\xBD\x9C>");
         f->b = special_id(t, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
@@ -3584,6 +3590,9 @@ static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, c
          template == TEMPLATE_MISTRAL || template == TEMPLATE_DEEPSEEK_R1 || template == TEMPLATE_GEMMA) && f->bos < 0)
         fatal("the %s chat template needs a BOS token, which the tokenizer does not have", TEMPLATE_NAMES[template]);
     if (f->eot < 0) fatal("the chat template needs an end-of-turn token, which the tokenizer does not have");
+    if (no_think && template != TEMPLATE_QWEN3)
+        fatal("--no-think: the %s chat template has no switch for thinking (qwen3 has)", TEMPLATE_NAMES[template]);
+    f->no_think = no_think;
 }
 
 static void llama3_header(Render *r, const ChatFormat *f, const char *role) {
@@ -3622,6 +3631,7 @@ static void render_open(Render *r, const ChatFormat *f) {
         }
         break;
     case TEMPLATE_CHATML:
+    case TEMPLATE_QWEN3:
         if (f->system) { /* untrimmed, as the template writes it */
             render_special(r, f->a);
             render_text(r, "system\n");
@@ -3690,6 +3700,7 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
         llama3_header(r, f, "assistant");
         break;
     case TEMPLATE_CHATML:
+    case TEMPLATE_QWEN3:
         render_special(r, f->a);
         render_text(r, "user\n");
         render_text(r, message);
@@ -3697,6 +3708,12 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
         render_text(r, "\n");
         render_special(r, f->a);
         render_text(r, "assistant\n");
+        if (f->no_think) { /* Qwen3's enable_thinking=False: <think>\n\n</think>\n\n */
+            render_special(r, f->think_open);
+            render_text(r, "\n\n");
+            render_special(r, f->think_close);
+            render_text(r, "\n\n");
+        }
         break;
     case TEMPLATE_ZEPHYR:
         render_text(r, "<|user|>\n");
@@ -3738,8 +3755,8 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
 
 /* What follows the assistant's end-of-turn token, before the next user turn. */
 static void render_after_reply(Render *r, const ChatFormat *f) {
-    if (f->template == TEMPLATE_CHATML || f->template == TEMPLATE_ZEPHYR || f->template == TEMPLATE_GEMMA ||
-        f->template == TEMPLATE_PHI3)
+    if (f->template == TEMPLATE_CHATML || f->template == TEMPLATE_QWEN3 || f->template == TEMPLATE_ZEPHYR ||
+        f->template == TEMPLATE_GEMMA || f->template == TEMPLATE_PHI3)
         render_text(r, "\n");
 }
 
@@ -3975,6 +3992,7 @@ static void usage(FILE *f) {
             "  -T <int>    threads, default: OMP_NUM_THREADS or all cores (builds with OpenMP)\n"
             "  --template <name>  chat template: " TEMPLATE_LIST "\n"
             "                     (default: the model's own)\n"
+            "  --no-think  chat with a qwen3 model: thinking off (an empty thinking block opens each reply)\n"
             "  --stats     chat: tokens/s after each reply\n"
             "  --trace     print each token fed to the model, with its position, on stderr\n"
             "  --verbose   a model card on stderr: shape, weights, tokenizer, memory, threads\n"
@@ -4026,7 +4044,7 @@ int main(int argc, char **argv) {
     const char *mode = "generate", *system_prompt = NULL;
     float temperature = 1.0f, topp = 0.9f;
     long long seed = 0, steps = 256;
-    int steps_given = 0, template = -1, stats = 0, trace = 0, verbose = 0, show = 0, show_probs = 0;
+    int steps_given = 0, template = -1, stats = 0, trace = 0, verbose = 0, show = 0, show_probs = 0, no_think = 0;
 
     int i = 1;
     if (argc >= 2 && argv[1][0] != '-') model_path = argv[i++];
@@ -4040,8 +4058,8 @@ int main(int argc, char **argv) {
             *(flag[2] == 's' ? &stats : flag[2] == 't' ? &trace : &verbose) = 1;
             continue;
         }
-        if (strcmp(flag, "--show") == 0) {
-            show = 1;
+        if (strcmp(flag, "--show") == 0 || strcmp(flag, "--no-think") == 0) {
+            *(flag[2] == 's' ? &show : &no_think) = 1;
             continue;
         }
         if (strcmp(flag, "--probs") == 0) {
@@ -4146,7 +4164,7 @@ int main(int argc, char **argv) {
             if (asked && asked[0]) system_prompt = asked;
         }
         ChatFormat format;
-        build_chat_format(&format, &tok, template, system_prompt);
+        build_chat_format(&format, &tok, template, system_prompt, no_think);
         RunState state;
         build_state(&state, c, ctx);
         state.trace = trace;

@@ -143,15 +143,19 @@ static int cmd_render(char **argv) {
     Tokenizer t;
     build_tokenizer(&t, argv[2], 0);
     int template = -1;
+    char name[64];
+    snprintf(name, sizeof name, "%s", argv[3]);
+    char *option = strchr(name, '/'); /* "qwen3/no-think": the template with thinking off */
+    if (option) *option++ = '\0';
     for (int k = 1; k < N_TEMPLATES; k++)
-        if (strcmp(argv[3], TEMPLATE_NAMES[k]) == 0) template = k;
+        if (strcmp(name, TEMPLATE_NAMES[k]) == 0) template = k;
     if (template < 0) fatal("unknown template %s", argv[3]);
     size_t len;
     char *buf = read_file(argv[4], &len);
     const char *system = NULL;
     if (len > 0 && strcmp(buf, "system") == 0) system = buf + strlen(buf) + 1;
     ChatFormat f;
-    build_chat_format(&f, &t, template, system);
+    build_chat_format(&f, &t, template, system, option && strcmp(option, "no-think") == 0);
     Render r = {&t, NULL, 0, 0, NULL, 0, 0, 0};
     render_open(&r, &f);
     int first = 1;

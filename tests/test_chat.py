@@ -313,17 +313,38 @@ def test_reasoning_model_chats_and_marks_its_thinking(r1_dir, tmp_path):
     assert [p for p, _ in fed] == list(range(len(fed)))
 
 
-def test_qwen3_template_with_thinking_on_equals_its_jinja_rendering(shared, tmp_path):
-    """Qwen3's tokenizer and its chat template (detected as ChatML, no default
-    system prompt) give the ids its own jinja template gives, with thinking on
-    (the template's default). With thinking off the template also writes an
-    empty <think></think> block into the generation prompt: not rendered yet."""
+@pytest.mark.parametrize("thinking", [True, False])
+def test_qwen3_template_equals_its_jinja_rendering(shared, tmp_path, thinking):
+    """Qwen3's tokenizer and chat template (detected as qwen3: ChatML with a
+    thinking section) give the ids its own jinja template gives, with
+    thinking on (the template's default) and off (--no-think: the empty
+    <think></think> block it writes into the generation prompt)."""
     tok = tmp_path / "tokenizer.bin"
     export(tok, "--tokenizer", os.path.join(shared, "tokenizers", "qwen3"))
+    with open(tok, "rb") as f:
+        assert int.from_bytes(f.read(48)[44:48], "little") == 11  # recorded as qwen3
     with open(os.path.join(shared, "testdata", "tokenizer", "chat", "qwen3.json")) as f:
-        case = next(c for c in json.load(f) if c["options"].get("enable_thinking") is not False)
+        case = next(c for c in json.load(f) if (c["options"].get("enable_thinking") is not False) == thinking)
     turns = [(m["role"], m["content"]) for m in case["messages"]]
-    assert render(tmp_path, tok, "chatml", turns) == case["ids"]
+    want = case["ids"]
+    if not thinking:
+        # The generation prompt ends in <think>\n\n</think>\n\n. run.c feeds that block before every
+        # reply and keeps it in the KV cache; the template re-renders earlier replies without it.
+        block = want[-4:]
+        assert block[0] == 151667 and block[2] == 151668  # <think>, </think>
+        first_reply = want.index(151644, want.index(77091) - 1) + 3  # after the first <|im_start|>assistant\n
+        want = want[:first_reply] + block + want[first_reply:]
+    assert render(tmp_path, tok, "qwen3" if thinking else "qwen3/no-think", turns) == want
+
+
+def test_no_think_is_refused_for_templates_without_the_switch(tmp_path, smollm2):
+    tok, _ = smollm2
+    p = subprocess.run([RUN, "-m", "chat", "-z", tok, "--no-think"], capture_output=True, input=b"")
+    (tmp_path / "c.bin").write_bytes(b"user\0Hi\0")
+    h = subprocess.run([os.path.join(os.path.dirname(RUN), "tests", "harness"), "render", tok, "chatml/no-think",
+                        tmp_path / "c.bin"], capture_output=True)
+    assert h.returncode == 1 and b"--no-think: the chatml chat template has no switch for thinking" in h.stderr
+    assert p.returncode == 1
 
 
 def test_gemma3_template_equals_its_jinja_rendering(shared, tmp_path):

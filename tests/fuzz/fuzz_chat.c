@@ -29,7 +29,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     }
     for (int template = 1; template < N_TEMPLATES; template++)
         if (setjmp(fuzz_escape) == 0) {
-            build_chat_format(&formats[template], tokenizer_for(template), template, NULL);
+            build_chat_format(&formats[template], tokenizer_for(template), template, NULL, 0);
             usable[template] = 1;
         }
     return 0;
