@@ -729,8 +729,12 @@ typedef struct {
     float *q;         /* (T, n_heads * head_dim) queries */
     float *att;       /* (n_heads, ctx) attention scores */
     float *logits;    /* (T, vocab_size) */
-    float *key_cache;   /* (n_layers, ctx, n_kv_heads * head_dim) */
-    float *value_cache; /* (n_layers, ctx, n_kv_heads * head_dim) */
+    int kv16;           /* the KV cache holds IEEE halves (--kv-cache fp16): half the memory */
+    float *key_cache;   /* (n_layers, ctx, n_kv_heads * head_dim), fp32; NULL with kv16 */
+    float *value_cache; /* (n_layers, ctx, n_kv_heads * head_dim), fp32; NULL with kv16 */
+    uint16_t *key_cache16;   /* the same in fp16 with kv16, else NULL */
+    uint16_t *value_cache16;
+    float *kv_new;      /* (2, T, n_kv_heads * head_dim) new keys and values on their way into an fp16 cache */
     RopeTable rope[2]; /* [0] for global layers, [1] for sliding-window (local) layers */
     QuantizedVector *xq; /* (T) activations quantized for a matmul */
     int trace;        /* print each token fed to the model, with its position, on stderr */
@@ -795,7 +799,26 @@ static void check_memory(uint64_t kv_bytes, int ctx) {
 #endif
 }
 
-static void build_state(RunState *s, const Config *c, int ctx) {
+/* Float to IEEE half, rounded to nearest even (overflow to infinity,
+   underflow through the subnormals to zero). numpy: x.astype(np.float16) */
+static uint16_t fp32_to_fp16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, exp = (x >> 23) & 0xFF, mant = x & 0x7FFFFF;
+    if (exp == 0xFF) return (uint16_t)(sign | 0x7C00u | (mant ? 0x200u : 0)); /* inf, nan */
+    int e = (int)exp - 127 + 15;                                               /* the half's exponent */
+    if (e >= 31) return (uint16_t)(sign | 0x7C00u);                           /* too large: inf */
+    int shift = e > 0 ? 13 : 14 - e;       /* mantissa bits dropped; subnormals drop more */
+    if (shift > 24) return (uint16_t)sign; /* too small: zero */
+    uint32_t m = e > 0 ? mant : mant | 0x800000u; /* a subnormal keeps the implicit 1 */
+    uint32_t half = (e > 0 ? (uint32_t)e << 10 : 0) | (m >> shift), rest = m & ((1u << shift) - 1);
+    uint32_t halfway = 1u << (shift - 1);
+    if (rest > halfway || (rest == halfway && (half & 1))) half++; /* a carry may reach the exponent: right */
+    return (uint16_t)(sign | half);
+}
+
+static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
+    memset(s, 0, sizeof(*s));
     int q_dim = c->n_heads * c->head_dim, half = c->rope_dim / 2;
     uint64_t kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
     int T = ctx < MAX_BATCH ? ctx : MAX_BATCH;
@@ -812,9 +835,17 @@ static void build_state(RunState *s, const Config *c, int ctx) {
     s->logits = xcalloc((size_t)T * c->vocab_size, sizeof(float));
     uint64_t cache = (uint64_t)c->n_layers * ctx * kv_dim;
     if (cache > SIZE_MAX / sizeof(float)) fatal("KV cache of %llu floats is too large", (unsigned long long)cache);
-    check_memory(2 * cache * sizeof(float), ctx);
-    s->key_cache = xcalloc((size_t)cache, sizeof(float));
-    s->value_cache = xcalloc((size_t)cache, sizeof(float));
+    size_t element = kv16 ? sizeof(uint16_t) : sizeof(float);
+    check_memory(2 * cache * element, ctx);
+    s->kv16 = kv16;
+    if (kv16) {
+        s->key_cache16 = xcalloc((size_t)cache, element);
+        s->value_cache16 = xcalloc((size_t)cache, element);
+        s->kv_new = xcalloc((size_t)(2 * T * kv_dim), sizeof(float));
+    } else {
+        s->key_cache = xcalloc((size_t)cache, element);
+        s->value_cache = xcalloc((size_t)cache, element);
+    }
     for (int local = 0; local < 2; local++) {
         RopeTable *rt = &s->rope[local];
         rt->freq = xcalloc(half, sizeof(float));
@@ -836,6 +867,7 @@ static void free_state(RunState *s) {
     free(s->xq);
     free(s->x); free(s->xb); free(s->xb2); free(s->ao); free(s->hb); free(s->hb2); free(s->q); free(s->att);
     free(s->logits); free(s->key_cache); free(s->value_cache);
+    free(s->key_cache16); free(s->value_cache16); free(s->kv_new);
     for (int local = 0; local < 2; local++) free(s->rope[local].freq), free(s->rope[local].cos), free(s->rope[local].sin);
 }
 
@@ -1150,6 +1182,23 @@ void weighted_sum_scalar(float *out, const float *att, const float *v, size_t st
         for (int i = 0; i < head_dim; i++) out[i] += att[p] * v[p * stride + i];
 }
 
+/* The same two over a 16-bit KV cache (--kv-cache fp16): each cached key and
+   value is an IEEE half, widened to float as it is read. */
+void attention_scores_f16_scalar(float *att, const float *q, const uint16_t *k, size_t stride, int n, int head_dim,
+                                 float scale) {
+    for (int p = 0; p < n; p++) {
+        float sum = 0.0f;
+        for (int i = 0; i < head_dim; i++) sum += q[i] * fp16_to_fp32(k[p * stride + i]);
+        att[p] = sum * scale;
+    }
+}
+
+void weighted_sum_f16_scalar(float *out, const float *att, const uint16_t *v, size_t stride, int n, int head_dim) {
+    for (int i = 0; i < head_dim; i++) out[i] = 0.0f;
+    for (int p = 0; p < n; p++)
+        for (int i = 0; i < head_dim; i++) out[i] += att[p] * fp16_to_fp32(v[p * stride + i]);
+}
+
 #if defined(USE_AVX2)
 static float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -1355,43 +1404,69 @@ static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector 
     return hsum256(_mm256_add_ps(acc0, acc1)) - 8.0f * (hsum256(offset) + rest_offset);
 }
 
+/* 8 cached values from an fp32 cache, or from an fp16 one (F16C widens them). */
+static inline __m256 load_cached8(const void *cache, int half, size_t at) {
+    if (half) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)cache + at)));
+    return _mm256_loadu_ps((const float *)cache + at);
+}
+
+/* q . (cached key at `at`) over head values from..head_dim, one by one. */
+static float dot_cached_tail(const float *q, const void *k, int half, size_t at, int from, int head_dim) {
+    float sum = 0.0f;
+    for (int i = from; i < head_dim; i++)
+        sum += q[i] * (half ? fp16_to_fp32(((const uint16_t *)k)[at + i]) : ((const float *)k)[at + i]);
+    return sum;
+}
+
 /* Four positions at a time: each load of q serves 4 keys, and the four sums
-   are reduced together (two rounds of hadd) instead of one by one. */
-static void attention_scores(float *att, const float *q, const float *k, size_t stride, int n, int head_dim,
-                             float scale) {
+   are reduced together (two rounds of hadd) instead of one by one. (half is
+   a constant at each call, so the compiler makes one loop of each.) */
+static inline void attention_scores_cached(float *att, const float *q, const void *k, int half, size_t stride, int n,
+                                           int head_dim, float scale) {
     int p = 0, whole = head_dim / 8 * 8;
     for (; p + 4 <= n; p += 4) {
-        const float *k0 = k + p * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+        size_t k0 = p * stride, k1 = k0 + stride, k2 = k1 + stride, k3 = k2 + stride;
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         for (int i = 0; i < whole; i += 8) {
             __m256 qv = _mm256_loadu_ps(q + i);
-            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
-            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), a1);
-            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), a2);
-            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), a3);
+            a0 = _mm256_fmadd_ps(qv, load_cached8(k, half, k0 + i), a0);
+            a1 = _mm256_fmadd_ps(qv, load_cached8(k, half, k1 + i), a1);
+            a2 = _mm256_fmadd_ps(qv, load_cached8(k, half, k2 + i), a2);
+            a3 = _mm256_fmadd_ps(qv, load_cached8(k, half, k3 + i), a3);
         }
         __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3)); /* [0 1 2 3 | 0 1 2 3] halves */
         __m128 sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
         float out[4];
         _mm_storeu_ps(out, sums);
-        for (int j = 0; j < 4; j++) {
-            const float *kj = k0 + j * stride;
-            att[p + j] = (out[j] + dot_f32_scalar(q + whole, kj + whole, head_dim - whole)) * scale;
-        }
+        for (int j = 0; j < 4; j++) att[p + j] = (out[j] + dot_cached_tail(q, k, half, k0 + j * stride, whole, head_dim)) * scale;
     }
-    for (; p < n; p++) att[p] = dot_f32(q, k + p * stride, head_dim) * scale;
+    for (; p < n; p++) {
+        __m256 a = _mm256_setzero_ps();
+        for (int i = 0; i < whole; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_cached8(k, half, p * stride + i), a);
+        att[p] = (hsum256(a) + dot_cached_tail(q, k, half, p * stride, whole, head_dim)) * scale;
+    }
+}
+
+static void attention_scores(float *att, const float *q, const float *k, size_t stride, int n, int head_dim,
+                             float scale) {
+    attention_scores_cached(att, q, k, 0, stride, n, head_dim, scale);
+}
+
+static void attention_scores_f16(float *att, const float *q, const uint16_t *k, size_t stride, int n, int head_dim,
+                                 float scale) {
+    attention_scores_cached(att, q, k, 1, stride, n, head_dim, scale);
 }
 
 /* out[0 .. 8 * vectors) = sum over p < n of att[p] * v_p[0 .. 8 * vectors),
-   the partial sums held in `vectors` registers for the whole pass. */
-static inline void weighted_sum_columns(float *out, const float *att, const float *v, size_t stride, int n,
+   the partial sums held in `vectors` registers for the whole pass. (half is
+   a constant at each call, so the compiler makes one loop of each.) */
+static inline void weighted_sum_columns(float *out, const float *att, const void *v, int half, size_t stride, int n,
                                         int vectors) {
     __m256 a[8];
     for (int k = 0; k < vectors; k++) a[k] = _mm256_setzero_ps();
     for (int p = 0; p < n; p++) {
         __m256 w = _mm256_broadcast_ss(att + p);
-        const float *vp = v + p * stride;
-        for (int k = 0; k < vectors; k++) a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp + 8 * k), a[k]);
+        for (int k = 0; k < vectors; k++) a[k] = _mm256_fmadd_ps(w, load_cached8(v, half, p * stride + 8 * k), a[k]);
     }
     for (int k = 0; k < vectors; k++) _mm256_storeu_ps(out + 8 * k, a[k]);
 }
@@ -1401,10 +1476,18 @@ static inline void weighted_sum_columns(float *out, const float *att, const floa
    to memory until the end. */
 static void weighted_sum(float *out, const float *att, const float *v, size_t stride, int n, int head_dim) {
     int i = 0;
-    for (; i + 64 <= head_dim; i += 64) weighted_sum_columns(out + i, att, v + i, stride, n, 8);
-    for (; i + 32 <= head_dim; i += 32) weighted_sum_columns(out + i, att, v + i, stride, n, 4);
-    for (; i + 8 <= head_dim; i += 8) weighted_sum_columns(out + i, att, v + i, stride, n, 1);
+    for (; i + 64 <= head_dim; i += 64) weighted_sum_columns(out + i, att, v + i, 0, stride, n, 8);
+    for (; i + 32 <= head_dim; i += 32) weighted_sum_columns(out + i, att, v + i, 0, stride, n, 4);
+    for (; i + 8 <= head_dim; i += 8) weighted_sum_columns(out + i, att, v + i, 0, stride, n, 1);
     if (i < head_dim) weighted_sum_scalar(out + i, att, v + i, stride, n, head_dim - i);
+}
+
+static void weighted_sum_f16(float *out, const float *att, const uint16_t *v, size_t stride, int n, int head_dim) {
+    int i = 0;
+    for (; i + 64 <= head_dim; i += 64) weighted_sum_columns(out + i, att, v + i, 1, stride, n, 8);
+    for (; i + 32 <= head_dim; i += 32) weighted_sum_columns(out + i, att, v + i, 1, stride, n, 4);
+    for (; i + 8 <= head_dim; i += 8) weighted_sum_columns(out + i, att, v + i, 1, stride, n, 1);
+    if (i < head_dim) weighted_sum_f16_scalar(out + i, att, v + i, stride, n, head_dim - i);
 }
 
 /* ---- tiles: the matrix-matrix kernels of prompt processing ----
@@ -1773,21 +1856,52 @@ static void attention_scores(float *att, const float *q, const float *k, size_t 
     for (int p = 0; p < n; p++) att[p] = dot_f32(q, k + p * stride, head_dim) * scale;
 }
 
-/* 16 of the head's values at a time, summed in registers over all positions. */
-static void weighted_sum(float *out, const float *att, const float *v, size_t stride, int n, int head_dim) {
+/* 4 cached values from an fp32 cache, or from an fp16 one (widened). */
+static inline float32x4_t load_cached4(const void *cache, int half, size_t at) {
+    if (half) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)cache + at)));
+    return vld1q_f32((const float *)cache + at);
+}
+
+/* 16 of the head's values at a time, summed in registers over all positions;
+   returns how many it did (the caller's scalar loop does the rest). */
+static inline int weighted_sum_columns(float *out, const float *att, const void *v, int half, size_t stride, int n,
+                                       int head_dim) {
     int i = 0;
     for (; i + 16 <= head_dim; i += 16) {
         float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
         for (int p = 0; p < n; p++) {
-            const float *vp = v + p * stride + i;
-            a0 = vfmaq_n_f32(a0, vld1q_f32(vp), att[p]);
-            a1 = vfmaq_n_f32(a1, vld1q_f32(vp + 4), att[p]);
-            a2 = vfmaq_n_f32(a2, vld1q_f32(vp + 8), att[p]);
-            a3 = vfmaq_n_f32(a3, vld1q_f32(vp + 12), att[p]);
+            size_t at = p * stride + i;
+            a0 = vfmaq_n_f32(a0, load_cached4(v, half, at), att[p]);
+            a1 = vfmaq_n_f32(a1, load_cached4(v, half, at + 4), att[p]);
+            a2 = vfmaq_n_f32(a2, load_cached4(v, half, at + 8), att[p]);
+            a3 = vfmaq_n_f32(a3, load_cached4(v, half, at + 12), att[p]);
         }
         vst1q_f32(out + i, a0), vst1q_f32(out + i + 4, a1), vst1q_f32(out + i + 8, a2), vst1q_f32(out + i + 12, a3);
     }
+    return i;
+}
+
+static void weighted_sum(float *out, const float *att, const float *v, size_t stride, int n, int head_dim) {
+    int i = weighted_sum_columns(out, att, v, 0, stride, n, head_dim);
     if (i < head_dim) weighted_sum_scalar(out + i, att, v + i, stride, n, head_dim - i);
+}
+
+static void weighted_sum_f16(float *out, const float *att, const uint16_t *v, size_t stride, int n, int head_dim) {
+    int i = weighted_sum_columns(out, att, v, 1, stride, n, head_dim);
+    if (i < head_dim) weighted_sum_f16_scalar(out + i, att, v + i, stride, n, head_dim - i);
+}
+
+static void attention_scores_f16(float *att, const float *q, const uint16_t *k, size_t stride, int n, int head_dim,
+                                 float scale) {
+    int whole = head_dim / 4 * 4;
+    for (int p = 0; p < n; p++) {
+        const uint16_t *kp = k + p * stride;
+        float32x4_t a = vdupq_n_f32(0.0f);
+        for (int i = 0; i < whole; i += 4) a = vfmaq_f32(a, vld1q_f32(q + i), load_cached4(kp, 1, i));
+        float sum = vaddvq_f32(a);
+        for (int i = whole; i < head_dim; i++) sum += q[i] * fp16_to_fp32(kp[i]);
+        att[p] = sum * scale;
+    }
 }
 
 /* Tiles (2 rows x 4 tokens; see the AVX2 ones above). */
@@ -1972,6 +2086,8 @@ static void tile_q6k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector
 #define tile_q6k tile_q6k_scalar
 #define attention_scores attention_scores_scalar
 #define weighted_sum weighted_sum_scalar
+#define attention_scores_f16 attention_scores_f16_scalar
+#define weighted_sum_f16 weighted_sum_f16_scalar
 #endif
 
 /* The input of the matmuls (T tokens of n values), quantized once for all
@@ -2135,19 +2251,23 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
     int dim = c->dim, head_dim = c->head_dim, half = c->rope_dim / 2;
     int q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
     int group = c->n_heads / c->n_kv_heads; /* query heads sharing one kv head */
-    size_t layer_off = (size_t)l * s->ctx * kv_dim;
-    float *k = s->key_cache + layer_off + (size_t)pos * kv_dim;   /* (T, kv_dim) */
-    float *v = s->value_cache + layer_off + (size_t)pos * kv_dim; /* (T, kv_dim) */
+    size_t layer_off = (size_t)l * s->ctx * kv_dim, new_off = layer_off + (size_t)pos * kv_dim;
+    /* the new keys and values (T, kv_dim): straight into an fp32 cache, or through kv_new into an fp16 one */
+    float *k = s->kv16 ? s->kv_new : s->key_cache + new_off;
+    float *v = s->kv16 ? s->kv_new + (size_t)T * kv_dim : s->value_cache + new_off;
     const RopeTable *rt = &s->rope[lw->sliding]; /* Gemma's local layers have their own RoPE base */
 
     for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, lw->attn_norm, dim, c->norm_eps);
     quantize_input(c, s->xq, s->xb, T, dim);
     matmul(s->q, s->xb, s->xq, &lw->wq, T); /* q = wq(xb) */
-    matmul(k, s->xb, s->xq, &lw->wk, T);    /* k = wk(xb), straight into the cache */
+    matmul(k, s->xb, s->xq, &lw->wk, T);    /* k = wk(xb) */
     matmul(v, s->xb, s->xq, &lw->wv, T);    /* v = wv(xb) */
     for (int t = 0; t < T; t++)
         attention_inputs(c, lw, s->q + (size_t)t * q_dim, k + (size_t)t * kv_dim, v + (size_t)t * kv_dim,
                          rt->cos + t * half, rt->sin + t * half);
+    if (s->kv16)
+        for (size_t i = 0; i < (size_t)T * kv_dim; i++)
+            s->key_cache16[new_off + i] = fp32_to_fp16(k[i]), s->value_cache16[new_off + i] = fp32_to_fp16(v[i]);
 
     /* Token t (at position pos + t) attends over positions first .. pos + t:
        all of them, or in a sliding-window layer the last sliding_window;
@@ -2166,11 +2286,13 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
             int last = pos + t, first = window && last >= window ? last + 1 - window : 0;
             int n = last + 1 - first;
             size_t from = layer_off + (size_t)first * kv_dim + kv_off;
-            attention_scores(att, qh, s->key_cache + from, kv_dim, n, head_dim, scale);
+            if (s->kv16) attention_scores_f16(att, qh, s->key_cache16 + from, kv_dim, n, head_dim, scale);
+            else attention_scores(att, qh, s->key_cache + from, kv_dim, n, head_dim, scale);
             if (c->attn_softcap > 0.0f) soft_cap(att, n, c->attn_softcap); /* Gemma 2 */
             softmax(att, n);
             float *out = s->ao + (size_t)t * q_dim + (size_t)h * head_dim;
-            weighted_sum(out, att, s->value_cache + from, kv_dim, n, head_dim);
+            if (s->kv16) weighted_sum_f16(out, att, s->value_cache16 + from, kv_dim, n, head_dim);
+            else weighted_sum(out, att, s->value_cache + from, kv_dim, n, head_dim);
         }
     }
     quantize_input(c, s->xq, s->ao, T, q_dim);
@@ -3913,7 +4035,7 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    double kv_mb = 2.0 * c->n_layers * s->ctx * kv_dim * sizeof(float) / 1e6;
+    double kv_mb = 2.0 * c->n_layers * s->ctx * kv_dim * (s->kv16 ? 2 : 4) / 1e6;
     fprintf(stderr, "model       %s (%s format)\n", m->path, c->legacy ? "llama2.c" : "run.c");
     fprintf(stderr, "shape       dim %d, ffn %d, %d layers, %d query heads sharing %d key/value heads of %d, "
                     "vocab %d, context %d\n", c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
@@ -3970,7 +4092,8 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
     fprintf(stderr, "tokenizer   %s: %s, %d tokens, chat template %s\n", tokenizer_path, kinds[t->kind],
             t->vocab_size, TEMPLATE_NAMES[t->chat_template]);
     fprintf(stderr, "memory      %.1f MB mapped (the file), %.1f MB allocated, of which the KV cache for %d "
-                    "positions is %.1f MB\n", m->size / 1e6, allocated_bytes / 1e6, s->ctx, kv_mb);
+                    "positions is %.1f MB (%s)\n", m->size / 1e6, allocated_bytes / 1e6, s->ctx, kv_mb,
+            s->kv16 ? "fp16" : "fp32");
     fprintf(stderr, "compute     %d thread%s, %s kernels\n", threads, threads > 1 ? "s" : "", SIMD_NAME);
 }
 
@@ -3993,6 +4116,7 @@ static void usage(FILE *f) {
             "  --template <name>  chat template: " TEMPLATE_LIST "\n"
             "                     (default: the model's own)\n"
             "  --no-think  chat with a qwen3 model: thinking off (an empty thinking block opens each reply)\n"
+            "  --kv-cache <type>  fp32 (default) or fp16: the KV cache in half the memory\n"
             "  --stats     chat: tokens/s after each reply\n"
             "  --trace     print each token fed to the model, with its position, on stderr\n"
             "  --verbose   a model card on stderr: shape, weights, tokenizer, memory, threads\n"
@@ -4044,7 +4168,7 @@ int main(int argc, char **argv) {
     const char *mode = "generate", *system_prompt = NULL;
     float temperature = 1.0f, topp = 0.9f;
     long long seed = 0, steps = 256;
-    int steps_given = 0, template = -1, stats = 0, trace = 0, verbose = 0, show = 0, show_probs = 0, no_think = 0;
+    int steps_given = 0, template = -1, stats = 0, trace = 0, verbose = 0, show = 0, show_probs = 0, no_think = 0, kv16 = 0;
 
     int i = 1;
     if (argc >= 2 && argv[1][0] != '-') model_path = argv[i++];
@@ -4065,6 +4189,14 @@ int main(int argc, char **argv) {
         if (strcmp(flag, "--probs") == 0) {
             if (i + 1 >= argc) fatal("option --probs needs a value");
             show_probs = (int)parse_integer(flag, argv[++i], 1, 100);
+            continue;
+        }
+        if (strcmp(flag, "--kv-cache") == 0) {
+            if (i + 1 >= argc) fatal("option --kv-cache needs a value");
+            const char *type = argv[++i];
+            if (strcmp(type, "fp16") != 0 && strcmp(type, "fp32") != 0)
+                fatal("--kv-cache: unknown type '%s' (fp32, fp16)", type);
+            kv16 = strcmp(type, "fp16") == 0;
             continue;
         }
         if (strcmp(flag, "--template") == 0) {
@@ -4166,7 +4298,7 @@ int main(int argc, char **argv) {
         ChatFormat format;
         build_chat_format(&format, &tok, template, system_prompt, no_think);
         RunState state;
-        build_state(&state, c, ctx);
+        build_state(&state, c, ctx, kv16);
         state.trace = trace;
         if (verbose) print_model_card(&model, &state, &tok, tokenizer_path);
         Sampler sampler;
@@ -4196,7 +4328,7 @@ int main(int argc, char **argv) {
             ctx = (int)steps;
         }
         RunState state;
-        build_state(&state, c, ctx);
+        build_state(&state, c, ctx, kv16);
         state.trace = trace;
         if (verbose) print_model_card(&model, &state, &tok, tokenizer_path);
         if (is_perplexity) {

@@ -40,8 +40,8 @@ def run(*args, input=None, check=True):
     return p
 
 
-def harness(*args):
-    p = subprocess.run([HARNESS, *map(str, args)], capture_output=True, timeout=300)
+def harness(*args, env=None):
+    p = subprocess.run([HARNESS, *map(str, args)], capture_output=True, timeout=300, env=env)
     if p.returncode != 0:
         raise AssertionError(f"harness {args} failed: {p.stderr.decode(errors='replace')}")
     return p.stdout.decode()
@@ -54,9 +54,9 @@ def export(*args, check=True):
     return p
 
 
-def logits(model_path, tokens, chunk=1):
+def logits(model_path, tokens, chunk=1, kv_cache="fp32"):
     """run.c's logits at every position, as a numpy array (T, vocab); the
-    tokens go through the model `chunk` at a time."""
+    tokens go through the model `chunk` at a time, over a KV cache of kv_cache."""
     import numpy as np
-    out = harness("logits", model_path, chunk, *tokens)
+    out = harness("logits", model_path, chunk, *tokens, env={**os.environ, "KV_CACHE": kv_cache})
     return np.array([[float(v) for v in line.split()] for line in out.strip().split("\n")])

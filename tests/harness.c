@@ -26,8 +26,10 @@
 #include "../run.c"
 
 /* harness logits MODEL CHUNK ID...: the tokens go through forward() CHUNK
-   at a time (1: one by one, as generation; more: as a prompt). */
+   at a time (1: one by one, as generation; more: as a prompt). With
+   KV_CACHE=fp16 in the environment, the KV cache holds halves. */
 static int cmd_logits(int argc, char **argv) {
+    int kv16 = getenv("KV_CACHE") && strcmp(getenv("KV_CACHE"), "fp16") == 0;
     Model m;
     build_model(&m, argv[2]);
     int chunk = atoi(argv[3]), n = argc - 4;
@@ -38,7 +40,7 @@ static int cmd_logits(int argc, char **argv) {
         if (tokens[i] < 0 || tokens[i] >= m.config.vocab_size) fatal("token %d is out of range", tokens[i]);
     }
     RunState s;
-    build_state(&s, &m.config, n);
+    build_state(&s, &m.config, n, kv16);
     if (chunk > s.max_tokens) chunk = s.max_tokens;
     int V = m.config.vocab_size;
     for (int pos = 0; pos < n; pos += chunk) {
@@ -80,7 +82,7 @@ static int cmd_matmul(char **argv) {
     float *x = (float *)read_file(argv[4], &len);
     int n = W->cols, T = (int)(len / (n * sizeof(float)));
     RunState s;
-    build_state(&s, &m.config, T);
+    build_state(&s, &m.config, T, 0);
     if (T < 1 || T > s.max_tokens) fatal("give between 1 and %d inputs", s.max_tokens);
     quantize_input(&m.config, s.xq, x, T, n);
     float *out = xmalloc((size_t)T * W->rows * sizeof(float));
@@ -206,8 +208,10 @@ static void compare(double *worst, double simd, double scalar, double magnitude)
 }
 
 /* The attention kernels over odd head sizes, position counts and strides:
-   worst[0] for the scores, worst[1] for the weighted sum of values. */
-static void compare_attention(uint64_t *rng, double worst[2]) {
+   worst[0] for the scores, worst[1] for the weighted sum of values; worst[2]
+   and worst[3] for the same over an fp16 cache (held to their own scalar
+   definitions, on the same halves). */
+static void compare_attention(uint64_t *rng, double worst[4]) {
     static const int dims[] = {1, 7, 8, 16, 33, 48, 64, 100, 128, 130}, counts[] = {1, 3, 4, 5, 17, 64};
     for (size_t a = 0; a < sizeof dims / sizeof dims[0]; a++)
         for (size_t b = 0; b < sizeof counts / sizeof counts[0]; b++) {
@@ -230,6 +234,21 @@ static void compare_attention(uint64_t *rng, double worst[2]) {
                 for (int p = 0; p < n; p++) m += fabs((double)att[p] * kv[p * stride + i]);
                 compare(&worst[1], out[i], out_plain[i], m);
             }
+            uint16_t *kv16 = xmalloc(n * stride * sizeof(uint16_t)); /* the same values as halves */
+            for (size_t i = 0; i < n * stride; i++) kv16[i] = fp32_to_fp16(kv[i]), kv[i] = fp16_to_fp32(kv16[i]);
+            attention_scores_f16(att, q, kv16, stride, n, head_dim, 0.125f);
+            attention_scores_f16_scalar(att_plain, q, kv16, stride, n, head_dim, 0.125f);
+            for (int p = 0; p < n; p++)
+                compare(&worst[2], att[p], att_plain[p], 0.125 * magnitude_f32(q, kv + p * stride, head_dim));
+            for (int p = 0; p < n; p++) att[p] = random_f32(rng);
+            weighted_sum_f16(out, att, kv16, stride, n, head_dim);
+            weighted_sum_f16_scalar(out_plain, att, kv16, stride, n, head_dim);
+            for (int i = 0; i < head_dim; i++) {
+                double m = 0;
+                for (int p = 0; p < n; p++) m += fabs((double)att[p] * kv[p * stride + i]);
+                compare(&worst[3], out[i], out_plain[i], m);
+            }
+            free(kv16);
             free(q), free(kv), free(att), free(att_plain), free(out), free(out_plain);
         }
 }
@@ -350,14 +369,28 @@ static int cmd_kernels(void) {
         for (int t = 0; t < 4; t++) free_quantized_vector(&xq[t]);
         free_quantized_vector(&plain);
     }
-    double attention[2] = {0}, k[4] = {0};
+    double attention[4] = {0}, k[4] = {0};
     compare_attention(&rng, attention);
     compare_k(&rng, k);
     printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n"
            "attention_scores %.3g\nweighted_sum %.3g\nq4_k %.3g\nq6_k %.3g\ntile_q4_k %.3g\ntile_q6_k %.3g\n"
-           "quantize %ld\n",
+           "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\nquantize %ld\n",
            SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], attention[0], attention[1], k[0],
-           k[1], k[2], k[3], quantize_differences);
+           k[1], k[2], k[3], attention[2], attention[3], quantize_differences);
+    return 0;
+}
+
+/* harness fp16 FILE: each float32 of FILE as the IEEE half fp32_to_fp16
+   makes of it, one decimal number per line. */
+static int cmd_fp16(char **argv) {
+    size_t len;
+    char *buf = read_file(argv[2], &len);
+    for (size_t i = 0; i + 4 <= len; i += 4) {
+        float f;
+        memcpy(&f, buf + i, 4);
+        printf("%u\n", fp32_to_fp16(f));
+    }
+    free(buf);
     return 0;
 }
 
@@ -366,7 +399,9 @@ int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "encode") == 0) return cmd_encode(argv);
     if (argc == 5 && strcmp(argv[1], "render") == 0) return cmd_render(argv);
     if (argc == 2 && strcmp(argv[1], "kernels") == 0) return cmd_kernels();
+    if (argc == 3 && strcmp(argv[1], "fp16") == 0) return cmd_fp16(argv);
     if (argc == 5 && strcmp(argv[1], "matmul") == 0) return cmd_matmul(argv);
-    fprintf(stderr, "usage: harness logits MODEL CHUNK ID... | encode TOKENIZER FILE | render TOKENIZER TEMPLATE FILE\n");
+    fprintf(stderr, "usage: harness logits MODEL CHUNK ID... | encode TOKENIZER FILE | render TOKENIZER TEMPLATE FILE"
+                    " | kernels | matmul ... | fp16 FILE\n");
     return 2;
 }

@@ -327,3 +327,14 @@ def test_bad_longrope_factor_is_refused(tmp_path):
     struct.pack_into("<f", data, 256 + n_tables + 64 + 4 * 5, float("nan"))  # the long table's sixth factor
     (tmp_path / "bad.bin").write_bytes(bytes(data))
     fails(tmp_path / "bad.bin", "-z", TOKENIZER, match="LongRoPE factor 5 is nan")
+
+
+def test_unknown_kv_cache_type_is_refused(model):
+    fails(model, "-z", TOKENIZER, "--kv-cache", "int8", match="--kv-cache: unknown type 'int8' (fp32, fp16)")
+
+
+def test_fp16_kv_cache_halves_the_cache_the_model_card_reports(model):
+    cards = [run(model, "-z", TOKENIZER, "-n", "64", "--verbose", "--kv-cache", kv).stderr.decode() for kv in
+             ("fp32", "fp16")]
+    sizes = [float(c.split("KV cache for 64 positions is ")[1].split(" MB")[0]) for c in cards]
+    assert "(fp16)" in cards[1] and sizes[1] == pytest.approx(sizes[0] / 2, abs=0.06)

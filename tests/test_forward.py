@@ -6,7 +6,7 @@ import pytest
 
 import hf
 import reference
-from conftest import export, logits
+from conftest import export, harness, logits
 
 BASE = {"hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2, "num_attention_heads": 4,
         "vocab_size": 300, "rms_norm_eps": 1e-5, "rope_theta": 10000.0}
@@ -76,3 +76,48 @@ def test_rope_scaling_changes_the_result(tmp_path):
     a = reference.forward(config, weights, tokens)
     b = reference.forward(plain, weights, tokens)
     assert np.max(np.abs(a - b)) > 1e-2
+
+
+def test_fp32_to_fp16_rounds_as_numpy(tmp_path):
+    """run.c's float-to-half conversion (for an fp16 KV cache) equals numpy's
+    astype(float16), round to nearest even, on normal, subnormal, tiny,
+    overflowing, halfway and special values."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, 20000), rng.normal(0, 1e-5, 20000), rng.normal(0, 3e4, 5000),
+                        np.exp(rng.uniform(-40, 12, 20000)) * rng.choice([-1, 1], 20000)]).astype(np.float32)
+    halves = np.arange(0, 0x7C00, dtype=np.uint16).view(np.float16).astype(np.float32)
+    midpoints = ((halves[:-1].astype(np.float64) + halves[1:]) / 2).astype(np.float32)  # exact ties
+    x = np.concatenate([x, halves, midpoints, -midpoints, np.float32([0.0, -0.0, np.inf, -np.inf, 65504, 65520,
+                                                                      65519.99, 1e-8, 2.98e-8, 2.99e-8])])
+    (tmp_path / "x.bin").write_bytes(x.tobytes())
+    got = np.array(harness("fp16", tmp_path / "x.bin").split(), dtype=np.uint16)
+    with np.errstate(over="ignore"):  # the overflowing values become infinities, as they should
+        want = x.astype(np.float16).view(np.uint16)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, f"{bad.size} differ, first {x[bad[0]]!r}: {got[bad[0]]:#x} vs {want[bad[0]]:#x}"
+    assert harness("fp16", _write(tmp_path, np.float32([np.nan]))).strip() != "0"
+
+
+def _write(tmp_path, a):
+    (tmp_path / "y.bin").write_bytes(a.tobytes())
+    return tmp_path / "y.bin"
+
+
+@pytest.mark.parametrize("family", ["tinyllama", "gemma3"])
+def test_fp16_kv_cache_stays_close_to_the_reference(tmp_path, family):
+    """--kv-cache fp16 rounds each cached key and value to a half (relative
+    error 2^-11): the logits move by a few thousandths of their spread, the
+    argmax stays, and chunked and one-by-one runs agree."""
+    from test_families import FAMILIES
+    config = FAMILIES[family]
+    weights = hf.random_llama(config, seed=3)
+    full = hf.write_checkpoint(tmp_path / "hf", config, weights)
+    export(tmp_path / "m.bin", "--hf", tmp_path / "hf")
+    tokens = list(np.random.default_rng(1).integers(0, config["vocab_size"], 48))
+    want = reference.forward(full, weights, tokens)
+    spread = np.std(want)
+    for chunk in (1, 16):
+        got = logits(tmp_path / "m.bin", tokens, chunk, kv_cache="fp16")
+        assert np.max(np.abs(got - want)) < 5e-3 * spread, chunk
+        assert np.max(np.abs(got - want)) > 1e-6  # the cache really held halves
+        assert np.mean(np.argmax(got, 1) == np.argmax(want, 1)) > 0.97

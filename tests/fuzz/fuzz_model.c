@@ -10,7 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(&m, 0, sizeof m);
     if (setjmp(fuzz_escape) == 0) {
         build_model(&m, path);
-        build_state(&s, &m.config, 4);
+        build_state(&s, &m.config, 4, (int)(size & 1)); /* odd sizes: an fp16 KV cache */
         int tokens[3] = {0, m.config.vocab_size - 1, m.config.vocab_size / 2};
         forward(&m, &s, tokens, 3, 0, 1);
         forward(&m, &s, tokens, 1, 3, 0);
