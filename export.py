@@ -1965,7 +1965,7 @@ LLAMA3_SPECIAL = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_t
 
 TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "llama3.1": 3, "chatml": 4, "zephyr": 5, "mistral": 6,
              "deepseek-r1": 7, "gemma": 8, "phi3": 9, "phi4": 10,
-             "qwen3": 11}
+             "qwen3": 11, "smollm3": 12, "granite": 13}
 
 
 def detect_chat_template(jinja):
@@ -1980,12 +1980,16 @@ def detect_chat_template(jinja):
         return TEMPLATES["deepseek-r1"], None
     if "<|start_header_id|>" in jinja:
         return TEMPLATES["llama3.1" if "Cutting Knowledge Date" in jinja else "llama3"], None
+    if "<|start_of_role|>" in jinja:  # Granite 3.x
+        return TEMPLATES["granite"], None
     if "<start_of_turn>" in jinja:
         return TEMPLATES["gemma"], None
     if "<|end|>" in jinja and "'<|' + message['role'] + '|>'" in jinja:  # Phi-4: <|user|>{user}<|end|>
         return TEMPLATES["phi4"], None
     if "<|end|>" in jinja and "<|user|>" in jinja:  # Phi-3: <|user|>\n{user}<|end|>\n
         return TEMPLATES["phi3"], None
+    if "<|im_start|>" in jinja and "Reasoning Mode" in jinja:  # SmolLM3: a metadata block, /think and /no_think
+        return TEMPLATES["smollm3"], None
     if "<|im_start|>" in jinja:
         if "enable_thinking" in jinja:  # Qwen3: ChatML with a thinking section, which can be turned off
             return TEMPLATES["qwen3"], None

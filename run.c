@@ -2422,10 +2422,11 @@ enum { PRETOK_NONE = 0, PRETOK_LLAMA3 = 1, PRETOK_QWEN2 = 2, PRETOK_GPT2 = 3, PR
 /* chat templates (rendered in section 8), recorded by the tokenizer file */
 enum { TEMPLATE_NONE, TEMPLATE_LLAMA2, TEMPLATE_LLAMA3, TEMPLATE_LLAMA31, TEMPLATE_CHATML, TEMPLATE_ZEPHYR,
        TEMPLATE_MISTRAL, TEMPLATE_DEEPSEEK_R1, TEMPLATE_GEMMA, TEMPLATE_PHI3, TEMPLATE_PHI4, TEMPLATE_QWEN3,
-       N_TEMPLATES };
+       TEMPLATE_SMOLLM3, TEMPLATE_GRANITE, N_TEMPLATES };
 static const char *TEMPLATE_NAMES[N_TEMPLATES] = {"none", "llama2", "llama3", "llama3.1", "chatml", "zephyr", "mistral",
-                                                  "deepseek-r1", "gemma", "phi3", "phi4", "qwen3"};
-#define TEMPLATE_LIST "llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1, gemma, phi3, phi4, qwen3"
+                                                  "deepseek-r1", "gemma", "phi3", "phi4", "qwen3", "smollm3", "granite"};
+#define TEMPLATE_LIST "llama2, llama3, llama3.1, chatml, zephyr, mistral, deepseek-r1, gemma, phi3, phi4, qwen3, " \
+                      "smollm3, granite"
 /* An added token may swallow the whitespace beside it when it is matched or
    rendered (Hugging Face's AddedToken rstrip / lstrip; Phi-3's chat tokens):
    bits 8 and 9 of a token's type in the file. */
@@ -3669,11 +3670,12 @@ typedef struct {
     int bos, eos;       /* the tokenizer's */
     int eot;            /* token that ends an assistant turn */
     int a, b;           /* the template's other special tokens: header start/end, im_start/im_end,
-                           DeepSeek's User/Assistant, Gemma's start_of_turn/end_of_turn, or
-                           Phi's <|user|>/<|assistant|> */
+                           DeepSeek's User/Assistant, Gemma's start_of_turn/end_of_turn,
+                           Phi's <|user|>/<|assistant|>, or Granite's start_of_role/end_of_role */
     int c;              /* Phi's <|system|> */
     int think_open, think_close; /* <think> and </think> of a reasoning model, or -1 */
-    int no_think;       /* Qwen3 with thinking off (--no-think): an empty thinking block opens each reply */
+    int no_think;       /* thinking off (--no-think; SmolLM3: or /no_think in the system prompt): an empty
+                           thinking block opens each reply */
 } ChatFormat;
 
 static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, const char *system, int no_think) {
@@ -3687,10 +3689,10 @@ static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, c
         f->a = special_id(t, "<|start_header_id|>");
         f->b = special_id(t, "<|end_header_id|>");
         f->eot = special_id(t, "<|eot_id|>");
-    } else if (template == TEMPLATE_CHATML || template == TEMPLATE_QWEN3) {
+    } else if (template == TEMPLATE_CHATML || template == TEMPLATE_QWEN3 || template == TEMPLATE_SMOLLM3) {
         f->a = special_id(t, "<|im_start|>");
         f->b = f->eot = special_id(t, "<|im_end|>");
-        if (template == TEMPLATE_QWEN3) { /* ChatML, with a thinking section before each reply */
+        if (template != TEMPLATE_CHATML) { /* ChatML, with a thinking section before each reply */
             f->think_open = special_id(t, "<think>");
             f->think_close = special_id(t, "</think>");
         }
@@ -3702,6 +3704,10 @@ static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, c
     } else if (template == TEMPLATE_GEMMA) {
         f->a = special_id(t, "<start_of_turn>");
         f->b = f->eot = special_id(t, "<end_of_turn>");
+    } else if (template == TEMPLATE_GRANITE) {
+        f->a = special_id(t, "<|start_of_role|>");
+        f->b = special_id(t, "<|end_of_role|>");
+        f->eot = special_id(t, "<|end_of_text|>");
     } else if (template == TEMPLATE_PHI3 || template == TEMPLATE_PHI4) {
         f->a = special_id(t, "<|user|>");
         f->b = special_id(t, "<|assistant|>");
@@ -3712,9 +3718,14 @@ static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, c
          template == TEMPLATE_MISTRAL || template == TEMPLATE_DEEPSEEK_R1 || template == TEMPLATE_GEMMA) && f->bos < 0)
         fatal("the %s chat template needs a BOS token, which the tokenizer does not have", TEMPLATE_NAMES[template]);
     if (f->eot < 0) fatal("the chat template needs an end-of-turn token, which the tokenizer does not have");
-    if (no_think && template != TEMPLATE_QWEN3)
-        fatal("--no-think: the %s chat template has no switch for thinking (qwen3 has)", TEMPLATE_NAMES[template]);
+    if (no_think && template != TEMPLATE_QWEN3 && template != TEMPLATE_SMOLLM3)
+        fatal("--no-think: the %s chat template has no switch for thinking (qwen3 and smollm3 have)",
+              TEMPLATE_NAMES[template]);
     f->no_think = no_think;
+    if (template == TEMPLATE_SMOLLM3 && f->system) { /* its system prompt may say /no_think or /think */
+        if (strstr(f->system, "/no_think")) f->no_think = 1;
+        else if (strstr(f->system, "/think")) f->no_think = 0;
+    }
 }
 
 static void llama3_header(Render *r, const ChatFormat *f, const char *role) {
@@ -3734,6 +3745,94 @@ static void phi_turn(Render *r, const ChatFormat *f, const char *text) {
     render_text(r, text);
     render_special(r, f->eot);
     if (newlines) render_text(r, "\n");
+}
+
+/* Copy of s without any occurrence of each of the n words, and without
+   trailing whitespace (Python's s.replace(w, "")... .rstrip()). */
+static char *without_words(const char *s, const char **words, int n) {
+    char *out = xmalloc(strlen(s) + 1), *o = out;
+    while (*s) {
+        int skipped = 0;
+        for (int w = 0; w < n && !skipped; w++) {
+            size_t len = strlen(words[w]);
+            if (strncmp(s, words[w], len) == 0) s += len, skipped = 1;
+        }
+        if (!skipped) *o++ = *s++;
+    }
+    while (o > out && isspace((unsigned char)o[-1])) o--;
+    *o = '\0';
+    return out;
+}
+
+/* SmolLM3's system turn, as its template writes it (without tools): a
+   metadata block with today's date and the reasoning mode, then the custom
+   instructions (the system prompt less its /think or /no_think), or the
+   default ones. Its template ends this turn without <|im_end|>; so does this.
+   "/system_override" in the system prompt replaces it all with the prompt. */
+static void smollm3_system(Render *r, const ChatFormat *f) {
+    static const char *flags[] = {"/no_think", "/think"}, *override[] = {"/system_override"};
+    char *custom = f->system ? without_words(f->system, flags, 2) : NULL;
+    render_special(r, f->a);
+    render_text(r, "system\n");
+    if (f->system && strstr(f->system, "/system_override")) {
+        char *text = without_words(custom, override, 1);
+        render_text(r, text);
+        render_special(r, f->b);
+        render_text(r, "\n");
+        free(text);
+    } else {
+        char today[64];
+        time_t now = time(NULL);
+        strftime(today, sizeof today, "%d %B %Y", localtime(&now));
+        render_text(r, "## Metadata\n\nKnowledge Cutoff Date: June 2025\nToday Date: ");
+        render_text(r, today);
+        render_text(r, f->no_think ? "\nReasoning Mode: /no_think\n\n" : "\nReasoning Mode: /think\n\n");
+        render_text(r, "## Custom Instructions\n\n");
+        if (custom && custom[0])
+            render_text(r, custom);
+        else if (!f->no_think)
+            render_text(r, "You are a helpful AI assistant named SmolLM, trained by Hugging Face. Your role as an "
+                "assistant involves thoroughly exploring questions through a systematic thinking process before "
+                "providing the final precise and accurate solutions. This requires engaging in a comprehensive cycle "
+                "of analysis, summarizing, exploration, reassessment, reflection, backtracking, and iteration to "
+                "develop well-considered thinking process. Please structure your response into two main sections: "
+                "Thought and Solution using the specified format: <think> Thought section </think> Solution section. "
+                "In the Thought section, detail your reasoning process in steps. Each step should include detailed "
+                "considerations such as analysing questions, summarizing relevant findings, brainstorming new ideas, "
+                "verifying the accuracy of the current steps, refining any errors, and revisiting previous steps. In "
+                "the Solution section, based on various attempts, explorations, and reflections from the Thought "
+                "section, systematically present the final solution that you deem correct. The Solution section "
+                "should be logical, accurate, and concise and detail necessary steps needed to reach the conclusion.");
+        else
+            render_text(r, "You are a helpful AI assistant named SmolLM, trained by Hugging Face.");
+        render_text(r, "\n\n");
+    }
+    free(custom);
+}
+
+/* A Granite turn: <|start_of_role|>{role}<|end_of_role|>{text}<|end_of_text|>\n */
+static void granite_turn(Render *r, const ChatFormat *f, const char *role, const char *text) {
+    render_special(r, f->a);
+    render_text(r, role);
+    render_special(r, f->b);
+    render_text(r, text);
+    render_special(r, f->eot);
+    render_text(r, "\n");
+}
+
+/* Granite 3.x's system turn: the system prompt, or the template's own (the
+   knowledge cutoff, today's date, who it is). */
+static void granite_system(Render *r, const ChatFormat *f) {
+    if (f->system) {
+        granite_turn(r, f, "system", f->system);
+        return;
+    }
+    char text[256], today[64];
+    time_t now = time(NULL);
+    strftime(today, sizeof today, "%B %d, %Y", localtime(&now));
+    snprintf(text, sizeof text, "Knowledge Cutoff Date: April 2024.\nToday's Date: %s.\nYou are Granite, developed by "
+             "IBM. You are a helpful AI assistant.", today);
+    granite_turn(r, f, "system", text);
 }
 
 /* The start of a conversation: BOS and the system prompt, where the template
@@ -3772,6 +3871,8 @@ static void render_open(Render *r, const ChatFormat *f) {
         break;
     case TEMPLATE_MISTRAL:
     case TEMPLATE_GEMMA: render_special(r, f->bos); break; /* Gemma: the system prompt opens the first user turn */
+    case TEMPLATE_SMOLLM3: smollm3_system(r, f); break;
+    case TEMPLATE_GRANITE: granite_system(r, f); break;
     case TEMPLATE_PHI3: /* <|system|>\n{system}<|end|>\n, if the system prompt is not empty; no BOS */
     case TEMPLATE_PHI4: /* <|system|>{system}<|end|> */
         if (f->system && f->system[0]) {
@@ -3823,6 +3924,7 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
         break;
     case TEMPLATE_CHATML:
     case TEMPLATE_QWEN3:
+    case TEMPLATE_SMOLLM3:
         render_special(r, f->a);
         render_text(r, "user\n");
         render_text(r, message);
@@ -3830,11 +3932,11 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
         render_text(r, "\n");
         render_special(r, f->a);
         render_text(r, "assistant\n");
-        if (f->no_think) { /* Qwen3's enable_thinking=False: <think>\n\n</think>\n\n */
+        if (f->no_think) { /* enable_thinking=False: <think>\n\n</think>\n\n (SmolLM3: one newline at the end) */
             render_special(r, f->think_open);
             render_text(r, "\n\n");
             render_special(r, f->think_close);
-            render_text(r, "\n\n");
+            render_text(r, f->template == TEMPLATE_QWEN3 ? "\n\n" : "\n");
         }
         break;
     case TEMPLATE_ZEPHYR:
@@ -3849,6 +3951,12 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
         render_special(r, f->b);
         render_special(r, f->think_open);
         render_text(r, "\n");
+        break;
+    case TEMPLATE_GRANITE: /* ...user<|end_of_role|>{user}<|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|> */
+        granite_turn(r, f, "user", message);
+        render_special(r, f->a);
+        render_text(r, "assistant");
+        render_special(r, f->b);
         break;
     case TEMPLATE_PHI3: /* <|user|>\n{user}<|end|>\n<|assistant|>\n (Phi-4: no newlines) */
     case TEMPLATE_PHI4:
@@ -3877,8 +3985,9 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
 
 /* What follows the assistant's end-of-turn token, before the next user turn. */
 static void render_after_reply(Render *r, const ChatFormat *f) {
-    if (f->template == TEMPLATE_CHATML || f->template == TEMPLATE_QWEN3 || f->template == TEMPLATE_ZEPHYR ||
-        f->template == TEMPLATE_GEMMA || f->template == TEMPLATE_PHI3)
+    if (f->template == TEMPLATE_CHATML || f->template == TEMPLATE_QWEN3 || f->template == TEMPLATE_SMOLLM3 ||
+        f->template == TEMPLATE_ZEPHYR || f->template == TEMPLATE_GEMMA || f->template == TEMPLATE_PHI3 ||
+        f->template == TEMPLATE_GRANITE)
         render_text(r, "\n");
 }
 
@@ -4115,7 +4224,7 @@ static void usage(FILE *f) {
             "  -T <int>    threads, default: OMP_NUM_THREADS or all cores (builds with OpenMP)\n"
             "  --template <name>  chat template: " TEMPLATE_LIST "\n"
             "                     (default: the model's own)\n"
-            "  --no-think  chat with a qwen3 model: thinking off (an empty thinking block opens each reply)\n"
+            "  --no-think  chat with a qwen3 or smollm3 model: thinking off (an empty thinking block opens each reply)\n"
             "  --kv-cache <type>  fp32 (default) or fp16: the KV cache in half the memory\n"
             "  --stats     chat: tokens/s after each reply\n"
             "  --trace     print each token fed to the model, with its position, on stderr\n"

@@ -379,7 +379,7 @@ PHI_ADDED = {32000: ("<|endoftext|>", False), 32001: ("<|assistant|>", True), 32
              32007: ("<|end|>", True), 32010: ("<|user|>", True)}
 
 
-def jinja_ids(template, messages, specials, encode):
+def jinja_ids(template, messages, specials, encode, strftime_now=None, **options):
     """What Hugging Face does: render the template with jinja2, split the text
     at the special tokens (each rstrip one swallowing the whitespace after it),
     and encode each piece between them on its own."""
@@ -388,8 +388,10 @@ def jinja_ids(template, messages, specials, encode):
     else:
         jinja2 = pytest.importorskip("jinja2", reason="python3-jinja2 is not installed")
     import re
-    text = jinja2.Environment().from_string(template).render(messages=messages, add_generation_prompt=True,
-                                                              eos_token="<|endoftext|>")
+    env = jinja2.Environment()
+    env.globals["strftime_now"] = strftime_now
+    text = env.from_string(template).render(messages=messages, add_generation_prompt=True, eos_token="<|endoftext|>",
+                                            **options)
     ids, strip = [], False
     for part in re.split("(" + "|".join(re.escape(s) for s in specials) + ")", text):
         if part in specials:
@@ -454,3 +456,130 @@ def test_phi4_template_equals_its_jinja_rendering(shared, tmp_path):
     want = jinja_ids(PHI4_TEMPLATE, [{"role": r, "content": c} for r, c in conversation], specials,
                      lambda s: enc(s.encode()))
     assert render(tmp_path, tmp_path / "tok.bin", "phi4", conversation) == want
+
+
+def smollm3_template():
+    """SmolLM3-3B's chat template (its tokenizer_config.json), without the tool sections."""
+    long = ("You are a helpful AI assistant named SmolLM, trained by Hugging Face. Your role as an assistant involves "
+            "thoroughly exploring questions through a systematic thinking process before providing the final precise "
+            "and accurate solutions. This requires engaging in a comprehensive cycle of analysis, summarizing, "
+            "exploration, reassessment, reflection, backtracking, and iteration to develop well-considered thinking "
+            "process. Please structure your response into two main sections: Thought and Solution using the "
+            "specified format: <think> Thought section </think> Solution section. In the Thought section, detail "
+            "your reasoning process in steps. Each step should include detailed considerations such as analysing "
+            "questions, summarizing relevant findings, brainstorming new ideas, verifying the accuracy of the current "
+            "steps, refining any errors, and revisiting previous steps. In the Solution section, based on various "
+            "attempts, explorations, and reflections from the Thought section, systematically present the final "
+            "solution that you deem correct. The Solution section should be logical, accurate, and concise and "
+            "detail necessary steps needed to reach the conclusion.")
+    return (
+        '{%- if enable_thinking is not defined -%}{%- set enable_thinking = true -%}{%- endif -%}'
+        '{%- if enable_thinking -%}{%- set reasoning_mode = "/think" -%}{%- else -%}'
+        '{%- set reasoning_mode = "/no_think" -%}{%- endif -%}'
+        '{{- "<|im_start|>system\\n" -}}'
+        '{%- if messages[0].role == "system" -%}{%- set system_message = messages[0].content -%}'
+        '{%- if "/no_think" in system_message -%}{%- set reasoning_mode = "/no_think" -%}'
+        '{%- elif "/think" in system_message -%}{%- set reasoning_mode = "/think" -%}{%- endif -%}'
+        '{%- set custom_instructions = system_message.replace("/no_think", "").replace("/think", "").rstrip() -%}'
+        '{%- endif -%}'
+        '{%- if "/system_override" in system_message -%}'
+        '{{- custom_instructions.replace("/system_override", "").rstrip() -}}{{- "<|im_end|>\\n" -}}'
+        '{%- else -%}{{- "## Metadata\\n\\n" -}}{{- "Knowledge Cutoff Date: June 2025\\n" -}}'
+        '{%- set today = strftime_now("%d %B %Y") -%}{{- "Today Date: " ~ today ~ "\\n" -}}'
+        '{{- "Reasoning Mode: " + reasoning_mode + "\\n\\n" -}}{{- "## Custom Instructions\\n\\n" -}}'
+        '{%- if custom_instructions -%}{{- custom_instructions + "\\n\\n" -}}'
+        '{%- elif reasoning_mode == "/think" -%}{{- "' + long + '\\n\\n" -}}'
+        '{%- else -%}{{- "You are a helpful AI assistant named SmolLM, trained by Hugging Face.\\n\\n" -}}{%- endif -%}'
+        '{%- endif -%}'
+        '{%- for message in messages -%}{%- set content = message.content if message.content is string else "" -%}'
+        '{%- if message.role == "user" -%}{{ "<|im_start|>" + message.role + "\\n"  + content + "<|im_end|>\\n" }}'
+        '{%- elif message.role == "assistant" -%}{%- if reasoning_mode == "/think" -%}'
+        '{{ "<|im_start|>assistant\\n" + content.lstrip("\\n") + "<|im_end|>\\n" }}{%- else -%}'
+        '{{ "<|im_start|>assistant\\n" + "<think>\\n\\n</think>\\n" + content.lstrip("\\n") + "<|im_end|>\\n" }}'
+        '{%- endif -%}{%- endif -%}{%- endfor -%}'
+        '{%- if add_generation_prompt -%}{%- if reasoning_mode == "/think" -%}{{ "<|im_start|>assistant\\n" }}'
+        '{%- else -%}{{ "<|im_start|>assistant\\n" + "<think>\\n\\n</think>\\n"  }}{%- endif -%}{%- endif -%}')
+
+
+@pytest.mark.parametrize("system,thinking", [(SYSTEM, True), (SYSTEM, False), (SYSTEM + " /no_think", True),
+                                             ("", True), ("", False), ("Only this. /system_override", True)])
+def test_smollm3_template_equals_its_jinja_rendering(shared, tmp_path, system, thinking):
+    """SmolLM3's template: a metadata block (today's date, the reasoning
+    mode) and the custom instructions (the system prompt less /think or
+    /no_think, else its default ones) open the conversation; with thinking
+    off (--no-think or /no_think) an empty think block opens each reply.
+    On SmolLM2's tokenizer with <think> and </think> added, as SmolLM3 has them."""
+    import datetime
+    tj = json.loads(open(f"{shared}/tokenizers/smollm2/tokenizer.json", encoding="utf-8").read())
+    tj["added_tokens"] += [{"id": 49152, "content": "<think>", "special": False},
+                           {"id": 49153, "content": "</think>", "special": False}]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
+    template = smollm3_template()
+    (tmp_path / "src" / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    export(tmp_path / "tok.bin", "--tokenizer", tmp_path / "src" / "tokenizer.json")
+    with open(tmp_path / "tok.bin", "rb") as f:
+        assert int.from_bytes(f.read(48)[44:48], "little") == 12  # recorded as smollm3
+    enc = ref_bpe.TokenizerJson(f"{shared}/tokenizers/smollm2/tokenizer.json").encode
+    specials = {"<|im_start|>": (1, False), "<|im_end|>": (2, False), "<think>": (49152, False),
+                "</think>": (49153, False)}
+    turns = [("system", system), ("user", U1), ("assistant", A1), ("user", U2)]
+    messages = [{"role": r, "content": c} for r, c in turns]
+    for _ in range(2):  # rendered twice if midnight passes between the two
+        day = datetime.datetime.now().strftime("%d %B %Y")
+        got = render(tmp_path, tmp_path / "tok.bin", "smollm3" if thinking else "smollm3/no-think", turns)
+        if datetime.datetime.now().strftime("%d %B %Y") == day:
+            break
+    want = jinja_ids(template, messages, specials, lambda s: enc(s.encode()),
+                     enable_thinking=thinking, strftime_now=lambda fmt: day)
+    assert got == want
+
+
+# Granite 3.3's chat template (granite-3.3-2b-instruct's tokenizer_config.json)
+GRANITE_TEMPLATE = (
+    "{# Alias tools -> available_tools #}\n{%- if tools and not available_tools -%}\n"
+    "    {%- set available_tools = tools -%}\n{%- endif -%}\n{%- if messages[0]['role'] == 'system' %}\n"
+    "     {%- set system_message = messages[0]['content'] %}\n     {%- set loop_messages = messages[1:] %}\n"
+    " {%- else %}\n     {%- set system_message = \"Knowledge Cutoff Date: April 2024.\\nToday's Date: \" + "
+    "strftime_now('%B %d, %Y') + \".\\nYou are Granite, developed by IBM.\" %}\n"
+    "     {%- if available_tools and documents %}\n         {%- set system_message = system_message + \" TOOLS+DOCS\" %}\n"
+    "     {%- elif available_tools %}\n         {%- set system_message = system_message + \" TOOLS\" %}\n"
+    "     {%- elif documents %}\n         {%- set system_message = system_message + \" DOCS\" %}\n"
+    "    {%- elif thinking %}\n    {%- set system_message = system_message + \" THINKING\" %}\n"
+    "     {%- else %}\n         {%- set system_message = system_message + \" You are a helpful AI assistant.\" %}\n"
+    "     {%- endif %}\n     {%- set loop_messages = messages %}\n {%- endif %}\n"
+    " {{- '<|start_of_role|>system<|end_of_role|>' + system_message + '<|end_of_text|>\\n' }}\n"
+    " {%- for message in loop_messages %}\n"
+    "     {{- '<|start_of_role|>' + message['role'] + '<|end_of_role|>' + message['content'] + '<|end_of_text|>\\n' }}\n"
+    "     {%- if loop.last and add_generation_prompt %}\n         {{- '<|start_of_role|>assistant' }}\n"
+    "             {%- if controls %}\n                 {{- ' ' + controls | tojson()}}\n             {%- endif %}\n"
+    "         {{- '<|end_of_role|>' }}\n     {%- endif %}\n {%- endfor %}")
+
+
+@pytest.mark.parametrize("system", [SYSTEM, None])
+def test_granite_template_equals_its_jinja_rendering(shared, tmp_path, system):
+    """Granite 3.x: <|start_of_role|>role<|end_of_role|>text<|end_of_text|>,
+    and without a system prompt the template's own (knowledge cutoff,
+    today's date, "You are Granite"). The tool, document and thinking
+    branches of the template are shortened here: a chat uses none of them."""
+    import datetime
+    tj = json.loads(open(f"{shared}/tokenizers/smollm2/tokenizer.json", encoding="utf-8").read())
+    names = ["<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>"]
+    tj["added_tokens"] += [{"id": 49152 + k, "content": t, "special": True} for k, t in enumerate(names)]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
+    (tmp_path / "src" / "tokenizer_config.json").write_text(json.dumps({"chat_template": GRANITE_TEMPLATE}))
+    export(tmp_path / "tok.bin", "--tokenizer", tmp_path / "src" / "tokenizer.json")
+    with open(tmp_path / "tok.bin", "rb") as f:
+        assert int.from_bytes(f.read(48)[44:48], "little") == 13  # recorded as granite
+    enc = ref_bpe.TokenizerJson(f"{shared}/tokenizers/smollm2/tokenizer.json").encode
+    specials = {t: (49152 + k, False) for k, t in enumerate(names)}
+    turns = ([("system", system)] if system is not None else []) + [("user", U1), ("assistant", A1), ("user", U2)]
+    for _ in range(2):  # rendered twice if midnight passes between the two
+        day = datetime.datetime.now().strftime("%B %d, %Y")
+        got = render(tmp_path, tmp_path / "tok.bin", "granite", turns)
+        if datetime.datetime.now().strftime("%B %d, %Y") == day:
+            break
+    want = jinja_ids(GRANITE_TEMPLATE, [{"role": r, "content": c} for r, c in turns], specials,
+                     lambda s: enc(s.encode()), strftime_now=lambda fmt: day)
+    assert got == want
