@@ -38,7 +38,7 @@ TOKENIZER_VERSION = 1
 TOKENIZER_HEADER_SIZE = 64
 TOKF_DUMMY_PREFIX, TOKF_ADD_BOS, TOKF_REMOVE_EXTRA_WS, TOKF_IGNORE_MERGES = 1, 2, 4, 8
 KIND_SENTENCEPIECE, KIND_BYTE_LEVEL = 1, 2
-PRETOK_NONE, PRETOK_LLAMA3, PRETOK_QWEN2, PRETOK_GPT2, PRETOK_SMOLLM = 0, 1, 2, 3, 4
+PRETOK_NONE, PRETOK_LLAMA3, PRETOK_QWEN2, PRETOK_GPT2, PRETOK_SMOLLM, PRETOK_O200K = 0, 1, 2, 3, 4, 5
 TOK_NORMAL, TOK_UNKNOWN, TOK_CONTROL, TOK_USER_DEFINED, TOK_UNUSED, TOK_BYTE = 1, 2, 3, 4, 5, 6
 
 
@@ -1455,7 +1455,8 @@ def export_gguf_tokenizer(g, out, vocab_size):
     elif model == "gpt2":  # byte-level BPE
         pre = m.get("tokenizer.ggml.pre", "default")
         pretok = {"llama-bpe": PRETOK_LLAMA3, "llama3": PRETOK_LLAMA3, "qwen2": PRETOK_QWEN2,
-                  "smollm": PRETOK_SMOLLM, "gpt-2": PRETOK_GPT2, "default": PRETOK_GPT2}.get(pre)
+                  "smollm": PRETOK_SMOLLM, "gpt-2": PRETOK_GPT2, "default": PRETOK_GPT2,
+                  "gpt-4o": PRETOK_O200K}.get(pre)
         if pretok is None:
             raise ExportError(f"{g.path}: pre-tokenizer {pre!r} is not one run.c implements")
         to_byte = gpt2_unicode_to_byte()
@@ -1954,6 +1955,11 @@ PATTERN_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 PATTERN_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+# o200k (GPT-4o's; Phi-4-mini's tokenizer.json): letters split by case, marks with them
+PATTERN_O200K = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+                 r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+"
+                 r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 # Llama 3.1's special tokens, ids 128000 onwards (Llama 3.0 calls some of them
 # reserved; the ids that matter, 128000-128001 and 128006-128009, agree).
@@ -2061,6 +2067,8 @@ def pretokenizer_kind(pre, path):
             return PRETOK_LLAMA3
         if pattern == PATTERN_QWEN2:
             return PRETOK_QWEN2
+        if pattern == PATTERN_O200K:
+            return PRETOK_O200K
         raise ExportError(f"{path}: pre-tokenizer pattern {pattern!r} is not one run.c implements")
     if types == ["ByteLevel"] and steps[0].get("use_regex", True) and not steps[0].get("add_prefix_space"):
         return PRETOK_GPT2

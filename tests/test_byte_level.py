@@ -56,10 +56,18 @@ def test_smollm2_equals_reference_on_varied_text(shared, smollm2, tmp_path):
     assert_same_as_reference(tmp_path, smollm2, ref, byte_level_texts(shared))
 
 
-@pytest.mark.parametrize("family,pattern", [("qwen2", ref_bpe.QWEN2), ("llama3", ref_bpe.LLAMA3)])
+O200K_TEXTS = ["HELLOworld Hello HELLO hELLO ĲsselmeerǅungÐörðǲz", "ʰʰA ʰBʰ Aʰ!", "e\u0301cole ECOLE\u0301S \u0301a",
+               "don'T CAN'T I'M they'RE ſ'S", "a/b//\n/c !!/\n\n/", "ΣΊΣΥΦΟΣ σίσυφος Ǆemal ǅemal ǆemal",
+               "\tTab \u00a0Nbsp x\u3000Ideo", "ﬁne ℌello ⅫIV"]
+
+
+@pytest.mark.parametrize("family,pattern", [("qwen2", ref_bpe.QWEN2), ("llama3", ref_bpe.LLAMA3),
+                                            ("o200k", ref_bpe.O200K)])
 def test_split_pretokenizers_from_tokenizer_json(shared, tmp_path, family, pattern):
-    """Qwen2's and Llama 3's tokenizer.json use a Split pre-tokenizer with their
-    pattern: here on SmolLM2's vocabulary and merges."""
+    """Qwen2's, Llama 3's and o200k's (Phi-4-mini) tokenizer.json use a Split
+    pre-tokenizer with their pattern: here on SmolLM2's vocabulary and merges.
+    o200k splits letters by case (with marks and modifier letters in both
+    classes, which the pattern's backtracking resolves): extra texts aim there."""
     with open(os.path.join(shared, "tokenizers", "smollm2", "tokenizer.json"), encoding="utf-8") as f:
         tj = json.load(f)
     tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
@@ -69,7 +77,8 @@ def test_split_pretokenizers_from_tokenizer_json(shared, tmp_path, family, patte
     src.write_text(json.dumps(tj), encoding="utf-8")
     export(tmp_path / "tok.bin", "--tokenizer", src)
     ref = ref_bpe.TokenizerJson(src, pattern=pattern, split_digits=False)
-    assert_same_as_reference(tmp_path, tmp_path / "tok.bin", ref, byte_level_texts(shared)[::3])
+    texts = byte_level_texts(shared)[::3] + [t.encode() for t in O200K_TEXTS]
+    assert_same_as_reference(tmp_path, tmp_path / "tok.bin", ref, texts)
 
 
 def test_special_tokens_never_come_from_text(llama3):
@@ -108,3 +117,26 @@ def test_user_defined_tokens_swallow_whitespace_as_their_flags_say(shared, tmp_p
     got = encode_all(tmp_path, tmp_path / "tok.bin", [b"a <R>  \n b", b"a \n <L> b"])
     assert got[0] == ref.encode(b"a ") + [49152] + ref.encode(b"b")
     assert got[1] == ref.encode(b"a") + [49153] + ref.encode(b" b")
+
+
+def test_o200k_on_case_and_mark_heavy_random_text(shared, tmp_path):
+    """o200k's overlapping letter classes and backtracking, on 5,000 random
+    strings of upper, lower, title and modifier letters, combining marks,
+    contractions (ſ included), digits, slashes and whitespace: run.c's
+    pre-tokenizer and BPE against python3-regex with the pattern itself."""
+    import random
+    with open(os.path.join(shared, "tokenizers", "smollm2", "tokenizer.json"), encoding="utf-8") as f:
+        tj = json.load(f)
+    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": ref_bpe.O200K}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+    src = tmp_path / "tokenizer.json"
+    src.write_text(json.dumps(tj), encoding="utf-8")
+    export(tmp_path / "tok.bin", "--tokenizer", src)
+    ref = ref_bpe.TokenizerJson(src, pattern=ref_bpe.O200K, split_digits=False)
+    rng = random.Random(5)
+    chars = list("aAbBzZ '!/\n\r\t1239.,") + ["\u02b0", "\u0301", "\u01c5", "\u01c4", "\u01c6", "\u00e9", "E\u0301",
+                                                "\u3042", "\u4e2d", "\u0660", "\u2160", "\u00a0", "s", "'S", "'ll",
+                                                "\u017f"]
+    texts = ["".join(rng.choice(chars) for _ in range(rng.randint(1, 25))).encode() for _ in range(5000)]
+    assert_same_as_reference(tmp_path, tmp_path / "tok.bin", ref, texts)
