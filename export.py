@@ -36,7 +36,7 @@ FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS, FLAG_ROPE_FA
 TOKENIZER_MAGIC = b"RUNT"
 TOKENIZER_VERSION = 1
 TOKENIZER_HEADER_SIZE = 64
-TOKF_DUMMY_PREFIX, TOKF_ADD_BOS, TOKF_REMOVE_EXTRA_WS, TOKF_IGNORE_MERGES = 1, 2, 4, 8
+TOKF_DUMMY_PREFIX, TOKF_ADD_BOS, TOKF_REMOVE_EXTRA_WS, TOKF_IGNORE_MERGES, TOKF_NFC = 1, 2, 4, 8, 16
 KIND_SENTENCEPIECE, KIND_BYTE_LEVEL = 1, 2
 PRETOK_NONE, PRETOK_LLAMA3, PRETOK_QWEN2, PRETOK_GPT2, PRETOK_SMOLLM, PRETOK_O200K = 0, 1, 2, 3, 4, 5
 TOK_NORMAL, TOK_UNKNOWN, TOK_CONTROL, TOK_USER_DEFINED, TOK_UNUSED, TOK_BYTE = 1, 2, 3, 4, 5, 6
@@ -1868,6 +1868,33 @@ def added_tokens(directory):
     return {int(i): a for i, a in decoder.items()}
 
 
+def nfc_tables():
+    """The data of Unicode's NFC (canonical composition), from Python's
+    unicodedata, as three tables of int32 triples, each sorted: canonical
+    decompositions (code point, first, second or 0: one level, applied until
+    none is left), canonical combining classes (code point, class, 0) of the
+    characters whose class is not 0, and compositions (first, second,
+    composite) of the pairs that compose (the decompositions less Unicode's
+    composition exclusions). Hangul syllables are computed, not listed."""
+    import unicodedata
+    decomp, ccc, comp = [], [], []
+    for cp in range(0x110000):
+        if 0xAC00 <= cp <= 0xD7A3 or 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        if unicodedata.combining(c):
+            ccc.append((cp, unicodedata.combining(c), 0))
+        d = unicodedata.decomposition(c)
+        if not d or d.startswith("<"):  # none, or a compatibility one
+            continue
+        parts = [int(x, 16) for x in d.split()]
+        decomp.append((cp, parts[0], parts[1] if len(parts) > 1 else 0))
+        # it composes back if NFC keeps it: not excluded, not a singleton, not a non-starter
+        if len(parts) == 2 and unicodedata.normalize("NFC", chr(parts[0]) + chr(parts[1])) == c:
+            comp.append((parts[0], parts[1], cp))
+    return [sorted(decomp), sorted(ccc), sorted(comp)]
+
+
 def write_tokenizer(out, tokens, kind, bos_id, eos_id, unk_id, flags, pretok=PRETOK_NONE, merges=(), chat=(0, None)):
     """tokens: list of (bytes, score, type); merges: (left id, right id) pairs,
     highest priority first; chat: (TEMPLATE_*, default system prompt or None).
@@ -1884,6 +1911,9 @@ def write_tokenizer(out, tokens, kind, bos_id, eos_id, unk_id, flags, pretok=PRE
     for a, b in merges:
         body += struct.pack("<ii", a, b)
     body += system
+    if flags & TOKF_NFC:  # the normalizer's data: three tables, each a count then int32 triples
+        for table in nfc_tables():
+            body += struct.pack("<i", len(table)) + np.asarray(table, dtype="<i4").tobytes()
     max_len = max(len(t[0]) for t in tokens)
     header = struct.pack("<4sI11i", TOKENIZER_MAGIC, TOKENIZER_VERSION, vocab, max_len, bos_id, eos_id, unk_id,
                          flags, kind, pretok, len(merges), template, len(system))
@@ -2137,6 +2167,7 @@ def _export_tokenizer_json(path, out, vocab_size=None):
         except KeyError:
             raise ExportError(f"{path}: merge {k} ({m!r}) names a token that is not in the vocabulary") from None
     flags = TOKF_IGNORE_MERGES if model.get("ignore_merges") else 0
+    flags |= TOKF_NFC if normalizer is not None else 0  # Qwen's: text is put in NFC first
     # BOS: added when the post-processor's template starts with a special token
     bos = -1
     post = tj.get("post_processor") or {}

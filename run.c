@@ -2415,7 +2415,7 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
 #define TOKENIZER_VERSION 1
 #define TOKENIZER_HEADER_INTS 16
 enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER_DEFINED = 4, TOK_UNUSED = 5, TOK_BYTE = 6 };
-enum { TOKF_DUMMY_PREFIX = 1, TOKF_ADD_BOS = 2, TOKF_REMOVE_EXTRA_WS = 4, TOKF_IGNORE_MERGES = 8 };
+enum { TOKF_DUMMY_PREFIX = 1, TOKF_ADD_BOS = 2, TOKF_REMOVE_EXTRA_WS = 4, TOKF_IGNORE_MERGES = 8, TOKF_NFC = 16 };
 enum { KIND_SENTENCEPIECE = 1, KIND_BYTE_LEVEL = 2 };
 /* pre-tokenizers of byte-level BPE (their patterns are given at pretokenize) */
 enum { PRETOK_NONE = 0, PRETOK_LLAMA3 = 1, PRETOK_QWEN2 = 2, PRETOK_GPT2 = 3, PRETOK_SMOLLM = 4, PRETOK_O200K = 5 };
@@ -2457,6 +2457,9 @@ typedef struct {
     char *file;         /* the file's contents, while it is being read */
     int chat_template;  /* TEMPLATE_* (section 8), from the model's own chat template */
     char *default_system; /* system prompt the template uses when none is given, or NULL */
+    int32_t *nfc[3];    /* with TOKF_NFC: (n, 3) sorted triples: decompositions (cp, first, second or 0),
+                           combining classes (cp, class, 0), compositions (first, second, composite) */
+    int n_nfc[3];
 } Tokenizer;
 
 static uint32_t hash_bytes(const char *s, int len) {
@@ -2610,7 +2613,7 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
         system_len = h[12];
         if (t->vocab_size <= 0 || t->vocab_size > MAX_VOCAB)
             fatal("%s: invalid tokenizer header: vocab_size %d", path, t->vocab_size);
-        if (t->flags & ~15u) fatal("%s: unknown tokenizer flags 0x%x", path, t->flags);
+        if (t->flags & ~31u) fatal("%s: unknown tokenizer flags 0x%x", path, t->flags);
         if (t->kind != KIND_SENTENCEPIECE && t->kind != KIND_BYTE_LEVEL)
             fatal("%s: unknown tokenizer kind %d", path, t->kind);
         if (t->pretok < PRETOK_NONE || t->pretok > PRETOK_O200K || (t->kind == KIND_SENTENCEPIECE && t->pretok))
@@ -2691,6 +2694,19 @@ static void build_tokenizer(Tokenizer *t, const char *path, int expected_vocab) 
         t->default_system[system_len] = '\0';
         r.p += system_len;
     }
+    for (int k = 0; k < 3 * ((t->flags & TOKF_NFC) != 0); k++) { /* NFC's tables */
+        int32_t n = read_i32(&r, "NFC table");
+        if (n < 0 || n > (1 << 20)) fatal("%s: NFC table %d has %d entries", path, k, n);
+        int32_t *e = t->nfc[k] = xmalloc((size_t)n * 3 * sizeof(int32_t));
+        for (int i = 0; i < 3 * n; i++) e[i] = read_i32(&r, "NFC table");
+        for (int i = 0; i < n; i++) {
+            int sorted = i == 0 || e[3 * i] > e[3 * i - 3] || (k == 2 && e[3 * i] == e[3 * i - 3] && e[3 * i + 1] > e[3 * i - 2]);
+            for (int j = 0; j < 3; j++)
+                if (e[3 * i + j] < 0 || e[3 * i + j] >= 0x110000) fatal("%s: NFC table %d: a code point out of range", path, k);
+            if (!sorted) fatal("%s: NFC table %d is not sorted", path, k);
+        }
+        t->n_nfc[k] = n;
+    }
     if (r.p != r.end)
         fatal("%s: tokenizer file has %lld unexpected bytes at the end", path, (long long)(r.end - r.p));
     free(file);
@@ -2701,6 +2717,7 @@ static void free_tokenizer(Tokenizer *t) {
     free(t->pieces); free(t->lengths); free(t->scores); free(t->types); free(t->strip);
     free(t->hash); free(t->merges); free(t->merge_hash); free(t->user_defined); free(t->blob);
     free(t->default_system);
+    for (int k = 0; k < 3; k++) free(t->nfc[k]);
     free(t->file);
 }
 
@@ -3329,6 +3346,129 @@ static size_t pretokenize(int kind, const uint8_t *s, size_t n) {
     }
 }
 
+/* ---- NFC: Unicode's canonical composition (Qwen's tokenizers ask for it) ----
+   Text is put in Normalization Form C: each character fully decomposed
+   (canonically), the combining marks of each run sorted by class, then
+   recomposed where a composition exists and is not blocked. The data
+   (decompositions, classes, compositions) come with the tokenizer file,
+   from Python's unicodedata; Hangul syllables are computed. Python:
+   unicodedata.normalize("NFC", text) */
+
+/* The triple of table k whose first (and, for compositions, second) value is a (b). */
+static const int32_t *nfc_find(const Tokenizer *t, int k, int32_t a, int32_t b) {
+    int lo = 0, hi = t->n_nfc[k] - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        const int32_t *e = t->nfc[k] + 3 * mid;
+        int cmp = a != e[0] ? (a < e[0] ? -1 : 1) : k == 2 && b != e[1] ? (b < e[1] ? -1 : 1) : 0;
+        if (cmp == 0) return e;
+        if (cmp < 0) hi = mid - 1;
+        else lo = mid + 1;
+    }
+    return NULL;
+}
+
+static int combining_class(const Tokenizer *t, uint32_t cp) {
+    const int32_t *e = cp < 0x110000 ? nfc_find(t, 1, (int32_t)cp, 0) : NULL;
+    return e ? e[1] : 0;
+}
+
+#define HANGUL_S 0xAC00 /* Hangul syllables: S = S0 + (L index * 21 + V index) * 28 + T index */
+#define HANGUL_L 0x1100
+#define HANGUL_V 0x1161
+#define HANGUL_T 0x11A7
+
+/* Appends cp's full canonical decomposition to out (growing it). depth
+   bounds the recursion whatever the file's tables hold. */
+static void decompose_char(const Tokenizer *t, uint32_t cp, uint32_t **out, size_t *n, size_t *cap, int depth) {
+    if (*n + 4 > *cap) {
+        *cap = *cap * 2 + 16;
+        uint32_t *grown = realloc(*out, *cap * sizeof(uint32_t));
+        if (!grown) fatal("out of memory");
+        *out = grown;
+    }
+    if (cp >= HANGUL_S && cp < HANGUL_S + 11172) {
+        uint32_t s = cp - HANGUL_S;
+        (*out)[(*n)++] = HANGUL_L + s / 588;
+        (*out)[(*n)++] = HANGUL_V + s % 588 / 28;
+        if (s % 28) (*out)[(*n)++] = HANGUL_T + s % 28;
+        return;
+    }
+    const int32_t *e = cp < 0x110000 && depth < 4 ? nfc_find(t, 0, (int32_t)cp, 0) : NULL;
+    if (!e) {
+        (*out)[(*n)++] = cp;
+        return;
+    }
+    decompose_char(t, (uint32_t)e[1], out, n, cap, depth + 1);
+    if (e[2]) decompose_char(t, (uint32_t)e[2], out, n, cap, depth + 1);
+}
+
+/* The composite of a and b, or 0. */
+static uint32_t compose_pair(const Tokenizer *t, uint32_t a, uint32_t b) {
+    if (a >= HANGUL_L && a < HANGUL_L + 19 && b >= HANGUL_V && b < HANGUL_V + 21)
+        return HANGUL_S + ((a - HANGUL_L) * 21 + (b - HANGUL_V)) * 28;
+    if (a >= HANGUL_S && a < HANGUL_S + 11172 && (a - HANGUL_S) % 28 == 0 && b > HANGUL_T && b < HANGUL_T + 28)
+        return a + (b - HANGUL_T);
+    const int32_t *e = a < 0x110000 && b < 0x110000 ? nfc_find(t, 2, (int32_t)a, (int32_t)b) : NULL;
+    return e ? (uint32_t)e[2] : 0;
+}
+
+/* text in NFC, as a new buffer (its length in *out_len), or NULL when it is
+   NFC already because nothing in it is at or above U+0300 (UTF-8 lead bytes
+   below 0xCC), nearly always. Bytes that are not UTF-8 stay as they are. */
+static char *nfc_normalize(const Tokenizer *t, const char *text, size_t len, size_t *out_len) {
+    const uint8_t *s = (const uint8_t *)text;
+    size_t i = 0;
+    while (i < len && s[i] < 0xCC) i++;
+    if (i == len) return NULL;
+    uint32_t *cp = NULL; /* decomposed; an invalid byte b is 0x110000 + b */
+    size_t n = 0, cap = 0;
+    for (i = 0; i < len;) {
+        int l;
+        uint32_t c = decode_char(s + i, len - i, &l);
+        decompose_char(t, c == NOT_A_CHAR ? 0x110000u + s[i] : c, &cp, &n, &cap, 0);
+        i += l;
+    }
+    for (size_t k = 1; k < n; k++) { /* canonical order: a stable sort of each run of marks by class */
+        int cc = combining_class(t, cp[k]);
+        for (size_t j = k; cc && j > 0 && combining_class(t, cp[j - 1]) > cc; j--) {
+            uint32_t tmp = cp[j];
+            cp[j] = cp[j - 1], cp[j - 1] = tmp;
+        }
+    }
+    size_t w = 0, starter = SIZE_MAX;
+    int last_cc = 0; /* class of the last character kept after the starter */
+    for (size_t k = 0; k < n; k++) { /* compose each character with the starter, unless blocked */
+        int cc = combining_class(t, cp[k]);
+        int adjacent = starter != SIZE_MAX && w == starter + 1, unblocked = adjacent || (last_cc != 0 && last_cc < cc);
+        uint32_t composite = starter != SIZE_MAX && unblocked ? compose_pair(t, cp[starter], cp[k]) : 0;
+        if (composite) {
+            cp[starter] = composite;
+            continue;
+        }
+        if (cc == 0) starter = w;
+        last_cc = cc;
+        cp[w++] = cp[k];
+    }
+    char *out = xmalloc(4 * w + 1);
+    size_t o = 0;
+    for (size_t k = 0; k < w; k++) {
+        uint32_t c = cp[k];
+        if (c >= 0x110000) out[o++] = (char)(c - 0x110000);
+        else if (c < 0x80) out[o++] = (char)c;
+        else if (c < 0x800) out[o++] = (char)(0xC0 | c >> 6), out[o++] = (char)(0x80 | (c & 0x3F));
+        else if (c < 0x10000)
+            out[o++] = (char)(0xE0 | c >> 12), out[o++] = (char)(0x80 | (c >> 6 & 0x3F)), out[o++] = (char)(0x80 | (c & 0x3F));
+        else
+            out[o++] = (char)(0xF0 | c >> 18), out[o++] = (char)(0x80 | (c >> 12 & 0x3F)),
+            out[o++] = (char)(0x80 | (c >> 6 & 0x3F)), out[o++] = (char)(0x80 | (c & 0x3F));
+    }
+    free(cp);
+    if (o > 3 * len) fatal("the tokenizer's NFC tables expand the text more than Unicode allows");
+    *out_len = o;
+    return out;
+}
+
 /* ---- BPE merging ---- */
 
 /* SentencePiece's normalization of the text (see the top of this section).
@@ -3542,6 +3682,7 @@ static int encode(const Tokenizer *t, const char *text, size_t text_len, int add
     size_t len = text_len;
     char *norm = NULL;
     if (t->kind == KIND_SENTENCEPIECE) text = norm = normalize_text(t, text, text_len, &len);
+    else if ((t->flags & TOKF_NFC) && (norm = nfc_normalize(t, text, text_len, &len))) text = norm;
     if (len > (size_t)INT32_MAX / 4) fatal("text is too long to tokenize (%zu bytes)", text_len);
     BpeScratch scratch = {xmalloc((len + 1) * sizeof(Symbol)), xmalloc((2 * len + 2) * sizeof(MergeCandidate))};
 

@@ -111,18 +111,43 @@ def test_gemma3_tokenizer_json_equals_transformers_js(shared, tmp_path):
     assert run("-m", "tokenize", "-z", tok, "-i", "Hello").stdout == b"2 9259\n"  # <bos> first: add_bos_token
 
 
-def test_qwen3_tokenizer_equals_transformers_js_where_nfc_changes_nothing(shared, tmp_path):
-    """Qwen3's byte-level BPE against the reference texts. Its tokenizer.json
-    normalizes to NFC first, which run.c does not (README: the texts whose NFC
-    form differs, decomposed accents, are the known exceptions)."""
-    import unicodedata
+def test_qwen3_tokenizer_equals_transformers_js(shared, tmp_path):
+    """Qwen3's byte-level BPE against all 162 reference texts, those whose
+    accents come decomposed included: its tokenizer.json puts text in NFC
+    first, and so does run.c, from tables export.py writes into the file."""
     tok = tmp_path / "qwen3.bin"
     export(tok, "--tokenizer", os.path.join(shared, "tokenizers", "qwen3", "tokenizer.json"))
-    cases = [c for c in reference_cases(shared, "qwen3") if unicodedata.normalize("NFC", c["text"]) == c["text"]]
-    assert len(cases) >= 150
+    cases = reference_cases(shared, "qwen3")
+    assert len(cases) == 162
     got = encode_all(tmp_path, tok, [c["text"].encode() for c in cases])
     failures = [(c["text"], g, c["ids"]) for c, g in zip(cases, got) if g != c["ids"]]
     assert not failures, f"{len(failures)} of {len(cases)} cases differ: {failures[:3]}"
+
+
+def test_nfc_equals_python_unicodedata(shared, tmp_path):
+    """NFC on 5,000 random strings built to stress it: decomposed letters,
+    several marks in every order (canonical reordering), Hangul jamo and
+    syllables, composition exclusions, singletons, starters that compose,
+    and invalid bytes (kept as they are). Encoded with Qwen3's tokenizer,
+    they must give the ids of the same text normalized by Python first."""
+    import random
+    import unicodedata
+    import ref_bpe
+    tok = tmp_path / "qwen3.bin"
+    path = os.path.join(shared, "tokenizers", "qwen3", "tokenizer.json")
+    export(tok, "--tokenizer", path)
+    ref = ref_bpe.TokenizerJson(path, pattern=ref_bpe.QWEN2, split_digits=False)
+    pieces = ["a", "e", "o", "A", "E", "u", "n", " ", ".", "\u0301", "\u0300", "\u0308", "\u0323", "\u031b",
+              "\u0327", "\u0345", "\u0313", "\u1100", "\u1161", "\u11a8", "\uac00", "\u0958", "\u212b", "\u2126",
+              "\u0b47", "\u0b3e", "\u1f80", "\u03b1", "\u0915", "\u093c", "\u00e9", "\u1e69", "\u0112", "x"]
+    rng = random.Random(3)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 14))) for _ in range(5000)]
+    raw = [t.encode() for t in texts] + [b"e\xcc\x81\xff\xcc\x81a", b"\xcc\x81\xcc"]
+    got = encode_all(tmp_path, tok, raw)
+    want = [ref.encode(unicodedata.normalize("NFC", t).encode()) for t in texts]
+    failures = [(t, g, w) for t, g, w in zip(texts, got, want) if g != w]
+    assert not failures, f"{len(failures)} of {len(texts)} differ, first: {failures[0]}"
+    assert got[-2] == ref.encode("\u00e9".encode()) + ref.encode(b"\xff\xcc\x81a")  # composed, then kept
 
 
 @pytest.mark.parametrize("normalizer,pre,dummy", [

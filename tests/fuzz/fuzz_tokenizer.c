@@ -9,7 +9,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(&t, 0, sizeof t);
     if (setjmp(fuzz_escape) == 0) {
         build_tokenizer(&t, path, 0);
-        static const char text[] = "Hello wörld, it's 2024!\n\t日本 \xff <s> ";
+        static const char text[] = "Hello wörld, it's 2024!\n\t日本 \xff <s> e\xcc\x81\xcc\xa3 \xe1\x84\x80\xe1\x85\xa1";
         int ids[3 * sizeof text + 3];
         int n = encode(&t, text, sizeof text - 1, 1, ids);
         FILE *null = fopen("/dev/null", "w");

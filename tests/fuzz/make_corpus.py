@@ -71,6 +71,9 @@ def main():
         export.write_tokenizer(tmp, tokens, export.KIND_BYTE_LEVEL, -1, 260, -1, 8, pretok, merges,
                                chat=(4, "You are helpful."))
         out("tokenizer", f"bpe-{pretok}.bin", open(tmp, "rb").read())
+    # byte-level with NFC's tables (Qwen's tokenizers)
+    export.write_tokenizer(tmp, tokens, export.KIND_BYTE_LEVEL, -1, 260, -1, export.TOKF_NFC, 2, merges)
+    out("tokenizer", "bpe-nfc.bin", open(tmp, "rb").read())
     os.remove(tmp)
 
     for i, text in enumerate(["Hello world", "  leading and trailing  ", "I'M don't 12345 \u00e9\u00e8 \u65e5\u672c",
