@@ -81,7 +81,13 @@ def model_header(cfg, weight_type=0):
                         cfg.get("final_softcap") or 0.0)
     # Phi-3's: the rotated width of each head (0: all), LongRoPE's attention factor (0: 1)
     head += struct.pack("<if", cfg.get("rope_dim") or 0, longrope.get("attn_factor", 0.0))
-    assert len(head) == 160
+    # the model's recommended sampling (generation_config.json): which it gives, then the values
+    gen = cfg.get("generation") or {}
+    given = sum(bit for key, bit in GEN_BITS.items() if key in gen)
+    head += struct.pack("<I4fi", given, *(float(gen.get(k, 0.0)) for k in ("temperature", "top_p", "min_p",
+                                                                             "repetition_penalty")),
+                        int(gen.get("top_k", 0)))
+    assert len(head) == 184
     return head + bytes(MODEL_HEADER_SIZE - len(head))
 
 
@@ -93,6 +99,28 @@ def type_table(types):
 
 
 LAYER_NO_ROPE, LAYER_SLIDING = 1, 2
+GEN_BITS = {"temperature": 1, "top_p": 2, "top_k": 4, "min_p": 8, "repetition_penalty": 16}
+
+
+def recommended_sampling(gc, where):
+    """The sampling values a generation_config.json recommends, for chat's
+    defaults: temperature, top_p, top_k, min_p, repetition_penalty (checked);
+    do_sample false means greedy, as in transformers' generate()."""
+    if not gc:
+        return {}
+    limits = {"temperature": (0, 1e6), "top_p": (0, 1), "top_k": (0, 1 << 20), "min_p": (0, 1),
+              "repetition_penalty": (1e-3, 1e3)}
+    out = {}
+    for key, (lo, hi) in limits.items():
+        v = gc.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise ExportError(f"{where}: generation_config.json's {key} is {v!r} (expected {lo} to {hi})")
+        out[key] = v
+    if gc.get("do_sample") is False:
+        out["temperature"] = 0.0
+    return out
 ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}
 
 
@@ -806,6 +834,7 @@ class HuggingFaceCheckpoint:
             **self.gemma(hf, dim),
             "bos_id": -1 if bos is None else bos,
             "eos_ids": eos,
+            "generation": recommended_sampling(self.generation_config(), self.dir),
         }
 
     def no_rope_layers(self, hf, raw, model_type):
@@ -866,11 +895,9 @@ class HuggingFaceCheckpoint:
                 "logit_scale": 1.0 / float(hf.get("logits_scaling"))}
 
     def generation_config(self):
-        path = os.path.join(self.dir, "generation_config.json")
-        if not os.path.isfile(path):
+        if not os.path.isfile(os.path.join(self.dir, "generation_config.json")):
             return {}
-        with open(path) as f:
-            return json.load(f)
+        return read_json(self.dir, "generation_config.json")
 
     def get(self, name):
         """Tensors under run.c's names, in run.c's layout."""
@@ -1667,8 +1694,12 @@ class RuncCheckpoint:
         names = {v: k for k, v in ACTIVATIONS.items()}
         flags, original = struct.unpack("<I", head[64:68])[0], struct.unpack("<i", head[56:60])[0]
         longrope = {"original_seq_len": original, "attn_factor": attn_factor} if flags & FLAG_ROPE_FACTORS else None
+        given, temperature, top_p, min_p, repetition, top_k = struct.unpack("<I4fi", head[160:184])
+        values = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
+                  "repetition_penalty": repetition}
         return {"rope_local_theta": local, "rope_linear_factor": linear, "activation": names.get(act, act),
-                "attn_softcap": attn_cap, "final_softcap": final_cap, "rope_dim": rope_dim, "longrope": longrope}
+                "attn_softcap": attn_cap, "final_softcap": final_cap, "rope_dim": rope_dim, "longrope": longrope,
+                "generation": {k: v for k, v in values.items() if given & GEN_BITS[k]}}
 
     def __init__(self, path):
         size = os.path.getsize(path)

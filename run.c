@@ -188,6 +188,8 @@ enum { LAYER_NO_ROPE = 1u << 0,  /* q and k are not rotated (SmolLM3's NoPE laye
                                      base (Gemma's local layers; every layer of Mistral 7B v0.1) */
 #define KNOWN_LAYER_FLAGS (LAYER_NO_ROPE | LAYER_SLIDING)
 enum { ACT_SILU = 0, ACT_GELU_TANH = 1, N_ACTIVATIONS }; /* the gate's activation in the feed-forward layer */
+/* which sampling values a model recommends (the header's gen_given) or a user gave */
+enum { GEN_TEMPERATURE = 1, GEN_TOP_P = 2, GEN_TOP_K = 4, GEN_MIN_P = 8, GEN_REPETITION_PENALTY = 16, GEN_ALL = 31 };
 
 typedef struct {
     uint32_t magic;         /* MODEL_MAGIC */
@@ -226,7 +228,11 @@ typedef struct {
     /* version 2, Phi-3's: */
     int32_t rope_dim;       /* RoPE rotates the first rope_dim values of each head (0: all head_dim) */
     float rope_attn_factor; /* cos and sin are multiplied by this (LongRoPE's attention factor; 0: 1) */
-    uint8_t reserved[MODEL_HEADER_SIZE - 160]; /* zero */
+    /* version 2, the model's recommended sampling (generation_config.json), chat's defaults: */
+    uint32_t gen_given;     /* GEN_* bits: which of the five below the model gives */
+    float gen_temperature, gen_top_p, gen_min_p, gen_repetition_penalty;
+    int32_t gen_top_k;
+    uint8_t reserved[MODEL_HEADER_SIZE - 184]; /* zero */
 } FileHeader;
 
 _Static_assert(sizeof(FileHeader) == MODEL_HEADER_SIZE, "header must be 256 bytes");
@@ -251,6 +257,9 @@ typedef struct {
     float rope_attn_factor;   /* 1 when the file says none */
     int longrope;             /* the file has LongRoPE's factor tables (Phi-3.5, Phi-4-mini) */
     const float *rope_factors[2]; /* their per-frequency divisors: short and long, (rope_dim / 2) each */
+    uint32_t gen_given;       /* GEN_*: the model's recommended sampling, below */
+    float gen_temperature, gen_top_p, gen_min_p, gen_repetition_penalty;
+    int gen_top_k;
     int weight_type;  /* the header's: of every matrix, or of most (the type table says) */
     int quantized;    /* some matrix is not fp32: matmul inputs are quantized */
     int k_types;      /* some matrix is q4_k or q6_k */
@@ -378,6 +387,13 @@ static void validate_config(const char *path, const Config *c) {
     if (!isfinite(c->embedding_scale) || !isfinite(c->attention_scale) || !isfinite(c->residual_scale) ||
         !isfinite(c->logit_scale))
         fatal("%s: invalid model header: a scalar multiplier is not finite", path);
+    if (c->gen_given & ~GEN_ALL) fatal("%s: invalid model header: unknown sampling bits 0x%x", path, c->gen_given);
+    if (((c->gen_given & GEN_TEMPERATURE) && !(c->gen_temperature >= 0.0f && c->gen_temperature <= 1e6f)) ||
+        ((c->gen_given & GEN_TOP_P) && !(c->gen_top_p >= 0.0f && c->gen_top_p <= 1.0f)) ||
+        ((c->gen_given & GEN_MIN_P) && !(c->gen_min_p >= 0.0f && c->gen_min_p <= 1.0f)) ||
+        ((c->gen_given & GEN_REPETITION_PENALTY) && !(c->gen_repetition_penalty >= 1e-3f && c->gen_repetition_penalty <= 1e3f)) ||
+        ((c->gen_given & GEN_TOP_K) && (c->gen_top_k < 0 || c->gen_top_k > (1 << 20))))
+        fatal("%s: invalid model header: a recommended sampling value is out of range", path);
     if (c->bos_id < -1 || c->bos_id >= c->vocab_size)
         fatal("%s: invalid model header: bos_id %d is outside the vocabulary", path, c->bos_id);
     if (c->n_eos < 0 || c->n_eos > MAX_EOS)
@@ -587,6 +603,9 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
         c->activation = v2 ? h.activation : ACT_SILU;
         c->post_norms = (h.flags & FLAG_POST_NORMS) != 0;
         c->longrope = (h.flags & FLAG_ROPE_FACTORS) != 0;
+        c->gen_given = v2 ? h.gen_given : 0;
+        c->gen_temperature = h.gen_temperature, c->gen_top_p = h.gen_top_p, c->gen_min_p = h.gen_min_p;
+        c->gen_repetition_penalty = h.gen_repetition_penalty, c->gen_top_k = h.gen_top_k;
         c->attn_softcap = v2 ? h.attn_softcap : 0.0f;
         c->final_softcap = v2 ? h.final_softcap : 0.0f;
         if (h.flags & ~KNOWN_FLAGS) fatal("%s: unknown flags 0x%x in model header", path, h.flags);
@@ -3782,12 +3801,70 @@ static void utf8_flush(Utf8Printer *p) {
     fflush(p->out);
 }
 
+/* Output that ends before the first occurrence of any stop string (--stop),
+   which is not printed even when it spans several tokens: text is held back
+   while its end could still be the start of one. */
+#define MAX_STOPS 8
+typedef struct {
+    const char **stops;
+    int n_stops;
+    char *held;          /* bytes not printed yet */
+    size_t n_held, cap;
+    int stopped;         /* a stop string came: the output has ended */
+    Utf8Printer *out;
+} StopFilter;
+
+static void stop_put(StopFilter *f, const char *bytes, int len) {
+    if (f->stopped) return;
+    if (f->n_stops == 0) {
+        utf8_put(f->out, bytes, len);
+        return;
+    }
+    if (f->n_held + (size_t)len + 1 > f->cap) {
+        f->cap = (f->n_held + (size_t)len + 1) * 2;
+        char *grown = realloc(f->held, f->cap);
+        if (!grown) fatal("out of memory");
+        f->held = grown;
+    }
+    memcpy(f->held + f->n_held, bytes, (size_t)len);
+    f->n_held += (size_t)len;
+    size_t first = SIZE_MAX, keep = 0; /* the earliest stop string; the longest tail that may begin one */
+    for (int k = 0; k < f->n_stops; k++) {
+        size_t sl = strlen(f->stops[k]);
+        for (size_t at = 0; at + sl <= f->n_held && at < first; at++)
+            if (memcmp(f->held + at, f->stops[k], sl) == 0) first = at;
+        for (size_t tail = sl - 1; tail > keep; tail--)
+            if (tail <= f->n_held && memcmp(f->held + f->n_held - tail, f->stops[k], tail) == 0) keep = tail;
+    }
+    if (first != SIZE_MAX) {
+        utf8_put(f->out, f->held, (int)first);
+        f->stopped = 1, f->n_held = 0;
+        return;
+    }
+    utf8_put(f->out, f->held, (int)(f->n_held - keep));
+    memmove(f->held, f->held + f->n_held - keep, keep);
+    f->n_held = keep;
+}
+
+/* The end of the output: what was held back prints (no stop string came). */
+static void stop_finish(StopFilter *f) {
+    if (!f->stopped) utf8_put(f->out, f->held, (int)f->n_held);
+    f->n_held = 0, f->stopped = 0;
+    utf8_flush(f->out);
+}
+
 /* ========================================================================== */
 /* 7. Sampler                                                                 */
 /* ========================================================================== */
 
 /* The same random numbers and top-p procedure as llama2.c, so both programs
-   print the same text for the same model, flags and seed. */
+   print the same text for the same model, flags and seed. The other controls
+   (off by default) apply in this order, each a small function below:
+     1. penalties on the logits of the tokens of the last repeat_last_n
+        positions: repetition (CTRL's rule), presence, frequency;
+     2. temperature (0: the most likely token, after the penalties);
+     3. top-k, 4. top-p, 5. min-p: each keeps a prefix of the tokens sorted
+        by probability; 6. the draw among those kept, in proportion. */
 
 typedef struct {
     float prob;
@@ -3795,22 +3872,66 @@ typedef struct {
 } ProbIndex;
 
 typedef struct {
+    float temperature;     /* >= 0; 0: greedy */
+    float topp;            /* in [0, 1]; 0 or 1: off */
+    int top_k;             /* 0: off */
+    float min_p;           /* in [0, 1]; 0: off */
+    float repeat_penalty;  /* > 0; 1: off */
+    int repeat_last_n;     /* the penalties' window of recent tokens */
+    float presence_penalty, frequency_penalty; /* 0: off */
+} SamplerOptions;
+
+static const SamplerOptions DEFAULT_SAMPLING = {1.0f, 0.9f, 0, 0.0f, 1.0f, 64, 0.0f, 0.0f};
+
+typedef struct {
     int vocab_size;
-    ProbIndex *candidates; /* (vocab_size) scratch for top-p */
-    float temperature;
-    float topp;
+    SamplerOptions o;
+    ProbIndex *candidates; /* (vocab_size) scratch for top-p and the filters */
+    int *recent;           /* (repeat_last_n) the last tokens of the context, a ring */
+    int n_recent, next_recent;
+    int *counts;           /* (vocab_size) occurrences in the window, zero between uses */
     uint64_t rng_state;
 } Sampler;
 
-static void build_sampler(Sampler *s, int vocab_size, float temperature, float topp, uint64_t seed) {
+static void build_sampler(Sampler *s, int vocab_size, const SamplerOptions *o, uint64_t seed) {
+    memset(s, 0, sizeof(*s));
     s->vocab_size = vocab_size;
-    s->temperature = temperature;
-    s->topp = topp;
+    s->o = *o;
     s->rng_state = seed;
     s->candidates = xcalloc(vocab_size, sizeof(ProbIndex));
+    s->recent = xcalloc(o->repeat_last_n > 0 ? o->repeat_last_n : 1, sizeof(int));
+    s->counts = xcalloc(vocab_size, sizeof(int));
 }
 
-static void free_sampler(Sampler *s) { free(s->candidates); }
+static void free_sampler(Sampler *s) { free(s->candidates), free(s->recent), free(s->counts); }
+
+/* A token joins the context (prompt or reply): the penalties' window. */
+static void sampler_accept(Sampler *s, int token) {
+    if (s->o.repeat_last_n <= 0) return;
+    s->recent[s->next_recent] = token;
+    s->next_recent = (s->next_recent + 1) % s->o.repeat_last_n;
+    if (s->n_recent < s->o.repeat_last_n) s->n_recent++;
+}
+
+static int penalties_on(const SamplerOptions *o) {
+    return o->repeat_penalty != 1.0f || o->presence_penalty != 0.0f || o->frequency_penalty != 0.0f;
+}
+
+/* Step 1, in place, for each token t that occurs c_t > 0 times in the window:
+     repetition (CTRL, as llama.cpp): logit_t = logit_t > 0 ? logit_t / R : logit_t * R
+     presence and frequency (OpenAI): logit_t -= presence + c_t * frequency  */
+static void apply_penalties(Sampler *s, float *logits) {
+    const SamplerOptions *o = &s->o;
+    for (int i = 0; i < s->n_recent; i++) s->counts[s->recent[i]]++;
+    for (int i = 0; i < s->n_recent; i++) {
+        int t = s->recent[i], c = s->counts[t];
+        if (c == 0) continue; /* done already */
+        float l = logits[t];
+        l = l > 0.0f ? l / o->repeat_penalty : l * o->repeat_penalty;
+        logits[t] = l - o->presence_penalty - (float)c * o->frequency_penalty;
+        s->counts[t] = 0;
+    }
+}
 
 /* xorshift64* (Marsaglia / Vigna) */
 static uint32_t random_u32(uint64_t *state) {
@@ -3874,14 +3995,94 @@ static int sample_topp(const float *probs, int n, float topp, ProbIndex *cand, f
     return cand[last].index; /* rounding */
 }
 
+/* The K most likely of probs[0..n) into cand, sorted, by a min-heap of K. */
+static int select_top_k(const float *probs, int n, int k, ProbIndex *cand) {
+    if (k > n) k = n;
+    int size = 0;
+    for (int i = 0; i < n; i++) {
+        ProbIndex x = {probs[i], i};
+        if (size == k && !(x.prob > cand[0].prob)) continue;
+        int j;
+        if (size < k) { /* sift up */
+            for (j = size++; j > 0 && cand[(j - 1) / 2].prob > x.prob; j = (j - 1) / 2) cand[j] = cand[(j - 1) / 2];
+        } else { /* replace the least, sift down */
+            for (j = 0;;) {
+                int c = 2 * j + 1;
+                if (c >= size) break;
+                if (c + 1 < size && cand[c + 1].prob < cand[c].prob) c++;
+                if (!(cand[c].prob < x.prob)) break;
+                cand[j] = cand[c], j = c;
+            }
+        }
+        cand[j] = x;
+    }
+    qsort(cand, size, sizeof(ProbIndex), compare_prob_desc);
+    return size;
+}
+
+/* Steps 3-5 on cand[0..n), probabilities sorted in decreasing order, of
+   total `total` (1, or the top-k survivors' sum): how many each keeps.
+     top-k: the k most likely (cand holds those already)
+     top-p: the fewest whose probability, renormalized, sums past p
+     min-p: those with probability >= min_p * the most likely one's   */
+static int top_p_keeps(const ProbIndex *cand, int n, float total, float topp) {
+    if (topp <= 0.0f || topp >= 1.0f) return n;
+    float cumulative = 0.0f;
+    for (int i = 0; i < n; i++) {
+        cumulative += cand[i].prob / total;
+        if (cumulative > topp) return i + 1;
+    }
+    return n;
+}
+
+static int min_p_keeps(const ProbIndex *cand, int n, float min_p) {
+    int keep = 1;
+    while (keep < n && cand[keep].prob >= min_p * cand[0].prob) keep++;
+    return keep;
+}
+
+/* The tokens steps 3-5 keep, in cand[0..returned), most likely first, from
+   the probabilities (after the penalties and the temperature). */
+static int filter_candidates(const Sampler *s, const float *probs, ProbIndex *cand) {
+    const SamplerOptions *o = &s->o;
+    int n = 0;
+    float total = 1.0f;
+    if (o->top_k > 0) {
+        n = select_top_k(probs, s->vocab_size, o->top_k, cand);
+        total = 0.0f;
+        for (int i = 0; i < n; i++) total += cand[i].prob;
+    } else { /* only tokens min-p can keep are sorted (all when it is off) */
+        float floor = o->min_p * probs[argmax(probs, s->vocab_size)];
+        for (int i = 0; i < s->vocab_size; i++)
+            if (probs[i] >= floor) cand[n++] = (ProbIndex){probs[i], i};
+        qsort(cand, n, sizeof(ProbIndex), compare_prob_desc);
+    }
+    n = top_p_keeps(cand, n, total, o->topp);
+    if (o->min_p > 0.0f) n = min_p_keeps(cand, n, o->min_p);
+    return n;
+}
+
 /* Picks the next token from the logits (which it overwrites). */
 static int sample(Sampler *s, float *logits) {
-    if (s->temperature == 0.0f) return argmax(logits, s->vocab_size);
-    for (int i = 0; i < s->vocab_size; i++) logits[i] /= s->temperature;
+    const SamplerOptions *o = &s->o;
+    if (penalties_on(o)) apply_penalties(s, logits);
+    if (o->temperature == 0.0f) return argmax(logits, s->vocab_size);
+    for (int i = 0; i < s->vocab_size; i++) logits[i] /= o->temperature;
     softmax(logits, s->vocab_size);
     float coin = random_f32(&s->rng_state);
-    if (s->topp <= 0.0f || s->topp >= 1.0f) return sample_multinomial(logits, s->vocab_size, coin);
-    return sample_topp(logits, s->vocab_size, s->topp, s->candidates, coin);
+    if (o->top_k == 0 && o->min_p == 0.0f) { /* llama2.c's own steps, so its outputs stay byte for byte */
+        if (o->topp <= 0.0f || o->topp >= 1.0f) return sample_multinomial(logits, s->vocab_size, coin);
+        return sample_topp(logits, s->vocab_size, o->topp, s->candidates, coin);
+    }
+    int n = filter_candidates(s, logits, s->candidates);
+    float kept = 0.0f;
+    for (int i = 0; i < n; i++) kept += s->candidates[i].prob;
+    float r = coin * kept, cdf = 0.0f; /* step 6: the draw, in proportion among those kept */
+    for (int i = 0; i < n; i++) {
+        cdf += s->candidates[i].prob;
+        if (r < cdf) return s->candidates[i].index;
+    }
+    return s->candidates[n - 1].index; /* rounding */
 }
 
 /* ========================================================================== */
@@ -3943,36 +4144,35 @@ static void show_tokens(const Tokenizer *t, const int *ids, int n, int color) {
 }
 
 /* --probs K: the K most likely next tokens with their probabilities (after
-   temperature; at temperature 0 the model's own), those outside the top-p
-   nucleus marked "cut", then the one sampled. On stderr, one line per token.
-   probs holds the logits on entry (it becomes the probabilities). */
-static void show_probabilities(const Tokenizer *t, const Sampler *sampler, float *probs, int k, int pos, int chosen,
+   the penalties and the temperature; at temperature 0 the model's own), each
+   that a rule removes marked with the first rule that does ("cut: top-k",
+   "top-p", "min-p", or "greedy" at temperature 0), then the one sampled. On
+   stderr, one line per token. probs holds the logits on entry (it becomes
+   the probabilities); the penalties' window must not have moved since. */
+static void show_probabilities(const Tokenizer *t, Sampler *sampler, float *probs, int k, int pos, int chosen,
                                ProbIndex *order) {
+    const SamplerOptions *o = &sampler->o;
     int V = sampler->vocab_size;
-    float temp = sampler->temperature > 0.0f ? sampler->temperature : 1.0f;
+    if (penalties_on(o)) apply_penalties(sampler, probs);
+    float temp = o->temperature > 0.0f ? o->temperature : 1.0f;
     for (int i = 0; i < V; i++) probs[i] /= temp;
     softmax(probs, V);
     for (int i = 0; i < V; i++) order[i] = (ProbIndex){probs[i], i};
     qsort(order, V, sizeof(ProbIndex), compare_prob_desc);
-    int nucleus = V; /* how many tokens top-p keeps */
-    if (sampler->temperature > 0.0f && sampler->topp > 0.0f && sampler->topp < 1.0f) {
-        float cumulative = 0.0f;
-        for (int i = 0; i < V; i++) {
-            cumulative += order[i].prob;
-            if (cumulative > sampler->topp) {
-                nucleus = i + 1;
-                break;
-            }
-        }
-    } else if (sampler->temperature == 0.0f) {
-        nucleus = 1; /* greedy keeps only the most likely */
-    }
+    int keep_k = o->top_k > 0 && o->top_k < V ? o->top_k : V; /* how many each rule keeps */
+    float total = 0.0f;
+    for (int i = 0; i < keep_k; i++) total += order[i].prob;
+    int keep_p = top_p_keeps(order, keep_k, o->top_k > 0 ? total : 1.0f, o->topp);
+    int keep_m = o->min_p > 0.0f ? min_p_keeps(order, keep_p, o->min_p) : keep_p;
+    if (o->temperature == 0.0f) keep_k = keep_p = keep_m = 1; /* greedy keeps only the most likely */
     char text[1024];
     token_text(t, chosen, text, sizeof text);
     fprintf(stderr, "[pos %d] '%s' %.1f%% |", pos, text, 100.0 * probs[chosen]);
     for (int i = 0; i < k && i < V; i++) {
+        const char *cut = o->temperature == 0.0f && i > 0 ? " (cut: greedy)" : i >= keep_k ? " (cut: top-k)"
+                          : i >= keep_p ? " (cut: top-p)" : i >= keep_m ? " (cut: min-p)" : "";
         token_text(t, order[i].index, text, sizeof text);
-        fprintf(stderr, " '%s' %.1f%%%s", text, 100.0 * order[i].prob, i >= nucleus ? " (cut)" : "");
+        fprintf(stderr, " '%s' %.1f%%%s", text, 100.0 * order[i].prob, cut);
     }
     fputc('\n', stderr);
 }
@@ -3996,10 +4196,11 @@ static float *process_tokens(const Model *m, RunState *s, const int *tokens, int
    or the model emits BOS or an EOS token. The prompt goes through the model
    in chunks; then one token at a time. */
 static void generate(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sampler,
-                     const int *prompt, int n_prompt, int steps, int show_probs) {
+                     const int *prompt, int n_prompt, int steps, int show_probs, const char **stops, int n_stops) {
     float *probs = show_probs ? xmalloc((size_t)m->config.vocab_size * sizeof(float)) : NULL;
     ProbIndex *order = show_probs ? xmalloc((size_t)m->config.vocab_size * sizeof(ProbIndex)) : NULL;
     Utf8Printer printer = {{0}, 0, 0, stdout};
+    StopFilter reply = {stops, n_stops, NULL, 0, 0, 0, &printer};
     const char *piece;
     for (int i = 0; i < n_prompt; i++) { /* BOS prints nothing */
         int len = decode_piece(tok, i > 0 ? prompt[i - 1] : -1, prompt[i], &piece);
@@ -4007,6 +4208,7 @@ static void generate(const Model *m, RunState *s, const Tokenizer *tok, Sampler 
     }
     fflush(stdout);
     double start = time_seconds();
+    for (int i = 0; i < n_prompt; i++) sampler_accept(sampler, prompt[i]);
     float *logits = process_tokens(m, s, prompt, n_prompt, 0);
     double prompt_done = time_seconds();
     int token = prompt[n_prompt - 1], pos = n_prompt, n_forward = 0;
@@ -4015,16 +4217,19 @@ static void generate(const Model *m, RunState *s, const Tokenizer *tok, Sampler 
         int next = sample(sampler, logits);
         if (show_probs) show_probabilities(tok, sampler, probs, show_probs, pos, next, order);
         if (next == m->config.bos_id || is_eos(&m->config, next)) break;
+        sampler_accept(sampler, next);
         int len = decode_piece(tok, token, next, &piece);
-        utf8_put(&printer, piece, len);
+        stop_put(&reply, piece, len);
         fflush(stdout);
+        if (reply.stopped) break;
         token = next;
         if (pos >= steps) break;
         if (s->trace) fprintf(stderr, "[pos %d] %d\n", pos, token);
         logits = forward(m, s, &token, 1, pos++, 0);
         n_forward++;
     }
-    utf8_flush(&printer);
+    stop_finish(&reply);
+    free(reply.held);
     printf("\n");
     fflush(stdout);
     double end = time_seconds();
@@ -4505,7 +4710,7 @@ static float *feed(const Model *m, RunState *s, const int *tokens, int n, int *p
 /* A conversation in the terminal (or from a pipe): each message is appended
    to the KV cache, so nothing already processed is computed again. */
 static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sampler, const ChatFormat *f,
-                 int stats) {
+                 int stats, const char **stops, int n_stops) {
     const Config *c = &m->config;
     int interactive = isatty(0);
     Render r = {tok, NULL, 0, 0, NULL, 0, 0, 0};
@@ -4513,6 +4718,7 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
     int pending = -1;  /* a sampled end-of-turn token not yet fed to the model */
     int started = 0;   /* the conversation's opening has been rendered */
     Utf8Printer printer = {{0}, 0, 0, stdout};
+    StopFilter reply = {stops, n_stops, NULL, 0, 0, 0, &printer};
     for (;;) {
         if (interactive) fputs("User: ", stdout), fflush(stdout);
         char *message = read_message(stdin, interactive);
@@ -4544,6 +4750,7 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
         }
         started = 1;
         pending = -1;
+        for (int i = 0; i < r.n; i++) sampler_accept(sampler, r.ids[i]);
         float *logits = feed(m, s, r.ids, r.n, &pos);
 
         /* the reply, until an end-of-turn token, the end of the context, or Ctrl-C */
@@ -4565,26 +4772,33 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
             const char *piece;
             int len = 0;
             if (next == f->think_open || next == f->think_close) {
-                utf8_flush(&printer);
+                stop_finish(&reply);
                 thinking = next == f->think_open;
                 fputs(thinking ? think_on : think_off, stdout);
             } else {
                 len = decode_piece(tok, prev, next, &piece);
             }
-            if (len > 0) utf8_put(&printer, piece, len);
+            if (len > 0) stop_put(&reply, piece, len);
             fflush(stdout);
             n_reply++;
             prev = next;
+            if (reply.stopped) { /* a stop string ends the reply: the turn is closed as the model would */
+                pending = f->eot;
+                sampler_accept(sampler, next);
+                feed(m, s, &next, 1, &pos);
+                break;
+            }
             if (interrupted || pos + 2 >= s->ctx) { /* keep room for the end-of-turn token */
                 if (!interrupted) printf(" (the context is full: type /reset to start over)");
                 pending = f->eot;             /* close the turn as the model would have */
                 feed(m, s, &next, 1, &pos);
                 break;
             }
+            sampler_accept(sampler, next);
             logits = feed(m, s, &next, 1, &pos);
         }
         signal(SIGINT, SIG_DFL);
-        utf8_flush(&printer);
+        stop_finish(&reply);
         if (thinking) fputs(think_off, stdout);
         printf("\n");
         if (stats) {
@@ -4596,6 +4810,7 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
     }
     free(r.ids);
     free(r.text);
+    free(reply.held);
 }
 
 /* ========================================================================== */
@@ -4679,14 +4894,45 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
     fprintf(stderr, "compute     %d thread%s, %s kernels\n", threads, threads > 1 ? "s" : "", SIMD_NAME);
 }
 
+/* Chat: the model's recommended sampling (its generation_config.json, which
+   export records) for each value the user did not give. Returns which it set. */
+static uint32_t use_model_sampling(const Config *c, SamplerOptions *o, uint32_t given) {
+    uint32_t use = c->gen_given & ~given;
+    if (use & GEN_TEMPERATURE) o->temperature = c->gen_temperature;
+    if (use & GEN_TOP_P) o->topp = c->gen_top_p;
+    if (use & GEN_TOP_K) o->top_k = c->gen_top_k;
+    if (use & GEN_MIN_P) o->min_p = c->gen_min_p;
+    if (use & GEN_REPETITION_PENALTY) o->repeat_penalty = c->gen_repetition_penalty;
+    return use;
+}
+
+/* --verbose in chat: the sampling values in force and where each came from. */
+static void print_sampling(const SamplerOptions *o, uint32_t given, uint32_t from_model) {
+    static const char *names[5] = {"temperature", "top-p", "top-k", "min-p", "repeat penalty"};
+    float values[5] = {o->temperature, o->topp, (float)o->top_k, o->min_p, o->repeat_penalty};
+    fprintf(stderr, "sampling   ");
+    for (int k = 0; k < 5; k++)
+        fprintf(stderr, "%s %s %g (%s)", k ? "," : "", names[k], values[k],
+                given & (1u << k) ? "flag" : from_model & (1u << k) ? "the model's generation_config" : "default");
+    fprintf(stderr, "\n");
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "Usage:   run MODEL [options]\n"
             "         run -m tokenize -z TOKENIZER -i TEXT\n"
             "Example: run stories15M.bin -z tokenizer.bin -i \"Once upon a time\"\n"
-            "Options:\n"
+            "Sampling, applied in this order (all but -t and -p off by default):\n"
+            "  --repeat-penalty <float>    over the last N tokens: positive logits / R, negative ones * R; default 1\n"
+            "  --presence-penalty <float>  minus this from the logit of each token in the last N; default 0\n"
+            "  --frequency-penalty <float> minus this times its count in the last N; default 0\n"
+            "  --repeat-last-n <int>       N, the penalties' window of recent tokens; default 64\n"
             "  -t <float>  temperature in [0, inf), default 1.0 (0 = greedy)\n"
+            "  --top-k <int>    keep the K most likely; default 0 (off)\n"
             "  -p <float>  top-p (nucleus) in [0, 1], default 0.9 (0 or 1 = off)\n"
+            "  --min-p <float>  keep those at least P times as likely as the most likely; default 0 (off)\n"
+            "  --stop <string>  end the output (each chat reply) before this string; repeatable, up to 8\n"
+            "Other options:\n"
             "  -s <int>    random seed, default: the time\n"
             "  -n <int>    positions to run, prompt included, default 256 (0 = the model's maximum)\n"
             "  -i <string> input prompt\n"
@@ -4702,7 +4948,8 @@ static void usage(FILE *f) {
             "  --stats     chat: tokens/s after each reply\n"
             "  --trace     print each token fed to the model, with its position, on stderr\n"
             "  --verbose   a model card on stderr: shape, weights, tokenizer, memory, threads\n"
-            "  --probs <K> generate: after each token, the K most likely with their probabilities\n"
+            "  --probs <K> generate: after each token, the K most likely with their probabilities,\n"
+            "              each marked with the rule that cut it\n"
             "  --show      tokenize: the text cut into its tokens (colours on a terminal)\n"
             "  -h          this help\n");
 }
@@ -4748,7 +4995,10 @@ static char *default_tokenizer_path(const char *model_path) {
 int main(int argc, char **argv) {
     const char *model_path = NULL, *tokenizer_path = NULL, *prompt = NULL, *prompt_file = NULL;
     const char *mode = "generate", *system_prompt = NULL;
-    float temperature = 1.0f, topp = 0.9f;
+    SamplerOptions sampling = DEFAULT_SAMPLING;
+    uint32_t given = 0; /* GEN_*: the sampling values the user gave */
+    const char *stops[MAX_STOPS];
+    int n_stops = 0;
     long long seed = 0, steps = 256;
     int steps_given = 0, template = -1, stats = 0, trace = 0, verbose = 0, show = 0, show_probs = 0, no_think = 0, kv16 = 0;
 
@@ -4771,6 +5021,32 @@ int main(int argc, char **argv) {
         if (strcmp(flag, "--probs") == 0) {
             if (i + 1 >= argc) fatal("option --probs needs a value");
             show_probs = (int)parse_integer(flag, argv[++i], 1, 100);
+            continue;
+        }
+        /* sampling controls, each with its range (see the sampler section) */
+        if (strcmp(flag, "--top-k") == 0 || strcmp(flag, "--repeat-last-n") == 0) {
+            if (i + 1 >= argc) fatal("option %s needs a value", flag);
+            int v = (int)parse_integer(flag, argv[++i], flag[2] == 't' ? 0 : 1, 1 << 20);
+            *(flag[2] == 't' ? &sampling.top_k : &sampling.repeat_last_n) = v;
+            given |= flag[2] == 't' ? GEN_TOP_K : 0;
+            continue;
+        }
+        if (strcmp(flag, "--min-p") == 0 || strcmp(flag, "--repeat-penalty") == 0 ||
+            strcmp(flag, "--presence-penalty") == 0 || strcmp(flag, "--frequency-penalty") == 0) {
+            if (i + 1 >= argc) fatal("option %s needs a value", flag);
+            const char *value = argv[++i];
+            if (flag[3] == 'i') sampling.min_p = (float)parse_number(flag, value, 0.0, 1.0), given |= GEN_MIN_P;
+            else if (flag[2] == 'r')
+                sampling.repeat_penalty = (float)parse_number(flag, value, 1e-3, 1e3), given |= GEN_REPETITION_PENALTY;
+            else if (flag[2] == 'p') sampling.presence_penalty = (float)parse_number(flag, value, -100.0, 100.0);
+            else sampling.frequency_penalty = (float)parse_number(flag, value, -100.0, 100.0);
+            continue;
+        }
+        if (strcmp(flag, "--stop") == 0) {
+            if (i + 1 >= argc) fatal("option --stop needs a value");
+            if (n_stops == MAX_STOPS) fatal("at most %d --stop strings", MAX_STOPS);
+            if (argv[i + 1][0] == '\0') fatal("--stop needs a non-empty string");
+            stops[n_stops++] = argv[++i];
             continue;
         }
         if (strcmp(flag, "--kv-cache") == 0) {
@@ -4802,8 +5078,8 @@ int main(int argc, char **argv) {
         if (i + 1 >= argc) fatal("option %s needs a value", flag);
         const char *value = argv[++i];
         switch (flag[1]) {
-        case 't': temperature = (float)parse_number(flag, value, 0.0, 1e6); break;
-        case 'p': topp = (float)parse_number(flag, value, 0.0, 1.0); break;
+        case 't': sampling.temperature = (float)parse_number(flag, value, 0.0, 1e6), given |= GEN_TEMPERATURE; break;
+        case 'p': sampling.topp = (float)parse_number(flag, value, 0.0, 1.0), given |= GEN_TOP_P; break;
         case 's': seed = parse_integer(flag, value, 0, INT64_MAX); break;
         case 'n': steps = parse_integer(flag, value, 0, INT32_MAX), steps_given = 1; break;
         case 'i': prompt = value; break;
@@ -4882,10 +5158,14 @@ int main(int argc, char **argv) {
         RunState state;
         build_state(&state, c, ctx, kv16);
         state.trace = trace;
-        if (verbose) print_model_card(&model, &state, &tok, tokenizer_path);
+        uint32_t from_model = use_model_sampling(c, &sampling, given);
+        if (verbose) {
+            print_model_card(&model, &state, &tok, tokenizer_path);
+            print_sampling(&sampling, given, from_model);
+        }
         Sampler sampler;
-        build_sampler(&sampler, c->vocab_size, temperature, topp, seed > 0 ? (uint64_t)seed : (uint64_t)time(NULL));
-        chat(&model, &state, &tok, &sampler, &format, stats);
+        build_sampler(&sampler, c->vocab_size, &sampling, seed > 0 ? (uint64_t)seed : (uint64_t)time(NULL));
+        chat(&model, &state, &tok, &sampler, &format, stats, stops, n_stops);
         free_sampler(&sampler);
         free_state(&state);
         free(asked);
@@ -4918,8 +5198,8 @@ int main(int argc, char **argv) {
         } else {
             Sampler sampler;
             uint64_t rng_seed = seed > 0 ? (uint64_t)seed : (uint64_t)time(NULL);
-            build_sampler(&sampler, c->vocab_size, temperature, topp, rng_seed);
-            generate(&model, &state, &tok, &sampler, tokens, n_prompt, (int)steps, show_probs);
+            build_sampler(&sampler, c->vocab_size, &sampling, rng_seed);
+            generate(&model, &state, &tok, &sampler, tokens, n_prompt, (int)steps, show_probs, stops, n_stops);
             free_sampler(&sampler);
         }
         free_state(&state);

@@ -394,14 +394,50 @@ static int cmd_fp16(char **argv) {
     return 0;
 }
 
+/* harness filter LOGITS HISTORY T TOPP TOPK MINP REPEAT LAST_N PRESENCE FREQUENCY:
+   the sampler's steps 1-5 on the float32 logits of LOGITS, with the int32
+   tokens of HISTORY in the penalties' window: each token kept, "id prob",
+   the probabilities renormalized over those kept (at T = 0: the argmax). */
+static int cmd_filter(char **argv) {
+    size_t n_bytes, h_bytes;
+    char *logits_file = read_file(argv[2], &n_bytes), *history = read_file(argv[3], &h_bytes);
+    int V = (int)(n_bytes / 4);
+    SamplerOptions o = {(float)atof(argv[4]), (float)atof(argv[5]), atoi(argv[6]), (float)atof(argv[7]),
+                        (float)atof(argv[8]), atoi(argv[9]), (float)atof(argv[10]), (float)atof(argv[11])};
+    Sampler s;
+    build_sampler(&s, V, &o, 1);
+    for (size_t i = 0; i + 4 <= h_bytes; i += 4) {
+        int32_t tok;
+        memcpy(&tok, history + i, 4);
+        sampler_accept(&s, tok);
+    }
+    float *logits = xmalloc((size_t)V * sizeof(float));
+    memcpy(logits, logits_file, (size_t)V * sizeof(float));
+    if (penalties_on(&o)) apply_penalties(&s, logits);
+    if (o.temperature == 0.0f) {
+        printf("%d 1\n", argmax(logits, V));
+    } else {
+        for (int i = 0; i < V; i++) logits[i] /= o.temperature;
+        softmax(logits, V);
+        int n = filter_candidates(&s, logits, s.candidates);
+        float kept = 0.0f;
+        for (int i = 0; i < n; i++) kept += s.candidates[i].prob;
+        for (int i = 0; i < n; i++) printf("%d %.9g\n", s.candidates[i].index, s.candidates[i].prob / kept);
+    }
+    free(logits), free(logits_file), free(history);
+    free_sampler(&s);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 5 && strcmp(argv[1], "logits") == 0) return cmd_logits(argc, argv);
     if (argc == 4 && strcmp(argv[1], "encode") == 0) return cmd_encode(argv);
     if (argc == 5 && strcmp(argv[1], "render") == 0) return cmd_render(argv);
     if (argc == 2 && strcmp(argv[1], "kernels") == 0) return cmd_kernels();
     if (argc == 3 && strcmp(argv[1], "fp16") == 0) return cmd_fp16(argv);
+    if (argc == 12 && strcmp(argv[1], "filter") == 0) return cmd_filter(argv);
     if (argc == 5 && strcmp(argv[1], "matmul") == 0) return cmd_matmul(argv);
     fprintf(stderr, "usage: harness logits MODEL CHUNK ID... | encode TOKENIZER FILE | render TOKENIZER TEMPLATE FILE"
-                    " | kernels | matmul ... | fp16 FILE\n");
+                    " | kernels | matmul ... | fp16 FILE | filter ...\n");
     return 2;
 }

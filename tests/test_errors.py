@@ -338,3 +338,16 @@ def test_fp16_kv_cache_halves_the_cache_the_model_card_reports(model):
              ("fp32", "fp16")]
     sizes = [float(c.split("KV cache for 64 positions is ")[1].split(" MB")[0]) for c in cards]
     assert "(fp16)" in cards[1] and sizes[1] == pytest.approx(sizes[0] / 2, abs=0.06)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda d: struct.pack_into("<I", d, 160, 64), "unknown sampling bits 0x40"),
+    (lambda d: struct.pack_into("<I", d, 160, 2) or struct.pack_into("<f", d, 168, 1.5),
+     "recommended sampling value is out of range"),  # top_p
+    (lambda d: struct.pack_into("<I", d, 160, 4) or struct.pack_into("<i", d, 180, -3), "out of range"),  # top_k
+])
+def test_bad_recommended_sampling_is_refused(tmp_path, model, edit, match):
+    data = bytearray(model.read_bytes())
+    edit(data)
+    (tmp_path / "bad.bin").write_bytes(bytes(data))
+    fails(tmp_path / "bad.bin", "-z", TOKENIZER, match=match)

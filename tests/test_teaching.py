@@ -37,7 +37,7 @@ def parse_probs(stderr):
     for line in stderr.splitlines():
         m = re.match(r"\[pos (\d+)\] '(.*)' ([\d.]+)% \|(.*)$", line)
         if m:
-            cands = re.findall(r" '(.*?)' ([\d.]+)%( \(cut\))?", m.group(4))
+            cands = re.findall(r" '(.*?)' ([\d.]+)%(?: \(cut: ([a-z-]+)\))?", m.group(4))
             rows.append((int(m.group(1)), m.group(2), float(m.group(3)), cands))
     return rows
 
@@ -51,7 +51,7 @@ def test_probs_greedy_shows_the_argmax_and_cuts_the_rest(s260):
         assert len(cands) == 3
         assert cands[0][0] == chosen and float(cands[0][1]) == prob  # greedy takes the most likely
         assert [float(c[1]) for c in cands] == sorted((float(c[1]) for c in cands), reverse=True)
-        assert not cands[0][2] and all(c[2] for c in cands[1:])
+        assert not cands[0][2] and all(c[2] == "greedy" for c in cands[1:])
     assert rows[0][1:3] == (" a", 98.8)  # pinned: "Once upon" -> " a"
 
 
@@ -65,7 +65,7 @@ def test_probs_with_top_p_cuts_after_the_nucleus(s260):
         total = 0.0
         for text, pr, cut in cands:  # everything after the nucleus is cut, nothing before
             if cut:
-                assert total > 49.9
+                assert cut == "top-p" and total > 49.9
             total += float(pr)
 
 
@@ -80,3 +80,25 @@ def test_verbose_model_card(s260):
     assert "dim 64, ffn 172, 5 layers, 8 query heads sharing 4 key/value heads of 8, vocab 512" in err
     assert "weights fp32" in err and "MB mapped" in err and "KV cache for 8 positions" in err
     assert re.search(r"compute +\d+ threads?, \S+", err)
+
+
+def test_probs_name_the_rule_that_cuts(s260):
+    """With top-k, top-p and min-p together, --probs marks each candidate
+    with the first rule (in their order of application) that removes it,
+    and the chosen token is always one that none removed."""
+    model, tok = s260
+    p = run(model, "-z", tok, "-t", "1.5", "--top-k", "4", "-p", "0.9", "--min-p", "0.3", "-s", "5", "-n", "40",
+            "--probs", "6", "-i", "Lily")
+    seen = set()
+    for pos, chosen, prob, cands in parse_probs(p.stderr.decode()):
+        cuts = [c[2] for c in cands]
+        assert cuts[4:] == ["top-k"] * 2  # beyond the 4 most likely
+        order = ["", "top-p", "min-p"]  # within the top 4: kept, then those min-p cuts, then top-p's
+        assert all(c in order for c in cuts[:4])
+        assert chosen in [c[0] for c in cands if not c[2]]
+        seen.update(cuts)
+        probs = [float(c[1]) for c in cands]
+        for (text, pr, cut) in cands[:4]:
+            if cut == "min-p":
+                assert float(pr) < 0.3 * probs[0] + 0.1
+    assert {"top-k", "min-p"} <= seen
