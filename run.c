@@ -6,9 +6,9 @@
      3. run state: activations and the KV cache
      4. kernels: rmsnorm, softmax, matmul, rope
      5. forward pass
-     6. tokenizer: SentencePiece-style BPE with byte fallback
-     7. sampler: greedy, temperature, top-p
-     8. modes: generate, tokenize, perplexity
+     6. tokenizer: SentencePiece and byte-level BPE, pre-tokenizers, NFC
+     7. sampler: penalties, temperature, top-k, top-p, min-p
+     8. modes: generate, tokenize, perplexity, chat
      9. command line
 
    Build: cc -O3 -o run run.c -lm            (add -fopenmp for threads)
@@ -2424,9 +2424,10 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
        bos_id, eos_id, unk_id, flags, kind (1 SentencePiece, 2 byte-level),
        pre-tokenizer (PRETOK_*), n_merges, chat template (TEMPLATE_*),
        length of the default system prompt, then zeros; per token: float32
-       score, int32 type, int32 length, bytes; then n_merges pairs of int32
-       token ids (left, right), highest priority first; then the default
-       system prompt's bytes.
+       score, int32 type (TOK_*, plus STRIP_* << 8), int32 length, bytes;
+       then n_merges pairs of int32 token ids (left, right), highest priority
+       first; then the default system prompt's bytes; then, with TOKF_NFC,
+       NFC's three tables (see nfc_normalize).
    (b) llama2.c's tokenizer.bin: uint32 max_token_length, then per token:
        float32 score, int32 length, bytes. Ids 0, 1, 2 are unk, BOS and EOS. */
 
