@@ -76,7 +76,8 @@ FUZZ_DIR ?= /tmp/runc-fuzz
 FUZZ_TARGETS = model tokenizer encode chat
 fuzz:
 	mkdir -p $(FUZZ_DIR)
-	$(PYTHON) export.py $(FUZZ_DIR)/smollm2.bin --tokenizer $(SHARED)/tokenizers/smollm2/tokenizer.json
+	$(PYTHON) tests/fuzz/chat_tokenizer.py $(SHARED) $(FUZZ_DIR)/chat
+	$(PYTHON) export.py $(FUZZ_DIR)/smollm2.bin --tokenizer $(FUZZ_DIR)/chat/tokenizer.json
 	$(PYTHON) export.py $(FUZZ_DIR)/llama3.bin --tokenizer $(SHARED)/tokenizers/llama3/tokenizer.model
 	for t in $(FUZZ_TARGETS); do \
 		clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
