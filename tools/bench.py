@@ -106,11 +106,29 @@ def kernel_speeds():
     return subprocess.run([exe], capture_output=True, text=True, check=True).stdout
 
 
-def prompt_file(directory):
-    path = os.path.join(directory, "prompt.txt")
+def cpu_description():
+    """This machine's CPU model and the SIMD extensions run.c can use."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "asimd", "asimddp"]
+    return f"{model} ({', '.join(w for w in wanted if w in flags) or 'no SIMD flags found'})"
+
+
+def prompt_file(directory, n_tokens=512):
+    """A prompt of n_tokens tokens, BOS included, of TinyStories text."""
+    path = os.path.join(directory, f"prompt{n_tokens}.txt")
     text_path = os.path.join(os.path.dirname(ROOT), "shared", "text", "tinystories_valid_head.txt")
     text = open(text_path, encoding="utf-8").read()[:20000] if os.path.exists(text_path) else "once upon a time " * 800
-    # cut to 511 tokens (BOS makes 512)
+    # cut to n_tokens - 1 tokens (BOS makes n_tokens)
     ids = subprocess.run([os.path.join(ROOT, "run"), "-m", "tokenize", "-z", os.path.join(ROOT, "tokenizer.bin"),
                           "-i", text[:6000]], capture_output=True, text=True, check=True).stdout.split()
     lo, hi = 0, 6000
@@ -118,7 +136,7 @@ def prompt_file(directory):
         mid = (lo + hi + 1) // 2
         n = len(subprocess.run([os.path.join(ROOT, "run"), "-m", "tokenize", "-z", os.path.join(ROOT, "tokenizer.bin"),
                                 "-i", text[:mid]], capture_output=True, text=True, check=True).stdout.split())
-        lo, hi = (mid, hi) if n <= 512 else (lo, mid - 1)
+        lo, hi = (mid, hi) if n <= n_tokens else (lo, mid - 1)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text[:lo])
     del ids
@@ -132,13 +150,17 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts")
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "runc-bench"))
+    ap.add_argument("--ttft-shape", default="tinyllama-1.1B",
+                    help="the shape whose time to first token after a 500-token prompt is measured")
     args = ap.parse_args()
+    print(f"CPU: {cpu_description()}", file=sys.stderr)
     os.makedirs(args.dir, exist_ok=True)
     bw = bandwidth()
     print(f"memory read bandwidth: " + ", ".join(f"{bw[t]:.1f} GB/s ({t} thread{'s' if t > 1 else ''})" for t in sorted(bw)),
           file=sys.stderr)
     prompt = prompt_file(args.dir)
-    rows = []
+    prompt500 = prompt_file(args.dir, 500)
+    rows, ttft = [], []
     for shape_name in args.shapes.split(","):
         shape = SHAPES[shape_name]
         for dtype in args.dtypes.split(","):
@@ -152,6 +174,9 @@ def main():
                 n_prompt, prompt_rate, _, _ = run(model, ["-f", prompt, "-n", "513"], threads, args.repeat, 1)
                 rows.append((shape_name, dtype, threads, gen, prompt_rate, 1000 / gen if gen else 0, gb * gen,
                              n_gen, n_prompt))
+                if shape_name == args.ttft_shape:  # the prompt's time is the wait before the first token
+                    n500, rate500, _, _ = run(model, ["-f", prompt500, "-n", "501"], threads, args.repeat, 1)
+                    ttft.append((dtype, threads, n500, n500 / rate500 if rate500 else 0))
                 print(f"{shape_name} {dtype} {threads}T: {gen:.1f} tok/s, prompt {prompt_rate:.1f} tok/s",
                       file=sys.stderr)
     # this machine's bandwidth varies from minute to minute (a shared host): measured
@@ -160,11 +185,20 @@ def main():
     bw = {t: max(bw[t], after.get(t, 0)) for t in bw}
     print(f"Memory read bandwidth (the higher of two measurements): " +
           ", ".join(f"{bw[t]:.1f} GB/s with {t} thread{'s' if t > 1 else ''}" for t in sorted(bw)) + "\n")
-    print("| shape | weights | threads | generation tok/s | prompt tok/s | ms/token | GB/s streamed | % of bandwidth |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"CPU: {cpu_description()}\n")
+    print("| shape | weights | threads | generation tok/s | prompt tokens | prompt tok/s | ms/token | GB/s streamed "
+          "| % of bandwidth |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         limit = bw.get(r[2], max(bw.values()))
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:.1f} | {100 * r[6] / limit:.0f}% |")
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[8]} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:.1f} "
+              f"| {100 * r[6] / limit:.0f}% |")
+    if ttft:
+        print(f"\nTime to first token after a 500-token prompt, {args.ttft_shape}:\n")
+        print("| weights | threads | prompt tokens | seconds |")
+        print("| --- | --- | --- | --- |")
+        for dtype, threads, n, seconds in ttft:
+            print(f"| {dtype} | {threads} | {n} | {seconds:.2f} |")
     print("\n" + kernel_speeds())
 
 
