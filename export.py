@@ -639,9 +639,10 @@ class HFConfig:
                     raise ExportError(f"{where}: rope scaling of the sliding-window layers is not supported")
                 self.check_agrees("rope_local_base_freq", cfg.get("rope_local_base_freq"), local,
                                   "sliding_attention rope_theta")
-            if local is None:  # Gemma 3's own key (or its default); Gemma 2's local layers share rope_theta
-                local = self.get("rope_local_base_freq") if self.model_type == "gemma3_text" else theta
-            out["rope_local_theta"] = float(local)
+            if local is None and self.model_type == "gemma3_text":  # its own key (or its default)
+                local = self.get("rope_local_base_freq")
+            if local is not None:  # else (Gemma 2) the local layers rotate as the others, scaling included
+                out["rope_local_theta"] = float(local)
         return out
 
     def check_agrees(self, key, old, new, new_key=None):

@@ -754,13 +754,14 @@ typedef struct {
     uint16_t *key_cache16;   /* the same in fp16 with kv16, else NULL */
     uint16_t *value_cache16;
     float *kv_new;      /* (2, T, n_kv_heads * head_dim) new keys and values on their way into an fp16 cache */
-    RopeTable rope[2]; /* [0] for global layers, [1] for sliding-window (local) layers */
+    RopeTable rope[2]; /* [0] for global layers, [1] for sliding-window (local) layers with a base of their own */
+    int n_rope;        /* 2 when the local layers have their own RoPE base (Gemma 3), else 1: they share [0] */
     QuantizedVector *xq; /* (T) activations quantized for a matmul */
     int trace;        /* print each token fed to the model, with its position, on stderr */
 } RunState;
 
 /* RoPE frequencies of the global layers (local: 0) or of the sliding-window
-   layers (local: 1; those of Gemma 3 have their own base, unscaled), with the
+   layers that have a base of their own (local: 1; Gemma 3's, unscaled), with the
    file's scaling: Llama 3.1's, linear, or LongRoPE's per-frequency factors,
    long ones when the context (ctx) exceeds the original one, as llama.cpp
    chooses them. Only the first rope_dim values of a head rotate.
@@ -775,7 +776,6 @@ typedef struct {
        are blended: smooth = (orig / wavelen - low) / (high - low). */
 static void rope_frequencies(const Config *c, int local, int ctx, float *freq) {
     int half = c->rope_dim / 2;
-    local = local && c->rope_local_theta != 0.0f; /* else the local layers rotate as the global ones */
     double theta = local ? c->rope_local_theta : c->rope_theta;
     for (int i = 0; i < half; i++) {
         double f = 1.0 / pow(theta, (double)(2 * i) / (double)c->rope_dim);
@@ -865,13 +865,14 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
         s->key_cache = xcalloc((size_t)cache, element);
         s->value_cache = xcalloc((size_t)cache, element);
     }
-    for (int local = 0; local < 2; local++) {
+    s->n_rope = c->rope_local_theta != 0.0f ? 2 : 1;
+    for (int local = 0; local < s->n_rope; local++) {
         RopeTable *rt = &s->rope[local];
         rt->freq = xcalloc(half, sizeof(float));
         rt->cos = xcalloc((size_t)T * half, sizeof(float));
         rt->sin = xcalloc((size_t)T * half, sizeof(float));
         rope_frequencies(c, local, ctx, rt->freq);
-        rt->scale = local && c->rope_local_theta != 0.0f ? 1.0f : c->rope_attn_factor;
+        rt->scale = local ? 1.0f : c->rope_attn_factor;
     }
     /* the widest matmul input, in whole blocks */
     int widest = c->dim > q_dim ? c->dim : q_dim;
@@ -2274,7 +2275,7 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
     /* the new keys and values (T, kv_dim): straight into an fp32 cache, or through kv_new into an fp16 one */
     float *k = s->kv16 ? s->kv_new : s->key_cache + new_off;
     float *v = s->kv16 ? s->kv_new + (size_t)T * kv_dim : s->value_cache + new_off;
-    const RopeTable *rt = &s->rope[lw->sliding]; /* Gemma's local layers have their own RoPE base */
+    const RopeTable *rt = &s->rope[lw->sliding && s->n_rope > 1]; /* Gemma 3's local layers: their own base */
 
     for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, lw->attn_norm, dim, c->norm_eps);
     quantize_input(c, s->xq, s->xb, T, dim);
@@ -2360,8 +2361,8 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
     for (size_t i = 0; i < (size_t)T * dim; i++) x[i] *= c->embedding_scale;
 
     /* cos and sin of each token's position, shared by every head of every
-       layer (of each kind: global and sliding-window) */
-    for (int local = 0; local < 2; local++)
+       layer (of each kind, when the local layers have their own base) */
+    for (int local = 0; local < s->n_rope; local++)
         for (int t = 0; t < T; t++)
             for (int i = 0; i < half; i++) {
                 RopeTable *rt = &s->rope[local];
@@ -4407,6 +4408,19 @@ static void build_chat_format(ChatFormat *f, const Tokenizer *t, int template, c
     }
 }
 
+/* ChatML's and Gemma's turns: <|im_start|>role\n ... <|im_end|>\n
+   (Gemma: <start_of_turn>role\n ... <end_of_turn>\n) */
+static void turn_start(Render *r, const ChatFormat *f, const char *role) {
+    render_special(r, f->a);
+    render_text(r, role);
+    render_text(r, "\n");
+}
+
+static void turn_end(Render *r, const ChatFormat *f) {
+    render_special(r, f->b);
+    render_text(r, "\n");
+}
+
 static void llama3_header(Render *r, const ChatFormat *f, const char *role) {
     render_special(r, f->a);
     render_text(r, role);
@@ -4451,13 +4465,11 @@ static char *without_words(const char *s, const char **words, int n) {
 static void smollm3_system(Render *r, const ChatFormat *f) {
     static const char *flags[] = {"/no_think", "/think"}, *override[] = {"/system_override"};
     char *custom = f->system ? without_words(f->system, flags, 2) : NULL;
-    render_special(r, f->a);
-    render_text(r, "system\n");
+    turn_start(r, f, "system");
     if (f->system && strstr(f->system, "/system_override")) {
         char *text = without_words(custom, override, 1);
         render_text(r, text);
-        render_special(r, f->b);
-        render_text(r, "\n");
+        turn_end(r, f);
         free(text);
     } else {
         char today[64];
@@ -4533,11 +4545,9 @@ static void render_open(Render *r, const ChatFormat *f) {
     case TEMPLATE_CHATML:
     case TEMPLATE_QWEN3:
         if (f->system) { /* untrimmed, as the template writes it */
-            render_special(r, f->a);
-            render_text(r, "system\n");
+            turn_start(r, f, "system");
             render_text(r, f->system);
-            render_special(r, f->b);
-            render_text(r, "\n");
+            turn_end(r, f);
         }
         break;
     case TEMPLATE_ZEPHYR:
@@ -4604,13 +4614,10 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
     case TEMPLATE_CHATML:
     case TEMPLATE_QWEN3:
     case TEMPLATE_SMOLLM3:
-        render_special(r, f->a);
-        render_text(r, "user\n");
+        turn_start(r, f, "user");
         render_text(r, message);
-        render_special(r, f->b);
-        render_text(r, "\n");
-        render_special(r, f->a);
-        render_text(r, "assistant\n");
+        turn_end(r, f);
+        turn_start(r, f, "assistant");
         if (f->no_think) { /* enable_thinking=False: <think>\n\n</think>\n\n (SmolLM3: one newline at the end) */
             render_special(r, f->think_open);
             render_text(r, "\n\n");
@@ -4645,17 +4652,14 @@ static void render_user(Render *r, const ChatFormat *f, const char *message, int
         if (f->template == TEMPLATE_PHI3) render_text(r, "\n");
         break;
     case TEMPLATE_GEMMA: /* <start_of_turn>user\n{system}\n\n{user}<end_of_turn>\n<start_of_turn>model\n */
-        render_special(r, f->a);
-        render_text(r, "user\n");
+        turn_start(r, f, "user");
         if (first && f->system) { /* untrimmed, then a blank line */
             render_text(r, f->system);
             render_text(r, "\n\n");
         }
         render_text(r, msg);
-        render_special(r, f->b);
-        render_text(r, "\n");
-        render_special(r, f->a);
-        render_text(r, "model\n");
+        turn_end(r, f);
+        turn_start(r, f, "model");
         break;
     default: fatal("no chat template");
     }

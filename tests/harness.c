@@ -207,6 +207,17 @@ static void compare(double *worst, double simd, double scalar, double magnitude)
     if (diff > *worst) *worst = diff;
 }
 
+/* Compares a weighted sum of values with its scalar version, each output
+   relative to sum_p |att[p] * v_p[i]| (v: the float values of the cache). */
+static void compare_weighted(double *worst, const float *out, const float *out_plain, const float *att,
+                             const float *kv, size_t stride, int n, int head_dim) {
+    for (int i = 0; i < head_dim; i++) {
+        double m = 0;
+        for (int p = 0; p < n; p++) m += fabs((double)att[p] * kv[p * stride + i]);
+        compare(worst, out[i], out_plain[i], m);
+    }
+}
+
 /* The attention kernels over odd head sizes, position counts and strides:
    worst[0] for the scores, worst[1] for the weighted sum of values; worst[2]
    and worst[3] for the same over an fp16 cache (held to their own scalar
@@ -229,11 +240,7 @@ static void compare_attention(uint64_t *rng, double worst[4]) {
             for (int p = 0; p < n; p++) att[p] = random_f32(rng);
             weighted_sum(out, att, kv, stride, n, head_dim);
             weighted_sum_scalar(out_plain, att, kv, stride, n, head_dim);
-            for (int i = 0; i < head_dim; i++) {
-                double m = 0;
-                for (int p = 0; p < n; p++) m += fabs((double)att[p] * kv[p * stride + i]);
-                compare(&worst[1], out[i], out_plain[i], m);
-            }
+            compare_weighted(&worst[1], out, out_plain, att, kv, stride, n, head_dim);
             uint16_t *kv16 = xmalloc(n * stride * sizeof(uint16_t)); /* the same values as halves */
             for (size_t i = 0; i < n * stride; i++) kv16[i] = fp32_to_fp16(kv[i]), kv[i] = fp16_to_fp32(kv16[i]);
             attention_scores_f16(att, q, kv16, stride, n, head_dim, 0.125f);
@@ -243,11 +250,7 @@ static void compare_attention(uint64_t *rng, double worst[4]) {
             for (int p = 0; p < n; p++) att[p] = random_f32(rng);
             weighted_sum_f16(out, att, kv16, stride, n, head_dim);
             weighted_sum_f16_scalar(out_plain, att, kv16, stride, n, head_dim);
-            for (int i = 0; i < head_dim; i++) {
-                double m = 0;
-                for (int p = 0; p < n; p++) m += fabs((double)att[p] * kv[p * stride + i]);
-                compare(&worst[3], out[i], out_plain[i], m);
-            }
+            compare_weighted(&worst[3], out, out_plain, att, kv, stride, n, head_dim);
             free(kv16);
             free(q), free(kv), free(att), free(att_plain), free(out), free(out_plain);
         }

@@ -134,6 +134,15 @@ def test_unknown_or_unsupported_values_are_refused_by_name(tmp_path, change, mes
     assert p.stderr.count("\n") == 1 or "note:" in p.stderr
 
 
+def export_wrapper(tmp_path, wrapper, stored):
+    """Exports a multimodal checkpoint: its config.json and its F32 tensors."""
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(wrapper))
+    hf.write_safetensors(d / "model.safetensors", stored, "F32")
+    return export(tmp_path / "m.bin", "--hf", d)
+
+
 @pytest.mark.parametrize("prefix,head", [("model.language_model.", "lm_head.weight"),
                                          ("language_model.model.", "language_model.lm_head.weight")])
 def test_multimodal_wrapper_exports_its_language_model(tmp_path, prefix, head):
@@ -155,11 +164,7 @@ def test_multimodal_wrapper_exports_its_language_model(tmp_path, prefix, head):
     wrapper = {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
                "text_config": {**new_form(config), "model_type": "llama"},
                "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 8}}
-    d = tmp_path / "hf"
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps(wrapper))
-    hf.write_safetensors(d / "model.safetensors", stored, "F32")
-    p = export(tmp_path / "m.bin", "--hf", d)
+    p = export_wrapper(tmp_path, wrapper, stored)
     assert "LlavaForConditionalGeneration is a multimodal wrapper" in p.stderr and "2 other tensors" in p.stderr
     tokens = list(np.random.default_rng(1).integers(0, config["vocab_size"], 30))
     want = reference.forward(config, weights, tokens)
@@ -237,11 +242,7 @@ def test_gemma3_multimodal_wrapper_exports_its_text_model(tmp_path):
     wrapper = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
                "text_config": {**text, "vocab_size": config["vocab_size"]},
                "vision_config": {"model_type": "siglip_vision_model"}}
-    d = tmp_path / "hf"
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps(wrapper))
-    hf.write_safetensors(d / "model.safetensors", stored, "F32")
-    p = export(tmp_path / "m.bin", "--hf", d)
+    p = export_wrapper(tmp_path, wrapper, stored)
     assert "Gemma3ForConditionalGeneration is a multimodal wrapper" in p.stderr and "2 other tensors" in p.stderr
     assert "config.json has no rms_norm_eps: using gemma3_text's default 1e-06" in p.stderr
     tokens = list(np.random.default_rng(1).integers(0, config["vocab_size"], 20))

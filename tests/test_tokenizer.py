@@ -90,24 +90,26 @@ def test_whole_file_prompt_encodes_in_one_piece(shared, tmp_path):
     assert ids[0] == b"1" and len(ids) > 150000
 
 
-def reference_cases(shared, name):
-    """The texts and ids that @lenml/tokenizers (transformers.js) gives with
-    the real tokenizer.json of ../shared/tokenizers/NAME."""
+def assert_reference_cases(shared, tmp_path, name):
+    """All 162 texts of ../shared's NAME.tests.json encode to the ids that
+    @lenml/tokenizers (transformers.js) gives with the real tokenizer.json of
+    ../shared/tokenizers/NAME. Returns the exported tokenizer."""
+    tok = tmp_path / f"{name}.bin"
+    export(tok, "--tokenizer", os.path.join(shared, "tokenizers", name, "tokenizer.json"))
     with open(os.path.join(shared, "testdata", "tokenizer", f"{name}.tests.json"), encoding="utf-8") as f:
-        return json.load(f)
+        cases = json.load(f)
+    assert len(cases) == 162
+    got = encode_all(tmp_path, tok, [c["text"].encode() for c in cases])
+    failures = [(c["text"], g, c["ids"]) for c, g in zip(cases, got) if g != c["ids"]]
+    assert not failures, f"{len(failures)} of {len(cases)} cases differ: {failures[:3]}"
+    return tok
 
 
 def test_gemma3_tokenizer_json_equals_transformers_js(shared, tmp_path):
     """Gemma 3's SentencePiece BPE as tokenizer.json (262,144 pieces, byte
     fallback, no dummy prefix, a merge list whose order decides): every one of
     the 162 reference texts (whitespace runs, digits, accents, CJK, emoji)."""
-    tok = tmp_path / "gemma3.bin"
-    export(tok, "--tokenizer", os.path.join(shared, "tokenizers", "gemma3", "tokenizer.json"))
-    cases = reference_cases(shared, "gemma3")
-    assert len(cases) == 162
-    got = encode_all(tmp_path, tok, [c["text"].encode() for c in cases])
-    failures = [(c["text"], g, c["ids"]) for c, g in zip(cases, got) if g != c["ids"]]
-    assert not failures, f"{len(failures)} of {len(cases)} cases differ: {failures[:3]}"
+    tok = assert_reference_cases(shared, tmp_path, "gemma3")
     assert run("-m", "tokenize", "-z", tok, "-i", "Hello").stdout == b"2 9259\n"  # <bos> first: add_bos_token
 
 
@@ -115,13 +117,7 @@ def test_qwen3_tokenizer_equals_transformers_js(shared, tmp_path):
     """Qwen3's byte-level BPE against all 162 reference texts, those whose
     accents come decomposed included: its tokenizer.json puts text in NFC
     first, and so does run.c, from tables export.py writes into the file."""
-    tok = tmp_path / "qwen3.bin"
-    export(tok, "--tokenizer", os.path.join(shared, "tokenizers", "qwen3", "tokenizer.json"))
-    cases = reference_cases(shared, "qwen3")
-    assert len(cases) == 162
-    got = encode_all(tmp_path, tok, [c["text"].encode() for c in cases])
-    failures = [(c["text"], g, c["ids"]) for c, g in zip(cases, got) if g != c["ids"]]
-    assert not failures, f"{len(failures)} of {len(cases)} cases differ: {failures[:3]}"
+    assert_reference_cases(shared, tmp_path, "qwen3")
 
 
 def test_nfc_equals_python_unicodedata(shared, tmp_path):
