@@ -86,7 +86,7 @@ static int cmd_matmul(char **argv) {
     if (T < 1 || T > s.max_tokens) fatal("give between 1 and %d inputs", s.max_tokens);
     quantize_input(&m.config, s.xq, x, T, n);
     float *out = xmalloc((size_t)T * W->rows * sizeof(float));
-    matmul(out, x, s.xq, W, T);
+    matmul(out, x, s.xq, s.panels, W, T);
     printf("%s\n", WEIGHT_NAMES[W->type]);
     for (int t = 0; t < T; t++) {
         for (int j = 0; j < n; j++) printf(j ? " %d" : "%d", m.config.quantized ? s.xq[t].q[j] : 0);
@@ -257,6 +257,31 @@ static void compare_attention(uint64_t *rng, double worst[4]) {
 }
 
 /* sum |w_j * x_j| of a K row against quantized x, from its dequantized weights */
+/* gemm_f32 against gemm_f32_scalar: 1 to GEMM_ROWS rows (one every `stride`
+   floats, stride > n) against a panel of GEMM_TOKENS tokens, on odd sizes;
+   worst relative difference per output. */
+static void compare_gemm(uint64_t *rng, double *worst) {
+    static const int sizes[] = {1, 7, 8, 17, 64, 100, 257, 1000};
+    for (size_t a = 0; a < sizeof sizes / sizeof sizes[0]; a++)
+        for (int rows = 1; rows <= GEMM_ROWS; rows++) {
+            int n = sizes[a];
+            size_t stride = (size_t)n + 3;
+            float *w = xmalloc(GEMM_ROWS * stride * sizeof(float)), *panel = xmalloc((size_t)n * GEMM_TOKENS * sizeof(float));
+            for (size_t i = 0; i < GEMM_ROWS * stride; i++) w[i] = random_unit(rng);
+            for (int i = 0; i < n * GEMM_TOKENS; i++) panel[i] = random_unit(rng) * 3.0f;
+            float simd[GEMM_ROWS][GEMM_TOKENS], scalar[GEMM_ROWS][GEMM_TOKENS];
+            gemm_f32(w, stride, rows, panel, n, simd);
+            gemm_f32_scalar(w, stride, rows, panel, n, scalar);
+            for (int r = 0; r < rows; r++)
+                for (int j = 0; j < GEMM_TOKENS; j++) {
+                    double magnitude = 0;
+                    for (int k = 0; k < n; k++) magnitude += fabs((double)w[r * stride + k] * panel[k * GEMM_TOKENS + j]);
+                    compare(worst, simd[r][j], scalar[r][j], magnitude);
+                }
+            free(w), free(panel);
+        }
+}
+
 static double magnitude_k(int type, const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     size_t block_bytes = type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES;
     double m = 0;
@@ -372,14 +397,15 @@ static int cmd_kernels(void) {
         for (int t = 0; t < 4; t++) free_quantized_vector(&xq[t]);
         free_quantized_vector(&plain);
     }
-    double attention[4] = {0}, k[4] = {0};
+    double attention[4] = {0}, k[4] = {0}, gemm = 0;
     compare_attention(&rng, attention);
+    compare_gemm(&rng, &gemm);
     compare_k(&rng, k);
     printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n"
            "attention_scores %.3g\nweighted_sum %.3g\nq4_k %.3g\nq6_k %.3g\ntile_q4_k %.3g\ntile_q6_k %.3g\n"
-           "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\nquantize %ld\n",
+           "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\ngemm_f32 %.3g\nquantize %ld\n",
            SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], attention[0], attention[1], k[0],
-           k[1], k[2], k[3], attention[2], attention[3], quantize_differences);
+           k[1], k[2], k[3], attention[2], attention[3], gemm, quantize_differences);
     return 0;
 }
 

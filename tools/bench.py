@@ -165,8 +165,8 @@ def main():
         shape = SHAPES[shape_name]
         for dtype in args.dtypes.split(","):
             model = os.path.join(args.dir, f"{shape_name}-{dtype}.bin")
-            if not os.path.exists(model):
-                print(f"creating {model}", file=sys.stderr)
+            if not os.path.exists(model) or os.path.getmtime(model) < os.path.getmtime(export.__file__):
+                print(f"creating {model} (none, or older than export.py and its format)", file=sys.stderr)
                 make_model(model, shape, dtype)
             gb = weight_bytes(model, shape, dtype) / 1e9
             for threads in map(int, args.threads.split(",")):

@@ -1,7 +1,7 @@
 /* Arithmetic speed of run.c's kernels on one thread, with their data in cache:
    the ceiling on tokens/s once memory is not the limit. For each weight type,
    the dot product (generation: one token per weight row) and the tile (prompt:
-   2 rows x 4 tokens), on rows of 2048 weights; prints billions of
+   2 rows x 4 tokens; fp32 prompts use the GEMM step measured last), on rows of 2048 weights; prints billions of
    multiply-adds per second, best of 5 runs. Built like `make fast`:
    cc -O3 -march=native tools/kernels.c -o kernels -lm && ./kernels */
 #define RUN_NO_MAIN
@@ -77,5 +77,22 @@ int main(void) {
     for (int type = WEIGHT_F32; type < N_WEIGHT_TYPES; type++)
         printf("%s dot %.1f tile %.1f\n", WEIGHT_NAMES[type], best_gmacs(type, 0, w, x, w8, w4, ws, wk, xq),
                best_gmacs(type, 1, w, x, w8, w4, ws, wk, xq));
+    /* the fp32 GEMM step of prompt processing: 6 rows x a panel of 16 tokens */
+    float *panel = xmalloc((size_t)N * GEMM_TOKENS * sizeof(float)), *w6 = xmalloc((size_t)GEMM_ROWS * N * sizeof(float));
+    for (int i = 0; i < N * GEMM_TOKENS; i++) panel[i] = random_f32(&rng) - 0.5f;
+    for (int i = 0; i < GEMM_ROWS * N; i++) w6[i] = random_f32(&rng) - 0.5f;
+    double best = 0;
+    for (int run = 0; run < 5; run++) {
+        float out[GEMM_ROWS][GEMM_TOKENS], total = 0;
+        double t0 = now();
+        for (int r = 0; r < REPS / 12; r++) {
+            gemm_f32(w6, N, GEMM_ROWS, panel, N, out);
+            total += out[r % GEMM_ROWS][r % GEMM_TOKENS];
+        }
+        sink = total;
+        double gmacs = (double)GEMM_ROWS * GEMM_TOKENS * N * (REPS / 12) / (now() - t0) / 1e9;
+        if (gmacs > best) best = gmacs;
+    }
+    printf("fp32 gemm (%d rows x %d tokens) %.1f\n", GEMM_ROWS, GEMM_TOKENS, best);
     return 0;
 }
