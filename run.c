@@ -708,8 +708,9 @@ static int is_eos(const Config *c, int token) {
 /* ========================================================================== */
 
 #define MAX_BATCH 64 /* tokens of a prompt that go through the model together */
-#define GEMM_ROWS 6    /* weight rows of one step of the fp32 GEMM (gemm_f32) */
-#define GEMM_TOKENS 16 /* tokens of one panel of the fp32 GEMM */
+#define GEMM_TOKENS 16 /* tokens of one panel of the prompt GEMMs (section 4, "panels") */
+#define GEMM_ROWS 6    /* weight rows of one GEMM step: fp32 and q4_0 */
+#define GEMM_ROWS_Q8 3 /* weight rows of one q8_0 GEMM step */
 
 /* Activations quantized like a q8_0 row, for the integer dot products of a
    quantized matmul (section 4): x[j] ~ q[j] * scale[b] for j in block b. */
@@ -728,6 +729,23 @@ static void build_quantized_vector(QuantizedVector *v, int n_padded) {
 }
 
 static void free_quantized_vector(QuantizedVector *v) { free(v->q), free(v->scale), free(v->sum), free(v->sum16); }
+
+/* A chunk's matmul input laid out for the GEMM kernels of prompt processing
+   (section 4, "panels"): tokens in panels of GEMM_TOKENS, n_panels = T / 16
+   rounded up, zeros past the T tokens. Value k of token j of panel p is at
+   x[p][k][j] (fp32), x16[p][k / 2][j][k % 2] (q8_0: int16 pairs) or
+   x8[p][k / 4][j][k % 4] (q4_0: int8 quads); scale and sum hold each token's
+   per-32 activation scales and sums of q, [p][b][j]. Only what the matrix's
+   type needs is packed. */
+typedef struct {
+    float *x;
+    int16_t *x16;
+    int8_t *x8;
+    float *scale;
+    int32_t *sum;
+    void *rows;     /* per thread: a GEMM step's weight rows widened (q8_0) or unpacked (q4_0), and their scales */
+    size_t row_bytes; /* of `rows` per thread */
+} Panels;
 
 /* RoPE's rotations: a frequency per pair of a head, and their cos and sin at
    the positions of the tokens of one forward pass. */
@@ -759,7 +777,7 @@ typedef struct {
     RopeTable rope[2]; /* [0] for global layers, [1] for sliding-window (local) layers with a base of their own */
     int n_rope;        /* 2 when the local layers have their own RoPE base (Gemma 3), else 1: they share [0] */
     QuantizedVector *xq; /* (T) activations quantized for a matmul */
-    float *panels;       /* (T rounded up to GEMM_TOKENS, widest input) a matmul's input packed for gemm_f32 */
+    Panels panels;       /* a matmul's input packed for the GEMM kernels (T >= GEMM_TOKENS) */
     int trace;        /* print each token fed to the model, with its position, on stderr */
 } RunState;
 
@@ -882,13 +900,27 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
     if (c->hidden_dim > widest) widest = c->hidden_dim;
     int padded = (widest + QK - 1) / QK * QK;
     s->xq = xcalloc(T, sizeof(QuantizedVector));
-    s->panels = xcalloc((size_t)(T + GEMM_TOKENS - 1) / GEMM_TOKENS * GEMM_TOKENS * widest, sizeof(float));
+    size_t slots = (size_t)(T + GEMM_TOKENS - 1) / GEMM_TOKENS * GEMM_TOKENS; /* tokens of the panels */
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    s->panels.x = xcalloc(slots * padded, sizeof(float));
+    if (c->quantized) {
+        s->panels.x16 = xcalloc(slots * padded, sizeof(int16_t));
+        s->panels.x8 = xcalloc(slots * padded, 1);
+        s->panels.scale = xcalloc(slots * (padded / QK), sizeof(float));
+        s->panels.sum = xcalloc(slots * (padded / QK), sizeof(int32_t));
+        s->panels.row_bytes = (size_t)GEMM_ROWS * (padded * sizeof(int16_t) + padded / QK * sizeof(float));
+        s->panels.rows = xcalloc((size_t)threads, s->panels.row_bytes);
+    }
     for (int t = 0; t < T; t++) build_quantized_vector(&s->xq[t], padded);
 }
 
 static void free_state(RunState *s) {
     for (int t = 0; t < s->max_tokens; t++) free_quantized_vector(&s->xq[t]);
-    free(s->xq), free(s->panels);
+    free(s->xq), free(s->panels.x), free(s->panels.x16), free(s->panels.x8), free(s->panels.scale), free(s->panels.sum);
+    free(s->panels.rows);
     free(s->x); free(s->xb); free(s->xb2); free(s->ao); free(s->hb); free(s->hb2); free(s->q); free(s->att);
     free(s->logits); free(s->key_cache); free(s->value_cache);
     free(s->key_cache16); free(s->value_cache16); free(s->kv_new);
@@ -1070,17 +1102,56 @@ void tile_q4_scalar(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
     }
 }
 
-/* The fp32 GEMM of prompt processing (section "panels" below for why): up to
-   GEMM_ROWS weight rows (w, one every `stride` floats) against GEMM_TOKENS
-   tokens packed as a panel (panel[k * GEMM_TOKENS + j] = token j's value k).
-   This is its definition: out[r][j] = sum over k of w[r][k] * token j's [k].
-   Rows past `rows` hold no result (the SIMD versions fill them with repeats). */
+/* The GEMM steps of prompt processing (section "panels" below for why): a
+   few weight rows against a panel of GEMM_TOKENS tokens (the Panels layout,
+   section 3), out[r][j] = row r . token j. These are their definitions.
+   fp32: up to GEMM_ROWS rows of w, one every `stride` floats. Rows past
+   `rows` hold no result (the SIMD versions fill them with repeats). */
 void gemm_f32_scalar(const float *w, size_t stride, int rows, const float *panel, int n,
                      float out[GEMM_ROWS][GEMM_TOKENS]) {
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < GEMM_TOKENS; j++) {
             float sum = 0.0f;
             for (int k = 0; k < n; k++) sum += w[r * stride + k] * panel[(size_t)k * GEMM_TOKENS + j];
+            out[r][j] = sum;
+        }
+}
+
+/* q8_0: GEMM_ROWS_Q8 rows widened to int16 (w16, n_blocks * 32 each) with
+   their scales as floats (ws, n_blocks each), against the int16 pairs of a
+   panel (x16) and its scales (xs): per block, the integer sum of products
+   times weight scale x activation scale. */
+void gemm_q8_scalar(const int16_t *w16, const float *ws, int n_blocks, const int16_t *x16, const float *xs,
+                    float out[GEMM_ROWS][GEMM_TOKENS]) {
+    for (int r = 0; r < GEMM_ROWS_Q8; r++)
+        for (int j = 0; j < GEMM_TOKENS; j++) {
+            float sum = 0.0f;
+            for (int b = 0; b < n_blocks; b++) {
+                int32_t dot = 0;
+                for (int k = b * QK; k < (b + 1) * QK; k++)
+                    dot += w16[(size_t)r * n_blocks * QK + k] * x16[((size_t)(k / 2) * GEMM_TOKENS + j) * 2 + k % 2];
+                sum += (float)dot * (ws[r * n_blocks + b] * xs[b * GEMM_TOKENS + j]);
+            }
+            out[r][j] = sum;
+        }
+}
+
+/* q4_0: GEMM_ROWS rows unpacked to one byte per weight, 0..15 in the order
+   of the row (wu), with their scales (ws), against the int8 quads of a panel
+   (x8), its scales (xs) and sums (xsum). A weight is (nibble - 8) * scale, so
+   per block: (sum of nibble * q_x - 8 * sum of q_x) * scales. */
+void gemm_q4_scalar(const uint8_t *wu, const float *ws, int n_blocks, const int8_t *x8, const float *xs,
+                    const int32_t *xsum, float out[GEMM_ROWS][GEMM_TOKENS]) {
+    for (int r = 0; r < GEMM_ROWS; r++)
+        for (int j = 0; j < GEMM_TOKENS; j++) {
+            float sum = 0.0f;
+            for (int b = 0; b < n_blocks; b++) {
+                int32_t dot = 0;
+                for (int k = b * QK; k < (b + 1) * QK; k++)
+                    dot += wu[(size_t)r * n_blocks * QK + k] * x8[((size_t)(k / 4) * GEMM_TOKENS + j) * 4 + k % 4];
+                dot -= 8 * xsum[b * GEMM_TOKENS + j];
+                sum += (float)dot * (ws[r * n_blocks + b] * xs[b * GEMM_TOKENS + j]);
+            }
             out[r][j] = sum;
         }
 }
@@ -1556,6 +1627,79 @@ static void gemm_f32(const float *w, size_t stride, int rows, const float *panel
     for (int r = 0; r < GEMM_ROWS; r++) _mm256_storeu_ps(out[r], a[r][0]), _mm256_storeu_ps(out[r] + 8, a[r][1]);
 }
 
+/* q8_0 (definition: gemm_q8_scalar). Without VNNI, int8 x int8 products
+   cost two multiplies per 32 (maddubs, then madd to widen); with the weights
+   widened to int16 once per step, one madd does 16 multiply-adds and sums
+   pairs straight into int32. Per pair of values k: one load of 16 tokens'
+   pairs (two vectors), 3 broadcast weight pairs, 6 madds into int32 sums that
+   become floats once per block. 3 rows x 16 tokens: 12 accumulators. */
+static void gemm_q8(const int16_t *w16, const float *ws, int n_blocks, const int16_t *x16, const float *xs,
+                    float out[GEMM_ROWS][GEMM_TOKENS]) {
+    __m256 a[GEMM_ROWS_Q8][2];
+    for (int r = 0; r < GEMM_ROWS_Q8; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+    size_t n = (size_t)n_blocks * QK;
+    for (int b = 0; b < n_blocks; b++) {
+        __m256i sum[GEMM_ROWS_Q8][2];
+        for (int r = 0; r < GEMM_ROWS_Q8; r++) sum[r][0] = sum[r][1] = _mm256_setzero_si256();
+        for (int g = 0; g < QK / 2; g++) {
+            const int16_t *p = x16 + (size_t)(b * QK / 2 + g) * 2 * GEMM_TOKENS;
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)p), x1 = _mm256_loadu_si256((const __m256i *)(p + 16));
+            for (int r = 0; r < GEMM_ROWS_Q8; r++) {
+                int32_t pair;
+                memcpy(&pair, w16 + r * n + b * QK + 2 * g, 4);
+                __m256i wv = _mm256_set1_epi32(pair);
+                sum[r][0] = _mm256_add_epi32(sum[r][0], _mm256_madd_epi16(wv, x0));
+                sum[r][1] = _mm256_add_epi32(sum[r][1], _mm256_madd_epi16(wv, x1));
+            }
+        }
+        __m256 xs0 = _mm256_loadu_ps(xs + b * GEMM_TOKENS), xs1 = _mm256_loadu_ps(xs + b * GEMM_TOKENS + 8);
+        for (int r = 0; r < GEMM_ROWS_Q8; r++) {
+            __m256 wsb = _mm256_broadcast_ss(ws + r * n_blocks + b);
+            a[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[r][0]), _mm256_mul_ps(wsb, xs0), a[r][0]);
+            a[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[r][1]), _mm256_mul_ps(wsb, xs1), a[r][1]);
+        }
+    }
+    for (int r = 0; r < GEMM_ROWS_Q8; r++) _mm256_storeu_ps(out[r], a[r][0]), _mm256_storeu_ps(out[r] + 8, a[r][1]);
+}
+
+/* q4_0, 6 rows x the 8 tokens from `half` of a panel. The nibbles (0..15) are
+   the unsigned operand maddubs needs, and their products are small: a pair
+   is at most 2 x 15 x 127, so a whole block's 8 maddubs add up as int16 and
+   widen once (one madd per 32 x 8 products where q8_0 needs 16). */
+static void gemm_q4_half(const uint8_t *wu, const float *ws, int n_blocks, const int8_t *x8, const float *xs,
+                         const int32_t *xsum, int half, float out[GEMM_ROWS][GEMM_TOKENS]) {
+    __m256 a[GEMM_ROWS];
+    for (int r = 0; r < GEMM_ROWS; r++) a[r] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    size_t n = (size_t)n_blocks * QK;
+    for (int b = 0; b < n_blocks; b++) {
+        __m256i sum[GEMM_ROWS];
+        for (int r = 0; r < GEMM_ROWS; r++) sum[r] = _mm256_setzero_si256();
+        for (int g = 0; g < QK / 4; g++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(x8 + ((size_t)(b * QK / 4 + g) * GEMM_TOKENS + half * 8) * 4));
+            for (int r = 0; r < GEMM_ROWS; r++) {
+                int32_t quad;
+                memcpy(&quad, wu + r * n + b * QK + 4 * g, 4);
+                sum[r] = _mm256_add_epi16(sum[r], _mm256_maddubs_epi16(_mm256_set1_epi32(quad), xv));
+            }
+        }
+        __m256 xsv = _mm256_loadu_ps(xs + b * GEMM_TOKENS + half * 8);
+        __m256i offset = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(xsum + b * GEMM_TOKENS + half * 8)), 3);
+        for (int r = 0; r < GEMM_ROWS; r++) {
+            __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(sum[r], ones), offset);
+            a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(_mm256_broadcast_ss(ws + r * n_blocks + b), xsv), a[r]);
+        }
+    }
+    for (int r = 0; r < GEMM_ROWS; r++) _mm256_storeu_ps(out[r] + half * 8, a[r]);
+}
+
+static void gemm_q4(const uint8_t *wu, const float *ws, int n_blocks, const int8_t *x8, const float *xs,
+                    const int32_t *xsum, float out[GEMM_ROWS][GEMM_TOKENS]) {
+    gemm_q4_half(wu, ws, n_blocks, x8, xs, xsum, 0, out);
+    gemm_q4_half(wu, ws, n_blocks, x8, xs, xsum, 1, out);
+}
+#define QUANTIZED_PANELS 1 /* q8_0 and q4_0 prompts take the GEMM path (elsewhere: the tiles) */
+
 /* ---- tiles: the matrix-matrix kernels of prompt processing ----
    A tile is 2 weight rows x 4 tokens, 8 dot products at once: each weight
    loaded (and for q4_0 unpacked) is used by 4 tokens, and each token's
@@ -1992,6 +2136,11 @@ static void gemm_f32(const float *w, size_t stride, int rows, const float *panel
         for (int j = 0; j < 4; j++) vst1q_f32(out[r] + 4 * j, a[r][j]);
 }
 
+/* q8_0 and q4_0 prompts keep the tiles on NEON (no QUANTIZED_PANELS): the
+   GEMM steps here are the definitions, for the tests. */
+#define gemm_q8 gemm_q8_scalar
+#define gemm_q4 gemm_q4_scalar
+
 /* Tiles (2 rows x 4 tokens; see the AVX2 ones above). */
 static void tile_f32(const float *w0, const float *w1, const float *x, int n, float out[2][4]) {
     float32x4_t a[2][4];
@@ -2167,6 +2316,8 @@ static void tile_q6k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector
 #define dot_q4 dot_q4_scalar
 #define tile_f32 tile_f32_scalar
 #define gemm_f32 gemm_f32_scalar
+#define gemm_q8 gemm_q8_scalar
+#define gemm_q4 gemm_q4_scalar
 #define tile_q8 tile_q8_scalar
 #define tile_q4 tile_q4_scalar
 #define dot_q4k dot_q4k_scalar
@@ -2234,43 +2385,128 @@ static void row_tile(const Matrix *W, int r, const float *x, const QuantizedVect
     }
 }
 
-/* Panel p of the T tokens (each n values): panel[k][j] = token p * GEMM_TOKENS
-   + j's value k, zeros past the T tokens. */
-static void pack_panel(float *panel, const float *x, int T, int n, int p) {
-    for (int k = 0; k < n; k++)
-        for (int j = 0; j < GEMM_TOKENS; j++) {
-            int t = p * GEMM_TOKENS + j;
-            panel[(size_t)k * GEMM_TOKENS + j] = t < T ? x[(size_t)t * n + k] : 0.0f;
+/* Panel p of a chunk's matmul input, in the layout of W's type (Panels,
+   section 3): fp32 values from x (T, n); quantized ones from xq. */
+static void pack_panel(Panels *pn, int type, const float *x, const QuantizedVector *xq, int T, int n, int p) {
+    int n_padded = (n + QK - 1) / QK * QK, n_blocks = n_padded / QK;
+    for (int j = 0; j < GEMM_TOKENS; j++) {
+        int t = p * GEMM_TOKENS + j, real = t < T;
+        if (type == WEIGHT_F32) {
+            float *dst = pn->x + (size_t)p * n * GEMM_TOKENS + j;
+            for (int k = 0; k < n; k++) dst[(size_t)k * GEMM_TOKENS] = real ? x[(size_t)t * n + k] : 0.0f;
+            continue;
         }
+        size_t base = (size_t)p * n_padded * GEMM_TOKENS;
+        static const int8_t none[4];
+        for (int g = 0; g < n_padded / 4; g++) { /* 4 values at a time: one int8 quad, two int16 pairs */
+            const int8_t *q = real ? xq[t].q + 4 * g : none;
+            if (type == WEIGHT_Q8_0) {
+                int16_t *dst = pn->x16 + base + ((size_t)(2 * g) * GEMM_TOKENS + j) * 2;
+                dst[0] = q[0], dst[1] = q[1], dst[2 * GEMM_TOKENS] = q[2], dst[2 * GEMM_TOKENS + 1] = q[3];
+            } else {
+                memcpy(pn->x8 + base + ((size_t)g * GEMM_TOKENS + j) * 4, q, 4);
+            }
+        }
+        for (int b = 0; b < n_blocks; b++) {
+            pn->scale[((size_t)p * n_blocks + b) * GEMM_TOKENS + j] = real ? xq[t].scale[b] : 0.0f;
+            pn->sum[((size_t)p * n_blocks + b) * GEMM_TOKENS + j] = real ? xq[t].sum[b] : 0;
+        }
+    }
 }
 
-/* matmul for fp32 weights and at least GEMM_TOKENS tokens: the tokens packed
-   into panels (n_panels, n, GEMM_TOKENS) once, then GEMM steps of 6 rows x 16
-   tokens (gemm_f32), the threads sharing the panels to pack, then the rows 6
-   at a time. A step's 6 rows (6 x 8 KB at n = 2048) stay in the core's L2
-   while each panel passes them. */
-static void matmul_panels(float *out, const float *x, float *panels, const Matrix *W, int T) {
+/* A q8_0 row's n weights as int16, and a q4_0 block's 32 nibbles as bytes in
+   row order (restrict: the compiler may then vectorize them) */
+static void widen_q8(int16_t *restrict dst, const int8_t *restrict src, int n) {
+    for (int k = 0; k < n; k++) dst[k] = src[k];
+}
+
+static void unpack_q4_block(uint8_t *restrict dst, const uint8_t *restrict src) {
+    for (int j = 0; j < QK / 2; j++) dst[j] = src[j] & 15, dst[j + QK / 2] = src[j] >> 4;
+}
+
+/* Rows i .. i + rows - 1 of a q8_0 or q4_0 matrix as gemm_q8 / gemm_q4 read
+   them: each weight widened to int16 (q8_0) or its nibble as a byte in row
+   order (q4_0: byte j of a block holds weights j and j + 16), and the scales
+   as floats; rows past the matrix repeat its last row. */
+static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, int16_t *w16, uint8_t *wu, float *ws) {
+    int n_padded = W->cols_padded, n_blocks = n_padded / QK;
+    for (int r = 0; r < step_rows; r++) {
+        int row = i + (r < rows ? r : rows - 1);
+        const uint8_t *src = row_bytes(W, row);
+        const uint16_t *scales = row_scales(W, row);
+        for (int b = 0; b < n_blocks; b++) ws[r * n_blocks + b] = fp16_to_fp32(scales[b]);
+        /* plain loops over whole blocks, which compilers vectorize: this runs
+           once per step, and per weight it must cost less than the few
+           multiply-adds the GEMM then does with it */
+        if (W->type == WEIGHT_Q8_0) {
+            widen_q8(w16 + (size_t)r * n_padded, (const int8_t *)src, n_padded);
+        } else {
+            for (int b = 0; b < n_blocks; b++) unpack_q4_block(wu + (size_t)r * n_padded + b * QK, src + b * QK / 2);
+        }
+    }
+}
+
+/* One GEMM step: rows i .. i + rows - 1 of W against panel p, into out[r][j].
+   `scratch` holds the unpacked rows of a quantized step (unpack_rows), made
+   when p is 0 and used for every panel. */
+static void gemm_step(const Matrix *W, const Panels *pn, int i, int rows, int p, void *scratch,
+                      float out[GEMM_ROWS][GEMM_TOKENS]) {
+    int n = W->cols, n_padded = W->cols_padded, n_blocks = n_padded / QK;
+    if (W->type == WEIGHT_F32) {
+        gemm_f32((const float *)W->data + (size_t)i * n, (size_t)n, rows, pn->x + (size_t)p * n * GEMM_TOKENS, n, out);
+        return;
+    }
+    int step_rows = W->type == WEIGHT_Q8_0 ? GEMM_ROWS_Q8 : GEMM_ROWS;
+    float *ws = scratch;
+    int16_t *w16 = (int16_t *)(ws + GEMM_ROWS * n_blocks);
+    uint8_t *wu = (uint8_t *)w16;
+    if (p == 0) unpack_rows(W, i, rows, step_rows, w16, wu, ws);
+    size_t panel = (size_t)p * n_padded * GEMM_TOKENS, panel_blocks = (size_t)p * n_blocks * GEMM_TOKENS;
+    if (W->type == WEIGHT_Q8_0)
+        gemm_q8(w16, ws, n_blocks, pn->x16 + panel, pn->scale + panel_blocks, out);
+    else
+        gemm_q4(wu, ws, n_blocks, pn->x8 + panel, pn->scale + panel_blocks, pn->sum + panel_blocks, out);
+}
+
+/* Whether matmul takes the GEMM path: a chunk of at least GEMM_TOKENS tokens,
+   and W's type has GEMM kernels in this build. */
+static int use_panels(const Matrix *W, int T) {
+    if (T < GEMM_TOKENS) return 0;
+#if defined(QUANTIZED_PANELS)
+    if (W->type == WEIGHT_Q8_0 || W->type == WEIGHT_Q4_0) return 1;
+#endif
+    return W->type == WEIGHT_F32;
+}
+
+/* matmul's GEMM path (prompt chunks): the threads first share the panels to
+   pack, then the steps of GEMM_ROWS (q8_0: GEMM_ROWS_Q8) rows; each step's
+   rows (6 x 8 KB of fp32 at n = 2048) are read from memory once and stay in
+   the core's cache while every panel passes them. */
+static void matmul_panels(float *out, const float *x, const QuantizedVector *xq, Panels *pn, const Matrix *W, int T) {
     int d = W->rows, n = W->cols, n_panels = (T + GEMM_TOKENS - 1) / GEMM_TOKENS;
+    int step_rows = W->type == WEIGHT_Q8_0 ? GEMM_ROWS_Q8 : GEMM_ROWS;
     int i, p;
 #ifdef _OPENMP
 #pragma omp parallel private(i, p)
 #endif
     {
+        char *scratch = pn->rows;
 #ifdef _OPENMP
+        scratch += (size_t)omp_get_thread_num() * pn->row_bytes;
 #pragma omp for
 #endif
-        for (p = 0; p < n_panels; p++) pack_panel(panels + (size_t)p * n * GEMM_TOKENS, x, T, n, p);
+        for (p = 0; p < n_panels; p++) pack_panel(pn, W->type, x, xq, T, n, p);
         /* (OpenMP waits here until every panel is packed) */
 #ifdef _OPENMP
 #pragma omp for schedule(guided)
 #endif
-        for (i = 0; i < d; i += GEMM_ROWS) {
-            int rows = d - i < GEMM_ROWS ? d - i : GEMM_ROWS;
-            for (int q = 0; q < n_panels; q++) {
+        for (i = 0; i < d; i += step_rows) {
+            int rows = d - i < step_rows ? d - i : step_rows;
+            for (p = 0; p < n_panels; p++) {
                 float step[GEMM_ROWS][GEMM_TOKENS];
-                gemm_f32((const float *)W->data + (size_t)i * n, (size_t)n, rows, panels + (size_t)q * n * GEMM_TOKENS, n, step);
-                for (int j = 0; j < GEMM_TOKENS && q * GEMM_TOKENS + j < T; j++)
-                    for (int r = 0; r < rows; r++) out[(size_t)(q * GEMM_TOKENS + j) * d + i + r] = step[r][j];
+                gemm_step(W, pn, i, rows, p, scratch, step);
+                for (int j = 0; j < GEMM_TOKENS && p * GEMM_TOKENS + j < T; j++)
+                    for (int r = 0; r < rows; r++) out[(size_t)(p * GEMM_TOKENS + j) * d + i + r] = step[r][j];
             }
         }
     }
@@ -2284,9 +2520,9 @@ static void matmul_panels(float *out, const float *x, float *panels, const Matri
    memory once and used for all T tokens, four tokens per tile, while it is in
    cache: that is why a prompt processed in chunks costs far less per token
    than generation, where T = 1 and each row gives a single dot product. */
-static void matmul(float *out, const float *x, const QuantizedVector *xq, float *panels, const Matrix *W, int T) {
-    if (W->type == WEIGHT_F32 && T >= GEMM_TOKENS) {
-        matmul_panels(out, x, panels, W, T);
+static void matmul(float *out, const float *x, const QuantizedVector *xq, Panels *panels, const Matrix *W, int T) {
+    if (use_panels(W, T)) {
+        matmul_panels(out, x, xq, panels, W, T);
         return;
     }
     int d = W->rows;
@@ -2394,9 +2630,9 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
 
     for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, lw->attn_norm, dim, c->norm_eps);
     quantize_input(c, s->xq, s->xb, T, dim);
-    matmul(s->q, s->xb, s->xq, s->panels, &lw->wq, T); /* q = wq(xb) */
-    matmul(k, s->xb, s->xq, s->panels, &lw->wk, T);    /* k = wk(xb) */
-    matmul(v, s->xb, s->xq, s->panels, &lw->wv, T);    /* v = wv(xb) */
+    matmul(s->q, s->xb, s->xq, &s->panels, &lw->wq, T); /* q = wq(xb) */
+    matmul(k, s->xb, s->xq, &s->panels, &lw->wk, T);    /* k = wk(xb) */
+    matmul(v, s->xb, s->xq, &s->panels, &lw->wv, T);    /* v = wv(xb) */
     for (int t = 0; t < T; t++)
         attention_inputs(c, lw, s->q + (size_t)t * q_dim, k + (size_t)t * kv_dim, v + (size_t)t * kv_dim,
                          rt->cos + t * half, rt->sin + t * half);
@@ -2431,7 +2667,7 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
         }
     }
     quantize_input(c, s->xq, s->ao, T, q_dim);
-    matmul(s->xb2, s->ao, s->xq, s->panels, &lw->wo, T); /* xb2 = wo(attention) */
+    matmul(s->xb2, s->ao, s->xq, &s->panels, &lw->wo, T); /* xb2 = wo(attention) */
     add_to_residual(c, s->x, s->xb2, lw->post_attn_norm, T);
 }
 
@@ -2450,11 +2686,11 @@ static void feed_forward_block(const Config *c, const LayerWeights *lw, RunState
     int dim = c->dim, hidden = c->hidden_dim;
     for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, lw->ffn_norm, dim, c->norm_eps);
     quantize_input(c, s->xq, s->xb, T, dim);
-    matmul(s->hb, s->xb, s->xq, s->panels, &lw->w1, T);  /* gate */
-    matmul(s->hb2, s->xb, s->xq, s->panels, &lw->w3, T); /* up */
+    matmul(s->hb, s->xb, s->xq, &s->panels, &lw->w1, T);  /* gate */
+    matmul(s->hb2, s->xb, s->xq, &s->panels, &lw->w3, T); /* up */
     for (size_t i = 0; i < (size_t)T * hidden; i++) s->hb[i] = gate_activation(c->activation, s->hb[i]) * s->hb2[i];
     quantize_input(c, s->xq, s->hb, T, hidden);
-    matmul(s->xb2, s->hb, s->xq, s->panels, &lw->w2, T); /* down */
+    matmul(s->xb2, s->hb, s->xq, &s->panels, &lw->w2, T); /* down */
     add_to_residual(c, s->x, s->xb2, lw->post_ffn_norm, T);
 }
 
@@ -2496,7 +2732,7 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
     size_t n_logits = (size_t)(T - first) * c->vocab_size;
     for (int t = first; t < T; t++) rmsnorm(x + (size_t)t * dim, x + (size_t)t * dim, w->final_norm, dim, c->norm_eps);
     quantize_input(c, s->xq, x + (size_t)first * dim, T - first, dim);
-    matmul(s->logits, x + (size_t)first * dim, s->xq, s->panels, &w->classifier, T - first);
+    matmul(s->logits, x + (size_t)first * dim, s->xq, &s->panels, &w->classifier, T - first);
     if (c->logit_scale != 1.0f) /* Granite: logits / logits_scaling */
         for (size_t i = 0; i < n_logits; i++) s->logits[i] *= c->logit_scale;
     if (c->final_softcap > 0.0f) soft_cap(s->logits, n_logits, c->final_softcap); /* Gemma 2 */

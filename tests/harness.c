@@ -86,7 +86,7 @@ static int cmd_matmul(char **argv) {
     if (T < 1 || T > s.max_tokens) fatal("give between 1 and %d inputs", s.max_tokens);
     quantize_input(&m.config, s.xq, x, T, n);
     float *out = xmalloc((size_t)T * W->rows * sizeof(float));
-    matmul(out, x, s.xq, s.panels, W, T);
+    matmul(out, x, s.xq, &s.panels, W, T);
     printf("%s\n", WEIGHT_NAMES[W->type]);
     for (int t = 0; t < T; t++) {
         for (int j = 0; j < n; j++) printf(j ? " %d" : "%d", m.config.quantized ? s.xq[t].q[j] : 0);
@@ -282,6 +282,42 @@ static void compare_gemm(uint64_t *rng, double *worst) {
         }
 }
 
+/* gemm_q8 and gemm_q4 against their scalar versions (worst[0], worst[1]) on
+   1 to 40 blocks of random weights, scales and panels. */
+static void compare_gemm_q(uint64_t *rng, double worst[2]) {
+    static const int blocks[] = {1, 2, 3, 8, 24, 40};
+    for (size_t a = 0; a < sizeof blocks / sizeof blocks[0]; a++) {
+        int nb = blocks[a], n = nb * QK;
+        int16_t *w16 = xmalloc((size_t)GEMM_ROWS * n * sizeof(int16_t)), *x16 = xmalloc((size_t)n * GEMM_TOKENS * sizeof(int16_t));
+        uint8_t *wu = xmalloc((size_t)GEMM_ROWS * n);
+        int8_t *x8 = xmalloc((size_t)n * GEMM_TOKENS);
+        float *ws = xmalloc(GEMM_ROWS * nb * sizeof(float)), *xs = xmalloc(nb * GEMM_TOKENS * sizeof(float));
+        int32_t *xsum = xcalloc(nb * GEMM_TOKENS, sizeof(int32_t));
+        for (int i = 0; i < GEMM_ROWS * n; i++) w16[i] = (int16_t)(random_u32(rng) % 255 - 127), wu[i] = (uint8_t)(random_u32(rng) % 16);
+        for (int i = 0; i < n * GEMM_TOKENS; i++) x16[i] = (int16_t)(random_u32(rng) % 255 - 127), x8[i] = (int8_t)(random_u32(rng) % 255 - 127);
+        for (int k = 0; k < n; k++) /* the real sums of the panel's q, as quantize_vector makes them */
+            for (int j = 0; j < GEMM_TOKENS; j++) xsum[k / QK * GEMM_TOKENS + j] += x8[(k / 4 * GEMM_TOKENS + j) * 4 + k % 4];
+        for (int i = 0; i < GEMM_ROWS * nb; i++) ws[i] = random_unit(rng) * 0.01f;
+        for (int i = 0; i < nb * GEMM_TOKENS; i++) xs[i] = (random_unit(rng) + 1.5f) * 0.01f;
+        float simd[GEMM_ROWS][GEMM_TOKENS], scalar[GEMM_ROWS][GEMM_TOKENS];
+        for (int type = 0; type < 2; type++) {
+            if (type == 0) gemm_q8(w16, ws, nb, x16, xs, simd), gemm_q8_scalar(w16, ws, nb, x16, xs, scalar);
+            else gemm_q4(wu, ws, nb, x8, xs, xsum, simd), gemm_q4_scalar(wu, ws, nb, x8, xs, xsum, scalar);
+            for (int r = 0; r < (type == 0 ? GEMM_ROWS_Q8 : GEMM_ROWS); r++)
+                for (int j = 0; j < GEMM_TOKENS; j++) {
+                    double magnitude = 0;
+                    for (int k = 0; k < n; k++) {
+                        double w = type == 0 ? w16[r * n + k] : wu[r * n + k] - 8.0;
+                        double x = type == 0 ? x16[(k / 2 * GEMM_TOKENS + j) * 2 + k % 2] : x8[(k / 4 * GEMM_TOKENS + j) * 4 + k % 4];
+                        magnitude += fabs(w * x * ws[r * nb + k / QK] * xs[k / QK * GEMM_TOKENS + j]);
+                    }
+                    compare(&worst[type], simd[r][j], scalar[r][j], magnitude);
+                }
+        }
+        free(w16), free(x16), free(wu), free(x8), free(ws), free(xs), free(xsum);
+    }
+}
+
 static double magnitude_k(int type, const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     size_t block_bytes = type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES;
     double m = 0;
@@ -397,15 +433,17 @@ static int cmd_kernels(void) {
         for (int t = 0; t < 4; t++) free_quantized_vector(&xq[t]);
         free_quantized_vector(&plain);
     }
-    double attention[4] = {0}, k[4] = {0}, gemm = 0;
+    double attention[4] = {0}, k[4] = {0}, gemm = 0, gemm_q[2] = {0};
     compare_attention(&rng, attention);
     compare_gemm(&rng, &gemm);
+    compare_gemm_q(&rng, gemm_q);
     compare_k(&rng, k);
     printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n"
            "attention_scores %.3g\nweighted_sum %.3g\nq4_k %.3g\nq6_k %.3g\ntile_q4_k %.3g\ntile_q6_k %.3g\n"
-           "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\ngemm_f32 %.3g\nquantize %ld\n",
+           "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\ngemm_f32 %.3g\ngemm_q8_0 %.3g\ngemm_q4_0 %.3g\nquantize %ld\n",
            SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], attention[0], attention[1], k[0],
-           k[1], k[2], k[3], attention[2], attention[3], gemm, quantize_differences);
+           k[1], k[2], k[3], attention[2], attention[3], gemm, gemm_q[0], gemm_q[1],
+           quantize_differences);
     return 0;
 }
 
