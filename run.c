@@ -778,6 +778,8 @@ typedef struct {
     int n_rope;        /* 2 when the local layers have their own RoPE base (Gemma 3), else 1: they share [0] */
     QuantizedVector *xq; /* (T) activations quantized for a matmul */
     Panels panels;       /* a matmul's input packed for the GEMM kernels (T >= GEMM_TOKENS) */
+    float *att_panels;   /* per thread: a panel of queries and their scores (attend_panels), or NULL */
+    size_t att_panel_floats; /* of att_panels per thread: (head_dim + ctx) * GEMM_TOKENS */
     int trace;        /* print each token fed to the model, with its position, on stderr */
 } RunState;
 
@@ -906,6 +908,10 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
     threads = omp_get_max_threads();
 #endif
     s->panels.x = xcalloc(slots * padded, sizeof(float));
+    if (!kv16 && T >= GEMM_TOKENS && c->head_dim % GEMM_TOKENS == 0) {
+        s->att_panel_floats = ((size_t)c->head_dim + ctx) * GEMM_TOKENS;
+        s->att_panels = xcalloc((size_t)threads * s->att_panel_floats, sizeof(float));
+    }
     if (c->quantized) {
         s->panels.x16 = xcalloc(slots * padded, sizeof(int16_t));
         s->panels.x8 = xcalloc(slots * padded, 1);
@@ -920,7 +926,7 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
 static void free_state(RunState *s) {
     for (int t = 0; t < s->max_tokens; t++) free_quantized_vector(&s->xq[t]);
     free(s->xq), free(s->panels.x), free(s->panels.x16), free(s->panels.x8), free(s->panels.scale), free(s->panels.sum);
-    free(s->panels.rows);
+    free(s->panels.rows), free(s->att_panels);
     free(s->x); free(s->xb); free(s->xb2); free(s->ao); free(s->hb); free(s->hb2); free(s->q); free(s->att);
     free(s->logits); free(s->key_cache); free(s->value_cache);
     free(s->key_cache16); free(s->value_cache16); free(s->kv_new);
@@ -1105,14 +1111,17 @@ void tile_q4_scalar(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
 /* The GEMM steps of prompt processing (section "panels" below for why): a
    few weight rows against a panel of GEMM_TOKENS tokens (the Panels layout,
    section 3), out[r][j] = row r . token j. These are their definitions.
-   fp32: up to GEMM_ROWS rows of w, one every `stride` floats. Rows past
-   `rows` hold no result (the SIMD versions fill them with repeats). */
-void gemm_f32_scalar(const float *w, size_t stride, int rows, const float *panel, int n,
+   fp32: up to GEMM_ROWS rows of w, one every `stride` floats, against a
+   panel whose value k of its 16 tokens is at panel[k * panel_stride + j]
+   (GEMM_TOKENS for a packed panel; attention reads the cached values in
+   place, one position every kv_dim floats). Rows past `rows` hold no result
+   (the SIMD versions fill them with repeats). */
+void gemm_f32_scalar(const float *w, size_t stride, int rows, const float *panel, size_t panel_stride, int n,
                      float out[GEMM_ROWS][GEMM_TOKENS]) {
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < GEMM_TOKENS; j++) {
             float sum = 0.0f;
-            for (int k = 0; k < n; k++) sum += w[r * stride + k] * panel[(size_t)k * GEMM_TOKENS + j];
+            for (int k = 0; k < n; k++) sum += w[r * stride + k] * panel[k * panel_stride + j];
             out[r][j] = sum;
         }
 }
@@ -1608,14 +1617,14 @@ static void weighted_sum_f16(float *out, const float *att, const uint16_t *v, si
    the lane of its output, so nothing is summed across lanes. A tile of 2 rows
    x 4 tokens (below) loads 6 vectors for 8 FMAs; this is what lets fp32
    prompts run near the FMA units' rate. Definition: gemm_f32_scalar. */
-static void gemm_f32(const float *w, size_t stride, int rows, const float *panel, int n,
+static void gemm_f32(const float *w, size_t stride, int rows, const float *panel, size_t panel_stride, int n,
                      float out[GEMM_ROWS][GEMM_TOKENS]) {
     const float *wr[GEMM_ROWS]; /* rows past `rows` repeat the last one: computed, not stored */
     for (int r = 0; r < GEMM_ROWS; r++) wr[r] = w + (size_t)(r < rows ? r : rows - 1) * stride;
     __m256 a[GEMM_ROWS][2];
     for (int r = 0; r < GEMM_ROWS; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
     for (int k = 0; k < n; k++) {
-        __m256 x0 = _mm256_loadu_ps(panel + (size_t)k * GEMM_TOKENS), x1 = _mm256_loadu_ps(panel + (size_t)k * GEMM_TOKENS + 8);
+        __m256 x0 = _mm256_loadu_ps(panel + k * panel_stride), x1 = _mm256_loadu_ps(panel + k * panel_stride + 8);
         for (int r = 0; r < GEMM_ROWS; r++) {
             __m256 wk = _mm256_broadcast_ss(wr[r] + k);
             a[r][0] = _mm256_fmadd_ps(wk, x0, a[r][0]);
@@ -2116,7 +2125,7 @@ static void attention_scores_f16(float *att, const float *q, const uint16_t *k, 
 
 /* The fp32 GEMM step (6 rows x 16 tokens; see the AVX2 one above): 24
    accumulators of 4 lanes, of NEON's 32 registers. */
-static void gemm_f32(const float *w, size_t stride, int rows, const float *panel, int n,
+static void gemm_f32(const float *w, size_t stride, int rows, const float *panel, size_t panel_stride, int n,
                      float out[GEMM_ROWS][GEMM_TOKENS]) {
     const float *wr[GEMM_ROWS];
     for (int r = 0; r < GEMM_ROWS; r++) wr[r] = w + (size_t)(r < rows ? r : rows - 1) * stride;
@@ -2124,7 +2133,7 @@ static void gemm_f32(const float *w, size_t stride, int rows, const float *panel
     for (int r = 0; r < GEMM_ROWS; r++)
         for (int j = 0; j < 4; j++) a[r][j] = vdupq_n_f32(0.0f);
     for (int k = 0; k < n; k++) {
-        const float *p = panel + (size_t)k * GEMM_TOKENS;
+        const float *p = panel + k * panel_stride;
         float32x4_t x0 = vld1q_f32(p), x1 = vld1q_f32(p + 4), x2 = vld1q_f32(p + 8), x3 = vld1q_f32(p + 12);
         for (int r = 0; r < GEMM_ROWS; r++) {
             float32x4_t wk = vld1q_dup_f32(wr[r] + k);
@@ -2453,7 +2462,7 @@ static void gemm_step(const Matrix *W, const Panels *pn, int i, int rows, int p,
                       float out[GEMM_ROWS][GEMM_TOKENS]) {
     int n = W->cols, n_padded = W->cols_padded, n_blocks = n_padded / QK;
     if (W->type == WEIGHT_F32) {
-        gemm_f32((const float *)W->data + (size_t)i * n, (size_t)n, rows, pn->x + (size_t)p * n * GEMM_TOKENS, n, out);
+        gemm_f32((const float *)W->data + (size_t)i * n, (size_t)n, rows, pn->x + (size_t)p * n * GEMM_TOKENS, GEMM_TOKENS, n, out);
         return;
     }
     int step_rows = W->type == WEIGHT_Q8_0 ? GEMM_ROWS_Q8 : GEMM_ROWS;
@@ -2616,13 +2625,110 @@ static void soft_cap(float *x, size_t n, float cap) {
     for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
 }
 
+/* The positions query position q_pos attends to: first .. q_pos, all of them
+   (window 0) or, in a sliding-window layer, the last `window`. */
+static int first_position(int q_pos, int window) { return window && q_pos >= window ? q_pos + 1 - window : 0; }
+
+/* Attention of T tokens at positions pos .., one query at a time: token t
+   attends over positions first_position(pos + t) .. pos + t; query head h
+   reads kv head h / group. Threads share the heads.
+   PyTorch: att = softmax(q @ k.T * scale + causal mask); out = att @ v */
+static void attend_each(const Config *c, RunState *s, int l, int T, int pos, int window) {
+    int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
+    int group = c->n_heads / c->n_kv_heads, h; /* query heads sharing one kv head */
+    size_t layer_off = (size_t)l * s->ctx * kv_dim;
+    float scale = c->attention_scale; /* 1 / sqrt(head_dim), Gemma's query_pre_attn_scalar^-0.5, or Granite's */
+#ifdef _OPENMP
+#pragma omp parallel for private(h)
+#endif
+    for (h = 0; h < c->n_heads; h++) {
+        float *att = s->att + (size_t)h * s->ctx;
+        size_t kv_off = (size_t)(h / group) * head_dim;
+        for (int t = 0; t < T; t++) {
+            const float *qh = s->q + (size_t)t * q_dim + (size_t)h * head_dim;
+            int last = pos + t, first = first_position(last, window);
+            int n = last + 1 - first;
+            size_t from = layer_off + (size_t)first * kv_dim + kv_off;
+            if (s->kv16) attention_scores_f16(att, qh, s->key_cache16 + from, kv_dim, n, head_dim, scale);
+            else attention_scores(att, qh, s->key_cache + from, kv_dim, n, head_dim, scale);
+            if (c->attn_softcap > 0.0f) soft_cap(att, n, c->attn_softcap); /* Gemma 2 */
+            softmax(att, n);
+            float *out = s->ao + (size_t)t * q_dim + (size_t)h * head_dim;
+            if (s->kv16) weighted_sum_f16(out, att, s->value_cache16 + from, kv_dim, n, head_dim);
+            else weighted_sum(out, att, s->value_cache + from, kv_dim, n, head_dim);
+        }
+    }
+}
+
+/* Whether a chunk's attention takes attend_panels: at least a panel of
+   queries, an fp32 cache, and heads of whole panels (the values are read 16
+   at a time, in place). build_state made the scratch for it. */
+static int use_attention_panels(const Config *c, const RunState *s, int T) {
+    return T >= GEMM_TOKENS && s->att_panels && c->head_dim % GEMM_TOKENS == 0;
+}
+
+/* The same attention as attend_each, for a prompt chunk, as matrix products:
+   for each head and each panel of 16 queries (the threads share these),
+   scores (16, n) = Q K^T by gemm_f32 with the cached keys as its rows, then
+   each query's soft-cap and softmax over the positions it attends to (0 for
+   the others), then out (16, head_dim) = P V by gemm_f32 with the
+   probabilities as its rows and the cached values, read in place, as its
+   panel. The n positions cover the whole panel: from the first query's first
+   position to the last query's own. Per query, the same arithmetic as
+   attend_each, in another order. */
+static void attend_panels(const Config *c, RunState *s, int l, int T, int pos, int window) {
+    int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
+    int group = c->n_heads / c->n_kv_heads, n_panels = (T + GEMM_TOKENS - 1) / GEMM_TOKENS, task;
+    size_t layer_off = (size_t)l * s->ctx * kv_dim;
+    float scale = c->attention_scale;
+#ifdef _OPENMP
+#pragma omp parallel for private(task) schedule(dynamic)
+#endif
+    for (task = 0; task < c->n_heads * n_panels; task++) {
+        int h = task / n_panels, t0 = task % n_panels * GEMM_TOKENS;
+        int n_queries = T - t0 < GEMM_TOKENS ? T - t0 : GEMM_TOKENS;
+        float *queries = s->att_panels; /* (head_dim, GEMM_TOKENS) the panel's queries, packed */
+#ifdef _OPENMP
+        queries += (size_t)omp_get_thread_num() * s->att_panel_floats;
+#endif
+        float *att = queries + (size_t)head_dim * GEMM_TOKENS; /* (n_queries, n) scores, then probabilities */
+        int first = first_position(pos + t0, window), n = pos + t0 + n_queries - first;
+        size_t from = layer_off + (size_t)first * kv_dim + (size_t)(h / group) * head_dim;
+        const float *keys = s->key_cache + from, *values = s->value_cache + from;
+        float step[GEMM_ROWS][GEMM_TOKENS];
+        for (int d = 0; d < head_dim; d++)
+            for (int j = 0; j < GEMM_TOKENS; j++)
+                queries[d * GEMM_TOKENS + j] = j < n_queries ? s->q[(size_t)(t0 + j) * q_dim + (size_t)h * head_dim + d] : 0.0f;
+        for (int r0 = 0; r0 < n; r0 += GEMM_ROWS) { /* scores: 6 positions x 16 queries per step */
+            int rows = n - r0 < GEMM_ROWS ? n - r0 : GEMM_ROWS;
+            gemm_f32(keys + (size_t)r0 * kv_dim, (size_t)kv_dim, rows, queries, GEMM_TOKENS, head_dim, step);
+            for (int j = 0; j < n_queries; j++)
+                for (int r = 0; r < rows; r++) att[(size_t)j * n + r0 + r] = step[r][j] * scale;
+        }
+        for (int j = 0; j < n_queries; j++) { /* query j attends to positions from .. its own */
+            float *row = att + (size_t)j * n;
+            int own = pos + t0 + j, from_j = first_position(own, window) - first, count = own + 1 - first - from_j;
+            if (c->attn_softcap > 0.0f) soft_cap(row + from_j, count, c->attn_softcap); /* Gemma 2 */
+            softmax(row + from_j, count);
+            for (int i = 0; i < from_j; i++) row[i] = 0.0f;
+            for (int i = from_j + count; i < n; i++) row[i] = 0.0f;
+        }
+        for (int c0 = 0; c0 < head_dim; c0 += GEMM_TOKENS) /* out: 6 queries x 16 of head_dim per step */
+            for (int r0 = 0; r0 < n_queries; r0 += GEMM_ROWS) {
+                int rows = n_queries - r0 < GEMM_ROWS ? n_queries - r0 : GEMM_ROWS;
+                gemm_f32(att + (size_t)r0 * n, (size_t)n, rows, values + c0, (size_t)kv_dim, n, step);
+                for (int r = 0; r < rows; r++)
+                    memcpy(s->ao + (size_t)(t0 + r0 + r) * q_dim + (size_t)h * head_dim + c0, step[r], sizeof step[r]);
+            }
+    }
+}
+
 /* The attention block of layer l for T tokens at positions pos ..:
    x = x + wo(attention(rmsnorm(x))). Keys and values go into the cache. */
 static void attention_block(const Config *c, const LayerWeights *lw, RunState *s, int l, int T, int pos) {
     int dim = c->dim, head_dim = c->head_dim, half = c->rope_dim / 2;
     int q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
-    int group = c->n_heads / c->n_kv_heads; /* query heads sharing one kv head */
-    size_t layer_off = (size_t)l * s->ctx * kv_dim, new_off = layer_off + (size_t)pos * kv_dim;
+    size_t new_off = ((size_t)l * s->ctx + pos) * kv_dim;
     /* the new keys and values (T, kv_dim): straight into an fp32 cache, or through kv_new into an fp16 one */
     float *k = s->kv16 ? s->kv_new : s->key_cache + new_off;
     float *v = s->kv16 ? s->kv_new + (size_t)T * kv_dim : s->value_cache + new_off;
@@ -2640,32 +2746,9 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
         for (size_t i = 0; i < (size_t)T * kv_dim; i++)
             s->key_cache16[new_off + i] = fp32_to_fp16(k[i]), s->value_cache16[new_off + i] = fp32_to_fp16(v[i]);
 
-    /* Token t (at position pos + t) attends over positions first .. pos + t:
-       all of them, or in a sliding-window layer the last sliding_window;
-       query head h reads kv head h / group.
-       PyTorch: att = softmax(q @ k.T * scale + causal mask); out = att @ v */
-    int window = lw->sliding ? c->sliding_window : 0, h;
-    float scale = c->attention_scale; /* 1 / sqrt(head_dim), Gemma's query_pre_attn_scalar^-0.5, or Granite's */
-#ifdef _OPENMP
-#pragma omp parallel for private(h)
-#endif
-    for (h = 0; h < c->n_heads; h++) {
-        float *att = s->att + (size_t)h * s->ctx;
-        size_t kv_off = (size_t)(h / group) * head_dim;
-        for (int t = 0; t < T; t++) {
-            const float *qh = s->q + (size_t)t * q_dim + (size_t)h * head_dim;
-            int last = pos + t, first = window && last >= window ? last + 1 - window : 0;
-            int n = last + 1 - first;
-            size_t from = layer_off + (size_t)first * kv_dim + kv_off;
-            if (s->kv16) attention_scores_f16(att, qh, s->key_cache16 + from, kv_dim, n, head_dim, scale);
-            else attention_scores(att, qh, s->key_cache + from, kv_dim, n, head_dim, scale);
-            if (c->attn_softcap > 0.0f) soft_cap(att, n, c->attn_softcap); /* Gemma 2 */
-            softmax(att, n);
-            float *out = s->ao + (size_t)t * q_dim + (size_t)h * head_dim;
-            if (s->kv16) weighted_sum_f16(out, att, s->value_cache16 + from, kv_dim, n, head_dim);
-            else weighted_sum(out, att, s->value_cache + from, kv_dim, n, head_dim);
-        }
-    }
+    int window = lw->sliding ? c->sliding_window : 0;
+    if (use_attention_panels(c, s, T)) attend_panels(c, s, l, T, pos, window);
+    else attend_each(c, s, l, T, pos, window);
     quantize_input(c, s->xq, s->ao, T, q_dim);
     matmul(s->xb2, s->ao, s->xq, &s->panels, &lw->wo, T); /* xb2 = wo(attention) */
     add_to_residual(c, s->x, s->xb2, lw->post_attn_norm, T);

@@ -258,24 +258,25 @@ static void compare_attention(uint64_t *rng, double worst[4]) {
 
 /* sum |w_j * x_j| of a K row against quantized x, from its dequantized weights */
 /* gemm_f32 against gemm_f32_scalar: 1 to GEMM_ROWS rows (one every `stride`
-   floats, stride > n) against a panel of GEMM_TOKENS tokens, on odd sizes;
+   floats, stride > n) against a panel of GEMM_TOKENS tokens (packed, or with
+   a longer stride as attention reads the value cache), on odd sizes;
    worst relative difference per output. */
 static void compare_gemm(uint64_t *rng, double *worst) {
     static const int sizes[] = {1, 7, 8, 17, 64, 100, 257, 1000};
     for (size_t a = 0; a < sizeof sizes / sizeof sizes[0]; a++)
         for (int rows = 1; rows <= GEMM_ROWS; rows++) {
             int n = sizes[a];
-            size_t stride = (size_t)n + 3;
-            float *w = xmalloc(GEMM_ROWS * stride * sizeof(float)), *panel = xmalloc((size_t)n * GEMM_TOKENS * sizeof(float));
+            size_t stride = (size_t)n + 3, panel_stride = rows % 2 ? GEMM_TOKENS : GEMM_TOKENS + 5; /* packed, or in place */
+            float *w = xmalloc(GEMM_ROWS * stride * sizeof(float)), *panel = xmalloc((size_t)n * panel_stride * sizeof(float));
             for (size_t i = 0; i < GEMM_ROWS * stride; i++) w[i] = random_unit(rng);
-            for (int i = 0; i < n * GEMM_TOKENS; i++) panel[i] = random_unit(rng) * 3.0f;
+            for (size_t i = 0; i < n * panel_stride; i++) panel[i] = random_unit(rng) * 3.0f;
             float simd[GEMM_ROWS][GEMM_TOKENS], scalar[GEMM_ROWS][GEMM_TOKENS];
-            gemm_f32(w, stride, rows, panel, n, simd);
-            gemm_f32_scalar(w, stride, rows, panel, n, scalar);
+            gemm_f32(w, stride, rows, panel, panel_stride, n, simd);
+            gemm_f32_scalar(w, stride, rows, panel, panel_stride, n, scalar);
             for (int r = 0; r < rows; r++)
                 for (int j = 0; j < GEMM_TOKENS; j++) {
                     double magnitude = 0;
-                    for (int k = 0; k < n; k++) magnitude += fabs((double)w[r * stride + k] * panel[k * GEMM_TOKENS + j]);
+                    for (int k = 0; k < n; k++) magnitude += fabs((double)w[r * stride + k] * panel[k * panel_stride + j]);
                     compare(worst, simd[r][j], scalar[r][j], magnitude);
                 }
             free(w), free(panel);

@@ -86,7 +86,7 @@ int main(void) {
         float out[GEMM_ROWS][GEMM_TOKENS], total = 0;
         double t0 = now();
         for (int r = 0; r < REPS / 12; r++) {
-            gemm_f32(w6, N, GEMM_ROWS, panel, N, out);
+            gemm_f32(w6, N, GEMM_ROWS, panel, GEMM_TOKENS, N, out);
             total += out[r % GEMM_ROWS][r % GEMM_TOKENS];
         }
         sink = total;
