@@ -50,8 +50,10 @@ sanitize-simd:
 harness:
 	$(CC) $(FLAGS) $(WARN) -Wno-unused-function -o tests/harness tests/harness.c -lm
 
+# With pytest-xdist (Debian's python3-pytest-xdist) the tests run on every core.
+PYTEST_JOBS ?= $(shell $(PYTHON) -c "import xdist" 2>/dev/null && echo "-n auto")
 test: $(BUILD) harness
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q $(PYTEST_JOBS) tests
 
 # The default model, trained by tools/train.py, tells a story; run.c finds
 # models/tokenizer.bin beside it.

@@ -9,7 +9,8 @@
      6. tokenizer: SentencePiece and byte-level BPE, pre-tokenizers, NFC
      7. sampler: penalties, temperature, top-k, top-p, min-p
      8. modes: generate, tokenize, perplexity, chat
-     9. command line
+     9. views: the model card, the trace page (--trace-html)
+    10. command line
 
    Build: cc -O3 -o run run.c -lm            (add -fopenmp for threads)
    Only libc and libm; OpenMP is optional. */
@@ -708,9 +709,35 @@ static int is_eos(const Config *c, int token) {
 /* ========================================================================== */
 
 #define MAX_BATCH 64 /* tokens of a prompt that go through the model together */
+#define MAX_TRACE_WEIGHTS (1 << 23) /* --trace-html: attention weights a page may hold (32 MiB of floats) */
+#define TRACE_TOP 10 /* --trace-html: candidates shown per generated token */
+
+/* What --trace-html records while the model runs (the page: section 10).
+   The forward pass fills the attention weights and the logit lens of each
+   position it runs; generate adds each sampled token's candidates. */
+typedef struct {
+    int pos, chosen;           /* the position whose next token was sampled, and the token */
+    float chosen_prob;         /* its probability after penalties and temperature */
+    int n;                     /* candidates kept here (TRACE_TOP, or fewer in a small vocabulary) */
+    int id[TRACE_TOP];         /* the most likely tokens, most likely first */
+    float prob[TRACE_TOP];
+    const char *cut[TRACE_TOP]; /* the rule that removed it ("top-k", ...), or "" (cut_rule) */
+} TraceStep;
+
+typedef struct TracePage {
+    int capacity;       /* positions it holds: sqrt(MAX_TRACE_WEIGHTS / (n_layers * n_heads)) */
+    int n_positions;    /* positions the model has run */
+    int *tokens;        /* (capacity) the token fed at each position */
+    float *attention;   /* (n_layers, n_heads, capacity, capacity): [l][h][q][k] = the weight query position q
+                           gives key position k in head h of layer l; 0 where q does not attend */
+    int *lens_token;    /* (n_layers, capacity): the token the residual stream after layer l at a position predicts */
+    float *lens_prob;   /* (n_layers, capacity): its probability */
+    TraceStep *steps;   /* (capacity) one per sampled token */
+    int n_steps;
+} TracePage;
 #define GEMM_TOKENS 16 /* tokens of one panel of the prompt GEMMs (section 4, "panels") */
-#define GEMM_ROWS 6    /* weight rows of one GEMM step: fp32 and q4_0 */
-#define GEMM_ROWS_Q8 3 /* weight rows of one q8_0 GEMM step */
+#define GEMM_ROWS 6     /* weight rows of one GEMM step: fp32, q4_0 and q4_k (gemm_f32, gemm_u4) */
+#define GEMM_ROWS_I16 3 /* weight rows of one q8_0 or q6_k GEMM step (gemm_i16) */
 
 /* Activations quantized like a q8_0 row, for the integer dot products of a
    quantized matmul (section 4): x[j] ~ q[j] * scale[b] for j in block b. */
@@ -733,8 +760,8 @@ static void free_quantized_vector(QuantizedVector *v) { free(v->q), free(v->scal
 /* A chunk's matmul input laid out for the GEMM kernels of prompt processing
    (section 4, "panels"): tokens in panels of GEMM_TOKENS, n_panels = T / 16
    rounded up, zeros past the T tokens. Value k of token j of panel p is at
-   x[p][k][j] (fp32), x16[p][k / 2][j][k % 2] (q8_0: int16 pairs) or
-   x8[p][k / 4][j][k % 4] (q4_0: int8 quads); scale and sum hold each token's
+   x[p][k][j] (fp32), x16[p][k / 2][j][k % 2] (int16 pairs, for gemm_i16) or
+   x8[p][k / 4][j][k % 4] (int8 quads, for gemm_u4); scale and sum hold each token's
    per-32 activation scales and sums of q, [p][b][j]. Only what the matrix's
    type needs is packed. */
 typedef struct {
@@ -743,7 +770,7 @@ typedef struct {
     int8_t *x8;
     float *scale;
     int32_t *sum;
-    void *rows;     /* per thread: a GEMM step's weight rows widened (q8_0) or unpacked (q4_0), and their scales */
+    void *rows;     /* per thread: a GEMM step's weight rows unpacked (unpack_rows), and their scales */
     size_t row_bytes; /* of `rows` per thread */
 } Panels;
 
@@ -781,6 +808,7 @@ typedef struct {
     float *att_panels;   /* per thread: a panel of queries and their scores (attend_panels), or NULL */
     size_t att_panel_floats; /* of att_panels per thread: (head_dim + ctx) * GEMM_TOKENS */
     int trace;        /* print each token fed to the model, with its position, on stderr */
+    struct TracePage *page; /* --trace-html: what the forward passes record for the page (section 10), or NULL */
 } RunState;
 
 /* RoPE frequencies of the global layers (local: 0) or of the sliding-window
@@ -917,7 +945,7 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
         s->panels.x8 = xcalloc(slots * padded, 1);
         s->panels.scale = xcalloc(slots * (padded / QK), sizeof(float));
         s->panels.sum = xcalloc(slots * (padded / QK), sizeof(int32_t));
-        s->panels.row_bytes = (size_t)GEMM_ROWS * (padded * sizeof(int16_t) + padded / QK * sizeof(float));
+        s->panels.row_bytes = (size_t)GEMM_ROWS * (padded * sizeof(int16_t) + 2 * (padded / QK) * sizeof(float));
         s->panels.rows = xcalloc((size_t)threads, s->panels.row_bytes);
     }
     for (int t = 0; t < T; t++) build_quantized_vector(&s->xq[t], padded);
@@ -1126,13 +1154,15 @@ void gemm_f32_scalar(const float *w, size_t stride, int rows, const float *panel
         }
 }
 
-/* q8_0: GEMM_ROWS_Q8 rows widened to int16 (w16, n_blocks * 32 each) with
-   their scales as floats (ws, n_blocks each), against the int16 pairs of a
-   panel (x16) and its scales (xs): per block, the integer sum of products
-   times weight scale x activation scale. */
-void gemm_q8_scalar(const int16_t *w16, const float *ws, int n_blocks, const int16_t *x16, const float *xs,
-                    float out[GEMM_ROWS][GEMM_TOKENS]) {
-    for (int r = 0; r < GEMM_ROWS_Q8; r++)
+/* Quantized weights are unpacked per step into one of two forms (unpack_rows).
+   gemm_i16: GEMM_ROWS_I16 rows of int16 weights (w16, n_blocks * 32 each; q8_0's
+   values, or q6_k's values times their group's integer scale) with a float
+   scale per 32 (ws, n_blocks each), against the int16 pairs of a panel (x16)
+   and its scales (xs): per block, the integer sum of products times weight
+   scale x activation scale. */
+void gemm_i16_scalar(const int16_t *w16, const float *ws, int n_blocks, const int16_t *x16, const float *xs,
+                     float out[GEMM_ROWS][GEMM_TOKENS]) {
+    for (int r = 0; r < GEMM_ROWS_I16; r++)
         for (int j = 0; j < GEMM_TOKENS; j++) {
             float sum = 0.0f;
             for (int b = 0; b < n_blocks; b++) {
@@ -1145,12 +1175,13 @@ void gemm_q8_scalar(const int16_t *w16, const float *ws, int n_blocks, const int
         }
 }
 
-/* q4_0: GEMM_ROWS rows unpacked to one byte per weight, 0..15 in the order
-   of the row (wu), with their scales (ws), against the int8 quads of a panel
-   (x8), its scales (xs) and sums (xsum). A weight is (nibble - 8) * scale, so
-   per block: (sum of nibble * q_x - 8 * sum of q_x) * scales. */
-void gemm_q4_scalar(const uint8_t *wu, const float *ws, int n_blocks, const int8_t *x8, const float *xs,
-                    const int32_t *xsum, float out[GEMM_ROWS][GEMM_TOKENS]) {
+/* gemm_u4: GEMM_ROWS rows of 4-bit weights u (0..15) one per byte, in row
+   order (wu), each weight u * ws - wm with a scale and an offset per 32 (q4_0:
+   ws = scale, wm = 8 * scale; q4_k: d * scale_i and dmin * min_i), against
+   the int8 quads of a panel (x8), its scales (xs) and sums of q (xsum):
+   per block, (ws * sum(u * q_x) - wm * sum(q_x)) * activation scale. */
+void gemm_u4_scalar(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8,
+                    const float *xs, const int32_t *xsum, float out[GEMM_ROWS][GEMM_TOKENS]) {
     for (int r = 0; r < GEMM_ROWS; r++)
         for (int j = 0; j < GEMM_TOKENS; j++) {
             float sum = 0.0f;
@@ -1158,8 +1189,9 @@ void gemm_q4_scalar(const uint8_t *wu, const float *ws, int n_blocks, const int8
                 int32_t dot = 0;
                 for (int k = b * QK; k < (b + 1) * QK; k++)
                     dot += wu[(size_t)r * n_blocks * QK + k] * x8[((size_t)(k / 4) * GEMM_TOKENS + j) * 4 + k % 4];
-                dot -= 8 * xsum[b * GEMM_TOKENS + j];
-                sum += (float)dot * (ws[r * n_blocks + b] * xs[b * GEMM_TOKENS + j]);
+                float x_scale = xs[b * GEMM_TOKENS + j];
+                sum += (float)dot * (ws[r * n_blocks + b] * x_scale) -
+                       wm[r * n_blocks + b] * (x_scale * (float)xsum[b * GEMM_TOKENS + j]);
             }
             out[r][j] = sum;
         }
@@ -1621,39 +1653,47 @@ static void gemm_f32(const float *w, size_t stride, int rows, const float *panel
                      float out[GEMM_ROWS][GEMM_TOKENS]) {
     const float *wr[GEMM_ROWS]; /* rows past `rows` repeat the last one: computed, not stored */
     for (int r = 0; r < GEMM_ROWS; r++) wr[r] = w + (size_t)(r < rows ? r : rows - 1) * stride;
-    __m256 a[GEMM_ROWS][2];
-    for (int r = 0; r < GEMM_ROWS; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+    _Static_assert(GEMM_ROWS == 6, "gemm_f32 names the accumulators of its 6 rows one by one");
+    /* 12 accumulators, a<row><half>, named one by one: in an array, a
+       compiler may keep them in memory where the function is not inlined
+       (measured: 1.7x slower) */
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+    __m256 a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
     for (int k = 0; k < n; k++) {
-        __m256 x0 = _mm256_loadu_ps(panel + k * panel_stride), x1 = _mm256_loadu_ps(panel + k * panel_stride + 8);
-        for (int r = 0; r < GEMM_ROWS; r++) {
-            __m256 wk = _mm256_broadcast_ss(wr[r] + k);
-            a[r][0] = _mm256_fmadd_ps(wk, x0, a[r][0]);
-            a[r][1] = _mm256_fmadd_ps(wk, x1, a[r][1]);
-        }
+        __m256 x0 = _mm256_loadu_ps(panel + k * panel_stride), x1 = _mm256_loadu_ps(panel + k * panel_stride + 8), wk;
+        wk = _mm256_broadcast_ss(wr[0] + k), a00 = _mm256_fmadd_ps(wk, x0, a00), a01 = _mm256_fmadd_ps(wk, x1, a01);
+        wk = _mm256_broadcast_ss(wr[1] + k), a10 = _mm256_fmadd_ps(wk, x0, a10), a11 = _mm256_fmadd_ps(wk, x1, a11);
+        wk = _mm256_broadcast_ss(wr[2] + k), a20 = _mm256_fmadd_ps(wk, x0, a20), a21 = _mm256_fmadd_ps(wk, x1, a21);
+        wk = _mm256_broadcast_ss(wr[3] + k), a30 = _mm256_fmadd_ps(wk, x0, a30), a31 = _mm256_fmadd_ps(wk, x1, a31);
+        wk = _mm256_broadcast_ss(wr[4] + k), a40 = _mm256_fmadd_ps(wk, x0, a40), a41 = _mm256_fmadd_ps(wk, x1, a41);
+        wk = _mm256_broadcast_ss(wr[5] + k), a50 = _mm256_fmadd_ps(wk, x0, a50), a51 = _mm256_fmadd_ps(wk, x1, a51);
     }
-    /* all rows stored: a loop bound the compiler cannot see would keep the
-       accumulators in memory instead of registers (5x slower, measured) */
-    for (int r = 0; r < GEMM_ROWS; r++) _mm256_storeu_ps(out[r], a[r][0]), _mm256_storeu_ps(out[r] + 8, a[r][1]);
+    /* all rows stored: with rows as the bound, the accumulators could not
+       stay in registers either */
+    _mm256_storeu_ps(out[0], a00), _mm256_storeu_ps(out[0] + 8, a01), _mm256_storeu_ps(out[1], a10);
+    _mm256_storeu_ps(out[1] + 8, a11), _mm256_storeu_ps(out[2], a20), _mm256_storeu_ps(out[2] + 8, a21);
+    _mm256_storeu_ps(out[3], a30), _mm256_storeu_ps(out[3] + 8, a31), _mm256_storeu_ps(out[4], a40);
+    _mm256_storeu_ps(out[4] + 8, a41), _mm256_storeu_ps(out[5], a50), _mm256_storeu_ps(out[5] + 8, a51);
 }
 
-/* q8_0 (definition: gemm_q8_scalar). Without VNNI, int8 x int8 products
+/* q8_0 and q6_k (definition: gemm_i16_scalar). Without VNNI, int8 x int8 products
    cost two multiplies per 32 (maddubs, then madd to widen); with the weights
    widened to int16 once per step, one madd does 16 multiply-adds and sums
    pairs straight into int32. Per pair of values k: one load of 16 tokens'
    pairs (two vectors), 3 broadcast weight pairs, 6 madds into int32 sums that
    become floats once per block. 3 rows x 16 tokens: 12 accumulators. */
-static void gemm_q8(const int16_t *w16, const float *ws, int n_blocks, const int16_t *x16, const float *xs,
+static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const int16_t *x16, const float *xs,
                     float out[GEMM_ROWS][GEMM_TOKENS]) {
-    __m256 a[GEMM_ROWS_Q8][2];
-    for (int r = 0; r < GEMM_ROWS_Q8; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+    __m256 a[GEMM_ROWS_I16][2];
+    for (int r = 0; r < GEMM_ROWS_I16; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
     size_t n = (size_t)n_blocks * QK;
     for (int b = 0; b < n_blocks; b++) {
-        __m256i sum[GEMM_ROWS_Q8][2];
-        for (int r = 0; r < GEMM_ROWS_Q8; r++) sum[r][0] = sum[r][1] = _mm256_setzero_si256();
+        __m256i sum[GEMM_ROWS_I16][2];
+        for (int r = 0; r < GEMM_ROWS_I16; r++) sum[r][0] = sum[r][1] = _mm256_setzero_si256();
         for (int g = 0; g < QK / 2; g++) {
             const int16_t *p = x16 + (size_t)(b * QK / 2 + g) * 2 * GEMM_TOKENS;
             __m256i x0 = _mm256_loadu_si256((const __m256i *)p), x1 = _mm256_loadu_si256((const __m256i *)(p + 16));
-            for (int r = 0; r < GEMM_ROWS_Q8; r++) {
+            for (int r = 0; r < GEMM_ROWS_I16; r++) {
                 int32_t pair;
                 memcpy(&pair, w16 + r * n + b * QK + 2 * g, 4);
                 __m256i wv = _mm256_set1_epi32(pair);
@@ -1662,21 +1702,22 @@ static void gemm_q8(const int16_t *w16, const float *ws, int n_blocks, const int
             }
         }
         __m256 xs0 = _mm256_loadu_ps(xs + b * GEMM_TOKENS), xs1 = _mm256_loadu_ps(xs + b * GEMM_TOKENS + 8);
-        for (int r = 0; r < GEMM_ROWS_Q8; r++) {
+        for (int r = 0; r < GEMM_ROWS_I16; r++) {
             __m256 wsb = _mm256_broadcast_ss(ws + r * n_blocks + b);
             a[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[r][0]), _mm256_mul_ps(wsb, xs0), a[r][0]);
             a[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[r][1]), _mm256_mul_ps(wsb, xs1), a[r][1]);
         }
     }
-    for (int r = 0; r < GEMM_ROWS_Q8; r++) _mm256_storeu_ps(out[r], a[r][0]), _mm256_storeu_ps(out[r] + 8, a[r][1]);
+    for (int r = 0; r < GEMM_ROWS_I16; r++) _mm256_storeu_ps(out[r], a[r][0]), _mm256_storeu_ps(out[r] + 8, a[r][1]);
 }
 
-/* q4_0, 6 rows x the 8 tokens from `half` of a panel. The nibbles (0..15) are
-   the unsigned operand maddubs needs, and their products are small: a pair
-   is at most 2 x 15 x 127, so a whole block's 8 maddubs add up as int16 and
-   widen once (one madd per 32 x 8 products where q8_0 needs 16). */
-static void gemm_q4_half(const uint8_t *wu, const float *ws, int n_blocks, const int8_t *x8, const float *xs,
-                         const int32_t *xsum, int half, float out[GEMM_ROWS][GEMM_TOKENS]) {
+/* q4_0 and q4_k, 6 rows x the 8 tokens from `half` of a panel. The values
+   u (0..15) are the unsigned operand maddubs needs, and their products are
+   small: a pair is at most 2 x 15 x 127, so a whole block's 8 maddubs add up
+   as int16 and widen once (one madd per 32 x 8 products where gemm_i16 needs
+   16). Definition: gemm_u4_scalar. */
+static void gemm_u4_half(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8,
+                         const float *xs, const int32_t *xsum, int half, float out[GEMM_ROWS][GEMM_TOKENS]) {
     __m256 a[GEMM_ROWS];
     for (int r = 0; r < GEMM_ROWS; r++) a[r] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1);
@@ -1693,21 +1734,22 @@ static void gemm_q4_half(const uint8_t *wu, const float *ws, int n_blocks, const
             }
         }
         __m256 xsv = _mm256_loadu_ps(xs + b * GEMM_TOKENS + half * 8);
-        __m256i offset = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(xsum + b * GEMM_TOKENS + half * 8)), 3);
+        __m256 xsums = _mm256_mul_ps(xsv, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(xsum + b * GEMM_TOKENS + half * 8))));
         for (int r = 0; r < GEMM_ROWS; r++) {
-            __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(sum[r], ones), offset);
-            a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(_mm256_broadcast_ss(ws + r * n_blocks + b), xsv), a[r]);
+            __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(sum[r], ones));
+            a[r] = _mm256_fmadd_ps(dot, _mm256_mul_ps(_mm256_broadcast_ss(ws + r * n_blocks + b), xsv), a[r]);
+            a[r] = _mm256_fnmadd_ps(_mm256_broadcast_ss(wm + r * n_blocks + b), xsums, a[r]);
         }
     }
     for (int r = 0; r < GEMM_ROWS; r++) _mm256_storeu_ps(out[r] + half * 8, a[r]);
 }
 
-static void gemm_q4(const uint8_t *wu, const float *ws, int n_blocks, const int8_t *x8, const float *xs,
+static void gemm_u4(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8, const float *xs,
                     const int32_t *xsum, float out[GEMM_ROWS][GEMM_TOKENS]) {
-    gemm_q4_half(wu, ws, n_blocks, x8, xs, xsum, 0, out);
-    gemm_q4_half(wu, ws, n_blocks, x8, xs, xsum, 1, out);
+    gemm_u4_half(wu, ws, wm, n_blocks, x8, xs, xsum, 0, out);
+    gemm_u4_half(wu, ws, wm, n_blocks, x8, xs, xsum, 1, out);
 }
-#define QUANTIZED_PANELS 1 /* q8_0 and q4_0 prompts take the GEMM path (elsewhere: the tiles) */
+#define QUANTIZED_PANELS 1 /* quantized prompts take the GEMM path (elsewhere: the tiles) */
 
 /* ---- tiles: the matrix-matrix kernels of prompt processing ----
    A tile is 2 weight rows x 4 tokens, 8 dot products at once: each weight
@@ -2145,10 +2187,10 @@ static void gemm_f32(const float *w, size_t stride, int rows, const float *panel
         for (int j = 0; j < 4; j++) vst1q_f32(out[r] + 4 * j, a[r][j]);
 }
 
-/* q8_0 and q4_0 prompts keep the tiles on NEON (no QUANTIZED_PANELS): the
+/* Quantized prompts keep the tiles on NEON (no QUANTIZED_PANELS): the
    GEMM steps here are the definitions, for the tests. */
-#define gemm_q8 gemm_q8_scalar
-#define gemm_q4 gemm_q4_scalar
+#define gemm_i16 gemm_i16_scalar
+#define gemm_u4 gemm_u4_scalar
 
 /* Tiles (2 rows x 4 tokens; see the AVX2 ones above). */
 static void tile_f32(const float *w0, const float *w1, const float *x, int n, float out[2][4]) {
@@ -2325,8 +2367,8 @@ static void tile_q6k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector
 #define dot_q4 dot_q4_scalar
 #define tile_f32 tile_f32_scalar
 #define gemm_f32 gemm_f32_scalar
-#define gemm_q8 gemm_q8_scalar
-#define gemm_q4 gemm_q4_scalar
+#define gemm_i16 gemm_i16_scalar
+#define gemm_u4 gemm_u4_scalar
 #define tile_q8 tile_q8_scalar
 #define tile_q4 tile_q4_scalar
 #define dot_q4k dot_q4k_scalar
@@ -2394,13 +2436,26 @@ static void row_tile(const Matrix *W, int r, const float *x, const QuantizedVect
     }
 }
 
-/* Panel p of a chunk's matmul input, in the layout of W's type (Panels,
+/* The GEMM kernel that serves each weight type (0: none, the tiles do) */
+enum { GEMM_NONE, GEMM_F32, GEMM_I16, GEMM_U4 };
+static int gemm_kind(int type) {
+    switch (type) {
+    case WEIGHT_F32: return GEMM_F32;
+#if defined(QUANTIZED_PANELS)
+    case WEIGHT_Q8_0: case WEIGHT_Q6_K: return GEMM_I16;
+    case WEIGHT_Q4_0: case WEIGHT_Q4_K: return GEMM_U4;
+#endif
+    default: return GEMM_NONE;
+    }
+}
+
+/* Panel p of a chunk's matmul input, in the layout of a GEMM kind (Panels,
    section 3): fp32 values from x (T, n); quantized ones from xq. */
-static void pack_panel(Panels *pn, int type, const float *x, const QuantizedVector *xq, int T, int n, int p) {
+static void pack_panel(Panels *pn, int kind, const float *x, const QuantizedVector *xq, int T, int n, int p) {
     int n_padded = (n + QK - 1) / QK * QK, n_blocks = n_padded / QK;
     for (int j = 0; j < GEMM_TOKENS; j++) {
         int t = p * GEMM_TOKENS + j, real = t < T;
-        if (type == WEIGHT_F32) {
+        if (kind == GEMM_F32) {
             float *dst = pn->x + (size_t)p * n * GEMM_TOKENS + j;
             for (int k = 0; k < n; k++) dst[(size_t)k * GEMM_TOKENS] = real ? x[(size_t)t * n + k] : 0.0f;
             continue;
@@ -2409,7 +2464,7 @@ static void pack_panel(Panels *pn, int type, const float *x, const QuantizedVect
         static const int8_t none[4];
         for (int g = 0; g < n_padded / 4; g++) { /* 4 values at a time: one int8 quad, two int16 pairs */
             const int8_t *q = real ? xq[t].q + 4 * g : none;
-            if (type == WEIGHT_Q8_0) {
+            if (kind == GEMM_I16) {
                 int16_t *dst = pn->x16 + base + ((size_t)(2 * g) * GEMM_TOKENS + j) * 2;
                 dst[0] = q[0], dst[1] = q[1], dst[2 * GEMM_TOKENS] = q[2], dst[2 * GEMM_TOKENS + 1] = q[3];
             } else {
@@ -2423,34 +2478,78 @@ static void pack_panel(Panels *pn, int type, const float *x, const QuantizedVect
     }
 }
 
-/* A q8_0 row's n weights as int16, and a q4_0 block's 32 nibbles as bytes in
-   row order (restrict: the compiler may then vectorize them) */
-static void widen_q8(int16_t *restrict dst, const int8_t *restrict src, int n) {
-    for (int k = 0; k < n; k++) dst[k] = src[k];
+/* Unpacking a block: this runs once per step of rows, and per weight it
+   must cost less than the few multiply-adds the GEMM then does with it, so
+   the loops are ones compilers vectorize (restrict: the two sides do not
+   overlap), or work on 64-bit words. q8_0: 32 values as int16. q4_0: byte j holds weights j (low
+   nibble) and j + 16. q4_k: each 32 bytes of nibbles hold a group of 32 in
+   their low nibbles and the next group in their high ones. q6_k: each value
+   (q6k_value) times its group's integer scale, at most 32 x 127 in size. */
+static void unpack_q8_block(int16_t *restrict dst, const int8_t *restrict src) {
+    for (int k = 0; k < QK; k++) dst[k] = src[k];
 }
 
-static void unpack_q4_block(uint8_t *restrict dst, const uint8_t *restrict src) {
-    for (int j = 0; j < QK / 2; j++) dst[j] = src[j] & 15, dst[j + QK / 2] = src[j] >> 4;
+/* n bytes of nibbles (n a multiple of 8): low nibbles to lo, high ones to
+   hi, 8 bytes at a time in 64-bit words (a loop of bytes compiled here into
+   byte inserts, a fifth of the prompt's time) */
+static void split_nibbles(uint8_t *lo, uint8_t *hi, const uint8_t *src, int n) {
+    for (int i = 0; i < n; i += 8) {
+        uint64_t v, low, high;
+        memcpy(&v, src + i, 8);
+        low = v & 0x0F0F0F0F0F0F0F0Full, high = (v >> 4) & 0x0F0F0F0F0F0F0F0Full;
+        memcpy(lo + i, &low, 8), memcpy(hi + i, &high, 8);
+    }
 }
 
-/* Rows i .. i + rows - 1 of a q8_0 or q4_0 matrix as gemm_q8 / gemm_q4 read
-   them: each weight widened to int16 (q8_0) or its nibble as a byte in row
-   order (q4_0: byte j of a block holds weights j and j + 16), and the scales
-   as floats; rows past the matrix repeat its last row. */
-static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, int16_t *w16, uint8_t *wu, float *ws) {
+static void unpack_q4_block(uint8_t *dst, const uint8_t *src) { split_nibbles(dst, dst + QK / 2, src, QK / 2); }
+
+static void unpack_q4k_block(uint8_t *dst, const uint8_t *nibbles) {
+    for (int c = 0; c < 4; c++) split_nibbles(dst + 64 * c, dst + 64 * c + 32, nibbles + 32 * c, 32);
+}
+
+static void unpack_q6k_block(int16_t *restrict dst, const uint8_t *restrict blk) {
+    const int8_t *scales = (const int8_t *)(blk + 192);
+    for (int half = 0; half < 2; half++)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++) {
+                int low = (blk[half * 64 + (j % 2) * 32 + l] >> (j / 2 * 4)) & 15;
+                int high = (blk[128 + half * 32 + l] >> (2 * j)) & 3;
+                int v = half * 128 + j * 32 + l;
+                dst[v] = (int16_t)(scales[v / 16] * ((low | high << 4) - 32));
+            }
+}
+
+/* Rows i .. i + rows - 1 of a quantized matrix as its GEMM kernel reads them
+   (gemm_i16: w16; gemm_u4: wu and the offsets wm), with a float scale per 32
+   (ws); rows past the matrix repeat its last row. */
+static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, int16_t *w16, uint8_t *wu, float *ws, float *wm) {
     int n_padded = W->cols_padded, n_blocks = n_padded / QK;
     for (int r = 0; r < step_rows; r++) {
         int row = i + (r < rows ? r : rows - 1);
         const uint8_t *src = row_bytes(W, row);
-        const uint16_t *scales = row_scales(W, row);
-        for (int b = 0; b < n_blocks; b++) ws[r * n_blocks + b] = fp16_to_fp32(scales[b]);
-        /* plain loops over whole blocks, which compilers vectorize: this runs
-           once per step, and per weight it must cost less than the few
-           multiply-adds the GEMM then does with it */
-        if (W->type == WEIGHT_Q8_0) {
-            widen_q8(w16 + (size_t)r * n_padded, (const int8_t *)src, n_padded);
-        } else {
-            for (int b = 0; b < n_blocks; b++) unpack_q4_block(wu + (size_t)r * n_padded + b * QK, src + b * QK / 2);
+        float *row_ws = ws + r * n_blocks, *row_wm = wm + r * n_blocks;
+        if (W->type == WEIGHT_Q8_0 || W->type == WEIGHT_Q4_0) {
+            const uint16_t *scales = row_scales(W, row);
+            for (int b = 0; b < n_blocks; b++) {
+                row_ws[b] = fp16_to_fp32(scales[b]), row_wm[b] = 8.0f * row_ws[b]; /* q4_0: (u - 8) * scale */
+                if (W->type == WEIGHT_Q8_0) unpack_q8_block(w16 + (size_t)r * n_padded + b * QK, (const int8_t *)src + b * QK);
+                else unpack_q4_block(wu + (size_t)r * n_padded + b * QK, src + b * QK / 2);
+            }
+        } else if (W->type == WEIGHT_Q4_K) {
+            for (int b = 0; b < n_padded / QK_K; b++) {
+                const uint8_t *blk = src + (size_t)b * Q4K_BYTES;
+                uint8_t sc[8], mn[8];
+                q4k_scales(blk + 4, sc, mn);
+                float d = fp16_at(blk), dmin = fp16_at(blk + 2);
+                for (int g = 0; g < 8; g++) row_ws[b * 8 + g] = d * sc[g], row_wm[b * 8 + g] = dmin * mn[g];
+                unpack_q4k_block(wu + (size_t)r * n_padded + b * QK_K, blk + 16);
+            }
+        } else { /* q6_k */
+            for (int b = 0; b < n_padded / QK_K; b++) {
+                const uint8_t *blk = src + (size_t)b * Q6K_BYTES;
+                for (int g = 0; g < 8; g++) row_ws[b * 8 + g] = fp16_at(blk + 208);
+                unpack_q6k_block(w16 + (size_t)r * n_padded + b * QK_K, blk);
+            }
         }
     }
 }
@@ -2460,40 +2559,30 @@ static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, int16_t
    when p is 0 and used for every panel. */
 static void gemm_step(const Matrix *W, const Panels *pn, int i, int rows, int p, void *scratch,
                       float out[GEMM_ROWS][GEMM_TOKENS]) {
-    int n = W->cols, n_padded = W->cols_padded, n_blocks = n_padded / QK;
-    if (W->type == WEIGHT_F32) {
+    int n = W->cols, n_padded = W->cols_padded, n_blocks = n_padded / QK, kind = gemm_kind(W->type);
+    if (kind == GEMM_F32) {
         gemm_f32((const float *)W->data + (size_t)i * n, (size_t)n, rows, pn->x + (size_t)p * n * GEMM_TOKENS, GEMM_TOKENS, n, out);
         return;
     }
-    int step_rows = W->type == WEIGHT_Q8_0 ? GEMM_ROWS_Q8 : GEMM_ROWS;
-    float *ws = scratch;
-    int16_t *w16 = (int16_t *)(ws + GEMM_ROWS * n_blocks);
+    float *ws = scratch, *wm = ws + GEMM_ROWS * n_blocks;
+    int16_t *w16 = (int16_t *)(wm + GEMM_ROWS * n_blocks);
     uint8_t *wu = (uint8_t *)w16;
-    if (p == 0) unpack_rows(W, i, rows, step_rows, w16, wu, ws);
+    if (p == 0) unpack_rows(W, i, rows, kind == GEMM_I16 ? GEMM_ROWS_I16 : GEMM_ROWS, w16, wu, ws, wm);
     size_t panel = (size_t)p * n_padded * GEMM_TOKENS, panel_blocks = (size_t)p * n_blocks * GEMM_TOKENS;
-    if (W->type == WEIGHT_Q8_0)
-        gemm_q8(w16, ws, n_blocks, pn->x16 + panel, pn->scale + panel_blocks, out);
+    if (kind == GEMM_I16)
+        gemm_i16(w16, ws, n_blocks, pn->x16 + panel, pn->scale + panel_blocks, out);
     else
-        gemm_q4(wu, ws, n_blocks, pn->x8 + panel, pn->scale + panel_blocks, pn->sum + panel_blocks, out);
+        gemm_u4(wu, ws, wm, n_blocks, pn->x8 + panel, pn->scale + panel_blocks, pn->sum + panel_blocks, out);
 }
 
-/* Whether matmul takes the GEMM path: a chunk of at least GEMM_TOKENS tokens,
-   and W's type has GEMM kernels in this build. */
-static int use_panels(const Matrix *W, int T) {
-    if (T < GEMM_TOKENS) return 0;
-#if defined(QUANTIZED_PANELS)
-    if (W->type == WEIGHT_Q8_0 || W->type == WEIGHT_Q4_0) return 1;
-#endif
-    return W->type == WEIGHT_F32;
-}
-
-/* matmul's GEMM path (prompt chunks): the threads first share the panels to
-   pack, then the steps of GEMM_ROWS (q8_0: GEMM_ROWS_Q8) rows; each step's
-   rows (6 x 8 KB of fp32 at n = 2048) are read from memory once and stay in
-   the core's cache while every panel passes them. */
+/* matmul's GEMM path (prompt chunks of at least GEMM_TOKENS tokens, weight
+   types with a GEMM kernel in this build): the threads first share the
+   panels to pack, then the steps of GEMM_ROWS (gemm_i16: GEMM_ROWS_I16) rows;
+   each step's rows (6 x 8 KB of fp32 at n = 2048) are read from memory once
+   and stay in the core's cache while every panel passes them. */
 static void matmul_panels(float *out, const float *x, const QuantizedVector *xq, Panels *pn, const Matrix *W, int T) {
-    int d = W->rows, n = W->cols, n_panels = (T + GEMM_TOKENS - 1) / GEMM_TOKENS;
-    int step_rows = W->type == WEIGHT_Q8_0 ? GEMM_ROWS_Q8 : GEMM_ROWS;
+    int d = W->rows, n = W->cols, n_panels = (T + GEMM_TOKENS - 1) / GEMM_TOKENS, kind = gemm_kind(W->type);
+    int step_rows = kind == GEMM_I16 ? GEMM_ROWS_I16 : GEMM_ROWS;
     int i, p;
 #ifdef _OPENMP
 #pragma omp parallel private(i, p)
@@ -2504,7 +2593,7 @@ static void matmul_panels(float *out, const float *x, const QuantizedVector *xq,
         scratch += (size_t)omp_get_thread_num() * pn->row_bytes;
 #pragma omp for
 #endif
-        for (p = 0; p < n_panels; p++) pack_panel(pn, W->type, x, xq, T, n, p);
+        for (p = 0; p < n_panels; p++) pack_panel(pn, kind, x, xq, T, n, p);
         /* (OpenMP waits here until every panel is packed) */
 #ifdef _OPENMP
 #pragma omp for schedule(guided)
@@ -2530,7 +2619,7 @@ static void matmul_panels(float *out, const float *x, const QuantizedVector *xq,
    cache: that is why a prompt processed in chunks costs far less per token
    than generation, where T = 1 and each row gives a single dot product. */
 static void matmul(float *out, const float *x, const QuantizedVector *xq, Panels *panels, const Matrix *W, int T) {
-    if (use_panels(W, T)) {
+    if (T >= GEMM_TOKENS && gemm_kind(W->type) != GEMM_NONE) {
         matmul_panels(out, x, xq, panels, W, T);
         return;
     }
@@ -2625,6 +2714,13 @@ static void soft_cap(float *x, size_t n, float cap) {
     for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
 }
 
+/* --trace-html: the attention weights of query position q in head h of
+   layer l (n of them, from position first on) go into the page. */
+static void page_attention(TracePage *page, const Config *c, int l, int h, int q, int first, const float *att, int n) {
+    size_t row = (((size_t)l * c->n_heads + h) * page->capacity + q) * page->capacity;
+    memcpy(page->attention + row + first, att, (size_t)n * sizeof(float));
+}
+
 /* The positions query position q_pos attends to: first .. q_pos, all of them
    (window 0) or, in a sliding-window layer, the last `window`. */
 static int first_position(int q_pos, int window) { return window && q_pos >= window ? q_pos + 1 - window : 0; }
@@ -2653,6 +2749,7 @@ static void attend_each(const Config *c, RunState *s, int l, int T, int pos, int
             else attention_scores(att, qh, s->key_cache + from, kv_dim, n, head_dim, scale);
             if (c->attn_softcap > 0.0f) soft_cap(att, n, c->attn_softcap); /* Gemma 2 */
             softmax(att, n);
+            if (s->page) page_attention(s->page, c, l, h, last, first, att, n);
             float *out = s->ao + (size_t)t * q_dim + (size_t)h * head_dim;
             if (s->kv16) weighted_sum_f16(out, att, s->value_cache16 + from, kv_dim, n, head_dim);
             else weighted_sum(out, att, s->value_cache + from, kv_dim, n, head_dim);
@@ -2710,6 +2807,7 @@ static void attend_panels(const Config *c, RunState *s, int l, int T, int pos, i
             int own = pos + t0 + j, from_j = first_position(own, window) - first, count = own + 1 - first - from_j;
             if (c->attn_softcap > 0.0f) soft_cap(row + from_j, count, c->attn_softcap); /* Gemma 2 */
             softmax(row + from_j, count);
+            if (s->page) page_attention(s->page, c, l, h, own, first + from_j, row + from_j, count);
             for (int i = 0; i < from_j; i++) row[i] = 0.0f;
             for (int i = from_j + count; i < n; i++) row[i] = 0.0f;
         }
@@ -2777,6 +2875,29 @@ static void feed_forward_block(const Config *c, const LayerWeights *lw, RunState
     add_to_residual(c, s->x, s->xb2, lw->post_ffn_norm, T);
 }
 
+/* --trace-html's logit lens: what the residual stream x after layer l
+   would predict at each of the T positions if the model stopped there, by
+   the model's own ending (final norm, classifier, Granite's scale, Gemma 2's
+   soft-cap). The page keeps the most likely token and its probability.
+   PyTorch: softmax(lm_head(norm(hidden_states[l + 1])), -1).max(-1) */
+static void page_logit_lens(const Model *m, RunState *s, int l, int T, int pos) {
+    const Config *c = &m->config;
+    int dim = c->dim, V = c->vocab_size;
+    for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, m->weights.final_norm, dim, c->norm_eps);
+    quantize_input(c, s->xq, s->xb, T, dim);
+    matmul(s->logits, s->xb, s->xq, &s->panels, &m->weights.classifier, T);
+    for (int t = 0; t < T; t++) {
+        float *logits = s->logits + (size_t)t * V;
+        for (int i = 0; i < V; i++) logits[i] *= c->logit_scale;
+        if (c->final_softcap > 0.0f) soft_cap(logits, V, c->final_softcap);
+        softmax(logits, V);
+        int best = 0;
+        for (int i = 1; i < V; i++) best = logits[i] > logits[best] ? i : best;
+        s->page->lens_token[(size_t)l * s->page->capacity + pos + t] = best;
+        s->page->lens_prob[(size_t)l * s->page->capacity + pos + t] = logits[best];
+    }
+}
+
 /* Runs T tokens, at positions pos .. pos + T - 1, through the model (T at most
    s->max_tokens; earlier positions must already be in the KV cache). Returns
    the logits: of every token (T, vocab_size) if all_logits, else of the last
@@ -2808,6 +2929,11 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
     for (int l = 0; l < c->n_layers; l++) {
         attention_block(c, &w->layers[l], s, l, T, pos);
         feed_forward_block(c, &w->layers[l], s, T);
+        if (s->page) page_logit_lens(m, s, l, T, pos);
+    }
+    if (s->page) { /* the positions the page now covers */
+        memcpy(s->page->tokens + pos, tokens, (size_t)T * sizeof(int));
+        s->page->n_positions = pos + T;
     }
 
     /* logits = classifier(rmsnorm(x))   PyTorch: lm_head(model.norm(x)) */
@@ -4579,14 +4705,18 @@ static void show_tokens(const Tokenizer *t, const int *ids, int n, int color) {
     printf("\ntokens: %d\n", n);
 }
 
-/* --probs K: the K most likely next tokens with their probabilities (after
-   the penalties and the temperature; at temperature 0 the model's own), each
-   that a rule removes marked with the first rule that does ("cut: top-k",
-   "top-p", "min-p", or "greedy" at temperature 0), then the one sampled. On
-   stderr, one line per token. probs holds the logits on entry (it becomes
-   the probabilities); the penalties' window must not have moved since. */
-static void show_probabilities(const Tokenizer *t, Sampler *sampler, float *probs, int k, int pos, int chosen,
-                               ProbIndex *order) {
+/* How many of the ranked candidates each rule keeps (rank_candidates). */
+typedef struct {
+    int top_k, top_p, min_p;
+} Keeps;
+
+/* The next-token candidates as the sampler sees them: probs holds the
+   logits on entry and becomes the probabilities after the penalties and the
+   temperature (at temperature 0, the model's own); order gets all of them,
+   most likely first. Returns how many each rule keeps, applied in order
+   (top-k, then top-p on top-k's renormalized survivors, then min-p; greedy
+   keeps one). The penalties' window must not have moved since sampling. */
+static Keeps rank_candidates(Sampler *sampler, float *probs, ProbIndex *order) {
     const SamplerOptions *o = &sampler->o;
     int V = sampler->vocab_size;
     if (penalties_on(o)) apply_penalties(sampler, probs);
@@ -4595,22 +4725,50 @@ static void show_probabilities(const Tokenizer *t, Sampler *sampler, float *prob
     softmax(probs, V);
     for (int i = 0; i < V; i++) order[i] = (ProbIndex){probs[i], i};
     qsort(order, V, sizeof(ProbIndex), compare_prob_desc);
-    int keep_k = o->top_k > 0 && o->top_k < V ? o->top_k : V; /* how many each rule keeps */
+    Keeps keep;
+    keep.top_k = o->top_k > 0 && o->top_k < V ? o->top_k : V;
     float total = 0.0f;
-    for (int i = 0; i < keep_k; i++) total += order[i].prob;
-    int keep_p = top_p_keeps(order, keep_k, o->top_k > 0 ? total : 1.0f, o->topp);
-    int keep_m = o->min_p > 0.0f ? min_p_keeps(order, keep_p, o->min_p) : keep_p;
-    if (o->temperature == 0.0f) keep_k = keep_p = keep_m = 1; /* greedy keeps only the most likely */
+    for (int i = 0; i < keep.top_k; i++) total += order[i].prob;
+    keep.top_p = top_p_keeps(order, keep.top_k, o->top_k > 0 ? total : 1.0f, o->topp);
+    keep.min_p = o->min_p > 0.0f ? min_p_keeps(order, keep.top_p, o->min_p) : keep.top_p;
+    if (o->temperature == 0.0f) keep.top_k = keep.top_p = keep.min_p = 1; /* greedy keeps only the most likely */
+    return keep;
+}
+
+/* The first rule that removes the candidate of rank i, or "" if none does. */
+static const char *cut_rule(const SamplerOptions *o, Keeps keep, int i) {
+    return o->temperature == 0.0f && i > 0 ? "greedy" : i >= keep.top_k ? "top-k"
+           : i >= keep.top_p ? "top-p" : i >= keep.min_p ? "min-p" : "";
+}
+
+/* --probs K: the K most likely next tokens with their probabilities (as
+   rank_candidates left probs, order and keep), each that a rule removes
+   marked with the first rule that does ("cut: top-k", "top-p", "min-p", or
+   "greedy" at temperature 0), then the one sampled. On stderr, one line per
+   token. */
+static void show_probabilities(const Tokenizer *t, const Sampler *sampler, const float *probs, int k, int pos,
+                               int chosen, const ProbIndex *order, Keeps keep) {
     char text[1024];
     token_text(t, chosen, text, sizeof text);
     fprintf(stderr, "[pos %d] '%s' %.1f%% |", pos, text, 100.0 * probs[chosen]);
-    for (int i = 0; i < k && i < V; i++) {
-        const char *cut = o->temperature == 0.0f && i > 0 ? " (cut: greedy)" : i >= keep_k ? " (cut: top-k)"
-                          : i >= keep_p ? " (cut: top-p)" : i >= keep_m ? " (cut: min-p)" : "";
+    for (int i = 0; i < k && i < sampler->vocab_size; i++) {
+        const char *cut = cut_rule(&sampler->o, keep, i);
         token_text(t, order[i].index, text, sizeof text);
-        fprintf(stderr, " '%s' %.1f%%%s", text, 100.0 * order[i].prob, cut);
+        fprintf(stderr, " '%s' %.1f%%%s%s%s", text, 100.0 * order[i].prob, *cut ? " (cut: " : "", cut, *cut ? ")" : "");
     }
     fputc('\n', stderr);
+}
+
+/* --trace-html (section 9): the candidates of the token sampled for position pos, as
+   rank_candidates left them */
+static void page_step(TracePage *page, const SamplerOptions *o, const float *probs, const ProbIndex *order, Keeps keep,
+                      int vocab_size, int pos, int chosen) {
+    if (page->n_steps == page->capacity) return;
+    TraceStep *step = &page->steps[page->n_steps++];
+    step->pos = pos, step->chosen = chosen, step->chosen_prob = probs[chosen];
+    step->n = vocab_size < TRACE_TOP ? vocab_size : TRACE_TOP;
+    for (int i = 0; i < step->n; i++)
+        step->id[i] = order[i].index, step->prob[i] = order[i].prob, step->cut[i] = cut_rule(o, keep, i);
 }
 
 /* Runs tokens through the model from position pos on, in chunks of up to
@@ -4633,8 +4791,9 @@ static float *process_tokens(const Model *m, RunState *s, const int *tokens, int
    in chunks; then one token at a time. */
 static void generate(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sampler,
                      const int *prompt, int n_prompt, int steps, int show_probs, const char **stops, int n_stops) {
-    float *probs = show_probs ? xmalloc((size_t)m->config.vocab_size * sizeof(float)) : NULL;
-    ProbIndex *order = show_probs ? xmalloc((size_t)m->config.vocab_size * sizeof(ProbIndex)) : NULL;
+    int rank = show_probs || s->page; /* the candidates are ranked for --probs and for the trace page */
+    float *probs = rank ? xmalloc((size_t)m->config.vocab_size * sizeof(float)) : NULL;
+    ProbIndex *order = rank ? xmalloc((size_t)m->config.vocab_size * sizeof(ProbIndex)) : NULL;
     Utf8Printer printer = {{0}, 0, 0, stdout};
     StopFilter reply = {stops, n_stops, NULL, 0, 0, 0, &printer};
     const char *piece;
@@ -4649,9 +4808,13 @@ static void generate(const Model *m, RunState *s, const Tokenizer *tok, Sampler 
     double prompt_done = time_seconds();
     int token = prompt[n_prompt - 1], pos = n_prompt, n_forward = 0;
     for (;;) {
-        if (show_probs) memcpy(probs, logits, (size_t)m->config.vocab_size * sizeof(float)); /* sample() overwrites */
+        if (rank) memcpy(probs, logits, (size_t)m->config.vocab_size * sizeof(float)); /* sample() overwrites */
         int next = sample(sampler, logits);
-        if (show_probs) show_probabilities(tok, sampler, probs, show_probs, pos, next, order);
+        if (rank) {
+            Keeps keep = rank_candidates(sampler, probs, order);
+            if (show_probs) show_probabilities(tok, sampler, probs, show_probs, pos, next, order, keep);
+            if (s->page) page_step(s->page, &sampler->o, probs, order, keep, m->config.vocab_size, pos, next);
+        }
         if (next == m->config.bos_id || is_eos(&m->config, next)) break;
         sampler_accept(sampler, next);
         int len = decode_piece(tok, token, next, &piece);
@@ -5253,11 +5416,11 @@ static void chat(const Model *m, RunState *s, const Tokenizer *tok, Sampler *sam
 }
 
 /* ========================================================================== */
-/* 9. Command line                                                            */
+/* 9. Views: the model card and the trace page                                */
 /* ========================================================================== */
 
-/* --verbose: what is running, on stderr. */
-static void print_model_card(const Model *m, const RunState *s, const Tokenizer *t, const char *tokenizer_path) {
+/* --verbose (on stderr) and the trace page: what is running. */
+static void print_model_card(FILE *f, const Model *m, const RunState *s, const Tokenizer *t, const char *tokenizer_path) {
     static const char *kinds[] = {"", "SentencePiece BPE", "byte-level BPE"};
     const Config *c = &m->config;
     uint64_t q_dim = (uint64_t)c->n_heads * c->head_dim, kv_dim = (uint64_t)c->n_kv_heads * c->head_dim;
@@ -5272,8 +5435,8 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
     threads = omp_get_max_threads();
 #endif
     double kv_mb = 2.0 * c->n_layers * s->ctx * kv_dim * (s->kv16 ? 2 : 4) / 1e6;
-    fprintf(stderr, "model       %s (%s format)\n", m->path, c->legacy ? "llama2.c" : "run.c");
-    fprintf(stderr, "shape       dim %d, ffn %d, %d layers, %d query heads sharing %d key/value heads of %d, "
+    fprintf(f, "model       %s (%s format)\n", m->path, c->legacy ? "llama2.c" : "run.c");
+    fprintf(f, "shape       dim %d, ffn %d, %d layers, %d query heads sharing %d key/value heads of %d, "
                     "vocab %d, context %d\n", c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
             c->head_dim, c->vocab_size, c->seq_len);
     /* the matrices' types: one, or a mix (a Q4_K_M GGUF, say), counted */
@@ -5292,15 +5455,15 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
             size_t used = strlen(types);
             snprintf(types + used, sizeof types - used, "%s%d %s", kinds_used++ ? " + " : "", count[k], WEIGHT_NAMES[k]);
         }
-    fprintf(stderr, "parameters  %.2fM, weights %s%s%s%s\n", params / 1e6, kinds_used > 1 ? types : WEIGHT_NAMES[c->weight_type],
+    fprintf(f, "parameters  %.2fM, weights %s%s%s%s\n", params / 1e6, kinds_used > 1 ? types : WEIGHT_NAMES[c->weight_type],
             c->tied_classifier ? ", classifier tied to the embedding" : "", c->qkv_bias ? ", q/k/v biases" : "",
             c->qk_norm ? ", q/k norms per head" : "");
     if (kinds_used > 1) { /* a mixed file: every matrix's type */
-        fprintf(stderr, "types       token_embedding %s, classifier %s\n", WEIGHT_NAMES[w->token_embedding.type],
+        fprintf(f, "types       token_embedding %s, classifier %s\n", WEIGHT_NAMES[w->token_embedding.type],
                 WEIGHT_NAMES[w->classifier.type]);
         for (int l = 0; l < c->n_layers; l++) {
             const LayerWeights *lw = &w->layers[l];
-            fprintf(stderr, "            layer %d: wq %s, wk %s, wv %s, wo %s, w1 %s, w2 %s, w3 %s\n", l,
+            fprintf(f, "            layer %d: wq %s, wk %s, wv %s, wo %s, w1 %s, w2 %s, w3 %s\n", l,
                     WEIGHT_NAMES[lw->wq.type], WEIGHT_NAMES[lw->wk.type], WEIGHT_NAMES[lw->wv.type],
                     WEIGHT_NAMES[lw->wo.type], WEIGHT_NAMES[lw->w1.type], WEIGHT_NAMES[lw->w2.type],
                     WEIGHT_NAMES[lw->w3.type]);
@@ -5308,30 +5471,353 @@ static void print_model_card(const Model *m, const RunState *s, const Tokenizer 
     }
     int n_sliding = 0, n_no_rope = 0;
     for (int l = 0; l < c->n_layers; l++) n_sliding += w->layers[l].sliding, n_no_rope += !w->layers[l].rope;
-    fprintf(stderr, "rope        theta %g", c->rope_theta);
+    fprintf(f, "rope        theta %g", c->rope_theta);
     if (c->rope_factor != 0.0f)
-        fprintf(stderr, ", Llama 3.1 scaling x%g (original context %d)", c->rope_factor, c->rope_original_seq_len);
-    if (c->rope_linear_factor != 1.0f) fprintf(stderr, ", linear scaling x%g", c->rope_linear_factor);
+        fprintf(f, ", Llama 3.1 scaling x%g (original context %d)", c->rope_factor, c->rope_original_seq_len);
+    if (c->rope_linear_factor != 1.0f) fprintf(f, ", linear scaling x%g", c->rope_linear_factor);
     if (c->longrope)
-        fprintf(stderr, ", LongRoPE %s factors (original context %d), attention factor %g",
+        fprintf(f, ", LongRoPE %s factors (original context %d), attention factor %g",
                 s->ctx > c->rope_original_seq_len ? "long" : "short", c->rope_original_seq_len, c->rope_attn_factor);
-    if (c->rope_dim != c->head_dim) fprintf(stderr, ", first %d of %d values of each head rotated", c->rope_dim, c->head_dim);
-    if (n_sliding && c->rope_local_theta != 0.0f) fprintf(stderr, "; local layers theta %g", c->rope_local_theta);
-    if (n_no_rope) fprintf(stderr, "; %d layers without RoPE", n_no_rope);
-    fprintf(stderr, "; RMSNorm eps %g%s\n", c->norm_eps, c->post_norms ? ", block outputs normed too" : "");
+    if (c->rope_dim != c->head_dim) fprintf(f, ", first %d of %d values of each head rotated", c->rope_dim, c->head_dim);
+    if (n_sliding && c->rope_local_theta != 0.0f) fprintf(f, "; local layers theta %g", c->rope_local_theta);
+    if (n_no_rope) fprintf(f, "; %d layers without RoPE", n_no_rope);
+    fprintf(f, "; RMSNorm eps %g%s\n", c->norm_eps, c->post_norms ? ", block outputs normed too" : "");
     if (n_sliding)
-        fprintf(stderr, "attention   sliding window in %d of %d layers: each position sees the last %d\n", n_sliding,
+        fprintf(f, "attention   sliding window in %d of %d layers: each position sees the last %d\n", n_sliding,
                 c->n_layers, c->sliding_window);
     if (c->activation != ACT_SILU || c->attn_softcap > 0.0f || c->final_softcap > 0.0f)
-        fprintf(stderr, "mechanisms  %s gate; soft-caps: scores %g, logits %g (0: none)\n",
+        fprintf(f, "mechanisms  %s gate; soft-caps: scores %g, logits %g (0: none)\n",
                 c->activation == ACT_GELU_TANH ? "GELU-tanh" : "SiLU", c->attn_softcap, c->final_softcap);
-    fprintf(stderr, "tokenizer   %s: %s, %d tokens, chat template %s\n", tokenizer_path, kinds[t->kind],
+    fprintf(f, "tokenizer   %s: %s, %d tokens, chat template %s\n", tokenizer_path, kinds[t->kind],
             t->vocab_size, TEMPLATE_NAMES[t->chat_template]);
-    fprintf(stderr, "memory      %.1f MB mapped (the file), %.1f MB allocated, of which the KV cache for %d "
+    fprintf(f, "memory      %.1f MB mapped (the file), %.1f MB allocated, of which the KV cache for %d "
                     "positions is %.1f MB (%s)\n", m->size / 1e6, allocated_bytes / 1e6, s->ctx, kv_mb,
             s->kv16 ? "fp16" : "fp32");
-    fprintf(stderr, "compute     %d thread%s, %s kernels\n", threads, threads > 1 ? "s" : "", SIMD_NAME);
+    fprintf(f, "compute     %d thread%s, %s kernels\n", threads, threads > 1 ? "s" : "", SIMD_NAME);
 }
+
+/* --trace-html FILE writes one self-contained HTML page (its style, data and
+   script inline: it opens from disk, offline, in any current browser) that
+   shows a generation from inside:
+   1. the tokens, prompt and generated, as chips (their ids and bytes on hover);
+   2. each sampled token's candidates, their probabilities as bars, the chosen
+      one marked, the ones temperature, top-k, top-p and min-p cut labelled
+      (rank_candidates, cut_rule: what --probs prints);
+   3. attention: for a layer and head chosen in the page, every position's
+      weights over the positions before it (attend_each and attend_panels hand
+      them to page_attention), and which query heads share each key/value head;
+   4. the logit lens: for each layer and position, the token the residual
+      stream after that layer would predict (page_logit_lens);
+   5. the model card (print_model_card).
+   Nothing is recorded without the flag (s->page is NULL). Attention takes
+   n_layers x n_heads x positions^2 floats, so a page holds at most
+   MAX_TRACE_WEIGHTS of them: trace_page_capacity positions. */
+
+/* The most positions a page can hold for the model */
+static int trace_page_capacity(const Config *c) {
+    return (int)floor(sqrt((double)MAX_TRACE_WEIGHTS / ((double)c->n_layers * c->n_heads)));
+}
+
+static void build_trace_page(TracePage *page, const Config *c, int capacity) {
+    page->capacity = capacity;
+    page->n_positions = page->n_steps = 0;
+    page->tokens = xcalloc((size_t)capacity, sizeof(int));
+    page->attention = xcalloc((size_t)c->n_layers * c->n_heads * capacity * capacity, sizeof(float));
+    page->lens_token = xcalloc((size_t)c->n_layers * capacity, sizeof(int));
+    page->lens_prob = xcalloc((size_t)c->n_layers * capacity, sizeof(float));
+    page->steps = xcalloc((size_t)capacity, sizeof(TraceStep));
+}
+
+static void free_trace_page(TracePage *page) {
+    free(page->tokens), free(page->attention), free(page->lens_token), free(page->lens_prob), free(page->steps);
+}
+
+/* The page is written to PATH.tmp and renamed to PATH once complete, so an
+   error on the way (fatal exits) leaves nothing half-written: atexit removes
+   the temporary file unless the rename took it. */
+static char *page_tmp_path;
+static void remove_page_tmp(void) {
+    if (page_tmp_path) remove(page_tmp_path);
+}
+
+static FILE *open_trace_page(const char *path) {
+    size_t len = strlen(path) + 5;
+    page_tmp_path = xmalloc(len);
+    snprintf(page_tmp_path, len, "%s.tmp", path);
+    FILE *f = fopen(page_tmp_path, "wb");
+    if (!f) {
+        free(page_tmp_path), page_tmp_path = NULL;
+        fatal("--trace-html %s: cannot write there: %s", path, strerror(errno));
+    }
+    atexit(remove_page_tmp);
+    return f;
+}
+
+/* s as a JSON string, safe inside an HTML <script> element: quotes,
+   backslashes, control characters and < > & escaped */
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p < 0x20 || *p == '<' || *p == '>' || *p == '&') fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+/* A token as the page shows it: {"id", "text" (token_text), "kind" (1 text,
+   2 bytes, 3 control), "bytes" (its piece in hex)} */
+static void json_token(FILE *f, const Tokenizer *t, int id) {
+    char text[1024];
+    int kind = token_text(t, id, text, sizeof text);
+    fprintf(f, "{\"id\":%d,\"text\":", id);
+    json_string(f, text);
+    fprintf(f, ",\"kind\":%d,\"bytes\":\"", kind);
+    for (int i = 0; i < t->lengths[id]; i++) fprintf(f, "%02x", (uint8_t)t->pieces[id][i]);
+    fputs("\"}", f);
+}
+
+/* The floats as base64 of their little-endian bytes (how the page's script
+   reads the attention weights back, exactly) */
+static void base64_floats(FILE *f, const float *x, size_t n) {
+    static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint8_t group[3];
+    int filled = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &x[i], 4);
+        for (int b = 0; b < 4; b++) {
+            group[filled++] = (uint8_t)(bits >> (8 * b));
+            if (filled == 3) {
+                fputc(digits[group[0] >> 2], f), fputc(digits[(group[0] & 3) << 4 | group[1] >> 4], f);
+                fputc(digits[(group[1] & 15) << 2 | group[2] >> 6], f), fputc(digits[group[2] & 63], f);
+                filled = 0;
+            }
+        }
+    }
+    if (filled) {
+        if (filled == 1) group[1] = 0;
+        fputc(digits[group[0] >> 2], f), fputc(digits[(group[0] & 3) << 4 | group[1] >> 4], f);
+        fputc(filled == 2 ? digits[(group[1] & 15) << 2] : '=', f), fputc('=', f);
+    }
+}
+
+static const char *PAGE_STYLE =
+    "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;padding:0 16px;color:#1b1f24}"
+    "h1{font-size:22px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}"
+    "p.note{color:#555;margin:4px 0 10px}pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:12px}"
+    ".token{display:inline-block;padding:1px 2px;margin:1px 0;border-radius:3px;white-space:pre;font-family:ui-monospace,monospace}"
+    ".token:nth-child(odd){background:#cfe3ff}.token:nth-child(even){background:#ffe2c2}"
+    ".token.k2{text-decoration:underline}.token.k3{font-weight:bold}.token.generated{outline:1px solid #2a7}"
+    "#steps{max-height:290px;overflow:auto;border:1px solid #eee;padding:6px}"
+    ".step{display:inline-block;vertical-align:top;width:250px;margin:0 10px 12px 0;font-size:12px}"
+    ".step h3{font-size:12px;margin:0 0 3px;font-weight:600}"
+    ".candidate{position:relative;height:17px;margin:1px 0;background:#f2f2f2;white-space:nowrap;overflow:hidden}"
+    ".candidate .bar{position:absolute;left:0;top:0;bottom:0;background:#9cc3f0}"
+    ".candidate.cut .bar{background:#ddd}.candidate.chosen .bar{background:#4a9}"
+    ".candidate span{position:relative;padding-left:4px;font-family:ui-monospace,monospace}"
+    ".candidate .rule{color:#a33;font-size:11px}"
+    "#attention-controls select{margin-right:12px}#heatmap{border:1px solid #ccc;image-rendering:pixelated;cursor:crosshair}"
+    "#attention-info{font-family:ui-monospace,monospace;min-height:1.4em;margin:6px 0}"
+    ".kv-group{display:inline-block;border:1px solid #ccc;border-radius:4px;margin:2px 6px 2px 0;padding:2px 4px}"
+    ".q-head{display:inline-block;min-width:18px;text-align:center;margin:1px;background:#eee;cursor:pointer}"
+    ".q-head.current{background:#4a9;color:#fff}.kv-group.current{border-color:#4a9}"
+    "#lens-wrap{overflow:auto;max-height:640px}#lens{border-collapse:collapse;font:11px ui-monospace,monospace}"
+    "#lens td,#lens th{border:1px solid #e3e3e3;padding:1px 3px;white-space:pre;max-width:90px;overflow:hidden}"
+    "#lens td.final{outline:1px solid #2a7}";
+
+/* The page's script, line by line: it decodes the data and builds every panel. */
+static const char *PAGE_SCRIPT[] = {
+    "const D = JSON.parse(document.getElementById('trace-data').textContent);",
+    "const P = D.positions, L = D.n_layers, H = D.n_heads, KV = D.n_kv_heads, G = H / KV;",
+    "const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls;",
+    "  if (text !== undefined) e.textContent = text; return e; };",
+    "const piece = id => D.pieces[id] !== undefined ? D.pieces[id] : '#' + id;",
+    "const pct = p => (100 * p).toFixed(p < 0.001 ? 3 : 1) + '%';",
+    "const bytes = atob(D.attention), view = new DataView(new ArrayBuffer(bytes.length));",
+    "for (let i = 0; i < bytes.length; i++) view.setUint8(i, bytes.charCodeAt(i));",
+    "const weight = (l, h, q, k) => view.getFloat32(4 * (((l * H + h) * P + q) * P + k), true);",
+    "/* 1. tokens */",
+    "const chips = document.getElementById('token-chips');",
+    "D.tokens.forEach((t, i) => {",
+    "  const s = el('span', 'token k' + t.kind + (i >= D.n_prompt ? ' generated' : ''), t.text);",
+    "  s.title = 'position ' + i + ' \\u00b7 id ' + t.id + ' \\u00b7 bytes ' + (t.bytes.match(/../g) || []).join(' ');",
+    "  chips.appendChild(s); });",
+    "/* 2. each sampled token's candidates */",
+    "const steps = document.getElementById('steps');",
+    "D.steps.forEach(st => {",
+    "  const box = el('div', 'step');",
+    "  box.appendChild(el('h3', '', 'position ' + st.pos + ': ' + piece(st.chosen) + ' (' + pct(st.p) + ')'));",
+    "  st.candidates.forEach(([id, p, cut]) => {",
+    "    const row = el('div', 'candidate' + (id === st.chosen ? ' chosen' : '') + (cut ? ' cut' : ''));",
+    "    const bar = el('div', 'bar'); bar.style.width = (100 * p).toFixed(2) + '%'; row.appendChild(bar);",
+    "    row.appendChild(el('span', '', piece(id) + '  ' + pct(p)));",
+    "    if (cut) row.appendChild(el('span', 'rule', ' cut: ' + cut));",
+    "    row.title = 'id ' + id; box.appendChild(row); });",
+    "  steps.appendChild(box); });",
+    "/* 3. attention */",
+    "const layerSel = document.getElementById('layer'), headSel = document.getElementById('head');",
+    "for (let l = 0; l < L; l++) layerSel.appendChild(el('option', '', 'layer ' + l)).value = l;",
+    "for (let h = 0; h < H; h++) headSel.appendChild(el('option', '', 'head ' + h + ' (kv ' + Math.floor(h / G) + ')')).value = h;",
+    "const canvas = document.getElementById('heatmap'), cell = Math.max(1, Math.min(14, Math.floor(720 / P)));",
+    "canvas.width = canvas.height = P * cell; canvas.dataset.positions = P;",
+    "const gqa = document.getElementById('gqa');",
+    "for (let g = 0; g < KV; g++) {",
+    "  const grp = el('div', 'kv-group', 'kv head ' + g + ': '); grp.dataset.kv = g;",
+    "  for (let h = g * G; h < (g + 1) * G; h++) {",
+    "    const q = el('span', 'q-head', 'q' + h); q.dataset.head = h;",
+    "    q.onclick = () => { headSel.value = h; draw(); }; grp.appendChild(q); }",
+    "  gqa.appendChild(grp); }",
+    "function draw() {",
+    "  const l = +layerSel.value, h = +headSel.value, ctx = canvas.getContext('2d');",
+    "  ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, canvas.width, canvas.height);",
+    "  for (let q = 0; q < P; q++) for (let k = 0; k <= q; k++) {",
+    "    const w = weight(l, h, q, k); if (w <= 0) continue;",
+    "    const v = Math.round(255 * (1 - Math.sqrt(w)));",
+    "    ctx.fillStyle = 'rgb(' + v + ',' + v + ',255)'; ctx.fillRect(k * cell, q * cell, cell, cell); }",
+    "  document.querySelectorAll('.q-head').forEach(e => e.classList.toggle('current', +e.dataset.head === h));",
+    "  document.querySelectorAll('.kv-group').forEach(e => e.classList.toggle('current', +e.dataset.kv === Math.floor(h / G)));",
+    "}",
+    "layerSel.onchange = headSel.onchange = draw;",
+    "canvas.onmousemove = e => {",
+    "  const r = canvas.getBoundingClientRect(), q = Math.floor((e.clientY - r.top) / cell), k = Math.floor((e.clientX - r.left) / cell);",
+    "  if (q < 0 || k < 0 || q >= P || k >= P) return;",
+    "  document.getElementById('attention-info').textContent = 'position ' + q + ' ' + D.tokens[q].text + ' \\u2192 position ' +",
+    "    k + ' ' + D.tokens[k].text + ': ' + pct(weight(+layerSel.value, +headSel.value, q, k)); };",
+    "draw();",
+    "/* 4. the logit lens */",
+    "const lens = document.getElementById('lens'), head = el('tr');",
+    "head.appendChild(el('th', '', 'layer \\\\ input'));",
+    "for (let p = 0; p < P; p++) { const th = el('th', '', D.tokens[p].text); th.title = 'position ' + p; head.appendChild(th); }",
+    "lens.appendChild(el('thead')).appendChild(head);",
+    "const body = lens.appendChild(el('tbody'));",
+    "for (let l = 0; l < L; l++) {",
+    "  const tr = el('tr'); tr.appendChild(el('th', '', 'after ' + l));",
+    "  for (let p = 0; p < P; p++) {",
+    "    const id = D.lens.token[l][p], pr = D.lens.prob[l][p];",
+    "    const td = el('td', id === D.lens.token[L - 1][p] ? 'final' : '', piece(id));",
+    "    td.style.background = 'rgba(74,153,119,' + pr.toFixed(3) + ')';",
+    "    td.title = 'layer ' + l + ', position ' + p + ': ' + piece(id) + ' ' + pct(pr); tr.appendChild(td); }",
+    "  body.appendChild(tr); }",
+    "/* 5. the model card */",
+    "document.getElementById('card').textContent = D.card;",
+    "document.body.dataset.ready = '1';",
+    NULL};
+
+/* Writes the page to f, which open_trace_page opened, then moves it to
+   path. Its tokens: the P positions run (the first n_prompt of them the
+   prompt's), and the last token sampled, which was never run. */
+static void write_trace_page(FILE *f, const char *path, const Model *m, const RunState *s, const Tokenizer *tok,
+                             const char *tokenizer_path, int n_prompt, const SamplerOptions *o) {
+    const Config *c = &m->config;
+    const TracePage *page = s->page;
+    int P = page->n_positions;
+    int last_unrun = page->n_steps && page->steps[page->n_steps - 1].pos == P;
+    /* the model card, as --verbose prints it */
+    FILE *card = tmpfile();
+    if (!card) fatal("--trace-html: cannot make a temporary file: %s", strerror(errno));
+    print_model_card(card, m, s, tok, tokenizer_path);
+    long card_len = ftell(card);
+    char *card_text = xcalloc((size_t)(card_len > 0 ? card_len : 0) + 1, 1);
+    rewind(card);
+    if (card_len > 0 && fread(card_text, 1, (size_t)card_len, card) != (size_t)card_len) fatal("--trace-html: cannot read the model card back");
+    fclose(card);
+
+    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>run.c trace: ", f);
+    for (const char *p = m->path; *p; p++) /* the title: the model's path, escaped */
+        if (*p == '<') fputs("&lt;", f); else if (*p == '&') fputs("&amp;", f); else fputc(*p, f);
+    fprintf(f, "</title>\n<style>%s</style>\n", PAGE_STYLE);
+    /* script errors are counted on the body, so a test (or a reader) sees them */
+    fputs("<script>window.onerror = () => { const b = document.body; b.dataset.errors = +b.dataset.errors + 1; };</script>\n"
+          "</head>\n<body data-errors=\"0\" data-ready=\"0\">\n<h1>Inside a forward pass</h1>\n"
+          "<p class=\"note\">Written by run.c --trace-html: one generation, seen from inside. Hover over anything "
+          "for its numbers.</p>\n"
+          "<section id=\"tokens-panel\"><h2>1. Tokens</h2><p class=\"note\">The prompt, then the generated tokens "
+          "(outlined); hover for the position, id and bytes. Underlined: byte tokens; bold: control tokens.</p>"
+          "<div id=\"token-chips\"></div></section>\n"
+          "<section id=\"steps-panel\"><h2>2. Sampling</h2><p class=\"note\">Before each generated token, the most "
+          "likely candidates after the penalties and the temperature; green: the token chosen; grey and labelled: "
+          "removed by temperature 0 (greedy), top-k, top-p or min-p. Scroll for the rest.</p><div id=\"steps\"></div></section>\n"
+          "<section id=\"attention-panel\"><h2>3. Attention</h2><p class=\"note\">Row: the position attending "
+          "(the query); column: the position attended to (the key). Darker: more weight. Each row sums to 1, and "
+          "nothing lies right of the diagonal: a position sees only itself and the ones before it.</p>"
+          "<div id=\"attention-controls\"><select id=\"layer\"></select><select id=\"head\"></select></div>"
+          "<div id=\"attention-info\"></div><canvas id=\"heatmap\"></canvas>"
+          "<p class=\"note\">Grouped-query attention: the query heads in one box share one key/value head "
+          "(click one to show it).</p><div id=\"gqa\"></div></section>\n"
+          "<section id=\"lens-panel\"><h2>4. The logit lens</h2><p class=\"note\">What the model would predict "
+          "next at each position if it stopped after each layer (the final norm and the classifier applied to "
+          "the residual stream there), with its probability as the shade; outlined: the same as the last "
+          "layer's.</p><div id=\"lens-wrap\"><table id=\"lens\"></table></div></section>\n"
+          "<section id=\"card-panel\"><h2>5. The model</h2><pre id=\"card\"></pre></section>\n"
+          "<script id=\"trace-data\" type=\"application/json\">\n", f);
+
+    /* the data */
+    fputs("{\"model\":", f);
+    json_string(f, m->path);
+    fputs(",\"card\":", f);
+    json_string(f, card_text);
+    fprintf(f, ",\"n_layers\":%d,\"n_heads\":%d,\"n_kv_heads\":%d,\"positions\":%d,\"n_prompt\":%d,\n", c->n_layers,
+            c->n_heads, c->n_kv_heads, P, n_prompt);
+    fprintf(f, "\"sampling\":{\"temperature\":%g,\"top_p\":%g,\"top_k\":%d,\"min_p\":%g},\n\"tokens\":[", o->temperature,
+            o->topp, o->top_k, o->min_p);
+    for (int i = 0; i < P + last_unrun; i++) {
+        if (i) fputc(',', f);
+        json_token(f, tok, i < P ? page->tokens[i] : page->steps[page->n_steps - 1].chosen);
+    }
+    fputs("],\n\"steps\":[", f);
+    for (int i = 0; i < page->n_steps; i++) {
+        const TraceStep *st = &page->steps[i];
+        fprintf(f, "%s{\"pos\":%d,\"chosen\":%d,\"p\":%.9g,\"candidates\":[", i ? "," : "", st->pos, st->chosen, st->chosen_prob);
+        for (int k = 0; k < st->n; k++) fprintf(f, "%s[%d,%.9g,\"%s\"]", k ? "," : "", st->id[k], st->prob[k], st->cut[k]);
+        fputs("]}", f);
+    }
+    fputs("],\n\"lens\":{\"token\":[", f);
+    for (int l = 0; l < c->n_layers; l++)
+        for (int p = 0; p < P; p++) fprintf(f, "%s%d%s", p ? "," : l ? ",[" : "[", page->lens_token[(size_t)l * page->capacity + p], p == P - 1 ? "]" : "");
+    fputs("],\"prob\":[", f);
+    for (int l = 0; l < c->n_layers; l++)
+        for (int p = 0; p < P; p++) fprintf(f, "%s%.9g%s", p ? "," : l ? ",[" : "[", page->lens_prob[(size_t)l * page->capacity + p], p == P - 1 ? "]" : "");
+    /* the text of every token the steps and the lens name */
+    fputs("]},\n\"pieces\":{", f);
+    char *named = xcalloc((size_t)c->vocab_size, 1);
+    for (int i = 0; i < page->n_steps; i++)
+        for (int k = 0; k < page->steps[i].n; k++) named[page->steps[i].id[k]] = 1;
+    for (size_t i = 0; i < (size_t)c->n_layers * page->capacity; i++) named[page->lens_token[i]] = 1;
+    for (int id = 0, first = 1; id < c->vocab_size; id++)
+        if (named[id]) {
+            char text[1024];
+            token_text(tok, id, text, sizeof text);
+            fprintf(f, "%s\"%d\":", first ? "" : ",", id);
+            json_string(f, text);
+            first = 0;
+        }
+    free(named);
+    /* attention: (n_layers, n_heads, P, P) float32, the page's own rows cut to the P positions run */
+    fputs("},\n\"attention\":\"", f);
+    float *rows = xmalloc((size_t)c->n_layers * c->n_heads * P * P * sizeof(float));
+    for (int l = 0; l < c->n_layers; l++)
+        for (int h = 0; h < c->n_heads; h++)
+            for (int q = 0; q < P; q++)
+                memcpy(rows + (((size_t)l * c->n_heads + h) * P + q) * P,
+                       page->attention + (((size_t)l * c->n_heads + h) * page->capacity + q) * page->capacity,
+                       (size_t)P * sizeof(float));
+    base64_floats(f, rows, (size_t)c->n_layers * c->n_heads * P * P);
+    free(rows);
+    fputs("\"}\n</script>\n<script>\n", f);
+    for (int i = 0; PAGE_SCRIPT[i]; i++) fprintf(f, "%s\n", PAGE_SCRIPT[i]);
+    fputs("</script>\n</body></html>\n", f);
+    free(card_text);
+    if (fflush(f) != 0 || ferror(f)) fatal("--trace-html %s: cannot write: %s", path, strerror(errno));
+    if (fclose(f) != 0) fatal("--trace-html %s: cannot write: %s", path, strerror(errno));
+    if (rename(page_tmp_path, path) != 0) fatal("--trace-html %s: cannot move the page there: %s", path, strerror(errno));
+    free(page_tmp_path), page_tmp_path = NULL;
+    fprintf(stderr, "trace page: %s (%d positions, %d layers x %d heads)\n", path, P, c->n_layers, c->n_heads);
+}
+
+/* ========================================================================== */
+/* 10. Command line                                                           */
+/* ========================================================================== */
 
 /* Chat: the model's recommended sampling (its generation_config.json, which
    export records) for each value the user did not give. Returns which it set. */
@@ -5389,6 +5875,9 @@ static void usage(FILE *f) {
             "  --verbose   a model card on stderr: shape, weights, tokenizer, memory, threads\n"
             "  --probs <K> generate: after each token, the K most likely with their probabilities,\n"
             "              each marked with the rule that cut it\n"
+            "  --trace-html <file>  generate: write a page showing the run from inside (tokens, candidates,\n"
+            "              attention of every layer and head, logit lens, model card); it holds at most\n"
+            "              2^23 attention weights: -n up to sqrt(8388608 / (layers x heads)) positions\n"
             "  --show      tokenize: the text cut into its tokens (colours on a terminal)\n"
             "  -h          this help\n");
 }
@@ -5433,7 +5922,7 @@ static char *default_tokenizer_path(const char *model_path) {
 #ifndef RUN_NO_MAIN
 int main(int argc, char **argv) {
     const char *model_path = NULL, *tokenizer_path = NULL, *prompt = NULL, *prompt_file = NULL;
-    const char *mode = "generate", *system_prompt = NULL;
+    const char *mode = "generate", *system_prompt = NULL, *page_path = NULL;
     SamplerOptions sampling = DEFAULT_SAMPLING;
     uint32_t given = 0; /* GEN_*: the sampling values the user gave */
     const char *stops[MAX_STOPS];
@@ -5486,6 +5975,11 @@ int main(int argc, char **argv) {
             if (n_stops == MAX_STOPS) fatal("at most %d --stop strings", MAX_STOPS);
             if (argv[i + 1][0] == '\0') fatal("--stop needs a non-empty string");
             stops[n_stops++] = argv[++i];
+            continue;
+        }
+        if (strcmp(flag, "--trace-html") == 0) {
+            if (i + 1 >= argc) fatal("option --trace-html needs a file name");
+            page_path = argv[++i];
             continue;
         }
         if (strcmp(flag, "--kv-cache") == 0) {
@@ -5544,6 +6038,7 @@ int main(int argc, char **argv) {
     if (prompt && prompt_file) fatal("give the prompt with -i or -f, not both");
     if (system_prompt && !is_chat) fprintf(stderr, "note: -y (system prompt) is used only in chat mode; ignored\n");
     if (is_chat && (prompt || prompt_file)) fatal("chat mode reads its messages from the input, not from -i or -f");
+    if (page_path && !is_generate) fatal("--trace-html traces a generation: use it in generate mode (-m generate)");
     if (!model_path && !is_tokenize) {
         usage(stderr);
         fatal("no model file given");
@@ -5599,7 +6094,7 @@ int main(int argc, char **argv) {
         state.trace = trace;
         uint32_t from_model = use_model_sampling(c, &sampling, given);
         if (verbose) {
-            print_model_card(&model, &state, &tok, tokenizer_path);
+            print_model_card(stderr, &model, &state, &tok, tokenizer_path);
             print_sampling(&sampling, given, from_model);
         }
         Sampler sampler;
@@ -5628,10 +6123,22 @@ int main(int argc, char **argv) {
                       n_prompt, steps);
             ctx = (int)steps;
         }
+        TracePage page;
+        FILE *page_file = NULL;
+        if (page_path) { /* refused before anything runs or is written, if the page cannot hold the positions */
+            int capacity = trace_page_capacity(c);
+            if (ctx > capacity)
+                fatal("--trace-html: a page holds at most %d positions of this model (its attention is %d layers x "
+                      "%d heads x positions^2 weights, at most %d); -n is %d: give -n %d or less",
+                      capacity, c->n_layers, c->n_heads, MAX_TRACE_WEIGHTS, ctx, capacity);
+            page_file = open_trace_page(page_path);
+            build_trace_page(&page, c, ctx);
+        }
         RunState state;
         build_state(&state, c, ctx, kv16);
         state.trace = trace;
-        if (verbose) print_model_card(&model, &state, &tok, tokenizer_path);
+        state.page = page_path ? &page : NULL;
+        if (verbose) print_model_card(stderr, &model, &state, &tok, tokenizer_path);
         if (is_perplexity) {
             perplexity(&model, &state, tokens, n_prompt);
         } else {
@@ -5640,7 +6147,9 @@ int main(int argc, char **argv) {
             build_sampler(&sampler, c->vocab_size, &sampling, rng_seed);
             generate(&model, &state, &tok, &sampler, tokens, n_prompt, (int)steps, show_probs, stops, n_stops);
             free_sampler(&sampler);
+            if (page_path) write_trace_page(page_file, page_path, &model, &state, &tok, tokenizer_path, n_prompt, &sampling);
         }
+        if (page_path) free_trace_page(&page);
         free_state(&state);
     }
 

@@ -283,8 +283,9 @@ static void compare_gemm(uint64_t *rng, double *worst) {
         }
 }
 
-/* gemm_q8 and gemm_q4 against their scalar versions (worst[0], worst[1]) on
-   1 to 40 blocks of random weights, scales and panels. */
+/* gemm_i16 and gemm_u4 against their scalar versions (worst[0], worst[1]) on
+   1 to 40 blocks of random weights (int16 as large as q6_k's), scales,
+   offsets and panels. */
 static void compare_gemm_q(uint64_t *rng, double worst[2]) {
     static const int blocks[] = {1, 2, 3, 8, 24, 40};
     for (size_t a = 0; a < sizeof blocks / sizeof blocks[0]; a++) {
@@ -292,30 +293,32 @@ static void compare_gemm_q(uint64_t *rng, double worst[2]) {
         int16_t *w16 = xmalloc((size_t)GEMM_ROWS * n * sizeof(int16_t)), *x16 = xmalloc((size_t)n * GEMM_TOKENS * sizeof(int16_t));
         uint8_t *wu = xmalloc((size_t)GEMM_ROWS * n);
         int8_t *x8 = xmalloc((size_t)n * GEMM_TOKENS);
-        float *ws = xmalloc(GEMM_ROWS * nb * sizeof(float)), *xs = xmalloc(nb * GEMM_TOKENS * sizeof(float));
+        float *ws = xmalloc(GEMM_ROWS * nb * sizeof(float)), *wm = xmalloc(GEMM_ROWS * nb * sizeof(float));
+        float *xs = xmalloc(nb * GEMM_TOKENS * sizeof(float));
         int32_t *xsum = xcalloc(nb * GEMM_TOKENS, sizeof(int32_t));
-        for (int i = 0; i < GEMM_ROWS * n; i++) w16[i] = (int16_t)(random_u32(rng) % 255 - 127), wu[i] = (uint8_t)(random_u32(rng) % 16);
+        for (int i = 0; i < GEMM_ROWS * n; i++) w16[i] = (int16_t)(random_u32(rng) % 8191 - 4095), wu[i] = (uint8_t)(random_u32(rng) % 16);
         for (int i = 0; i < n * GEMM_TOKENS; i++) x16[i] = (int16_t)(random_u32(rng) % 255 - 127), x8[i] = (int8_t)(random_u32(rng) % 255 - 127);
         for (int k = 0; k < n; k++) /* the real sums of the panel's q, as quantize_vector makes them */
             for (int j = 0; j < GEMM_TOKENS; j++) xsum[k / QK * GEMM_TOKENS + j] += x8[(k / 4 * GEMM_TOKENS + j) * 4 + k % 4];
-        for (int i = 0; i < GEMM_ROWS * nb; i++) ws[i] = random_unit(rng) * 0.01f;
+        for (int i = 0; i < GEMM_ROWS * nb; i++) ws[i] = random_unit(rng) * 0.01f, wm[i] = random_unit(rng) * 0.08f;
         for (int i = 0; i < nb * GEMM_TOKENS; i++) xs[i] = (random_unit(rng) + 1.5f) * 0.01f;
         float simd[GEMM_ROWS][GEMM_TOKENS], scalar[GEMM_ROWS][GEMM_TOKENS];
         for (int type = 0; type < 2; type++) {
-            if (type == 0) gemm_q8(w16, ws, nb, x16, xs, simd), gemm_q8_scalar(w16, ws, nb, x16, xs, scalar);
-            else gemm_q4(wu, ws, nb, x8, xs, xsum, simd), gemm_q4_scalar(wu, ws, nb, x8, xs, xsum, scalar);
-            for (int r = 0; r < (type == 0 ? GEMM_ROWS_Q8 : GEMM_ROWS); r++)
+            if (type == 0) gemm_i16(w16, ws, nb, x16, xs, simd), gemm_i16_scalar(w16, ws, nb, x16, xs, scalar);
+            else gemm_u4(wu, ws, wm, nb, x8, xs, xsum, simd), gemm_u4_scalar(wu, ws, wm, nb, x8, xs, xsum, scalar);
+            for (int r = 0; r < (type == 0 ? GEMM_ROWS_I16 : GEMM_ROWS); r++)
                 for (int j = 0; j < GEMM_TOKENS; j++) {
                     double magnitude = 0;
                     for (int k = 0; k < n; k++) {
-                        double w = type == 0 ? w16[r * n + k] : wu[r * n + k] - 8.0;
+                        int b = k / QK;
+                        double w = type == 0 ? w16[r * n + k] * ws[r * nb + b] : wu[r * n + k] * ws[r * nb + b] - wm[r * nb + b];
                         double x = type == 0 ? x16[(k / 2 * GEMM_TOKENS + j) * 2 + k % 2] : x8[(k / 4 * GEMM_TOKENS + j) * 4 + k % 4];
-                        magnitude += fabs(w * x * ws[r * nb + k / QK] * xs[k / QK * GEMM_TOKENS + j]);
+                        magnitude += fabs(w * x * xs[b * GEMM_TOKENS + j]);
                     }
                     compare(&worst[type], simd[r][j], scalar[r][j], magnitude);
                 }
         }
-        free(w16), free(x16), free(wu), free(x8), free(ws), free(xs), free(xsum);
+        free(w16), free(x16), free(wu), free(x8), free(ws), free(wm), free(xs), free(xsum);
     }
 }
 
@@ -441,7 +444,7 @@ static int cmd_kernels(void) {
     compare_k(&rng, k);
     printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n"
            "attention_scores %.3g\nweighted_sum %.3g\nq4_k %.3g\nq6_k %.3g\ntile_q4_k %.3g\ntile_q6_k %.3g\n"
-           "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\ngemm_f32 %.3g\ngemm_q8_0 %.3g\ngemm_q4_0 %.3g\nquantize %ld\n",
+           "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\ngemm_f32 %.3g\ngemm_i16 %.3g\ngemm_u4 %.3g\nquantize %ld\n",
            SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], attention[0], attention[1], k[0],
            k[1], k[2], k[3], attention[2], attention[3], gemm, gemm_q[0], gemm_q[1],
            quantize_differences);

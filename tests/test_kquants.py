@@ -159,9 +159,10 @@ def matmul(path, index, x, command=(HARNESS,)):
     return lines[0], np.array(rows[0::3]), np.array(rows[1::3]), np.array(rows[2::3])
 
 
-def assert_matmuls_exact(path, command=(HARNESS,)):
-    """Every matrix of the file, through matmul (tiles of 4 tokens and the
-    dot products of the fifth), against float64 products of its dequantized
+def assert_matmuls_exact(path, command=(HARNESS,), tokens=5):
+    """Every matrix of the file, through matmul (5 tokens: tiles of 4 tokens
+    and the dot products of the fifth; 37: the GEMM steps, two whole panels
+    of 16 and one of 5), against float64 products of its dequantized
     weights with run.c's own quantized activations: equal to float32
     rounding, relative to the sum of the products' magnitudes. Returns the
     types seen."""
@@ -172,33 +173,43 @@ def assert_matmuls_exact(path, command=(HARNESS,)):
     seen = set()
     for index, name in enumerate(names):
         w = values[name].astype(np.float64)
-        x = rng.standard_normal((5, w.shape[1])) * np.exp(rng.normal(0, 1, (5, 1)))
+        x = rng.standard_normal((tokens, w.shape[1])) * np.exp(rng.normal(0, 1, (tokens, 1)))
         wtype, q, scales, got = matmul(path, index, x, command)
         assert wtype == tensors[name][0]
         seen.add(wtype)
         if wtype in ("q4_k", "q6_k"):  # one scale per 256 values, repeated per 32
-            assert np.all(scales.reshape(5, -1, 8) == scales.reshape(5, -1, 8)[:, :, :1])
-        assert np.max(np.abs(q)) == 127
-        xq = q * np.repeat(scales, 32, axis=1)[:, :w.shape[1]]
-        assert np.max(np.abs(xq - x)) <= 0.5 * np.max(scales) * 1.0001  # it is x, quantized
+            assert np.all(scales.reshape(tokens, -1, 8) == scales.reshape(tokens, -1, 8)[:, :, :1])
+        if wtype == "fp32":  # not quantized: x itself, as float32
+            xq = x.astype(np.float32).astype(np.float64)
+        else:
+            assert np.max(np.abs(q)) == 127
+            xq = q * np.repeat(scales, 32, axis=1)[:, :w.shape[1]]
+            assert np.max(np.abs(xq - x)) <= 0.5 * np.max(scales) * 1.0001  # it is x, quantized
         want = xq @ w.T
         magnitude = np.abs(xq) @ np.abs(w).T
         assert np.max(np.abs(got - want) / magnitude) < 1e-5, name
     return seen
 
 
-@pytest.mark.parametrize("kind", ["Q4_K_M-mixed", "Q8_0", "Q4_0"])
-def test_each_matrix_times_its_quantized_input_is_exact(shared, tmp_path, kind):
-    export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, kind + ".gguf"))
-    seen = assert_matmuls_exact(tmp_path / "m.bin")
-    assert seen == ({"q4_k", "q6_k"} if "mixed" in kind else {kind.lower()})
+@pytest.mark.parametrize("tokens", [5, 37])
+@pytest.mark.parametrize("kind", ["Q4_K_M-mixed", "Q8_0", "Q4_0", "F32"])
+def test_each_matrix_times_its_quantized_input_is_exact(shared, tmp_path, kind, tokens):
+    if kind == "F32":  # the same file's weights as fp32: the fp32 tiles and GEMM
+        export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, "Q8_0.gguf"), "--dtype", "fp32")
+    else:
+        export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, kind + ".gguf"))
+    seen = assert_matmuls_exact(tmp_path / "m.bin", tokens=tokens)
+    assert seen == ({"q4_k", "q6_k"} if "mixed" in kind else {kind.lower().replace("f32", "fp32")})
 
 
 def test_neon_k_matmuls_are_exact(shared, tmp_path, arm_harnesses):
-    """The same through the NEON kernels, cross-built and run under qemu."""
+    """The same through the NEON kernels, cross-built and run under qemu
+    (and fp32 through the NEON gemm_f32, with 37 tokens)."""
     export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, "Q4_K_M-mixed.gguf"))
+    export(tmp_path / "f.bin", "--gguf", os.path.join(shared, QUANTS, "Q8_0.gguf"), "--dtype", "fp32")
     for exe in arm_harnesses:
         assert assert_matmuls_exact(tmp_path / "m.bin", ("qemu-aarch64", str(exe))) == {"q4_k", "q6_k"}
+        assert assert_matmuls_exact(tmp_path / "f.bin", ("qemu-aarch64", str(exe)), tokens=37) == {"fp32"}
 
 
 @pytest.mark.parametrize("kind", ["Q4_K_M-mixed", "Q3_K_M-mixed", "Q6_K", "Q5_K"])

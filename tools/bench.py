@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = os.path.join(ROOT, "run")  # --run: another build to measure (a baseline)
 sys.path.insert(0, ROOT)
 import export  # noqa: E402
 
@@ -66,7 +67,7 @@ def weight_bytes(path, shape, dtype):
 
 def run_once(model, args, threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    p = subprocess.run([os.path.join(ROOT, "run"), model, "-z", os.path.join(ROOT, "tokenizer.bin"), "-t", "0",
+    p = subprocess.run([RUN, model, "-z", os.path.join(ROOT, "tokenizer.bin"), "-t", "0",
                         "-T", str(threads), *args], capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise SystemExit(f"run failed: {p.stderr}")
@@ -129,12 +130,12 @@ def prompt_file(directory, n_tokens=512):
     text_path = os.path.join(os.path.dirname(ROOT), "shared", "text", "tinystories_valid_head.txt")
     text = open(text_path, encoding="utf-8").read()[:20000] if os.path.exists(text_path) else "once upon a time " * 800
     # cut to n_tokens - 1 tokens (BOS makes n_tokens)
-    ids = subprocess.run([os.path.join(ROOT, "run"), "-m", "tokenize", "-z", os.path.join(ROOT, "tokenizer.bin"),
+    ids = subprocess.run([RUN, "-m", "tokenize", "-z", os.path.join(ROOT, "tokenizer.bin"),
                           "-i", text[:6000]], capture_output=True, text=True, check=True).stdout.split()
     lo, hi = 0, 6000
     while lo < hi:  # the longest prefix with at most 512 tokens
         mid = (lo + hi + 1) // 2
-        n = len(subprocess.run([os.path.join(ROOT, "run"), "-m", "tokenize", "-z", os.path.join(ROOT, "tokenizer.bin"),
+        n = len(subprocess.run([RUN, "-m", "tokenize", "-z", os.path.join(ROOT, "tokenizer.bin"),
                                 "-i", text[:mid]], capture_output=True, text=True, check=True).stdout.split())
         lo, hi = (mid, hi) if n <= n_tokens else (lo, mid - 1)
     with open(path, "w", encoding="utf-8") as f:
@@ -144,15 +145,18 @@ def prompt_file(directory, n_tokens=512):
 
 
 def main():
+    global RUN
     ap = argparse.ArgumentParser(description="run.c benchmark")
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--dtypes", default="fp32,q8_0,q4_0,q4_k,q4_k_m")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts")
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "runc-bench"))
+    ap.add_argument("--run", default=RUN, help="the run binary to measure (default: ./run, built by make bench)")
     ap.add_argument("--ttft-shape", default="tinyllama-1.1B",
                     help="the shape whose time to first token after a 500-token prompt is measured")
     args = ap.parse_args()
+    RUN = os.path.abspath(args.run)
     print(f"CPU: {cpu_description()}", file=sys.stderr)
     os.makedirs(args.dir, exist_ok=True)
     bw = bandwidth()
