@@ -94,8 +94,11 @@ def quantize_activations(x, block=32):
     return (q.astype(np.float64) * s).reshape(x32.shape[:-1] + (padded,))[..., :n]
 
 
-def forward(config, weights, tokens, quantized_activations=False):
+def forward(config, weights, tokens, quantized_activations=False, inside=None):
     """Logits (len(tokens), vocab) for the whole sequence, causal attention.
+    inside, a dict, receives what the trace page shows: "attention", each
+    layer's attention probabilities (heads, T, T), and "residual", the
+    residual stream after each layer (T, hidden).
     weights: dict of Hugging Face tensor names to arrays. With
     quantized_activations, every matmul input is quantized as run.c does for
     quantized weights (the weights given are then the dequantized ones): True
@@ -155,6 +158,8 @@ def forward(config, weights, tokens, quantized_activations=False):
         scores = np.einsum("thd,shd->hts", q, k) * scaling + mask
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         att = scores / scores.sum(axis=-1, keepdims=True)
+        if inside is not None:
+            inside.setdefault("attention", []).append(att)
         out = np.einsum("hts,shd->thd", att, v).reshape(T, n_heads * head_dim)
         x = x + residual * (aq(out) @ w[p + "self_attn.o_proj.weight"].T)
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
@@ -164,6 +169,8 @@ def forward(config, weights, tokens, quantized_activations=False):
             gate = aq(h) @ w[p + "mlp.gate_proj.weight"].T
             up = aq(h) @ w[p + "mlp.up_proj.weight"].T
         x = x + residual * (aq(gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj.weight"].T)
+        if inside is not None:
+            inside.setdefault("residual", []).append(x.copy())
 
     x = rms_norm(x, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if "lm_head.weight" not in w else w["lm_head.weight"]
