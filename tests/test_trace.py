@@ -107,6 +107,23 @@ def test_candidates_equal_probs_and_the_tokens_sampled(s260, tmp_path):
     assert "top-p" in cuts  # the cut labels were exercised
 
 
+def test_token_chips_are_what_tokenize_show_prints(s260, tmp_path):
+    """The page's prompt tokens: the same ids and texts as -m tokenize --show
+    (bytes as <0x..>, control tokens marked), with each token's bytes."""
+    model, tok = s260
+    prompt = "Hello w\u00f6rld \u65e5\u672c! Once"
+    shown = run("-m", "tokenize", "--show", "-z", tok, "-i", prompt).stdout.decode().splitlines()
+    pieces = re.findall(r"\[(.*?)\]|\{(.*?)\}", shown[0])
+    ids = [int(i) for i in shown[1].split()[1:]]
+    run(model, "-z", tok, "-i", prompt, "-n", 24, "-t", 0, "--trace-html", tmp_path / "t.html")
+    data = page_data(tmp_path / "t.html")
+    chips = data["tokens"][:data["n_prompt"]]
+    assert [c["id"] for c in chips] == ids
+    assert [(c["text"], c["kind"] == 3) for c in chips] == [(a or b, bool(b)) for a, b in pieces]
+    assert any(c["kind"] == 2 for c in chips) and chips[0]["kind"] == 3
+    assert bytes.fromhex(chips[-1]["bytes"]).decode() == " Once"
+
+
 @pytest.fixture(scope="module")
 def s260(shared):
     return os.path.join(shared, "models", "stories260K.bin"), os.path.join(shared, "models", "tok512.bin")
