@@ -5704,6 +5704,71 @@ static const char *PAGE_SCRIPT[] = {
     "document.body.dataset.ready = '1';",
     NULL};
 
+/* The model card as --verbose prints it, as a string */
+static char *model_card_text(const Model *m, const RunState *s, const Tokenizer *tok, const char *tokenizer_path) {
+    FILE *card = tmpfile();
+    if (!card) fatal("--trace-html: cannot make a temporary file: %s", strerror(errno));
+    print_model_card(card, m, s, tok, tokenizer_path);
+    long len = ftell(card);
+    char *text = xcalloc((size_t)(len > 0 ? len : 0) + 1, 1);
+    rewind(card);
+    if (len > 0 && fread(text, 1, (size_t)len, card) != (size_t)len) fatal("--trace-html: cannot read the model card back");
+    fclose(card);
+    return text;
+}
+
+/* The logit lens as {"token": [[layer 0's P tokens], ...], "prob": [[...], ...]} */
+static void json_lens(FILE *f, const TracePage *page, int n_layers, int P) {
+    for (int part = 0; part < 2; part++) {
+        fputs(part ? ",\"prob\":[" : "{\"token\":[", f);
+        for (int l = 0; l < n_layers; l++) {
+            fputs(l ? ",[" : "[", f);
+            for (int p = 0; p < P; p++) {
+                size_t at = (size_t)l * page->capacity + p;
+                if (part) fprintf(f, "%s%.9g", p ? "," : "", page->lens_prob[at]);
+                else fprintf(f, "%s%d", p ? "," : "", page->lens_token[at]);
+            }
+            fputc(']', f);
+        }
+        fputc(']', f);
+    }
+    fputc('}', f);
+}
+
+/* {"id": text, ...} for every token the steps and the lens name */
+static void json_pieces(FILE *f, const TracePage *page, const Tokenizer *tok, int n_layers, int P) {
+    char *named = xcalloc((size_t)tok->vocab_size, 1);
+    for (int i = 0; i < page->n_steps; i++)
+        for (int k = 0; k < page->steps[i].n; k++) named[page->steps[i].id[k]] = 1;
+    for (int l = 0; l < n_layers; l++)
+        for (int p = 0; p < P; p++) named[page->lens_token[(size_t)l * page->capacity + p]] = 1;
+    fputc('{', f);
+    for (int id = 0, first = 1; id < tok->vocab_size; id++)
+        if (named[id]) {
+            char text[1024];
+            token_text(tok, id, text, sizeof text);
+            fprintf(f, "%s\"%d\":", first ? "" : ",", id);
+            json_string(f, text);
+            first = 0;
+        }
+    fputc('}', f);
+    free(named);
+}
+
+/* The attention weights as one base64 string: (n_layers, n_heads, P, P)
+   float32, the page's rows cut to the P positions run */
+static void json_attention(FILE *f, const TracePage *page, int n_layers, int n_heads, int P) {
+    float *rows = xmalloc((size_t)n_layers * n_heads * P * P * sizeof(float));
+    for (int lh = 0; lh < n_layers * n_heads; lh++)
+        for (int q = 0; q < P; q++)
+            memcpy(rows + ((size_t)lh * P + q) * P, page->attention + ((size_t)lh * page->capacity + q) * page->capacity,
+                   (size_t)P * sizeof(float));
+    fputc('"', f);
+    base64_floats(f, rows, (size_t)n_layers * n_heads * P * P);
+    fputc('"', f);
+    free(rows);
+}
+
 /* Writes the page to f, which open_trace_page opened, then moves it to
    path. Its tokens: the P positions run (the first n_prompt of them the
    prompt's), and the last token sampled, which was never run. */
@@ -5713,15 +5778,7 @@ static void write_trace_page(FILE *f, const char *path, const Model *m, const Ru
     const TracePage *page = s->page;
     int P = page->n_positions;
     int last_unrun = page->n_steps && page->steps[page->n_steps - 1].pos == P;
-    /* the model card, as --verbose prints it */
-    FILE *card = tmpfile();
-    if (!card) fatal("--trace-html: cannot make a temporary file: %s", strerror(errno));
-    print_model_card(card, m, s, tok, tokenizer_path);
-    long card_len = ftell(card);
-    char *card_text = xcalloc((size_t)(card_len > 0 ? card_len : 0) + 1, 1);
-    rewind(card);
-    if (card_len > 0 && fread(card_text, 1, (size_t)card_len, card) != (size_t)card_len) fatal("--trace-html: cannot read the model card back");
-    fclose(card);
+    char *card_text = model_card_text(m, s, tok, tokenizer_path);
 
     fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>run.c trace: ", f);
     for (const char *p = m->path; *p; p++) /* the title: the model's path, escaped */
@@ -5772,39 +5829,13 @@ static void write_trace_page(FILE *f, const char *path, const Model *m, const Ru
         for (int k = 0; k < st->n; k++) fprintf(f, "%s[%d,%.9g,\"%s\"]", k ? "," : "", st->id[k], st->prob[k], st->cut[k]);
         fputs("]}", f);
     }
-    fputs("],\n\"lens\":{\"token\":[", f);
-    for (int l = 0; l < c->n_layers; l++)
-        for (int p = 0; p < P; p++) fprintf(f, "%s%d%s", p ? "," : l ? ",[" : "[", page->lens_token[(size_t)l * page->capacity + p], p == P - 1 ? "]" : "");
-    fputs("],\"prob\":[", f);
-    for (int l = 0; l < c->n_layers; l++)
-        for (int p = 0; p < P; p++) fprintf(f, "%s%.9g%s", p ? "," : l ? ",[" : "[", page->lens_prob[(size_t)l * page->capacity + p], p == P - 1 ? "]" : "");
-    /* the text of every token the steps and the lens name */
-    fputs("]},\n\"pieces\":{", f);
-    char *named = xcalloc((size_t)c->vocab_size, 1);
-    for (int i = 0; i < page->n_steps; i++)
-        for (int k = 0; k < page->steps[i].n; k++) named[page->steps[i].id[k]] = 1;
-    for (size_t i = 0; i < (size_t)c->n_layers * page->capacity; i++) named[page->lens_token[i]] = 1;
-    for (int id = 0, first = 1; id < c->vocab_size; id++)
-        if (named[id]) {
-            char text[1024];
-            token_text(tok, id, text, sizeof text);
-            fprintf(f, "%s\"%d\":", first ? "" : ",", id);
-            json_string(f, text);
-            first = 0;
-        }
-    free(named);
-    /* attention: (n_layers, n_heads, P, P) float32, the page's own rows cut to the P positions run */
-    fputs("},\n\"attention\":\"", f);
-    float *rows = xmalloc((size_t)c->n_layers * c->n_heads * P * P * sizeof(float));
-    for (int l = 0; l < c->n_layers; l++)
-        for (int h = 0; h < c->n_heads; h++)
-            for (int q = 0; q < P; q++)
-                memcpy(rows + (((size_t)l * c->n_heads + h) * P + q) * P,
-                       page->attention + (((size_t)l * c->n_heads + h) * page->capacity + q) * page->capacity,
-                       (size_t)P * sizeof(float));
-    base64_floats(f, rows, (size_t)c->n_layers * c->n_heads * P * P);
-    free(rows);
-    fputs("\"}\n</script>\n<script>\n", f);
+    fputs("],\n\"lens\":", f);
+    json_lens(f, page, c->n_layers, P);
+    fputs(",\n\"pieces\":", f);
+    json_pieces(f, page, tok, c->n_layers, P);
+    fputs(",\n\"attention\":", f);
+    json_attention(f, page, c->n_layers, c->n_heads, P);
+    fputs("}\n</script>\n<script>\n", f);
     for (int i = 0; PAGE_SCRIPT[i]; i++) fprintf(f, "%s\n", PAGE_SCRIPT[i]);
     fputs("</script>\n</body></html>\n", f);
     free(card_text);
