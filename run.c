@@ -5644,6 +5644,9 @@ static const char *PAGE_SCRIPT[] = {
     "  s.title = 'position ' + i + ' \\u00b7 id ' + t.id + ' \\u00b7 bytes ' + (t.bytes.match(/../g) || []).join(' ');",
     "  chips.appendChild(s); });",
     "/* 2. each sampled token's candidates */",
+    "const S = D.sampling, off = v => v ? v : 'off';",
+    "document.getElementById('sampling').textContent = 'This run: temperature ' + S.temperature + ', top-k ' +",
+    "  off(S.top_k) + ', top-p ' + (S.top_p > 0 && S.top_p < 1 ? S.top_p : 'off') + ', min-p ' + off(S.min_p) + '.';",
     "const steps = document.getElementById('steps');",
     "D.steps.forEach(st => {",
     "  const box = el('div', 'step');",
@@ -5794,7 +5797,8 @@ static void write_trace_page(FILE *f, const char *path, const Model *m, const Ru
           "<div id=\"token-chips\"></div></section>\n"
           "<section id=\"steps-panel\"><h2>2. Sampling</h2><p class=\"note\">Before each generated token, the most "
           "likely candidates after the penalties and the temperature; green: the token chosen; grey and labelled: "
-          "removed by temperature 0 (greedy), top-k, top-p or min-p. Scroll for the rest.</p><div id=\"steps\"></div></section>\n"
+          "removed by temperature 0 (greedy), top-k, top-p or min-p. Scroll for the rest.</p><p class=\"note\" "
+          "id=\"sampling\"></p><div id=\"steps\"></div></section>\n"
           "<section id=\"attention-panel\"><h2>3. Attention</h2><p class=\"note\">Row: the position attending "
           "(the query); column: the position attended to (the key). Darker: more weight. Each row sums to 1, and "
           "nothing lies right of the diagonal: a position sees only itself and the ones before it.</p>"

@@ -203,6 +203,7 @@ def test_page_renders_every_panel_in_a_browser(s260, tmp_path):
     assert len(dom.having("div", "kv-group")) == KV and len(dom.having("span", "q-head")) == H
     assert len(dom.having("tr")) == L + 1 and len(dom.having("td")) == L * P and len(dom.having("th")) == (L + 1) * (P + 1) - L * P
     assert "query heads sharing" in dom.text["card"] and "stories260K" in dom.text["card"]
+    assert dom.text["sampling"] == "This run: temperature 0.8, top-k off, top-p 0.9, min-p off."
 
     shot = tmp_path / "page.png"
     p = headless(browser, "--hide-scrollbars", "--window-size=1100,1900", "--virtual-time-budget=10000",
