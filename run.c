@@ -725,7 +725,7 @@ typedef struct {
 } TraceStep;
 
 typedef struct TracePage {
-    int capacity;       /* positions it holds: sqrt(MAX_TRACE_WEIGHTS / (n_layers * n_heads)) */
+    int capacity;       /* positions it holds: the run's context, at most trace_page_capacity (section 9) */
     int n_positions;    /* positions the model has run */
     int *tokens;        /* (capacity) the token fed at each position */
     float *attention;   /* (n_layers, n_heads, capacity, capacity): [l][h][q][k] = the weight query position q
@@ -972,6 +972,15 @@ static void rmsnorm(float *out, const float *x, const float *weight, int n, floa
     for (int i = 0; i < n; i++) ss += x[i] * x[i];
     float scale = 1.0f / sqrtf(ss / n + eps);
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * weight[i];
+}
+
+/* The index of the largest of x[0 .. n - 1] (the first, on ties) */
+static int argmax(const float *x, int n) {
+    int best = 0;
+    float best_value = x[0]; /* kept in a register: x[best] would be a load on every step's critical path */
+    for (int i = 1; i < n; i++)
+        if (x[i] > best_value) best = i, best_value = x[i];
+    return best;
 }
 
 /* In place: x = exp(x - max) / sum(exp(x - max)).  PyTorch: torch.softmax(x, -1) */
@@ -2519,11 +2528,15 @@ static void unpack_q6k_block(int16_t *restrict dst, const uint8_t *restrict blk)
             }
 }
 
-/* Rows i .. i + rows - 1 of a quantized matrix as its GEMM kernel reads them
-   (gemm_i16: w16; gemm_u4: wu and the offsets wm), with a float scale per 32
-   (ws); rows past the matrix repeat its last row. */
-static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, int16_t *w16, uint8_t *wu, float *ws, float *wm) {
+/* Rows i .. i + rows - 1 of a quantized matrix as its GEMM kernel reads them,
+   into `scratch`: a float scale per 32 (ws) and offset per 32 (wm), then the
+   weights (gemm_i16: int16 w16; gemm_u4: bytes wu); rows past the matrix
+   repeat its last row. */
+static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, void *scratch) {
     int n_padded = W->cols_padded, n_blocks = n_padded / QK;
+    float *ws = scratch, *wm = ws + GEMM_ROWS * n_blocks;
+    int16_t *w16 = (int16_t *)(wm + GEMM_ROWS * n_blocks);
+    uint8_t *wu = (uint8_t *)w16;
     for (int r = 0; r < step_rows; r++) {
         int row = i + (r < rows ? r : rows - 1);
         const uint8_t *src = row_bytes(W, row);
@@ -2554,12 +2567,11 @@ static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, int16_t
     }
 }
 
-/* One GEMM step: rows i .. i + rows - 1 of W against panel p, into out[r][j].
-   `scratch` holds the unpacked rows of a quantized step (unpack_rows), made
-   when p is 0 and used for every panel. */
-static void gemm_step(const Matrix *W, const Panels *pn, int i, int rows, int p, void *scratch,
+/* One GEMM step: rows i .. i + rows - 1 of W against panel p, into out[r][j];
+   for a quantized W, `scratch` holds those rows as unpack_rows left them. */
+static void gemm_step(const Matrix *W, int kind, const Panels *pn, int i, int rows, int p, void *scratch,
                       float out[GEMM_ROWS][GEMM_TOKENS]) {
-    int n = W->cols, n_padded = W->cols_padded, n_blocks = n_padded / QK, kind = gemm_kind(W->type);
+    int n = W->cols, n_padded = W->cols_padded, n_blocks = n_padded / QK;
     if (kind == GEMM_F32) {
         gemm_f32((const float *)W->data + (size_t)i * n, (size_t)n, rows, pn->x + (size_t)p * n * GEMM_TOKENS, GEMM_TOKENS, n, out);
         return;
@@ -2567,7 +2579,6 @@ static void gemm_step(const Matrix *W, const Panels *pn, int i, int rows, int p,
     float *ws = scratch, *wm = ws + GEMM_ROWS * n_blocks;
     int16_t *w16 = (int16_t *)(wm + GEMM_ROWS * n_blocks);
     uint8_t *wu = (uint8_t *)w16;
-    if (p == 0) unpack_rows(W, i, rows, kind == GEMM_I16 ? GEMM_ROWS_I16 : GEMM_ROWS, w16, wu, ws, wm);
     size_t panel = (size_t)p * n_padded * GEMM_TOKENS, panel_blocks = (size_t)p * n_blocks * GEMM_TOKENS;
     if (kind == GEMM_I16)
         gemm_i16(w16, ws, n_blocks, pn->x16 + panel, pn->scale + panel_blocks, out);
@@ -2600,9 +2611,10 @@ static void matmul_panels(float *out, const float *x, const QuantizedVector *xq,
 #endif
         for (i = 0; i < d; i += step_rows) {
             int rows = d - i < step_rows ? d - i : step_rows;
+            if (kind != GEMM_F32) unpack_rows(W, i, rows, step_rows, scratch); /* once, for every panel */
             for (p = 0; p < n_panels; p++) {
                 float step[GEMM_ROWS][GEMM_TOKENS];
-                gemm_step(W, pn, i, rows, p, scratch, step);
+                gemm_step(W, kind, pn, i, rows, p, scratch, step);
                 for (int j = 0; j < GEMM_TOKENS && p * GEMM_TOKENS + j < T; j++)
                     for (int r = 0; r < rows; r++) out[(size_t)(p * GEMM_TOKENS + j) * d + i + r] = step[r][j];
             }
@@ -2875,24 +2887,34 @@ static void feed_forward_block(const Config *c, const LayerWeights *lw, RunState
     add_to_residual(c, s->x, s->xb2, lw->post_ffn_norm, T);
 }
 
-/* --trace-html's logit lens: what the residual stream x after layer l
-   would predict at each of the T positions if the model stopped there, by
-   the model's own ending (final norm, classifier, Granite's scale, Gemma 2's
-   soft-cap). The page keeps the most likely token and its probability.
+/* The model's ending on T rows h (T, dim) of the residual stream: s->logits
+   (T, vocab) = classifier(rmsnorm(h)), then Granite's scale and Gemma 2's
+   soft-cap; the normed rows go to normed (h itself will do).
+   PyTorch: lm_head(model.norm(h)) */
+static void model_head(const Model *m, RunState *s, float *normed, const float *h, int T) {
+    const Config *c = &m->config;
+    int dim = c->dim;
+    size_t n_logits = (size_t)T * c->vocab_size;
+    for (int t = 0; t < T; t++) rmsnorm(normed + (size_t)t * dim, h + (size_t)t * dim, m->weights.final_norm, dim, c->norm_eps);
+    quantize_input(c, s->xq, normed, T, dim);
+    matmul(s->logits, normed, s->xq, &s->panels, &m->weights.classifier, T);
+    if (c->logit_scale != 1.0f) /* Granite: logits / logits_scaling */
+        for (size_t i = 0; i < n_logits; i++) s->logits[i] *= c->logit_scale;
+    if (c->final_softcap > 0.0f) soft_cap(s->logits, n_logits, c->final_softcap); /* Gemma 2 */
+}
+
+/* --trace-html's logit lens: what the residual stream after layer l would
+   predict at each of the T positions if the model stopped there, by the
+   model's own ending (model_head, on a copy: s->xb). The page keeps the most
+   likely token and its probability.
    PyTorch: softmax(lm_head(norm(hidden_states[l + 1])), -1).max(-1) */
 static void page_logit_lens(const Model *m, RunState *s, int l, int T, int pos) {
-    const Config *c = &m->config;
-    int dim = c->dim, V = c->vocab_size;
-    for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, m->weights.final_norm, dim, c->norm_eps);
-    quantize_input(c, s->xq, s->xb, T, dim);
-    matmul(s->logits, s->xb, s->xq, &s->panels, &m->weights.classifier, T);
+    int V = m->config.vocab_size;
+    model_head(m, s, s->xb, s->x, T);
     for (int t = 0; t < T; t++) {
         float *logits = s->logits + (size_t)t * V;
-        for (int i = 0; i < V; i++) logits[i] *= c->logit_scale;
-        if (c->final_softcap > 0.0f) soft_cap(logits, V, c->final_softcap);
         softmax(logits, V);
-        int best = 0;
-        for (int i = 1; i < V; i++) best = logits[i] > logits[best] ? i : best;
+        int best = argmax(logits, V);
         s->page->lens_token[(size_t)l * s->page->capacity + pos + t] = best;
         s->page->lens_prob[(size_t)l * s->page->capacity + pos + t] = logits[best];
     }
@@ -2936,15 +2958,9 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
         s->page->n_positions = pos + T;
     }
 
-    /* logits = classifier(rmsnorm(x))   PyTorch: lm_head(model.norm(x)) */
+    /* logits = classifier(rmsnorm(x)) of every token, or of the last one (model_head) */
     int first = all_logits ? 0 : T - 1;
-    size_t n_logits = (size_t)(T - first) * c->vocab_size;
-    for (int t = first; t < T; t++) rmsnorm(x + (size_t)t * dim, x + (size_t)t * dim, w->final_norm, dim, c->norm_eps);
-    quantize_input(c, s->xq, x + (size_t)first * dim, T - first, dim);
-    matmul(s->logits, x + (size_t)first * dim, s->xq, &s->panels, &w->classifier, T - first);
-    if (c->logit_scale != 1.0f) /* Granite: logits / logits_scaling */
-        for (size_t i = 0; i < n_logits; i++) s->logits[i] *= c->logit_scale;
-    if (c->final_softcap > 0.0f) soft_cap(s->logits, n_logits, c->final_softcap); /* Gemma 2 */
+    model_head(m, s, x + (size_t)first * dim, x + (size_t)first * dim, T - first);
     return s->logits;
 }
 
@@ -4505,14 +4521,6 @@ static uint32_t random_u32(uint64_t *state) {
 
 static float random_f32(uint64_t *state) { /* in [0, 1) */
     return (random_u32(state) >> 8) / 16777216.0f;
-}
-
-static int argmax(const float *x, int n) {
-    int best = 0;
-    float best_value = x[0]; /* kept in a register: x[best] would be a load on every step's critical path */
-    for (int i = 1; i < n; i++)
-        if (x[i] > best_value) best = i, best_value = x[i];
-    return best;
 }
 
 /* Index i with probability probs[i]; coin is uniform in [0, 1). */
