@@ -1,7 +1,8 @@
 /* Arithmetic speed of run.c's kernels on one thread, with their data in cache:
    the ceiling on tokens/s once memory is not the limit. For each weight type,
    the dot product (generation: one token per weight row) and the tile (prompt:
-   2 rows x 4 tokens; fp32 prompts use the GEMM step measured last), on rows of 2048 weights; prints billions of
+   2 rows x 4 tokens), on rows of 2048 weights, then the GEMM steps that prompts
+   take (a step's rows x a panel of 16 tokens); prints billions of
    multiply-adds per second, best of 5 runs. Built like `make fast`:
    cc -O3 -march=native tools/kernels.c -o kernels -lm && ./kernels */
 #define RUN_NO_MAIN
@@ -77,22 +78,43 @@ int main(void) {
     for (int type = WEIGHT_F32; type < N_WEIGHT_TYPES; type++)
         printf("%s dot %.1f tile %.1f\n", WEIGHT_NAMES[type], best_gmacs(type, 0, w, x, w8, w4, ws, wk, xq),
                best_gmacs(type, 1, w, x, w8, w4, ws, wk, xq));
-    /* the fp32 GEMM step of prompt processing: 6 rows x a panel of 16 tokens */
+    /* the GEMM steps of prompt processing: a step's rows against a panel of 16 tokens */
     float *panel = xmalloc((size_t)N * GEMM_TOKENS * sizeof(float)), *w6 = xmalloc((size_t)GEMM_ROWS * N * sizeof(float));
     for (int i = 0; i < N * GEMM_TOKENS; i++) panel[i] = random_f32(&rng) - 0.5f;
     for (int i = 0; i < GEMM_ROWS * N; i++) w6[i] = random_f32(&rng) - 0.5f;
-    double best = 0;
-    for (int run = 0; run < 5; run++) {
-        float out[GEMM_ROWS][GEMM_TOKENS], total = 0;
-        double t0 = now();
-        for (int r = 0; r < REPS / 12; r++) {
-            gemm_f32(w6, N, GEMM_ROWS, panel, GEMM_TOKENS, N, out);
-            total += out[r % GEMM_ROWS][r % GEMM_TOKENS];
+    int16_t *w16 = xmalloc((size_t)GEMM_ROWS * N * sizeof(int16_t)), *x16 = xmalloc((size_t)N * GEMM_TOKENS * sizeof(int16_t));
+    uint8_t *wu = xmalloc((size_t)GEMM_ROWS * N);
+    int8_t *x8 = xmalloc((size_t)N * GEMM_TOKENS);
+    float *gs = xmalloc((size_t)GEMM_ROWS * NB * sizeof(float)), *gm = xmalloc((size_t)GEMM_ROWS * NB * sizeof(float));
+    float *xs = xmalloc((size_t)NB * GEMM_TOKENS * sizeof(float));
+    int32_t *xsum = xmalloc((size_t)NB * GEMM_TOKENS * sizeof(int32_t));
+    for (int i = 0; i < GEMM_ROWS * N; i++) w16[i] = (int16_t)(random_u32(&rng) % 255 - 127), wu[i] = random_u32(&rng) % 16;
+    for (int i = 0; i < N * GEMM_TOKENS; i++) x16[i] = (int16_t)(random_u32(&rng) % 255 - 127), x8[i] = (int8_t)x16[i];
+    for (int i = 0; i < GEMM_ROWS * NB; i++) gs[i] = 0.01f, gm[i] = 0.08f;
+    for (int i = 0; i < NB * GEMM_TOKENS; i++) xs[i] = 0.01f, xsum[i] = (int32_t)(random_u32(&rng) % 1000);
+    const char *names[] = {"fp32 gemm_f32", "q8_0/q6_k gemm_i16", "q4_0/q4_k gemm_u4"};
+    int step_rows[] = {GEMM_ROWS, GEMM_ROWS_I16, GEMM_ROWS};
+    for (int kind = 0; kind < 3; kind++) {
+#if !defined(QUANTIZED_PANELS)
+        if (kind > 0) break; /* quantized prompts take the tiles in this build */
+#endif
+        double best = 0;
+        for (int run = 0; run < 5; run++) {
+            float out[GEMM_ROWS][GEMM_TOKENS], total = 0;
+            double t0 = now();
+            for (int r = 0; r < REPS / 12; r++) {
+                if (kind == 0) gemm_f32(w6, N, GEMM_ROWS, panel, GEMM_TOKENS, N, out);
+#if defined(QUANTIZED_PANELS)
+                else if (kind == 1) gemm_i16(w16, gs, NB, x16, xs, out);
+                else gemm_u4(wu, gs, gm, NB, x8, xs, xsum, out);
+#endif
+                total += out[r % step_rows[kind]][r % GEMM_TOKENS];
+            }
+            sink = total;
+            double gmacs = (double)step_rows[kind] * GEMM_TOKENS * N * (REPS / 12) / (now() - t0) / 1e9;
+            if (gmacs > best) best = gmacs;
         }
-        sink = total;
-        double gmacs = (double)GEMM_ROWS * GEMM_TOKENS * N * (REPS / 12) / (now() - t0) / 1e9;
-        if (gmacs > best) best = gmacs;
+        printf("%s (%d rows x %d tokens) %.1f\n", names[kind], step_rows[kind], GEMM_TOKENS, best);
     }
-    printf("fp32 gemm (%d rows x %d tokens) %.1f\n", GEMM_ROWS, GEMM_TOKENS, best);
     return 0;
 }
