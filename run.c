@@ -1020,13 +1020,36 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
    x86 AVX2 (with FMA and F16C; AVX-512 machines run it too) and ARM NEON,
    chosen at compile time (make fast builds for this machine; -DRUN_SCALAR
    forces the scalar ones). The tests hold each SIMD version to its scalar
-   one. */
+   one.
+
+   VNNI: where the machine has it (AVX512-VNNI with AVX512-VL: Zen 4, Ice
+   Lake and later Xeons; or AVX-VNNI: Alder Lake and later), the AVX2 kernels
+   do their integer multiply-adds with one instruction each, on the same
+   256-bit registers and data layout: dpbusd (32 products of unsigned by
+   signed bytes, summed in fours and added to 8 int32) and dpwssd (16 products
+   of int16, summed in pairs and added to 8 int32). Without VNNI the same sums
+   take two or three instructions (maddubs or madd, widen, add): see
+   dot_u8_s8_add and dot_i16_add. The sums are the same integers either way.
+   (The tests also build this path on machines without VNNI, with the two
+   instructions emulated: tests/harness_vnni.c defines RUN_VNNI.) */
 
 #if defined(RUN_SCALAR)
 #define SIMD_NAME "scalar"
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define USE_AVX2 1
+#if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(RUN_VNNI)
+#define USE_VNNI 1
+#define dpbusd _mm256_dpbusd_epi32
+#define dpwssd _mm256_dpwssd_epi32
+#define SIMD_NAME "AVX2+VNNI"
+#elif defined(__AVXVNNI__)
+#define USE_VNNI 1
+#define dpbusd _mm256_dpbusd_avx_epi32
+#define dpwssd _mm256_dpwssd_avx_epi32
+#define SIMD_NAME "AVX2+AVX-VNNI"
+#else
 #define SIMD_NAME "AVX2"
+#endif
 #elif defined(__ARM_NEON) && defined(__aarch64__)
 #define USE_NEON 1
 #define SIMD_NAME "NEON"
@@ -1386,9 +1409,24 @@ static float dot_f32(const float *a, const float *b, int n) {
     return sum;
 }
 
-/* 32 products of unsigned by signed bytes, summed into 8 int32 */
+/* 32 products of unsigned by signed bytes, summed in fours into 8 int32.
+   AVX2: maddubs sums them in pairs as int16 (saturating: every caller keeps
+   a pair below 2^15), and madd by 1 widens. VNNI: one dpbusd. */
 static __m256i dot_u8_s8(__m256i u, __m256i s) {
+#if defined(USE_VNNI)
+    return dpbusd(_mm256_setzero_si256(), u, s);
+#else
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+/* acc + 16 products of int16, summed in pairs into 8 int32 */
+static __m256i dot_i16_add(__m256i acc, __m256i a, __m256i b) {
+#if defined(USE_VNNI)
+    return dpwssd(acc, a, b);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
 }
 
 /* The combined scale (weight scale x activation scale) of 8 blocks. */
@@ -1515,8 +1553,12 @@ static void load_x_pair(const int8_t *x, __m256i *first, __m256i *second) {
 
 /* Nibbles . activations of two blocks: lanes 0-3 sum to the first block's, 4-7 to the second's. */
 static __m256i pair_dot_q4(__m256i lo, __m256i hi, __m256i x_first, __m256i x_second) {
+#if defined(USE_VNNI)
+    return dpbusd(dpbusd(_mm256_setzero_si256(), lo, x_first), hi, x_second);
+#else
     __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo, x_first), _mm256_maddubs_epi16(hi, x_second));
     return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+#endif
 }
 
 /* first's value in lanes 0-3, second's in lanes 4-7 */
@@ -1690,7 +1732,9 @@ static void gemm_f32(const float *w, size_t stride, int rows, const float *panel
    widened to int16 once per step, one madd does 16 multiply-adds and sums
    pairs straight into int32. Per pair of values k: one load of 16 tokens'
    pairs (two vectors), 3 broadcast weight pairs, 6 madds into int32 sums that
-   become floats once per block. 3 rows x 16 tokens: 12 accumulators. */
+   become floats once per block. 3 rows x 16 tokens: 12 accumulators. With
+   VNNI each madd and its add are one dpwssd (dot_i16_add). On this design's
+   AVX2 machine (Zen 3) the madds are the limit: one per cycle, 16 products. */
 static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const int16_t *x16, const float *xs,
                     float out[GEMM_ROWS][GEMM_TOKENS]) {
     __m256 a[GEMM_ROWS_I16][2];
@@ -1706,8 +1750,8 @@ static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const in
                 int32_t pair;
                 memcpy(&pair, w16 + r * n + b * QK + 2 * g, 4);
                 __m256i wv = _mm256_set1_epi32(pair);
-                sum[r][0] = _mm256_add_epi32(sum[r][0], _mm256_madd_epi16(wv, x0));
-                sum[r][1] = _mm256_add_epi32(sum[r][1], _mm256_madd_epi16(wv, x1));
+                sum[r][0] = dot_i16_add(sum[r][0], wv, x0);
+                sum[r][1] = dot_i16_add(sum[r][1], wv, x1);
             }
         }
         __m256 xs0 = _mm256_loadu_ps(xs + b * GEMM_TOKENS), xs1 = _mm256_loadu_ps(xs + b * GEMM_TOKENS + 8);
@@ -1724,28 +1768,36 @@ static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const in
    u (0..15) are the unsigned operand maddubs needs, and their products are
    small: a pair is at most 2 x 15 x 127, so a whole block's 8 maddubs add up
    as int16 and widen once (one madd per 32 x 8 products where gemm_i16 needs
-   16). Definition: gemm_u4_scalar. */
+   16). VNNI: dpbusd adds each product of 4 straight into int32 sums.
+   Definition: gemm_u4_scalar. */
 static void gemm_u4_half(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8,
                          const float *xs, const int32_t *xsum, int half, float out[GEMM_ROWS][GEMM_TOKENS]) {
     __m256 a[GEMM_ROWS];
     for (int r = 0; r < GEMM_ROWS; r++) a[r] = _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
     size_t n = (size_t)n_blocks * QK;
     for (int b = 0; b < n_blocks; b++) {
-        __m256i sum[GEMM_ROWS];
+        __m256i sum[GEMM_ROWS]; /* int16 sums (AVX2) or int32 (VNNI) */
         for (int r = 0; r < GEMM_ROWS; r++) sum[r] = _mm256_setzero_si256();
         for (int g = 0; g < QK / 4; g++) {
             __m256i xv = _mm256_loadu_si256((const __m256i *)(x8 + ((size_t)(b * QK / 4 + g) * GEMM_TOKENS + half * 8) * 4));
             for (int r = 0; r < GEMM_ROWS; r++) {
                 int32_t quad;
                 memcpy(&quad, wu + r * n + b * QK + 4 * g, 4);
+#if defined(USE_VNNI)
+                sum[r] = dpbusd(sum[r], _mm256_set1_epi32(quad), xv);
+#else
                 sum[r] = _mm256_add_epi16(sum[r], _mm256_maddubs_epi16(_mm256_set1_epi32(quad), xv));
+#endif
             }
         }
         __m256 xsv = _mm256_loadu_ps(xs + b * GEMM_TOKENS + half * 8);
         __m256 xsums = _mm256_mul_ps(xsv, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(xsum + b * GEMM_TOKENS + half * 8))));
         for (int r = 0; r < GEMM_ROWS; r++) {
-            __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(sum[r], ones));
+#if defined(USE_VNNI)
+            __m256 dot = _mm256_cvtepi32_ps(sum[r]);
+#else
+            __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(sum[r], _mm256_set1_epi16(1)));
+#endif
             a[r] = _mm256_fmadd_ps(dot, _mm256_mul_ps(_mm256_broadcast_ss(ws + r * n_blocks + b), xsv), a[r]);
             a[r] = _mm256_fnmadd_ps(_mm256_broadcast_ss(wm + r * n_blocks + b), xsums, a[r]);
         }

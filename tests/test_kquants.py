@@ -18,7 +18,7 @@ import hf
 import reference
 import runc_file
 from conftest import HARNESS, ROOT, export, logits, run
-from test_quantized import arm_harnesses  # noqa: F401  (a fixture: the harness built for ARM)
+from test_quantized import arm_harnesses, vnni_harness  # noqa: F401  (fixtures: the harness built for ARM, with VNNI)
 from test_families import FAMILIES
 
 sys.path.insert(0, ROOT)
@@ -210,6 +210,17 @@ def test_neon_k_matmuls_are_exact(shared, tmp_path, arm_harnesses):
     for exe in arm_harnesses:
         assert assert_matmuls_exact(tmp_path / "m.bin", ("qemu-aarch64", str(exe))) == {"q4_k", "q6_k"}
         assert assert_matmuls_exact(tmp_path / "f.bin", ("qemu-aarch64", str(exe)), tokens=37) == {"fp32"}
+
+
+@pytest.mark.parametrize("kind", ["Q4_K_M-mixed", "Q8_0", "Q4_0"])
+def test_vnni_matmuls_are_exact(shared, tmp_path, vnni_harness, kind):
+    """The same through the VNNI kernels (emulated where the machine lacks
+    them): generation's dot products and tiles (5 tokens) and the GEMM steps
+    (37), for the types whose integer sums VNNI does."""
+    export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, kind + ".gguf"))
+    for tokens in (5, 37):
+        seen = assert_matmuls_exact(tmp_path / "m.bin", (str(vnni_harness),), tokens=tokens)
+        assert seen == ({"q4_k", "q6_k"} if "mixed" in kind else {kind.lower()})
 
 
 @pytest.mark.parametrize("kind", ["Q4_K_M-mixed", "Q3_K_M-mixed", "Q6_K", "Q5_K"])

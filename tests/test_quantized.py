@@ -130,6 +130,32 @@ def test_neon_kernels_equal_scalar(arm_harnesses):
         assert assert_kernels_equal_scalar(out) == "NEON"
 
 
+@pytest.fixture(scope="module")
+def vnni_harness(tmp_path_factory):
+    """The harness with run.c's VNNI kernels (tests/harness_vnni.c), built for
+    this AVX2 machine with the two VNNI instructions emulated by SIMDe, or
+    run natively where the machine has them."""
+    import platform
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the VNNI kernels are x86's")
+    if not os.path.exists("/usr/include/simde/x86/avx512/dpbusd.h"):
+        if os.environ.get("CI"):
+            pytest.fail("CI installs libsimde-dev to test the VNNI kernels")
+        pytest.skip("libsimde-dev is not installed: VNNI kernels not tested on this machine")
+    exe = tmp_path_factory.mktemp("vnni") / "harness-vnni"
+    subprocess.run(["cc", "-std=c11", "-O2", "-march=native", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-function",
+                    "-o", exe, os.path.join(ROOT, "tests", "harness_vnni.c"), "-lm"], check=True)
+    return exe
+
+
+def test_vnni_kernels_equal_scalar(vnni_harness):
+    out = subprocess.run([vnni_harness, "kernels"], capture_output=True, text=True, check=True).stdout
+    simd = assert_kernels_equal_scalar(out)
+    if simd == "scalar":  # this x86 machine lacks AVX2 (FMA, F16C): nothing VNNI to test
+        pytest.skip("no AVX2 here: the VNNI kernels are not built")
+    assert simd == "AVX2+VNNI"
+
+
 def test_neon_forward_matches_reference(arm_harnesses, tmp_path):
     config = FAMILIES["qwen2.5"]
     weights = hf.random_llama(config, seed=5)
