@@ -5,7 +5,7 @@
    independent accumulators, so that neither the adds nor their latency limit
    the rate: only memory does. The benchmark's "% of bandwidth" divides by the
    best of these.
-   cc -O3 -march=native -fopenmp tools/bandwidth.c -o bandwidth && ./bandwidth */
+   cc -O3 -march=native -fopenmp tools/bandwidth.c -o bandwidth && ./bandwidth [THREADS] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
 #include <stdio.h>
@@ -49,7 +49,7 @@ static uint64_t sum_part(const uint64_t *buf, size_t from, size_t to) {
     return sum;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     size_t n = (size_t)1 << 27; /* 2^27 uint64 = 1 GiB */
     uint64_t *buf = aligned_alloc(64, n * sizeof(uint64_t));
     if (!buf) return 1;
@@ -68,7 +68,9 @@ int main(void) {
 #endif
         for (size_t i = n / nt * t; i < (t == nt - 1 ? n : n / nt * (t + 1)); i++) buf[i] = i;
     }
+    int only = argc > 1 ? atoi(argv[1]) : 0; /* ./bandwidth N: N threads only */
     for (int threads = 1; threads <= max_threads; threads++) {
+        if (only > 0 && threads != only) continue;
         double best = 1e30;
         uint64_t total = 0;
         for (int pass = 0; pass < 5; pass++) {

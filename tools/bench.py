@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """make bench: generation and prompt speed of run.c on random models of fixed
 shapes, in each weight type, with 1 and 2 threads, against this machine's
-measured memory bandwidth (measured before and after the runs: the higher
-counts). Prints one Markdown table, then each kernel's arithmetic speed in
-cache (tools/kernels.c), the ceiling once memory is not the limit.
+measured memory bandwidth. A shared host's bandwidth drifts from minute to
+minute, so it is measured (tools/bandwidth.c, with the row's threads) just
+before and just after each generation run, and each row's share is of the
+higher of those two. Prints one Markdown table, then each kernel's arithmetic
+speed in cache (tools/kernels.c), the ceiling once memory is not the limit.
 
     /usr/bin/python3 tools/bench.py [--shapes stories15M,stories110M,tinyllama-1.1B]
                                     [--dtypes fp32,q8_0,q4_0,q4_k,q4_k_m] [--threads 1,2] [--repeat 3]
@@ -91,11 +93,16 @@ def run(model, args, threads, repeat, key):
     return best
 
 
-def bandwidth():
+def build_bandwidth():
     exe = os.path.join(tempfile.gettempdir(), "runc-bandwidth")
     subprocess.run(["cc", "-O3", "-march=native", "-fopenmp", os.path.join(ROOT, "tools", "bandwidth.c"), "-o", exe],
                    check=True)
-    out = subprocess.run([exe], capture_output=True, text=True, check=True).stdout
+    return exe
+
+
+def bandwidth(exe, threads=None):
+    """{threads: GB/s}: every thread count, or only `threads`."""
+    out = subprocess.run([exe] + ([str(threads)] if threads else []), capture_output=True, text=True, check=True).stdout
     return {int(t): float(g) for t, g in re.findall(r"threads (\d+): ([\d.]+) GB/s", out)}
 
 
@@ -120,7 +127,8 @@ def cpu_description():
                     flags = set(value.split())
     except OSError:
         pass
-    wanted = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "asimd", "asimddp"]
+    wanted = ["avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "asimd",
+              "asimddp"]
     return f"{model} ({', '.join(w for w in wanted if w in flags) or 'no SIMD flags found'})"
 
 
@@ -159,7 +167,8 @@ def main():
     RUN = os.path.abspath(args.run)
     print(f"CPU: {cpu_description()}", file=sys.stderr)
     os.makedirs(args.dir, exist_ok=True)
-    bw = bandwidth()
+    bw_exe = build_bandwidth()
+    bw = bandwidth(bw_exe)
     print(f"memory read bandwidth: " + ", ".join(f"{bw[t]:.1f} GB/s ({t} thread{'s' if t > 1 else ''})" for t in sorted(bw)),
           file=sys.stderr)
     prompt = prompt_file(args.dir)
@@ -174,29 +183,27 @@ def main():
                 make_model(model, shape, dtype)
             gb = weight_bytes(model, shape, dtype) / 1e9
             for threads in map(int, args.threads.split(",")):
+                before = bandwidth(bw_exe, threads)[threads]
                 _, _, n_gen, gen = run(model, ["-n", "257"], threads, args.repeat, 3)
+                beside = max(before, bandwidth(bw_exe, threads)[threads])
+                bw[threads] = max(bw.get(threads, 0), beside)
                 n_prompt, prompt_rate, _, _ = run(model, ["-f", prompt, "-n", "513"], threads, args.repeat, 1)
                 rows.append((shape_name, dtype, threads, gen, prompt_rate, 1000 / gen if gen else 0, gb * gen,
-                             n_gen, n_prompt))
+                             n_gen, n_prompt, beside))
                 if shape_name == args.ttft_shape:  # the prompt's time is the wait before the first token
                     n500, rate500, _, _ = run(model, ["-f", prompt500, "-n", "501"], threads, args.repeat, 1)
                     ttft.append((dtype, threads, n500, n500 / rate500 if rate500 else 0))
                 print(f"{shape_name} {dtype} {threads}T: {gen:.1f} tok/s, prompt {prompt_rate:.1f} tok/s",
                       file=sys.stderr)
-    # this machine's bandwidth varies from minute to minute (a shared host): measured
-    # again after the runs, and the higher of the two is the reference
-    after = bandwidth()
-    bw = {t: max(bw[t], after.get(t, 0)) for t in bw}
-    print(f"Memory read bandwidth (the higher of two measurements): " +
+    print(f"Memory read bandwidth (the highest measured): " +
           ", ".join(f"{bw[t]:.1f} GB/s with {t} thread{'s' if t > 1 else ''}" for t in sorted(bw)) + "\n")
     print(f"CPU: {cpu_description()}\n")
     print("| shape | weights | threads | generation tok/s | prompt tokens | prompt tok/s | ms/token | GB/s streamed "
-          "| % of bandwidth |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| bandwidth beside it, GB/s | % of it |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        limit = bw.get(r[2], max(bw.values()))
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[8]} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:.1f} "
-              f"| {100 * r[6] / limit:.0f}% |")
+              f"| {r[9]:.1f} | {100 * r[6] / r[9]:.0f}% |")
     if ttft:
         print(f"\nTime to first token after a 500-token prompt, {args.ttft_shape}:\n")
         print("| weights | threads | prompt tokens | seconds |")
