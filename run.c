@@ -1029,7 +1029,8 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
    signed bytes, summed in fours and added to 8 int32) and dpwssd (16 products
    of int16, summed in pairs and added to 8 int32). Without VNNI the same sums
    take two or three instructions (maddubs or madd, widen, add): see
-   dot_u8_s8_add and dot_i16_add. The sums are the same integers either way.
+   dot_u8_s8, dot_i16_add, pair_dot_q4 and gemm_u4_half. The sums are the same
+   integers either way.
    (The tests also build this path on machines without VNNI, with the two
    instructions emulated: tests/harness_vnni.c defines RUN_VNNI.) */
 
@@ -1733,8 +1734,8 @@ static void gemm_f32(const float *w, size_t stride, int rows, const float *panel
    pairs straight into int32. Per pair of values k: one load of 16 tokens'
    pairs (two vectors), 3 broadcast weight pairs, 6 madds into int32 sums that
    become floats once per block. 3 rows x 16 tokens: 12 accumulators. With
-   VNNI each madd and its add are one dpwssd (dot_i16_add). On this design's
-   AVX2 machine (Zen 3) the madds are the limit: one per cycle, 16 products. */
+   VNNI each madd and its add are one dpwssd (dot_i16_add). On the Zen 3 this
+   was written on, the madds are the limit: one per cycle, 16 products. */
 static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const int16_t *x16, const float *xs,
                     float out[GEMM_ROWS][GEMM_TOKENS]) {
     __m256 a[GEMM_ROWS_I16][2];
