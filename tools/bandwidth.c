@@ -3,8 +3,9 @@
    of them, best of 5 passes. Each thread reads its own contiguous part (and
    first wrote it, so its pages are its own), with wide loads into several
    independent accumulators, so that neither the adds nor their latency limit
-   the rate: only memory does. The benchmark's "% of bandwidth" divides by the
-   best of these.
+   the rate: only memory does. The benchmark measures it with a row's threads
+   just before and after that row's generation run, and divides by the higher.
+   With THREADS, only that many threads are measured.
    cc -O3 -march=native -fopenmp tools/bandwidth.c -o bandwidth && ./bandwidth [THREADS] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
@@ -68,9 +69,11 @@ int main(int argc, char **argv) {
 #endif
         for (size_t i = n / nt * t; i < (t == nt - 1 ? n : n / nt * (t + 1)); i++) buf[i] = i;
     }
-    int only = argc > 1 ? atoi(argv[1]) : 0; /* ./bandwidth N: N threads only */
-    for (int threads = 1; threads <= max_threads; threads++) {
-        if (only > 0 && threads != only) continue;
+    int only = argc > 1 ? atoi(argv[1]) : 0; /* ./bandwidth N: N threads only (even past the cores) */
+#ifndef _OPENMP
+    if (only > 1) only = 1; /* without OpenMP, one thread is all there is */
+#endif
+    for (int threads = only > 0 ? only : 1; threads <= (only > 0 ? only : max_threads); threads++) {
         double best = 1e30;
         uint64_t total = 0;
         for (int pass = 0; pass < 5; pass++) {
