@@ -2,7 +2,7 @@
 
    Reading order (each section only uses the ones above it):
      1. errors and small helpers
-     2. model file: header, validation, weights (mmapped)
+     2. model file: header, validation, weights (read into 2 MB pages, or mmapped)
      3. run state: activations and the KV cache
      4. kernels: rmsnorm, softmax, matmul, rope
      5. forward pass
@@ -16,6 +16,7 @@
    Only libc and libm; OpenMP is optional. */
 
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* and glibc's madvise, MADV_HUGEPAGE, MAP_ANONYMOUS (section 2) */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -652,11 +653,91 @@ typedef struct {
     Config config;
     Weights weights;
     const char *path;
-    void *data;     /* the mmapped file */
-    uint64_t size;  /* its length in bytes */
+    void *data;         /* the file's bytes, read-only: in 2 MB pages, or mapped */
+    uint64_t size;      /* their length */
+    void *block;        /* what to munmap: the mapping, or the memory they were read into */
+    size_t block_size;
+    int read_in;        /* 1: read into memory (LOAD_READ), 0: the file mapped (LOAD_MMAP) */
 } Model;
 
-static void build_model(Model *m, const char *path) {
+/* How the file's bytes come into memory: --mmap, --no-mmap, or by size. */
+enum { LOAD_AUTO, LOAD_MMAP, LOAD_READ };
+#define HUGE_PAGE ((size_t)2 << 20)
+
+/* Generation reads every weight once per token, so how its memory is paged
+   shows. A mapped file lies in the page cache in whatever pieces the kernel
+   holds it (here: runs of 3 to 25 physically contiguous 4 KB pages), each
+   page needing its own TLB entry. Read into anonymous memory that the kernel
+   is asked to back with transparent huge pages, the weights lie in 2 MB
+   pages: TinyLlama-1.1B generation 8-11% faster in fp32, q8_0 and q4_0 on
+   this project's machines (alternating runs, medians). The cost: the bytes
+   are copied once at the start (about 0.1 s per GB from the page cache), and
+   the memory is the process's own instead of the page cache, shared and
+   droppable. So LOAD_AUTO reads in files from 8 MB (smaller ones gain
+   nothing) up to half the physical memory (larger ones are mapped, which
+   lets the kernel page them). Returns 0 where huge pages are not to be had
+   (another OS, or the kernel's transparent huge pages set to never): the
+   caller maps the file instead. */
+static int huge_pages_available(void) {
+#if defined(MADV_HUGEPAGE) && defined(MAP_ANONYMOUS)
+    char line[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f) return 0;
+    int ok = fgets(line, sizeof line, f) != NULL && strstr(line, "[never]") == NULL;
+    fclose(f);
+    return ok;
+#else
+    return 0;
+#endif
+}
+
+static int read_in_huge_pages(Model *m, int fd) {
+#if defined(MADV_HUGEPAGE) && defined(MAP_ANONYMOUS)
+    size_t size = (size_t)m->size;
+    if (size > SIZE_MAX - HUGE_PAGE || (sizeof(off_t) < 8 && m->size > (uint64_t)INT32_MAX)) return 0;
+    m->block_size = size + HUGE_PAGE; /* room to start on a 2 MB boundary, as huge pages must */
+    m->block = mmap(NULL, m->block_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m->block == MAP_FAILED) {
+        m->block = NULL;
+        return 0;
+    }
+    char *start = (char *)(((uintptr_t)m->block + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (madvise(start, size, MADV_HUGEPAGE) != 0) {
+        munmap(m->block, m->block_size);
+        m->block = NULL;
+        return 0;
+    }
+    for (size_t done = 0; done < size;) {
+        size_t want = size - done < ((size_t)1 << 30) ? size - done : (size_t)1 << 30;
+        ssize_t got = pread(fd, start + done, want, (off_t)done);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) fatal("%s: read failed: %s", m->path, strerror(errno));
+        if (got == 0) fatal("%s: the file ended after %zu of %zu bytes (changed while being read?)", m->path, done, size);
+        done += (size_t)got;
+    }
+    mprotect(start, size, PROT_READ); /* read-only, as a mapped file: a stray write faults */
+    m->data = start;
+    m->read_in = 1;
+    return 1;
+#else
+    (void)m, (void)fd;
+    return 0;
+#endif
+}
+
+/* LOAD_AUTO's choice for a file of `size` bytes (see read_in_huge_pages). */
+static int load_by_size(uint64_t size) {
+    uint64_t memory = 0;
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) memory = (uint64_t)pages * (uint64_t)page;
+#endif
+    return size >= ((uint64_t)8 << 20) && size <= memory / 2 ? LOAD_READ : LOAD_MMAP;
+}
+
+/* load: LOAD_AUTO, LOAD_MMAP or LOAD_READ (LOAD_READ maps the file where
+   huge pages are not to be had). */
+static void build_model(Model *m, const char *path, int load) {
     memset(m, 0, sizeof(*m));
     m->path = path;
     int fd = open(path, O_RDONLY);
@@ -667,8 +748,12 @@ static void build_model(Model *m, const char *path) {
     m->size = (uint64_t)st.st_size;
     if (m->size < 4) fatal("%s: file is too small to be a model (%llu bytes)", path, (unsigned long long)m->size);
     if (m->size > (uint64_t)SIZE_MAX) fatal("%s: file is too large to map", path);
-    m->data = mmap(NULL, (size_t)m->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (m->data == MAP_FAILED) fatal("%s: mmap failed: %s", path, strerror(errno));
+    if (load == LOAD_AUTO) load = load_by_size(m->size);
+    if (load != LOAD_READ || !huge_pages_available() || !read_in_huge_pages(m, fd)) {
+        m->data = mmap(NULL, (size_t)m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m->data == MAP_FAILED) fatal("%s: mmap failed: %s", path, strerror(errno));
+        m->block = m->data, m->block_size = (size_t)m->size;
+    }
     close(fd);
     uint64_t data_start;
     read_header(path, m->data, m->size, &m->config, &data_start);
@@ -695,7 +780,7 @@ static void build_model(Model *m, const char *path) {
 
 static void free_model(Model *m) {
     free(m->weights.layers);
-    if (m->data) munmap(m->data, (size_t)m->size);
+    if (m->block) munmap(m->block, m->block_size);
 }
 
 static int is_eos(const Config *c, int token) {
@@ -5554,8 +5639,9 @@ static void print_model_card(FILE *f, const Model *m, const RunState *s, const T
                 c->activation == ACT_GELU_TANH ? "GELU-tanh" : "SiLU", c->attn_softcap, c->final_softcap);
     fprintf(f, "tokenizer   %s: %s, %d tokens, chat template %s\n", tokenizer_path, kinds[t->kind],
             t->vocab_size, TEMPLATE_NAMES[t->chat_template]);
-    fprintf(f, "memory      %.1f MB mapped (the file), %.1f MB allocated, of which the KV cache for %d "
-                    "positions is %.1f MB (%s)\n", m->size / 1e6, allocated_bytes / 1e6, s->ctx, kv_mb,
+    fprintf(f, "memory      %.1f MB %s (the file), %.1f MB allocated, of which the KV cache for %d "
+                    "positions is %.1f MB (%s)\n", m->size / 1e6, m->read_in ? "read into 2 MB pages" : "mapped",
+            allocated_bytes / 1e6, s->ctx, kv_mb,
             s->kv16 ? "fp16" : "fp32");
     fprintf(f, "compute     %d thread%s, %s kernels\n", threads, threads > 1 ? "s" : "", SIMD_NAME);
 }
@@ -5969,6 +6055,10 @@ static void usage(FILE *f) {
             "                     (default: the model's own)\n"
             "  --no-think  chat with a qwen3 or smollm3 model: thinking off (an empty thinking block opens each reply)\n"
             "  --kv-cache <type>  fp32 (default) or fp16: the KV cache in half the memory\n"
+            "  --mmap      map the model file (start at once, share the page cache) instead of reading it\n"
+            "              into 2 MB pages (faster generation); the default maps only files under 8 MB\n"
+            "              or over half the memory\n"
+            "  --no-mmap   read the model file into 2 MB pages, whatever its size\n"
             "  --stats     chat: tokens/s after each reply\n"
             "  --trace     print each token fed to the model, with its position, on stderr\n"
             "  --verbose   a model card on stderr: shape, weights, tokenizer, memory, threads\n"
@@ -6027,7 +6117,8 @@ int main(int argc, char **argv) {
     const char *stops[MAX_STOPS];
     int n_stops = 0;
     long long seed = 0, steps = 256;
-    int steps_given = 0, template = -1, stats = 0, trace = 0, verbose = 0, show = 0, show_probs = 0, no_think = 0, kv16 = 0;
+    int steps_given = 0, template = -1, stats = 0, trace = 0, verbose = 0, show = 0, show_probs = 0, no_think = 0, kv16 = 0,
+        load = LOAD_AUTO;
 
     int i = 1;
     if (argc >= 2 && argv[1][0] != '-') model_path = argv[i++];
@@ -6039,6 +6130,10 @@ int main(int argc, char **argv) {
         }
         if (strcmp(flag, "--stats") == 0 || strcmp(flag, "--trace") == 0 || strcmp(flag, "--verbose") == 0) {
             *(flag[2] == 's' ? &stats : flag[2] == 't' ? &trace : &verbose) = 1;
+            continue;
+        }
+        if (strcmp(flag, "--mmap") == 0 || strcmp(flag, "--no-mmap") == 0) {
+            load = flag[2] == 'm' ? LOAD_MMAP : LOAD_READ;
             continue;
         }
         if (strcmp(flag, "--show") == 0 || strcmp(flag, "--no-think") == 0) {
@@ -6156,7 +6251,7 @@ int main(int argc, char **argv) {
 
     Model model;
     int have_model = model_path != NULL;
-    if (have_model) build_model(&model, model_path);
+    if (have_model) build_model(&model, model_path, load);
     char *found_tokenizer = NULL;
     if (!tokenizer_path) tokenizer_path = found_tokenizer = default_tokenizer_path(model_path);
     Tokenizer tok;

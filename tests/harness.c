@@ -31,7 +31,7 @@
 static int cmd_logits(int argc, char **argv) {
     int kv16 = getenv("KV_CACHE") && strcmp(getenv("KV_CACHE"), "fp16") == 0;
     Model m;
-    build_model(&m, argv[2]);
+    build_model(&m, argv[2], LOAD_AUTO);
     int chunk = atoi(argv[3]), n = argc - 4;
     if (n < 1 || n > m.config.seq_len || chunk < 1) fatal("give a chunk size and between 1 and seq_len token ids");
     int *tokens = xmalloc(n * sizeof(int));
@@ -76,7 +76,7 @@ static const Matrix *matrix_by_index(const Model *m, int index) {
    per 32) and a line of outputs. */
 static int cmd_matmul(char **argv) {
     Model m;
-    build_model(&m, argv[2]);
+    build_model(&m, argv[2], LOAD_AUTO);
     const Matrix *W = matrix_by_index(&m, atoi(argv[3]));
     size_t len;
     float *x = (float *)read_file(argv[4], &len);

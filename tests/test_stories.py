@@ -25,6 +25,33 @@ def test_legacy_model_greedy_output_equals_llama2c_golden_output(stories):
     assert out == stories["expected"]
 
 
+def huge_pages_available():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+def test_model_read_into_huge_pages_runs_as_mapped(stories, tmp_path):
+    """--no-mmap reads the file into 2 MB pages, --mmap maps it; the default
+    maps a file this small (1 MB). All three print the golden output and the
+    same probabilities, and --verbose says which way the bytes came in. The
+    converted file (this project's format, aligned tensors) too."""
+    converted = tmp_path / "stories260K.bin"
+    export(converted, "--llama2c", stories["model"])
+    for model in (stories["model"], str(converted)):
+        outputs = []
+        for how in ([], ["--mmap"], ["--no-mmap"]):
+            p = run(model, "-z", stories["tok"], "-t", "0", "-n", "200", "--probs", "3", "--verbose", *how)
+            assert p.stdout == stories["expected"]
+            err = p.stderr.decode()
+            read_in = how == ["--no-mmap"] and huge_pages_available()
+            assert ("MB read into 2 MB pages (the file)" if read_in else "MB mapped (the file)") in err
+            outputs.append([line for line in err[err.index("[pos"):].splitlines() if "tok/s" not in line])
+        assert outputs[0] == outputs[1] == outputs[2]
+
+
 def test_model_converted_to_own_format_prints_the_same(stories, tmp_path):
     converted = tmp_path / "stories260K.bin"
     export(converted, "--llama2c", stories["model"])

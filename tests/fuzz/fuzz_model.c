@@ -9,7 +9,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static RunState s;
     memset(&m, 0, sizeof m);
     if (setjmp(fuzz_escape) == 0) {
-        build_model(&m, path);
+        build_model(&m, path, LOAD_AUTO);
         /* a chunk of 3 tokens (tiles), one (dot products), then one of 17
            (the GEMM steps and, with an fp32 cache, attend_panels) */
         build_state(&s, &m.config, 21, (int)(size & 1)); /* odd sizes: an fp16 KV cache */
@@ -21,7 +21,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         forward(&m, &s, tokens, 17, 4, 1);
         free_state(&s);
     }
-    free(m.weights.layers);
-    if (m.data) munmap(m.data, (size_t)m.size);
+    free_model(&m);
     return 0;
 }
