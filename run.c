@@ -669,11 +669,11 @@ enum { LOAD_AUTO, LOAD_MMAP, LOAD_READ };
    holds it (here: runs of 3 to 25 physically contiguous 4 KB pages), each
    page needing its own TLB entry. Read into anonymous memory that the kernel
    is asked to back with transparent huge pages, the weights lie in 2 MB
-   pages: TinyLlama-1.1B generation 8-11% faster in fp32, q8_0 and q4_0 on
+   pages: TinyLlama-1.1B generation 6-11% faster in fp32, q8_0 and q4_0 on
    this project's machines (alternating runs, medians). The cost: the bytes
-   are copied once at the start (about 0.1 s per GB from the page cache), and
-   the memory is the process's own instead of the page cache, shared and
-   droppable. So LOAD_AUTO reads in files from 8 MB (smaller ones gain
+   are copied once at the start (here 0.4-0.9 s per GB, most of it the
+   kernel zeroing fresh pages), and the memory is the process's own instead
+   of the page cache, shared and droppable. So LOAD_AUTO reads in files from 8 MB (smaller ones gain
    nothing) up to half the physical memory (larger ones are mapped, which
    lets the kernel page them). Returns 0 where huge pages are not to be had
    (another OS, or the kernel's transparent huge pages set to never): the
