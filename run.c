@@ -405,7 +405,7 @@ static void validate_config(const char *path, const Config *c) {
             fatal("%s: invalid model header: eos id %d is outside the vocabulary", path, c->eos_ids[i]);
 }
 
-/* Hands out consecutive tensors from the mapped file, checking each one lies
+/* Hands out consecutive tensors from the file's bytes, checking each one lies
    inside it. `align` is the alignment of each tensor's start (1 for legacy). */
 typedef struct {
     const char *path;
