@@ -679,21 +679,14 @@ enum { LOAD_AUTO, LOAD_MMAP, LOAD_READ };
    lets the kernel page them). Returns 0 where huge pages are not to be had
    (another OS, or the kernel's transparent huge pages set to never): the
    caller maps the file instead. */
-static int huge_pages_available(void) {
-#if defined(MADV_HUGEPAGE) && defined(MAP_ANONYMOUS)
-    char line[128] = "";
-    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-    if (!f) return 0;
-    int ok = fgets(line, sizeof line, f) != NULL && strstr(line, "[never]") == NULL;
-    fclose(f);
-    return ok;
-#else
-    return 0;
-#endif
-}
-
 static int read_in_huge_pages(Model *m, int fd) {
 #if defined(MADV_HUGEPAGE) && defined(MAP_ANONYMOUS)
+    char line[128] = "";
+    FILE *thp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!thp) return 0;
+    int never = fgets(line, sizeof line, thp) == NULL || strstr(line, "[never]") != NULL;
+    fclose(thp);
+    if (never) return 0;
     size_t size = (size_t)m->size;
     if (size > SIZE_MAX - HUGE_PAGE || (sizeof(off_t) < 8 && m->size > (uint64_t)INT32_MAX)) return 0;
     m->block_size = size + HUGE_PAGE; /* room to start on a 2 MB boundary, as huge pages must */
@@ -768,7 +761,7 @@ static void build_model(Model *m, const char *path, int load) {
     if (m->size < 4) fatal("%s: file is too small to be a model (%llu bytes)", path, (unsigned long long)m->size);
     if (m->size > (uint64_t)SIZE_MAX) fatal("%s: file is too large to map", path);
     if (load == LOAD_AUTO) load = load_by_size(m->size);
-    if (load != LOAD_READ || !huge_pages_available() || !read_in_huge_pages(m, fd)) {
+    if (load != LOAD_READ || !read_in_huge_pages(m, fd)) {
         m->data = mmap(NULL, (size_t)m->size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (m->data == MAP_FAILED) fatal("%s: mmap failed: %s", path, strerror(errno));
         m->block = m->data, m->block_size = (size_t)m->size;
