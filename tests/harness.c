@@ -378,6 +378,39 @@ static void compare_k(uint64_t *rng, double worst[4]) {
     }
 }
 
+/* The columns (4 rows x 1 token) against their scalar versions: worst[0]
+   for q8_0, worst[1] for q4_0, each output relative to its row's products. */
+static void compare_columns(uint64_t *rng, const int *sizes, int n_sizes, double worst[2]) {
+    for (int k = 0; k < n_sizes; k++) {
+        int n = sizes[k], padded = (n + QK - 1) / QK * QK, nb = padded / QK;
+        float *x = xmalloc(n * sizeof(float));
+        int8_t *w8 = xcalloc(4 * padded, 1);
+        uint8_t *w4 = xcalloc(2 * padded, 1);
+        uint16_t *ws = xmalloc(4 * nb * sizeof(uint16_t));
+        QuantizedVector xq;
+        build_quantized_vector(&xq, padded);
+        for (int rep = 0; rep < 20; rep++) {
+            for (int i = 0; i < n; i++) x[i] = random_unit(rng) * 3.0f;
+            for (int i = 0; i < 4 * padded; i++) w8[i] = i % padded < n ? (int8_t)(random_u32(rng) % 255 - 127) : 0;
+            for (int i = 0; i < 2 * padded; i++) w4[i] = (uint8_t)random_u32(rng);
+            for (int i = 0; i < 4 * nb; i++) ws[i] = (uint16_t)(0x2000 + random_u32(rng) % 0x1800);
+            quantize_vector(&xq, x, n, padded, QK);
+            float simd[2][4], scalar[2][4];
+            column_q8(w8, ws, &xq, nb, simd[0]);
+            column_q8_scalar(w8, ws, &xq, nb, scalar[0]);
+            column_q4(w4, ws, &xq, nb, simd[1]);
+            column_q4_scalar(w4, ws, &xq, nb, scalar[1]);
+            for (int r = 0; r < 4; r++) {
+                compare(&worst[0], simd[0][r], scalar[0][r], magnitude_q(w8 + r * padded, NULL, ws + r * nb, &xq, nb));
+                compare(&worst[1], simd[1][r], scalar[1][r],
+                        magnitude_q(NULL, w4 + r * padded / 2, ws + r * nb, &xq, nb));
+            }
+        }
+        free(x), free(w8), free(w4), free(ws);
+        free_quantized_vector(&xq);
+    }
+}
+
 static int cmd_kernels(void) {
     static const int sizes[] = {1, 7, 16, 31, 32, 33, 63, 64, 65, 95, 100, 256, 257, 1000, 1024, 4099};
     uint64_t rng = 12345;
@@ -437,17 +470,19 @@ static int cmd_kernels(void) {
         for (int t = 0; t < 4; t++) free_quantized_vector(&xq[t]);
         free_quantized_vector(&plain);
     }
-    double attention[4] = {0}, k[4] = {0}, gemm = 0, gemm_q[2] = {0};
+    double attention[4] = {0}, k[4] = {0}, gemm = 0, gemm_q[2] = {0}, column[2] = {0};
+    compare_columns(&rng, sizes, sizeof sizes / sizeof sizes[0], column);
     compare_attention(&rng, attention);
     compare_gemm(&rng, &gemm);
     compare_gemm_q(&rng, gemm_q);
     compare_k(&rng, k);
     printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n"
            "attention_scores %.3g\nweighted_sum %.3g\nq4_k %.3g\nq6_k %.3g\ntile_q4_k %.3g\ntile_q6_k %.3g\n"
-           "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\ngemm_f32 %.3g\ngemm_i16 %.3g\ngemm_u4 %.3g\nquantize %ld\n",
+           "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\ngemm_f32 %.3g\ngemm_i16 %.3g\ngemm_u4 %.3g\n"
+           "column_q8_0 %.3g\ncolumn_q4_0 %.3g\nquantize %ld\n",
            SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], attention[0], attention[1], k[0],
-           k[1], k[2], k[3], attention[2], attention[3], gemm, gemm_q[0], gemm_q[1],
-           quantize_differences);
+           k[1], k[2], k[3], attention[2], attention[3], gemm, gemm_q[0], gemm_q[1], column[0],
+           column[1], quantize_differences);
     return 0;
 }
 

@@ -35,7 +35,7 @@ def test_quantization_error_is_within_half_a_step(dtype, levels):
 
 KERNELS = ("f32", "q8_0", "q4_0", "tile_f32", "tile_q8_0", "tile_q4_0", "attention_scores", "weighted_sum",
            "q4_k", "q6_k", "tile_q4_k", "tile_q6_k", "attention_scores_f16", "weighted_sum_f16", "gemm_f32",
-           "gemm_i16", "gemm_u4")
+           "gemm_i16", "gemm_u4", "column_q8_0", "column_q4_0")
 
 
 def assert_kernels_equal_scalar(out):

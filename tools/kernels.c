@@ -1,7 +1,8 @@
 /* Arithmetic speed of run.c's kernels on one thread, with their data in cache:
    the ceiling on tokens/s once memory is not the limit. For each weight type,
-   the dot product (generation: one token per weight row) and the tile (prompt:
-   2 rows x 4 tokens), on rows of 2048 weights, then the GEMM steps that prompts
+   the dot product (generation: one token per weight row), the tile (prompt:
+   2 rows x 4 tokens) and, for q8_0 and q4_0, the column (generation: 4 rows x
+   1 token), on rows of 2048 weights, then the GEMM steps that prompts
    take (a step's rows x a panel of 16 tokens); prints billions of
    multiply-adds per second, best of 5 runs. Built like `make fast`:
    cc -O3 -march=native tools/kernels.c -o kernels -lm && ./kernels */
@@ -19,7 +20,9 @@ enum { N = 2048, NB = N / QK, REPS = 20000 };
 /* Every result feeds `sink`, so that the compiler cannot drop any work. */
 static volatile float sink;
 
-static double best_gmacs(int type, int tile, float *w, float *x, int8_t *w8, uint8_t *w4, uint16_t *ws,
+enum { DOT, TILE, COLUMN };
+
+static double best_gmacs(int type, int kernel, float *w, float *x, int8_t *w8, uint8_t *w4, uint16_t *ws,
                          const uint8_t *wk, QuantizedVector *xq) {
     size_t k_row = (size_t)N / QK_K * (type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES);
     double best = 0;
@@ -27,7 +30,14 @@ static double best_gmacs(int type, int tile, float *w, float *x, int8_t *w8, uin
         float total = 0, out[2][4];
         double t0 = now();
         for (int r = 0; r < REPS; r++) {
-            if (tile) {
+            if (kernel == COLUMN) {
+                for (int t = 0; t < 2; t++) { /* 8 dot products, as many as a tile */
+                    float column[4];
+                    if (type == WEIGHT_Q8_0) column_q8(w8, ws, &xq[t], NB, column);
+                    else column_q4(w4, ws, &xq[t], NB, column);
+                    total += column[0] + column[1] + column[2] + column[3];
+                }
+            } else if (kernel == TILE) {
                 if (type == WEIGHT_F32) tile_f32(w, w + N, x, N, out);
                 else if (type == WEIGHT_Q8_0) tile_q8(w8, w8 + N, ws, ws + NB, xq, NB, out);
                 else if (type == WEIGHT_Q4_0) tile_q4(w4, w4 + N / 2, ws, ws + NB, xq, NB, out);
@@ -56,13 +66,14 @@ static double best_gmacs(int type, int tile, float *w, float *x, int8_t *w8, uin
 int main(void) {
     uint64_t rng = 7;
     float *w = xmalloc(2 * N * sizeof(float)), *x = xmalloc(4 * N * sizeof(float));
-    int8_t *w8 = xmalloc(2 * N);
-    uint8_t *w4 = xmalloc(N);
-    uint16_t *ws = xmalloc(2 * NB * sizeof(uint16_t));
+    int8_t *w8 = xmalloc(4 * N); /* 4 rows (a column's), 2 for the others */
+    uint8_t *w4 = xmalloc(2 * N);
+    uint16_t *ws = xmalloc(4 * NB * sizeof(uint16_t));
     QuantizedVector xq[4];
-    for (int i = 0; i < 2 * N; i++) w[i] = random_f32(&rng) - 0.5f, w8[i] = (int8_t)(random_u32(&rng) % 255 - 127);
-    for (int i = 0; i < N; i++) w4[i] = (uint8_t)random_u32(&rng);
-    for (int i = 0; i < 2 * NB; i++) ws[i] = 0x2000;
+    for (int i = 0; i < 2 * N; i++) w[i] = random_f32(&rng) - 0.5f;
+    for (int i = 0; i < 4 * N; i++) w8[i] = (int8_t)(random_u32(&rng) % 255 - 127);
+    for (int i = 0; i < 2 * N; i++) w4[i] = (uint8_t)random_u32(&rng);
+    for (int i = 0; i < 4 * NB; i++) ws[i] = 0x2000;
     uint8_t *wk = xmalloc(2 * (N / QK_K) * Q6K_BYTES); /* K blocks of either type, d and dmin 2^-7 */
     for (int i = 0; i < 2 * (N / QK_K) * Q6K_BYTES; i++) wk[i] = (uint8_t)random_u32(&rng);
     for (int b = 0; b < 2 * (N / QK_K); b++) {
@@ -75,9 +86,12 @@ int main(void) {
         quantize_vector(&xq[t], x + t * N, N, N, QK_K); /* blocks of 256 serve every type */
     }
     printf("kernels (%s, 1 thread, in cache), billions of multiply-adds per second:\n", SIMD_NAME);
-    for (int type = WEIGHT_F32; type < N_WEIGHT_TYPES; type++)
-        printf("%s dot %.1f tile %.1f\n", WEIGHT_NAMES[type], best_gmacs(type, 0, w, x, w8, w4, ws, wk, xq),
-               best_gmacs(type, 1, w, x, w8, w4, ws, wk, xq));
+    for (int type = WEIGHT_F32; type < N_WEIGHT_TYPES; type++) {
+        printf("%s dot %.1f tile %.1f", WEIGHT_NAMES[type], best_gmacs(type, DOT, w, x, w8, w4, ws, wk, xq),
+               best_gmacs(type, TILE, w, x, w8, w4, ws, wk, xq));
+        if (type == WEIGHT_Q8_0 || type == WEIGHT_Q4_0) printf(" column %.1f", best_gmacs(type, COLUMN, w, x, w8, w4, ws, wk, xq));
+        printf("\n");
+    }
     /* the GEMM steps of prompt processing: a step's rows against a panel of 16 tokens */
     float *panel = xmalloc((size_t)N * GEMM_TOKENS * sizeof(float)), *w6 = xmalloc((size_t)GEMM_ROWS * N * sizeof(float));
     for (int i = 0; i < N * GEMM_TOKENS; i++) panel[i] = random_f32(&rng) - 0.5f;
