@@ -805,7 +805,9 @@ static int is_eos(const Config *c, int token) {
 /* 3. Run state: activations and the KV cache                                 */
 /* ========================================================================== */
 
-#define MAX_BATCH 64 /* tokens of a prompt that go through the model together */
+#define MAX_BATCH 256 /* tokens of a prompt that go through the model together */
+#define MAX_LOGITS 64  /* tokens whose logits one pass may return (perplexity): the table is
+                          MAX_LOGITS x vocab floats, 67 MB for Gemma 3's 262144 tokens */
 #define MAX_TRACE_WEIGHTS (1 << 23) /* --trace-html: attention weights a page may hold (32 MiB of floats) */
 #define TRACE_TOP 10 /* --trace-html: candidates shown per generated token */
 
@@ -903,6 +905,7 @@ typedef struct {
 typedef struct {
     int ctx;          /* positions the KV cache holds */
     int max_tokens;   /* tokens one forward pass may take (T below) */
+    int max_logits;   /* of which it may return all the logits (all_logits) */
     float *x;         /* (T, dim) the residual stream */
     float *xb;        /* (T, dim) normed input of a block */
     float *xb2;       /* (T, dim) output of a block before it is added to x */
@@ -1011,6 +1014,7 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
     int T = ctx < MAX_BATCH ? ctx : MAX_BATCH;
     s->ctx = ctx;
     s->max_tokens = T;
+    s->max_logits = T < MAX_LOGITS ? T : MAX_LOGITS;
     s->x = xcalloc((size_t)T * c->dim, sizeof(float));
     s->xb = xcalloc((size_t)T * c->dim, sizeof(float));
     s->xb2 = xcalloc((size_t)T * c->dim, sizeof(float));
@@ -1019,7 +1023,7 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
     s->hb2 = xcalloc((size_t)T * c->hidden_dim, sizeof(float));
     s->q = xcalloc((size_t)T * q_dim, sizeof(float));
     s->att = xcalloc((size_t)c->n_heads * ctx, sizeof(float));
-    s->logits = xcalloc((size_t)T * c->vocab_size, sizeof(float));
+    s->logits = xcalloc((size_t)s->max_logits * c->vocab_size, sizeof(float));
     uint64_t cache = (uint64_t)c->n_layers * ctx * kv_dim;
     if (cache > SIZE_MAX / sizeof(float)) fatal("KV cache of %llu floats is too large", (unsigned long long)cache);
     size_t element = kv16 ? sizeof(uint16_t) : sizeof(float);
@@ -3192,8 +3196,8 @@ static void page_logit_lens(const Model *m, RunState *s, int l, int T, int pos) 
 
 /* Runs T tokens, at positions pos .. pos + T - 1, through the model (T at most
    s->max_tokens; earlier positions must already be in the KV cache). Returns
-   the logits: of every token (T, vocab_size) if all_logits, else of the last
-   token only (vocab_size). Generation passes one token at a time; a prompt
+   the logits: of every token (T, vocab_size) if all_logits (T at most
+   s->max_logits), else of the last token only (vocab_size). Generation passes one token at a time; a prompt
    goes through in chunks of up to MAX_BATCH tokens, each weight matrix read
    once per chunk. */
 static float *forward(const Model *m, RunState *s, const int *tokens, int T, int pos, int all_logits) {
@@ -3201,6 +3205,8 @@ static float *forward(const Model *m, RunState *s, const int *tokens, int T, int
     const Weights *w = &m->weights;
     int dim = c->dim, half = c->rope_dim / 2;
     float *x = s->x; /* (T, dim) */
+    if (T > s->max_tokens || (all_logits && T > s->max_logits)) /* the callers' contract: never from input */
+        fatal("forward: %d tokens, at most %d (%d with all their logits)", T, s->max_tokens, s->max_logits);
 
     /* x[t] = embedding[token t] * embedding_scale   PyTorch: x = model.embed_tokens(tokens) * scale
        (the scale is 1 but for Granite's multiplier and Gemma's sqrt(dim)) */
@@ -5124,7 +5130,7 @@ static void perplexity(const Model *m, RunState *s, const int *tokens, int n) {
     double total = 0.0;
     int V = m->config.vocab_size;
     for (int pos = 0; pos + 1 < n;) {
-        int T = n - 1 - pos < s->max_tokens ? n - 1 - pos : s->max_tokens;
+        int T = n - 1 - pos < s->max_logits ? n - 1 - pos : s->max_logits;
         const float *all = forward(m, s, tokens + pos, T, pos, 1);
         for (int t = 0; t < T; t++) {
             /* -log softmax(logits)[next] = logsumexp(logits) - logits[next] */

@@ -41,7 +41,7 @@ static int cmd_logits(int argc, char **argv) {
     }
     RunState s;
     build_state(&s, &m.config, n, kv16);
-    if (chunk > s.max_tokens) chunk = s.max_tokens;
+    if (chunk > s.max_logits) chunk = s.max_logits; /* every token's logits */
     int V = m.config.vocab_size;
     for (int pos = 0; pos < n; pos += chunk) {
         int T = n - pos < chunk ? n - pos : chunk;
