@@ -1768,10 +1768,11 @@ static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector 
    at a time. Each row is read whole, one after another, exactly as dot_q8 and
    dot_q4 read it (so memory sees the same single stream per thread); what the
    four share is the end, one hadd tree for all their sums instead of a
-   horizontal sum each, and one call. On short rows that end is a good part
-   of the work: in cache, one thread, 32000 x 288 (stories15M's classifier)
-   goes from 12.5 to 15.2 billion multiply-adds per second for q4_0 and from
-   9.1 to 10.6 for q8_0; rows of 2048 gain about 5%. (Reading the four rows
+   horizontal sum each, and one call. That end counts on short rows: in
+   cache, one thread, on 32000 x 288 (stories15M's classifier) and 768 x 288
+   the columns ran at 0.93-1.26x the speed of four dot products, mostly
+   1.1-1.2x (three runs, best of 7 each; this host's noise is of that
+   order), and at 1.02-1.04x on rows of 2048. (Reading the four rows
    side by side, so that each activation block is loaded once for all four,
    was faster still in cache, but it breaks each thread's stream into four
    that the hardware prefetcher follows badly: the TinyLlama-1.1B shape, read
