@@ -24,6 +24,7 @@
 */
 #define RUN_NO_MAIN
 #include "../run.c"
+#include <float.h> /* FLT_MIN */
 
 /* harness logits MODEL CHUNK ID...: the tokens go through forward() CHUNK
    at a time (1: one by one, as generation; more: as a prompt). With
@@ -411,6 +412,48 @@ static void compare_columns(uint64_t *rng, const int *sizes, int n_sizes, double
     }
 }
 
+/* exp_all and gate_times_up against their scalar versions. exp: worst[0],
+   each value relative to expf's (or to the smallest normal float, for the
+   results that underflow into denormals, whose own precision is less); an
+   infinity or NaN where the other has none counts as a difference of 1. The
+   gate, worst[1] for SiLU and worst[2] for GELU: each output relative to
+   |g * up|, the product before the activation scales it (the scalar GELU's
+   1 + tanh(u) loses digits to cancellation where u is very negative). */
+static void compare_exp(uint64_t *rng, double worst[3]) {
+    enum { N = 1031 };
+    static const float special[] = {0.0f, -0.0f, 1e-8f, -1e-8f, 0.3465736f, -0.3465736f, 88.72f, 88.73f, 89.5f,
+                                    -87.33f, -87.34f, -100.0f, -103.9f, -104.5f, 200.0f, -200.0f};
+    static float x[N], plain[N], h[N], h_plain[N], up[N], g[N];
+    for (int rep = 0; rep < 60; rep++) {
+        int n = N - rep % 17; /* every tail length of both SIMD widths */
+        float spread = rep < 20 ? 1.0f : rep < 40 ? 30.0f : 120.0f;
+        for (int i = 0; i < n; i++) x[i] = random_unit(rng) * spread;
+        if (rep == 0) {
+            memcpy(x, special, sizeof special);
+            x[16] = INFINITY, x[17] = -INFINITY, x[18] = NAN;
+        }
+        memcpy(plain, x, n * sizeof(float));
+        exp_all(x, n);
+        exp_all_scalar(plain, n);
+        for (int i = 0; i < n; i++) {
+            if (isinf(plain[i]) || isnan(plain[i]) || isinf(x[i]) || isnan(x[i])) {
+                int same = isnan(plain[i]) ? isnan(x[i]) : x[i] == plain[i];
+                if (!same) worst[0] = 1.0;
+                continue;
+            }
+            compare(&worst[0], x[i], plain[i], fmax(fabs(plain[i]), FLT_MIN));
+        }
+        for (int activation = ACT_SILU; activation <= ACT_GELU_TANH; activation++) {
+            for (int i = 0; i < n; i++) g[i] = random_unit(rng) * spread, up[i] = random_unit(rng) * 2.0f;
+            memcpy(h, g, n * sizeof(float));
+            memcpy(h_plain, g, n * sizeof(float));
+            gate_times_up(h, up, n, activation);
+            gate_times_up_scalar(h_plain, up, n, activation);
+            for (int i = 0; i < n; i++) compare(&worst[1 + activation], h[i], h_plain[i], fabs(g[i] * up[i]));
+        }
+    }
+}
+
 static int cmd_kernels(void) {
     static const int sizes[] = {1, 7, 16, 31, 32, 33, 63, 64, 65, 95, 100, 256, 257, 1000, 1024, 4099};
     uint64_t rng = 12345;
@@ -470,8 +513,9 @@ static int cmd_kernels(void) {
         for (int t = 0; t < 4; t++) free_quantized_vector(&xq[t]);
         free_quantized_vector(&plain);
     }
-    double attention[4] = {0}, k[4] = {0}, gemm = 0, gemm_q[2] = {0}, column[2] = {0};
+    double attention[4] = {0}, k[4] = {0}, gemm = 0, gemm_q[2] = {0}, column[2] = {0}, exp[3] = {0};
     compare_columns(&rng, sizes, sizeof sizes / sizeof sizes[0], column);
+    compare_exp(&rng, exp);
     compare_attention(&rng, attention);
     compare_gemm(&rng, &gemm);
     compare_gemm_q(&rng, gemm_q);
@@ -479,10 +523,10 @@ static int cmd_kernels(void) {
     printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n"
            "attention_scores %.3g\nweighted_sum %.3g\nq4_k %.3g\nq6_k %.3g\ntile_q4_k %.3g\ntile_q6_k %.3g\n"
            "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\ngemm_f32 %.3g\ngemm_i16 %.3g\ngemm_u4 %.3g\n"
-           "column_q8_0 %.3g\ncolumn_q4_0 %.3g\nquantize %ld\n",
+           "column_q8_0 %.3g\ncolumn_q4_0 %.3g\nexp %.3g\ngate_silu %.3g\ngate_gelu %.3g\nquantize %ld\n",
            SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], attention[0], attention[1], k[0],
            k[1], k[2], k[3], attention[2], attention[3], gemm, gemm_q[0], gemm_q[1], column[0],
-           column[1], quantize_differences);
+           column[1], exp[0], exp[1], exp[2], quantize_differences);
     return 0;
 }
 
