@@ -1495,12 +1495,22 @@ void weighted_sum_f16_scalar(float *out, const float *att, const uint16_t *v, si
 /* ---- exponentials: attention's softmax and the gate's activation ----
    Both take one exponential per value: per attention score, per hidden value
    of the feed-forward. One at a time, libm's expf was a tenth of a 512-token
-   prompt of stories15M (perf). The SIMD versions work on 8 (AVX2) or 4 (NEON)
-   values at once with exp_lanes, within a few roundings of expf. */
+   prompt of stories15M (perf), and the softmax's max and sum, each a chain of
+   dependent scalar steps, were half of what remained in it. The SIMD versions
+   work on 8 (AVX2) or 4 (NEON) values at once, their exponentials by
+   exp_lanes, within a few roundings of expf. */
 
-/* In place: x[i] = exp(x[i]) for i < n.  PyTorch: torch.exp(x) */
-void exp_all_scalar(float *x, int n) {
-    for (int i = 0; i < n; i++) x[i] = expf(x[i]);
+/* In place: x = exp(x - max) / sum(exp(x - max)).  PyTorch: torch.softmax(x, -1) */
+void softmax_scalar(float *x, int n) {
+    float max = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > max) max = x[i];
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
 /* The gate's activation. SiLU: g * sigmoid(g) (Llama). GELU, tanh
@@ -2351,10 +2361,29 @@ static __m256 exp_lanes(__m256 x) {
     return _mm256_blendv_ps(_mm256_mul_ps(_mm256_mul_ps(p, s1), s2), x, nan);
 }
 
-static void exp_all(float *x, int n) {
+/* softmax_scalar's steps, 8 values at a time: the max, exp(x - max) and its
+   sum, the division; the last n % 8 values as softmax_scalar does them. */
+static void softmax(float *x, int n) {
     int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp_lanes(_mm256_loadu_ps(x + i)));
-    exp_all_scalar(x + i, n - i);
+    __m256 max8 = _mm256_set1_ps(-INFINITY), sum8 = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) max8 = _mm256_max_ps(max8, _mm256_loadu_ps(x + i));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(max8), _mm256_extractf128_ps(max8, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    float max = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    for (; i < n; i++)
+        if (x[i] > max) max = x[i];
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = exp_lanes(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(max)));
+        _mm256_storeu_ps(x + i, e);
+        sum8 = _mm256_add_ps(sum8, e);
+    }
+    float sum = hsum256(sum8);
+    for (int j = i; j < n; j++) {
+        x[j] = expf(x[j] - max);
+        sum += x[j];
+    }
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(sum)));
+    for (; i < n; i++) x[i] /= sum;
 }
 
 /* SiLU is g sigmoid(g) = g / (1 + exp(-g)), and GELU's 0.5 (1 + tanh(u)) is
@@ -2700,10 +2729,25 @@ static float32x4_t exp_lanes(float32x4_t x) {
     return vbslq_f32(nan, x, vmulq_f32(vmulq_f32(p, s1), s2));
 }
 
-static void exp_all(float *x, int n) {
+static void softmax(float *x, int n) {
     int i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(x + i, exp_lanes(vld1q_f32(x + i)));
-    exp_all_scalar(x + i, n - i);
+    float32x4_t max4 = vdupq_n_f32(-INFINITY), sum4 = vdupq_n_f32(0.0f);
+    for (; i + 4 <= n; i += 4) max4 = vmaxq_f32(max4, vld1q_f32(x + i));
+    float max = vmaxvq_f32(max4);
+    for (; i < n; i++)
+        if (x[i] > max) max = x[i];
+    for (i = 0; i + 4 <= n; i += 4) {
+        float32x4_t e = exp_lanes(vsubq_f32(vld1q_f32(x + i), vdupq_n_f32(max)));
+        vst1q_f32(x + i, e);
+        sum4 = vaddq_f32(sum4, e);
+    }
+    float sum = vaddvq_f32(sum4);
+    for (int j = i; j < n; j++) {
+        x[j] = expf(x[j] - max);
+        sum += x[j];
+    }
+    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vdivq_f32(vld1q_f32(x + i), vdupq_n_f32(sum)));
+    for (; i < n; i++) x[i] /= sum;
 }
 
 static void gate_times_up(float *h, const float *up, size_t n, int activation) {
@@ -2722,7 +2766,7 @@ static void gate_times_up(float *h, const float *up, size_t n, int activation) {
 
 #else
 #define quantize_vector quantize_vector_scalar
-#define exp_all exp_all_scalar
+#define softmax softmax_scalar
 #define gate_times_up gate_times_up_scalar
 #define dot_f32 dot_f32_scalar
 #define dot_q8 dot_q8_scalar
@@ -2744,18 +2788,6 @@ static void gate_times_up(float *h, const float *up, size_t n, int activation) {
 #define attention_scores_f16 attention_scores_f16_scalar
 #define weighted_sum_f16 weighted_sum_f16_scalar
 #endif
-
-/* In place: x = exp(x - max) / sum(exp(x - max)).  PyTorch: torch.softmax(x, -1) */
-static void softmax(float *x, int n) {
-    float max = x[0];
-    for (int i = 1; i < n; i++)
-        if (x[i] > max) max = x[i];
-    for (int i = 0; i < n; i++) x[i] -= max;
-    exp_all(x, n);
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) sum += x[i];
-    for (int i = 0; i < n; i++) x[i] /= sum;
-}
 
 /* The input of the matmuls (T tokens of n values), quantized once for all
    the matrices that read it (wq, wk and wv share one input, w1 and w3

@@ -412,33 +412,70 @@ static void compare_columns(uint64_t *rng, const int *sizes, int n_sizes, double
     }
 }
 
-/* exp_all and gate_times_up against their scalar versions. exp: worst[0],
-   each value relative to expf's (or to the smallest normal float, for the
-   results that underflow into denormals, whose own precision is less); an
-   infinity or NaN where the other has none counts as a difference of 1. The
-   gate, worst[1] for SiLU and worst[2] for GELU: each output relative to
-   |g * up|, the product before the activation scales it (the scalar GELU's
-   1 + tanh(u) loses digits to cancellation where u is very negative). */
-static void compare_exp(uint64_t *rng, double worst[3]) {
-    enum { N = 1031 };
+/* exp_lanes, the exponential inside the SIMD softmax and gate, value by
+   value against libm's expf: relative to expf's value (or to the smallest
+   normal float, for results in the denormals); an infinity or NaN where the
+   other has none counts as 1. Arguments up to +-120, and the edges: overflow,
+   underflow into denormals and to 0, infinities, NaN. */
+static double compare_exp(uint64_t *rng) {
     static const float special[] = {0.0f, -0.0f, 1e-8f, -1e-8f, 0.3465736f, -0.3465736f, 88.72f, 88.73f, 89.5f,
-                                    -87.33f, -87.34f, -100.0f, -103.9f, -104.5f, 200.0f, -200.0f};
-    static float x[N], plain[N], h[N], h_plain[N], up[N], g[N];
-    for (int rep = 0; rep < 60; rep++) {
-        int n = N - rep % 17; /* every tail length of both SIMD widths */
-        float spread = rep < 20 ? 1.0f : rep < 40 ? 30.0f : 120.0f;
-        for (int i = 0; i < n; i++) x[i] = random_unit(rng) * spread;
-        if (rep == 0) {
-            memcpy(x, special, sizeof special);
-            x[16] = INFINITY, x[17] = -INFINITY, x[18] = NAN;
+                                    -87.33f, -87.34f, -100.0f, -103.9f, -104.5f, 200.0f, -200.0f,
+                                    INFINITY, -INFINITY, NAN, 1.0f, 2.0f, -3.0f, 10.0f, -10.0f};
+    enum { N = 4096, LANES = 8 };
+    static float x[N];
+    double worst = 0;
+    for (int rep = 0; rep < 30; rep++) {
+        float spread = rep < 10 ? 1.0f : rep < 20 ? 30.0f : 120.0f;
+        for (int i = 0; i < N; i++) x[i] = random_unit(rng) * spread;
+        if (rep == 0) memcpy(x, special, sizeof special);
+        for (int i = 0; i < N; i += LANES) {
+            float got[LANES];
+#if defined(USE_AVX2)
+            _mm256_storeu_ps(got, exp_lanes(_mm256_loadu_ps(x + i)));
+#elif defined(USE_NEON)
+            vst1q_f32(got, exp_lanes(vld1q_f32(x + i)));
+            vst1q_f32(got + 4, exp_lanes(vld1q_f32(x + i + 4)));
+#else
+            for (int k = 0; k < LANES; k++) got[k] = expf(x[i + k]); /* no SIMD build: nothing to compare */
+#endif
+            for (int k = 0; k < LANES; k++) {
+                float want = expf(x[i + k]);
+                if (!isfinite(want) || !isfinite(got[k])) {
+                    if (!(isnan(want) ? isnan(got[k]) : got[k] == want)) worst = 1.0;
+                    continue;
+                }
+                compare(&worst, got[k], want, fmax(fabs(want), FLT_MIN));
+            }
         }
+    }
+    return worst;
+}
+
+/* softmax and gate_times_up against their scalar versions. softmax:
+   worst[0], each probability relative to the scalar one (or to the smallest
+   normal float, for those that underflow into denormals, whose own precision
+   is less), over rows of every tail length, scores spread up to +-120 (so
+   that many exponentials underflow) and masked scores (-inf: exactly 0 both
+   ways); an infinity or NaN where the other has none counts as 1. The gate,
+   worst[1] for SiLU and worst[2] for GELU: each output relative to |g * up|,
+   the product before the activation scales it (the scalar GELU's 1 + tanh(u)
+   loses digits to cancellation where u is very negative), gates up to +-120
+   (so that exp(-a) overflows). */
+static void compare_softmax_gate(uint64_t *rng, double worst[3]) {
+    enum { N = 1031 };
+    static float x[N], plain[N], h[N], h_plain[N], up[N], g[N];
+    for (int rep = 0; rep < 120; rep++) {
+        int n = rep < 40 ? rep + 1 : N - rep % 17; /* short rows, and every tail of both SIMD widths */
+        float spread = rep % 3 == 0 ? 1.0f : rep % 3 == 1 ? 30.0f : 120.0f;
+        for (int i = 0; i < n; i++) x[i] = random_unit(rng) * spread;
+        if (rep % 5 == 4)
+            for (int i = 1; i < n; i += 3) x[i] = -INFINITY; /* masked positions */
         memcpy(plain, x, n * sizeof(float));
-        exp_all(x, n);
-        exp_all_scalar(plain, n);
+        softmax(x, n);
+        softmax_scalar(plain, n);
         for (int i = 0; i < n; i++) {
-            if (isinf(plain[i]) || isnan(plain[i]) || isinf(x[i]) || isnan(x[i])) {
-                int same = isnan(plain[i]) ? isnan(x[i]) : x[i] == plain[i];
-                if (!same) worst[0] = 1.0;
+            if (!isfinite(plain[i]) || !isfinite(x[i])) {
+                if (!(isnan(plain[i]) ? isnan(x[i]) : x[i] == plain[i])) worst[0] = 1.0;
                 continue;
             }
             compare(&worst[0], x[i], plain[i], fmax(fabs(plain[i]), FLT_MIN));
@@ -513,9 +550,9 @@ static int cmd_kernels(void) {
         for (int t = 0; t < 4; t++) free_quantized_vector(&xq[t]);
         free_quantized_vector(&plain);
     }
-    double attention[4] = {0}, k[4] = {0}, gemm = 0, gemm_q[2] = {0}, column[2] = {0}, exp[3] = {0};
+    double attention[4] = {0}, k[4] = {0}, gemm = 0, gemm_q[2] = {0}, column[2] = {0}, softmax_gate[3] = {0}, exp = compare_exp(&rng);
     compare_columns(&rng, sizes, sizeof sizes / sizeof sizes[0], column);
-    compare_exp(&rng, exp);
+    compare_softmax_gate(&rng, softmax_gate);
     compare_attention(&rng, attention);
     compare_gemm(&rng, &gemm);
     compare_gemm_q(&rng, gemm_q);
@@ -523,10 +560,10 @@ static int cmd_kernels(void) {
     printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n"
            "attention_scores %.3g\nweighted_sum %.3g\nq4_k %.3g\nq6_k %.3g\ntile_q4_k %.3g\ntile_q6_k %.3g\n"
            "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\ngemm_f32 %.3g\ngemm_i16 %.3g\ngemm_u4 %.3g\n"
-           "column_q8_0 %.3g\ncolumn_q4_0 %.3g\nexp %.3g\ngate_silu %.3g\ngate_gelu %.3g\nquantize %ld\n",
+           "column_q8_0 %.3g\ncolumn_q4_0 %.3g\nexp %.3g\nsoftmax %.3g\ngate_silu %.3g\ngate_gelu %.3g\nquantize %ld\n",
            SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], attention[0], attention[1], k[0],
            k[1], k[2], k[3], attention[2], attention[3], gemm, gemm_q[0], gemm_q[1], column[0],
-           column[1], exp[0], exp[1], exp[2], quantize_differences);
+           column[1], exp, softmax_gate[0], softmax_gate[1], softmax_gate[2], quantize_differences);
     return 0;
 }
 

@@ -35,7 +35,7 @@ def test_quantization_error_is_within_half_a_step(dtype, levels):
 
 KERNELS = ("f32", "q8_0", "q4_0", "tile_f32", "tile_q8_0", "tile_q4_0", "attention_scores", "weighted_sum",
            "q4_k", "q6_k", "tile_q4_k", "tile_q6_k", "attention_scores_f16", "weighted_sum_f16", "gemm_f32",
-           "gemm_i16", "gemm_u4", "column_q8_0", "column_q4_0", "gate_silu", "gate_gelu")
+           "gemm_i16", "gemm_u4", "column_q8_0", "column_q4_0", "softmax", "gate_silu", "gate_gelu")
 
 
 def assert_kernels_equal_scalar(out):
@@ -46,8 +46,8 @@ def assert_kernels_equal_scalar(out):
     print(result)  # which SIMD path this build uses
     for kernel in KERNELS:
         assert float(result[kernel]) < 1e-5, kernel
-    # exp_all against libm's expf, value by value: within ~2 float roundings
-    # (1.2e-7 here; leaving out the series' last term, r^7 / 7!, gives 2.5e-7)
+    # the SIMD exponential against libm's expf, value by value: within ~2 float
+    # roundings (1.2e-7 here; leaving out the series' last term, r^7 / 7!, gives 2.5e-7)
     assert float(result["exp"]) < 2e-7
     assert result["quantize"] == "0"  # activations quantize identically
     return result["simd"]
