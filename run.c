@@ -3128,13 +3128,23 @@ static void attention_inputs(const Config *c, const LayerWeights *lw, float *q, 
     }
 }
 
+/* out = rmsnorm(x) * weight for each of T tokens (T, dim). A prompt chunk's
+   tokens are shared among the threads: one at a time, the norms of a chunk
+   held the other thread waiting. */
+static void rmsnorm_tokens(float *out, const float *x, const float *weight, int T, int dim, float eps) {
+    int t;
+#ifdef _OPENMP
+#pragma omp parallel for if (T > 1)
+#endif
+    for (t = 0; t < T; t++) rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, weight, dim, eps);
+}
+
 /* x = x + residual_scale * post_norm(out), for each of T tokens: a block's
    output joins the residual stream. post_norm is NULL but for Gemma, whose
    blocks norm their output first; residual_scale is 1 but for Granite. */
 static void add_to_residual(const Config *c, float *x, float *out, const float *post_norm, int T) {
     int dim = c->dim;
-    if (post_norm)
-        for (int t = 0; t < T; t++) rmsnorm(out + (size_t)t * dim, out + (size_t)t * dim, post_norm, dim, c->norm_eps);
+    if (post_norm) rmsnorm_tokens(out, out, post_norm, T, dim, c->norm_eps);
     for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += c->residual_scale * out[i];
 }
 
@@ -3262,12 +3272,16 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
     float *v = s->kv16 ? s->kv_new + (size_t)T * kv_dim : s->value_cache + new_off;
     const RopeTable *rt = &s->rope[lw->sliding && s->n_rope > 1]; /* Gemma 3's local layers: their own base */
 
-    for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, lw->attn_norm, dim, c->norm_eps);
+    rmsnorm_tokens(s->xb, s->x, lw->attn_norm, T, dim, c->norm_eps);
     quantize_input(c, s->xq, s->xb, T, dim);
     matmul(s->q, s->xb, s->xq, &s->panels, &lw->wq, T); /* q = wq(xb) */
     matmul(k, s->xb, s->xq, &s->panels, &lw->wk, T);    /* k = wk(xb) */
     matmul(v, s->xb, s->xq, &s->panels, &lw->wv, T);    /* v = wv(xb) */
-    for (int t = 0; t < T; t++)
+    int t;
+#ifdef _OPENMP
+#pragma omp parallel for if (T > 1) /* a prompt chunk: the threads share its tokens */
+#endif
+    for (t = 0; t < T; t++)
         attention_inputs(c, lw, s->q + (size_t)t * q_dim, k + (size_t)t * kv_dim, v + (size_t)t * kv_dim,
                          rt->cos + t * half, rt->sin + t * half);
     if (s->kv16)
@@ -3286,7 +3300,7 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
    xb = rmsnorm(x). */
 static void feed_forward_block(const Config *c, const LayerWeights *lw, RunState *s, int T) {
     int dim = c->dim, hidden = c->hidden_dim;
-    for (int t = 0; t < T; t++) rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, lw->ffn_norm, dim, c->norm_eps);
+    rmsnorm_tokens(s->xb, s->x, lw->ffn_norm, T, dim, c->norm_eps);
     quantize_input(c, s->xq, s->xb, T, dim);
     matmul(s->hb, s->xb, s->xq, &s->panels, &lw->w1, T);  /* gate */
     matmul(s->hb2, s->xb, s->xq, &s->panels, &lw->w3, T); /* up */
