@@ -2381,7 +2381,8 @@ static __m256 exp_lanes(__m256 x) {
 }
 
 /* softmax_scalar's steps, 8 values at a time: the max, exp(x - max) and its
-   sum, the division; the last n % 8 values as softmax_scalar does them. */
+   sum; the last n % 8 values as softmax_scalar does them. (The division needs
+   no intrinsics: it has no chain from one value to the next.) */
 static void softmax(float *x, int n) {
     int i = 0;
     __m256 max8 = _mm256_set1_ps(-INFINITY), sum8 = _mm256_setzero_ps();
@@ -2401,8 +2402,7 @@ static void softmax(float *x, int n) {
         x[j] = expf(x[j] - max);
         sum += x[j];
     }
-    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(sum)));
-    for (; i < n; i++) x[i] /= sum;
+    for (i = 0; i < n; i++) x[i] /= sum; /* the compiler vectorizes this loop itself */
 }
 
 /* SiLU is g sigmoid(g) = g / (1 + exp(-g)), and GELU's 0.5 (1 + tanh(u)) is
@@ -2765,8 +2765,7 @@ static void softmax(float *x, int n) {
         x[j] = expf(x[j] - max);
         sum += x[j];
     }
-    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vdivq_f32(vld1q_f32(x + i), vdupq_n_f32(sum)));
-    for (; i < n; i++) x[i] /= sum;
+    for (i = 0; i < n; i++) x[i] /= sum; /* the compiler vectorizes this loop itself */
 }
 
 static void gate_times_up(float *h, const float *up, size_t n, int activation) {

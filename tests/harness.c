@@ -412,10 +412,19 @@ static void compare_columns(uint64_t *rng, const int *sizes, int n_sizes, double
     }
 }
 
+/* One value against the one it should be: relative to it (or to the
+   smallest normal float, for values in the denormals, whose own precision is
+   less); an infinity or NaN where the other has none counts as 1. */
+static void compare_value(double *worst, float got, float want) {
+    if (!isfinite(want) || !isfinite(got)) {
+        if (!(isnan(want) ? isnan(got) : got == want)) *worst = 1.0;
+        return;
+    }
+    compare(worst, got, want, fmax(fabs(want), FLT_MIN));
+}
+
 /* exp_lanes, the exponential inside the SIMD softmax and gate, value by
-   value against libm's expf: relative to expf's value (or to the smallest
-   normal float, for results in the denormals); an infinity or NaN where the
-   other has none counts as 1. Arguments up to +-120, and the edges: overflow,
+   value against libm's expf (compare_value). Arguments up to +-120, and the edges: overflow,
    underflow into denormals and to 0, infinities, NaN. */
 static double compare_exp(uint64_t *rng) {
     static const float special[] = {0.0f, -0.0f, 1e-8f, -1e-8f, 0.3465736f, -0.3465736f, 88.72f, 88.73f, 89.5f,
@@ -438,25 +447,16 @@ static double compare_exp(uint64_t *rng) {
 #else
             for (int k = 0; k < LANES; k++) got[k] = expf(x[i + k]); /* no SIMD build: nothing to compare */
 #endif
-            for (int k = 0; k < LANES; k++) {
-                float want = expf(x[i + k]);
-                if (!isfinite(want) || !isfinite(got[k])) {
-                    if (!(isnan(want) ? isnan(got[k]) : got[k] == want)) worst = 1.0;
-                    continue;
-                }
-                compare(&worst, got[k], want, fmax(fabs(want), FLT_MIN));
-            }
+            for (int k = 0; k < LANES; k++) compare_value(&worst, got[k], expf(x[i + k]));
         }
     }
     return worst;
 }
 
 /* softmax and gate_times_up against their scalar versions. softmax:
-   worst[0], each probability relative to the scalar one (or to the smallest
-   normal float, for those that underflow into denormals, whose own precision
-   is less), over rows of every tail length, scores spread up to +-120 (so
-   that many exponentials underflow) and masked scores (-inf: exactly 0 both
-   ways); an infinity or NaN where the other has none counts as 1. The gate,
+   worst[0], each probability by compare_value, over rows of every tail
+   length, scores spread up to +-120 (so that many exponentials underflow)
+   and masked scores (-inf: exactly 0 both ways). The gate,
    worst[1] for SiLU and worst[2] for GELU: each output relative to |g * up|,
    the product before the activation scales it (the scalar GELU's 1 + tanh(u)
    loses digits to cancellation where u is very negative), gates up to +-120
@@ -473,13 +473,7 @@ static void compare_softmax_gate(uint64_t *rng, double worst[3]) {
         memcpy(plain, x, n * sizeof(float));
         softmax(x, n);
         softmax_scalar(plain, n);
-        for (int i = 0; i < n; i++) {
-            if (!isfinite(plain[i]) || !isfinite(x[i])) {
-                if (!(isnan(plain[i]) ? isnan(x[i]) : x[i] == plain[i])) worst[0] = 1.0;
-                continue;
-            }
-            compare(&worst[0], x[i], plain[i], fmax(fabs(plain[i]), FLT_MIN));
-        }
+        for (int i = 0; i < n; i++) compare_value(&worst[0], x[i], plain[i]);
         for (int activation = ACT_SILU; activation <= ACT_GELU_TANH; activation++) {
             for (int i = 0; i < n; i++) g[i] = random_unit(rng) * spread, up[i] = random_unit(rng) * 2.0f;
             memcpy(h, g, n * sizeof(float));
