@@ -902,11 +902,11 @@ typedef struct {
     float *att;       /* (n_heads, ctx) attention scores */
     float *logits;    /* (T, vocab_size) */
     int kv16;           /* the KV cache holds IEEE halves (--kv-cache fp16): half the memory */
-    float *key_cache;   /* (n_layers, ctx, n_kv_heads * head_dim), fp32; NULL with kv16 */
-    float *value_cache; /* (n_layers, ctx, n_kv_heads * head_dim), fp32; NULL with kv16 */
+    float *key_cache;   /* (n_layers, n_kv_heads, ctx, head_dim), fp32; NULL with kv16 (see cache_at) */
+    float *value_cache; /* (n_layers, n_kv_heads, ctx, head_dim), fp32; NULL with kv16 */
     uint16_t *key_cache16;   /* the same in fp16 with kv16, else NULL */
     uint16_t *value_cache16;
-    float *kv_new;      /* (2, T, n_kv_heads * head_dim) new keys and values on their way into an fp16 cache */
+    float *kv_new;      /* (2, T, n_kv_heads * head_dim) new keys and values on their way into the cache */
     RopeTable rope[2]; /* [0] for global layers, [1] for sliding-window (local) layers with a base of their own */
     int n_rope;        /* 2 when the local layers have their own RoPE base (Gemma 3), else 1: they share [0] */
     QuantizedVector *xq; /* (T) activations quantized for a matmul */
@@ -1015,10 +1015,10 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
     size_t element = kv16 ? sizeof(uint16_t) : sizeof(float);
     check_memory(2 * cache * element, ctx);
     s->kv16 = kv16;
+    s->kv_new = xcalloc((size_t)(2 * T * kv_dim), sizeof(float));
     if (kv16) {
         s->key_cache16 = xcalloc((size_t)cache, element);
         s->value_cache16 = xcalloc((size_t)cache, element);
-        s->kv_new = xcalloc((size_t)(2 * T * kv_dim), sizeof(float));
     } else {
         s->key_cache = xcalloc((size_t)cache, element);
         s->value_cache = xcalloc((size_t)cache, element);
@@ -1828,14 +1828,27 @@ static float dot_cached_tail(const float *q, const void *k, int half, size_t at,
     return sum;
 }
 
+/* The cached rows (keys or values) a few positions ahead of those being
+   read are asked for in advance: each head's run of the cache is short
+   (n positions of head_dim), so the hardware prefetcher alone has hardly
+   found the stream before it ends. `bytes` of the row at element `at`
+   (stories110M generating 256 tokens: 10% less time in attention, on top of
+   the cache's layout, see cache_at). */
+#define ATTENTION_AHEAD 8
+static inline void prefetch_cached(const void *cache, int half, size_t at, int bytes) {
+    const char *row = (const char *)cache + at * (half ? sizeof(uint16_t) : sizeof(float));
+    for (int b = 0; b < bytes; b += 64) prefetch(row + b);
+}
+
 /* Four positions at a time: each load of q serves 4 keys, and the four sums
    are reduced together (two rounds of hadd) instead of one by one. (half is
    a constant at each call, so the compiler makes one loop of each.) */
 static inline void attention_scores_cached(float *att, const float *q, const void *k, int half, size_t stride, int n,
                                            int head_dim, float scale) {
-    int p = 0, whole = head_dim / 8 * 8;
+    int p = 0, whole = head_dim / 8 * 8, row_bytes = head_dim * (half ? 2 : 4);
     for (; p + 4 <= n; p += 4) {
         size_t k0 = p * stride, k1 = k0 + stride, k2 = k1 + stride, k3 = k2 + stride;
+        for (int j = 0; j < 4; j++) prefetch_cached(k, half, k0 + (ATTENTION_AHEAD + j) * stride, row_bytes);
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         for (int i = 0; i < whole; i += 8) {
             __m256 qv = _mm256_loadu_ps(q + i);
@@ -1875,6 +1888,7 @@ static inline void weighted_sum_columns(float *out, const float *att, const void
     __m256 a[8];
     for (int k = 0; k < vectors; k++) a[k] = _mm256_setzero_ps();
     for (int p = 0; p < n; p++) {
+        prefetch_cached(v, half, (p + ATTENTION_AHEAD) * stride, vectors * 8 * (half ? 2 : 4));
         __m256 w = _mm256_broadcast_ss(att + p);
         for (int k = 0; k < vectors; k++) a[k] = _mm256_fmadd_ps(w, load_cached8(v, half, p * stride + 8 * k), a[k]);
     }
@@ -3183,34 +3197,43 @@ static void page_attention(TracePage *page, const Config *c, int l, int h, int q
    (window 0) or, in a sliding-window layer, the last `window`. */
 static int first_position(int q_pos, int window) { return window && q_pos >= window ? q_pos + 1 - window : 0; }
 
+/* Where position `position` of kv head `kv_head` of layer l lies in the
+   cache (in values). Each head's keys lie one after another, position by
+   position, and so do its values: attention over one head reads one
+   contiguous run, which the hardware prefetcher streams (with the positions
+   of all heads side by side, (n_layers, ctx, kv_dim), each head's keys were
+   a stride apart: stories110M generating 256 tokens spent 20% less time in
+   attention this way). */
+static size_t cache_at(const Config *c, const RunState *s, int l, int kv_head, int position) {
+    return (((size_t)l * c->n_kv_heads + kv_head) * s->ctx + position) * c->head_dim;
+}
+
 /* Attention of T tokens at positions pos .., one query at a time: token t
    attends over positions first_position(pos + t) .. pos + t; query head h
    reads kv head h / group. Threads share the heads.
    PyTorch: att = softmax(q @ k.T * scale + causal mask); out = att @ v */
 static void attend_each(const Config *c, RunState *s, int l, int T, int pos, int window) {
-    int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
+    int head_dim = c->head_dim, q_dim = c->n_heads * head_dim;
     int group = c->n_heads / c->n_kv_heads, h; /* query heads sharing one kv head */
-    size_t layer_off = (size_t)l * s->ctx * kv_dim;
     float scale = c->attention_scale; /* 1 / sqrt(head_dim), Gemma's query_pre_attn_scalar^-0.5, or Granite's */
 #ifdef _OPENMP
 #pragma omp parallel for private(h)
 #endif
     for (h = 0; h < c->n_heads; h++) {
         float *att = s->att + (size_t)h * s->ctx;
-        size_t kv_off = (size_t)(h / group) * head_dim;
         for (int t = 0; t < T; t++) {
             const float *qh = s->q + (size_t)t * q_dim + (size_t)h * head_dim;
             int last = pos + t, first = first_position(last, window);
             int n = last + 1 - first;
-            size_t from = layer_off + (size_t)first * kv_dim + kv_off;
-            if (s->kv16) attention_scores_f16(att, qh, s->key_cache16 + from, kv_dim, n, head_dim, scale);
-            else attention_scores(att, qh, s->key_cache + from, kv_dim, n, head_dim, scale);
+            size_t from = cache_at(c, s, l, h / group, first);
+            if (s->kv16) attention_scores_f16(att, qh, s->key_cache16 + from, head_dim, n, head_dim, scale);
+            else attention_scores(att, qh, s->key_cache + from, head_dim, n, head_dim, scale);
             if (c->attn_softcap > 0.0f) soft_cap(att, n, c->attn_softcap); /* Gemma 2 */
             softmax(att, n);
             if (s->page) page_attention(s->page, c, l, h, last, first, att, n);
             float *out = s->ao + (size_t)t * q_dim + (size_t)h * head_dim;
-            if (s->kv16) weighted_sum_f16(out, att, s->value_cache16 + from, kv_dim, n, head_dim);
-            else weighted_sum(out, att, s->value_cache + from, kv_dim, n, head_dim);
+            if (s->kv16) weighted_sum_f16(out, att, s->value_cache16 + from, head_dim, n, head_dim);
+            else weighted_sum(out, att, s->value_cache + from, head_dim, n, head_dim);
         }
     }
 }
@@ -3232,9 +3255,8 @@ static int use_attention_panels(const Config *c, const RunState *s, int T) {
    position to the last query's own. Per query, the same arithmetic as
    attend_each, in another order. */
 static void attend_panels(const Config *c, RunState *s, int l, int T, int pos, int window) {
-    int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
+    int head_dim = c->head_dim, q_dim = c->n_heads * head_dim;
     int group = c->n_heads / c->n_kv_heads, n_panels = (T + GEMM_TOKENS - 1) / GEMM_TOKENS, task;
-    size_t layer_off = (size_t)l * s->ctx * kv_dim;
     float scale = c->attention_scale;
 #ifdef _OPENMP
 #pragma omp parallel for private(task) schedule(dynamic)
@@ -3248,7 +3270,7 @@ static void attend_panels(const Config *c, RunState *s, int l, int T, int pos, i
 #endif
         float *att = queries + (size_t)head_dim * GEMM_TOKENS; /* (n_queries, n) scores, then probabilities */
         int first = first_position(pos + t0, window), n = pos + t0 + n_queries - first;
-        size_t from = layer_off + (size_t)first * kv_dim + (size_t)(h / group) * head_dim;
+        size_t from = cache_at(c, s, l, h / group, first);
         const float *keys = s->key_cache + from, *values = s->value_cache + from;
         float step[GEMM_ROWS][GEMM_TOKENS];
         for (int d = 0; d < head_dim; d++)
@@ -3256,7 +3278,7 @@ static void attend_panels(const Config *c, RunState *s, int l, int T, int pos, i
                 queries[d * GEMM_TOKENS + j] = j < n_queries ? s->q[(size_t)(t0 + j) * q_dim + (size_t)h * head_dim + d] : 0.0f;
         for (int r0 = 0; r0 < n; r0 += GEMM_ROWS) { /* scores: 6 positions x 16 queries per step */
             int rows = n - r0 < GEMM_ROWS ? n - r0 : GEMM_ROWS;
-            gemm_f32(keys + (size_t)r0 * kv_dim, (size_t)kv_dim, rows, queries, GEMM_TOKENS, head_dim, step);
+            gemm_f32(keys + (size_t)r0 * head_dim, (size_t)head_dim, rows, queries, GEMM_TOKENS, head_dim, step);
             for (int j = 0; j < n_queries; j++)
                 for (int r = 0; r < rows; r++) att[(size_t)j * n + r0 + r] = step[r][j] * scale;
         }
@@ -3272,11 +3294,29 @@ static void attend_panels(const Config *c, RunState *s, int l, int T, int pos, i
         for (int c0 = 0; c0 < head_dim; c0 += GEMM_TOKENS) /* out: 6 queries x 16 of head_dim per step */
             for (int r0 = 0; r0 < n_queries; r0 += GEMM_ROWS) {
                 int rows = n_queries - r0 < GEMM_ROWS ? n_queries - r0 : GEMM_ROWS;
-                gemm_f32(att + (size_t)r0 * n, (size_t)n, rows, values + c0, (size_t)kv_dim, n, step);
+                gemm_f32(att + (size_t)r0 * n, (size_t)n, rows, values + c0, (size_t)head_dim, n, step);
                 for (int r = 0; r < rows; r++)
                     memcpy(s->ao + (size_t)(t0 + r0 + r) * q_dim + (size_t)h * head_dim + c0, step[r], sizeof step[r]);
             }
     }
+}
+
+/* The T new keys and values k, v (T, kv_dim) of layer l into the cache at
+   positions pos .., head by head (see cache_at), as halves in an fp16 cache.
+   PyTorch: cache_k[l, :, pos:pos + T] = k.view(T, n_kv_heads, head_dim).transpose(0, 1) */
+static void store_kv(const Config *c, RunState *s, int l, int T, int pos, const float *k, const float *v) {
+    int head_dim = c->head_dim, kv_dim = c->n_kv_heads * head_dim;
+    for (int t = 0; t < T; t++)
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            size_t at = cache_at(c, s, l, g, pos + t), from = (size_t)t * kv_dim + (size_t)g * head_dim;
+            if (s->kv16) {
+                for (int i = 0; i < head_dim; i++)
+                    s->key_cache16[at + i] = fp32_to_fp16(k[from + i]), s->value_cache16[at + i] = fp32_to_fp16(v[from + i]);
+            } else {
+                memcpy(s->key_cache + at, k + from, head_dim * sizeof(float));
+                memcpy(s->value_cache + at, v + from, head_dim * sizeof(float));
+            }
+        }
 }
 
 /* The attention block of layer l for T tokens at positions pos ..:
@@ -3284,10 +3324,7 @@ static void attend_panels(const Config *c, RunState *s, int l, int T, int pos, i
 static void attention_block(const Config *c, const LayerWeights *lw, RunState *s, int l, int T, int pos) {
     int dim = c->dim, head_dim = c->head_dim, half = c->rope_dim / 2;
     int q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
-    size_t new_off = ((size_t)l * s->ctx + pos) * kv_dim;
-    /* the new keys and values (T, kv_dim): straight into an fp32 cache, or through kv_new into an fp16 one */
-    float *k = s->kv16 ? s->kv_new : s->key_cache + new_off;
-    float *v = s->kv16 ? s->kv_new + (size_t)T * kv_dim : s->value_cache + new_off;
+    float *k = s->kv_new, *v = s->kv_new + (size_t)T * kv_dim; /* the new keys and values (T, kv_dim) */
     const RopeTable *rt = &s->rope[lw->sliding && s->n_rope > 1]; /* Gemma 3's local layers: their own base */
 
     rmsnorm_tokens(s->xb, s->x, lw->attn_norm, T, dim, c->norm_eps);
@@ -3302,9 +3339,7 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
     for (t = 0; t < T; t++)
         attention_inputs(c, lw, s->q + (size_t)t * q_dim, k + (size_t)t * kv_dim, v + (size_t)t * kv_dim,
                          rt->cos + t * half, rt->sin + t * half);
-    if (s->kv16)
-        for (size_t i = 0; i < (size_t)T * kv_dim; i++)
-            s->key_cache16[new_off + i] = fp32_to_fp16(k[i]), s->value_cache16[new_off + i] = fp32_to_fp16(v[i]);
+    store_kv(c, s, l, T, pos, k, v);
 
     int window = lw->sliding ? c->sliding_window : 0;
     if (use_attention_panels(c, s, T)) attend_panels(c, s, l, T, pos, window);
