@@ -1015,7 +1015,7 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
     size_t element = kv16 ? sizeof(uint16_t) : sizeof(float);
     check_memory(2 * cache * element, ctx);
     s->kv16 = kv16;
-    s->kv_new = xcalloc((size_t)(2 * T * kv_dim), sizeof(float));
+    s->kv_new = xcalloc((size_t)2 * T * kv_dim, sizeof(float));
     if (kv16) {
         s->key_cache16 = xcalloc((size_t)cache, element);
         s->value_cache16 = xcalloc((size_t)cache, element);
