@@ -1513,6 +1513,18 @@ void softmax_scalar(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
+/* The end of a SIMD softmax (both instruction sets): the values from `from`
+   on, past the last whole vector, as softmax_scalar does them, added to the
+   vectors' sum, then the division (which needs no intrinsics: it has no
+   chain from one value to the next, and the compiler vectorizes it). */
+static inline void softmax_rest(float *x, int from, int n, float max, float sum) {
+    for (int i = from; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    for (int i = 0; i < n; i++) x[i] /= sum;
+}
+
 /* The gate's activation. SiLU: g * sigmoid(g) (Llama). GELU, tanh
    approximation: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) (Gemma).
    PyTorch: F.silu(g), F.gelu(g, approximate="tanh") */
@@ -2395,8 +2407,7 @@ static __m256 exp_lanes(__m256 x) {
 }
 
 /* softmax_scalar's steps, 8 values at a time: the max, exp(x - max) and its
-   sum; the last n % 8 values as softmax_scalar does them. (The division needs
-   no intrinsics: it has no chain from one value to the next.) */
+   sum; the last n % 8 values and the division by softmax_rest. */
 static void softmax(float *x, int n) {
     int i = 0;
     __m256 max8 = _mm256_set1_ps(-INFINITY), sum8 = _mm256_setzero_ps();
@@ -2411,12 +2422,7 @@ static void softmax(float *x, int n) {
         _mm256_storeu_ps(x + i, e);
         sum8 = _mm256_add_ps(sum8, e);
     }
-    float sum = hsum256(sum8);
-    for (int j = i; j < n; j++) {
-        x[j] = expf(x[j] - max);
-        sum += x[j];
-    }
-    for (i = 0; i < n; i++) x[i] /= sum; /* the compiler vectorizes this loop itself */
+    softmax_rest(x, i, n, max, hsum256(sum8));
 }
 
 /* SiLU is g sigmoid(g) = g / (1 + exp(-g)), and GELU's 0.5 (1 + tanh(u)) is
@@ -2774,12 +2780,7 @@ static void softmax(float *x, int n) {
         vst1q_f32(x + i, e);
         sum4 = vaddq_f32(sum4, e);
     }
-    float sum = vaddvq_f32(sum4);
-    for (int j = i; j < n; j++) {
-        x[j] = expf(x[j] - max);
-        sum += x[j];
-    }
-    for (i = 0; i < n; i++) x[i] /= sum; /* the compiler vectorizes this loop itself */
+    softmax_rest(x, i, n, max, vaddvq_f32(sum4));
 }
 
 static void gate_times_up(float *h, const float *up, size_t n, int activation) {
