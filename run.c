@@ -1173,9 +1173,14 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
    q8_0 16.1 at 4096 bytes ahead, 17.3 at 2048, 17.5 at 1536, 19.3 at 1280;
    q4_0 27.5, 27.4, 29.2, 30.1 (1024 and 768 were below 1280 in another
    round of the same; stories110M and q4_k_m gain nothing, lose nothing
-   at 1280 against 4096). A prefetch is only a hint: it never faults, even past
-   the end of the weights. */
+   at 1280 against 4096). On ARM the distance stays 4096, as first chosen:
+   its prefetchers differ and no ARM machine here can time it. A prefetch is
+   only a hint: it never faults, even past the end of the weights. */
+#if defined(USE_NEON)
+#define PREFETCH_AHEAD 4096
+#else
 #define PREFETCH_AHEAD 1280
+#endif
 #if defined(__GNUC__)
 #define prefetch(p) __builtin_prefetch(p)
 #else
