@@ -1176,10 +1176,12 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
    at 1280 against 4096). On ARM the distance stays 4096, as first chosen:
    its prefetchers differ and no ARM machine here can time it. A prefetch is
    only a hint: it never faults, even past the end of the weights. */
+#ifndef PREFETCH_AHEAD /* cc -DPREFETCH_AHEAD=... to try another (tools/stream.c measures it) */
 #if defined(USE_NEON)
 #define PREFETCH_AHEAD 4096
 #else
 #define PREFETCH_AHEAD 1280
+#endif
 #endif
 #if defined(__GNUC__)
 #define prefetch(p) __builtin_prefetch(p)

@@ -55,6 +55,25 @@ static uint64_t sum_part(const uint64_t *buf, size_t from, size_t to) {
     return sum;
 }
 
+/* Sum of all n words, each of `threads` threads reading its own part. */
+static uint64_t read_all(const uint64_t *buf, size_t n, int threads) {
+    uint64_t sum = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(+ : sum)
+#endif
+    {
+        int t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        size_t part = n / nt / 16 * 16;
+        sum += sum_part(buf, part * t, t == nt - 1 ? n : part * (t + 1));
+    }
+    (void)threads;
+    return sum;
+}
+
+#ifndef BANDWIDTH_NO_MAIN /* tools/stream.c includes this file for read_all */
 int main(int argc, char **argv) {
     size_t n = (size_t)1 << 27; /* 2^27 uint64 = 1 GiB */
     uint64_t *buf = aligned_alloc((size_t)2 << 20, n * sizeof(uint64_t)); /* 2 MB aligned, for whole huge pages */
@@ -86,18 +105,7 @@ int main(int argc, char **argv) {
         uint64_t total = 0;
         for (int pass = 0; pass < 5; pass++) {
             double t0 = now();
-            uint64_t sum = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) reduction(+ : sum)
-#endif
-            {
-                int t = 0, nt = 1;
-#ifdef _OPENMP
-                t = omp_get_thread_num(), nt = omp_get_num_threads();
-#endif
-                size_t part = n / nt / 16 * 16;
-                sum += sum_part(buf, part * t, t == nt - 1 ? n : part * (t + 1));
-            }
+            uint64_t sum = read_all(buf, n, threads);
             double t = now() - t0;
             if (t < best) best = t;
             total += sum;
@@ -108,3 +116,4 @@ int main(int argc, char **argv) {
     free(buf);
     return 0;
 }
+#endif

@@ -1,0 +1,103 @@
+/* How near generation's matrix-vector products come to streaming memory as
+   fast as a plain read does. One token's matrices of the TinyLlama-1.1B shape
+   (22 layers of wq, wk, wv, wo, w1, w3 and w2, then the 32000-row classifier:
+   1.10 GB in q8_0, 0.58 GB in q4_0) are multiplied by one input through
+   run.c's own matmul, as generation does, and the q8_0 bytes are read plainly
+   (tools/bandwidth.c's read_all: wide loads, four accumulators, each
+   thread its own part), the three alternating, round after round, so that
+   the host's drift meets all three alike. Prints each round's GB/s and, at
+   the end, each one's mean and its share of the read's.
+   Its use: choosing PREFETCH_AHEAD for a machine, which it takes from the
+   command line like any macro of run.c (the weights are random bytes; their
+   values do not matter to the speed):
+   cc -O3 -march=native -fopenmp [-DPREFETCH_AHEAD=2048] tools/stream.c -o stream -lm && ./stream [ROUNDS] */
+#define RUN_NO_MAIN
+#include "../run.c"
+#define BANDWIDTH_NO_MAIN
+#include "bandwidth.c" /* read_all: the plain read, and now() */
+
+enum { LAYERS = 22, DIM = 2048, KV_DIM = 256, HIDDEN = 5632, VOCAB = 32000, MATRICES = 7 * LAYERS + 1 };
+
+/* One token's matrices, in the order forward reads them, in one type. */
+typedef struct {
+    Matrix m[MATRICES];
+    uint8_t *buf;
+    size_t bytes;
+} Token;
+
+static void build_token(Token *t, int type) {
+    int shapes[7][2] = {{DIM, DIM}, {KV_DIM, DIM}, {KV_DIM, DIM}, {DIM, DIM}, {HIDDEN, DIM}, {HIDDEN, DIM}, {DIM, HIDDEN}};
+    size_t per_weight2 = type == WEIGHT_Q8_0 ? 2 : 1; /* bytes per 2 weights */
+    t->bytes = 0;
+    for (int i = 0; i < MATRICES; i++) {
+        int rows = i < 7 * LAYERS ? shapes[i % 7][0] : VOCAB, cols = i < 7 * LAYERS ? shapes[i % 7][1] : DIM;
+        t->m[i] = (Matrix){type, rows, cols, cols, NULL, NULL};
+        t->bytes += (size_t)rows * cols / 2 * per_weight2 + (size_t)rows * (cols / QK) * sizeof(uint16_t);
+    }
+    size_t huge = (size_t)2 << 20, alloc = (t->bytes + huge - 1) / huge * huge;
+    t->buf = aligned_alloc(huge, alloc); /* whole 2 MB pages, as run.c reads its weights */
+    if (!t->buf) {
+        fprintf(stderr, "stream: cannot allocate %zu bytes\n", alloc);
+        exit(1);
+    }
+#ifdef MADV_HUGEPAGE
+    madvise(t->buf, alloc, MADV_HUGEPAGE);
+#endif
+    size_t at = 0;
+    for (int i = 0; i < MATRICES; i++) { /* each matrix's bytes, then its scales, as in a model file */
+        Matrix *m = &t->m[i];
+        size_t data = (size_t)m->rows * m->cols / 2 * per_weight2, n_scales = (size_t)m->rows * (m->cols / QK);
+        m->data = t->buf + at;
+        for (size_t j = 0; j < data; j++) t->buf[at + j] = (uint8_t)((at + j) * 2654435761u >> 13);
+        uint16_t *scales = (uint16_t *)(t->buf + at + data);
+        for (size_t j = 0; j < n_scales; j++) scales[j] = 0x3c00; /* fp16 1.0 */
+        m->scales = scales;
+        at += data + n_scales * sizeof(uint16_t);
+    }
+}
+
+static volatile uint64_t sink; /* the read's sum, kept so that the read is not dropped */
+
+/* One token's products: every matrix by one input, as generation does. */
+static void products(const Token *t, float *out, const float *x, const QuantizedVector *xq) {
+    for (int i = 0; i < MATRICES; i++) matmul(out, x, xq, NULL, &t->m[i], 1);
+}
+
+int main(int argc, char **argv) {
+    int rounds = argc > 1 ? atoi(argv[1]) : 8;
+    if (rounds < 1) rounds = 1;
+    Token q8, q4;
+    build_token(&q8, WEIGHT_Q8_0);
+    build_token(&q4, WEIGHT_Q4_0);
+    static float x[HIDDEN], out[VOCAB];
+    for (int i = 0; i < HIDDEN; i++) x[i] = sinf((float)i);
+    QuantizedVector xq;
+    build_quantized_vector(&xq, HIDDEN);
+    quantize_vector(&xq, x, HIDDEN, HIDDEN, QK);
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    printf("%s kernels, %d thread%s, PREFETCH_AHEAD %d; GB/s, %d rounds:\n", SIMD_NAME, threads, threads > 1 ? "s" : "",
+           PREFETCH_AHEAD, rounds);
+    double sum[3] = {0, 0, 0};
+    for (int r = 0; r < rounds; r++) {
+        double gbs[3];
+        for (int k = 0; k < 3; k++) {
+            double t0 = now();
+            size_t bytes = k == 0 ? q8.bytes : k == 1 ? q8.bytes : q4.bytes;
+            for (int rep = 0; rep < 3; rep++) {
+                if (k == 0) sink = read_all((const uint64_t *)q8.buf, q8.bytes / 8, threads);
+                else products(k == 1 ? &q8 : &q4, out, x, &xq);
+            }
+            gbs[k] = 3.0 * bytes / (now() - t0) / 1e9;
+            sum[k] += gbs[k];
+        }
+        printf("round %d: read %.2f  q8_0 %.2f  q4_0 %.2f\n", r + 1, gbs[0], gbs[1], gbs[2]);
+    }
+    printf("mean: read %.2f GB/s, q8_0 %.2f (%.0f%% of the read), q4_0 %.2f (%.0f%%)\n", sum[0] / rounds,
+           sum[1] / rounds, 100 * sum[1] / sum[0], sum[2] / rounds, 100 * sum[2] / sum[0]);
+    free_quantized_vector(&xq);
+    free(q8.buf), free(q4.buf);
+    return 0;
+}
