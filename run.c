@@ -1167,9 +1167,10 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
    past what L2 holds yet, each prefetch is (we think: this host has no
    counters to show it) a second miss to memory beside the hardware's,
    holding one of L1's few miss buffers for the whole trip. What was
-   measured: a loop of the same loads without arithmetic streamed at 109% of
-   tools/bandwidth.c's read without prefetches and at 84% with them 4 KB
-   ahead. Alternating builds, 1.1B shape, median of 8 rounds, tokens/s:
+   measured: a loop of the same loads without arithmetic streamed at 102-109%
+   of tools/bandwidth.c's read without prefetches and at 84% with them 4 KB
+   ahead; run.c's matmul, in tools/stream.c, at 88% (q8_0) and 85% (q4_0) of
+   the read 4 KB ahead and 94% and 92% at 1280. Alternating builds, 1.1B shape, median of 8 rounds, tokens/s:
    q8_0 16.1 at 4096 bytes ahead, 17.3 at 2048, 17.5 at 1536, 19.3 at 1280;
    q4_0 27.5, 27.4, 29.2, 30.1 (1024 and 768 were below 1280 in another
    round of the same; stories110M and q4_k_m gain nothing, lose nothing
