@@ -1170,11 +1170,11 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
    measured: a loop of the same loads without arithmetic streamed at 102-109%
    of tools/bandwidth.c's read without prefetches and at 84% with them 4 KB
    ahead; run.c's matmul, in tools/stream.c, at 88% (q8_0) and 85% (q4_0) of
-   the read 4 KB ahead and 94% and 92% at 1280. Alternating builds, 1.1B shape, median of 8 rounds, tokens/s:
-   q8_0 16.1 at 4096 bytes ahead, 17.3 at 2048, 17.5 at 1536, 19.3 at 1280;
-   q4_0 27.5, 27.4, 29.2, 30.1 (1024 and 768 were below 1280 in another
-   round of the same; stories110M and q4_k_m gain nothing, lose nothing
-   at 1280 against 4096). On ARM the distance stays 4096, as first chosen:
+   the read 4 KB ahead and 94% and 92% at 1280. Alternating builds, 1.1B
+   shape, median of 8 rounds, tokens/s: q8_0 16.1 at 4096 bytes ahead, 17.3
+   at 2048, 17.5 at 1536, 19.3 at 1280; q4_0 27.5, 27.4, 29.2, 30.1 (1024
+   and 768 were below 1280 in another round of the same; stories110M and
+   q4_k_m gain nothing, lose nothing at 1280 against 4096). On ARM the distance stays 4096, as first chosen:
    its prefetchers differ and no ARM machine here can time it. A prefetch is
    only a hint: it never faults, even past the end of the weights. */
 #ifndef PREFETCH_AHEAD /* cc -DPREFETCH_AHEAD=... to try another (tools/stream.c measures it) */

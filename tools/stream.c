@@ -25,14 +25,17 @@ typedef struct {
     size_t bytes;
 } Token;
 
+/* A matrix's bytes of weights, and its number of fp16 scales (one per 32). */
+static size_t weight_bytes(const Matrix *m) { return (size_t)m->rows * m->cols / (m->type == WEIGHT_Q8_0 ? 1 : 2); }
+static size_t scale_count(const Matrix *m) { return (size_t)m->rows * (m->cols / QK); }
+
 static void build_token(Token *t, int type) {
     int shapes[7][2] = {{DIM, DIM}, {KV_DIM, DIM}, {KV_DIM, DIM}, {DIM, DIM}, {HIDDEN, DIM}, {HIDDEN, DIM}, {DIM, HIDDEN}};
-    size_t per_weight2 = type == WEIGHT_Q8_0 ? 2 : 1; /* bytes per 2 weights */
     t->bytes = 0;
     for (int i = 0; i < MATRICES; i++) {
         int rows = i < 7 * LAYERS ? shapes[i % 7][0] : VOCAB, cols = i < 7 * LAYERS ? shapes[i % 7][1] : DIM;
         t->m[i] = (Matrix){type, rows, cols, cols, NULL, NULL};
-        t->bytes += (size_t)rows * cols / 2 * per_weight2 + (size_t)rows * (cols / QK) * sizeof(uint16_t);
+        t->bytes += weight_bytes(&t->m[i]) + scale_count(&t->m[i]) * sizeof(uint16_t);
     }
     size_t huge = (size_t)2 << 20, alloc = (t->bytes + huge - 1) / huge * huge;
     t->buf = aligned_alloc(huge, alloc); /* whole 2 MB pages, as run.c reads its weights */
@@ -46,7 +49,7 @@ static void build_token(Token *t, int type) {
     size_t at = 0;
     for (int i = 0; i < MATRICES; i++) { /* each matrix's bytes, then its scales, as in a model file */
         Matrix *m = &t->m[i];
-        size_t data = (size_t)m->rows * m->cols / 2 * per_weight2, n_scales = (size_t)m->rows * (m->cols / QK);
+        size_t data = weight_bytes(m), n_scales = scale_count(m);
         m->data = t->buf + at;
         for (size_t j = 0; j < data; j++) t->buf[at + j] = (uint8_t)((at + j) * 2654435761u >> 13);
         uint16_t *scales = (uint16_t *)(t->buf + at + data);
@@ -85,7 +88,7 @@ int main(int argc, char **argv) {
         double gbs[3];
         for (int k = 0; k < 3; k++) {
             double t0 = now();
-            size_t bytes = k == 0 ? q8.bytes : k == 1 ? q8.bytes : q4.bytes;
+            size_t bytes = k == 2 ? q4.bytes : q8.bytes; /* the read reads the q8_0 bytes */
             for (int rep = 0; rep < 3; rep++) {
                 if (k == 0) sink = read_all((const uint64_t *)q8.buf, q8.bytes / 8, threads);
                 else products(k == 1 ? &q8 : &q4, out, x, &xq);
