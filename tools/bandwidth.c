@@ -47,8 +47,8 @@ static uint64_t sum_part(const uint64_t *buf, size_t from, size_t to) {
     uint64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
 #else
     uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    size_t i = from;
-    for (; i + 4 <= to; i += 4) s0 += buf[i], s1 += buf[i + 1], s2 += buf[i + 2], s3 += buf[i + 3];
+    size_t i = from, fours = from + (to - from) / 4 * 4;
+    for (; i < fours; i += 4) s0 += buf[i], s1 += buf[i + 1], s2 += buf[i + 2], s3 += buf[i + 3];
     uint64_t sum = s0 + s1 + s2 + s3;
 #endif
     for (; i < to; i++) sum += buf[i];
