@@ -3108,7 +3108,13 @@ static void matmul(float *out, const float *x, const QuantizedVector *xq, Panels
     int i;
     /* guided: large runs of rows first, smaller ones at the end, so that a
        thread slowed down (by another process on its core) does not hold the
-       other one waiting, while each thread still streams long runs of rows */
+       other one waiting, while each thread still streams long runs of rows
+       (1.1B shape, q8_0, alternating, median of 8: dynamic runs of 8, 16 and
+       32 rows generated 13.5, 15.7 and 16.5 tok/s against guided's 16.6, the
+       short runs breaking the streams the hardware prefetcher follows; one
+       list of rows for wq, wk and wv together, and for w1 and w3, so that the
+       threads meet once where they meet three times and twice: no
+       measurable difference) */
 #ifdef _OPENMP
 #pragma omp parallel for private(i) schedule(guided)
 #endif
