@@ -1983,11 +1983,23 @@ static void gemm_f32(const float *w, size_t stride, int rows, const float *panel
 
 /* An empty asm statement that says it changes v: the compiler must then have
    v in a register at this point, and can no longer fold its load into every
-   instruction that uses it (see gemm_i16). */
+   instruction that uses it, nor reorder the sums it is part of (see gemm_i16
+   and gemm_u4_half). */
 #if defined(__GNUC__)
 #define IN_REGISTER(v) __asm__("" : "+x"(v))
 #else
 #define IN_REGISTER(v) ((void)0)
+#endif
+
+/* Before a loop of 8 steps: GCC unrolls it whole, so that the sums it carries
+   from step to step need no copying between registers (GCC's loop kept each
+   new sum in a register of its own and copied it back, a sixth of the
+   instructions of gemm_i16's loop). clang keeps such loops without copies
+   and measured no better unrolled; it is left to itself. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define UNROLL_8 _Pragma("GCC unroll 8")
+#else
+#define UNROLL_8
 #endif
 
 /* acc + a1 . b1 + a2 . b2, each . the products of int16 pairs summed into
@@ -2011,7 +2023,11 @@ static __m256i dot_i16_add2(__m256i acc, __m256i a1, __m256i b1, __m256i a2, __m
    reloaded each from memory for every row's madd, and those loads, not the
    madds, were the limit (llvm-mca: the load ports' share of the floating-point
    pipes); with them, and two pairs per step, in cache on one thread, 39.9 ->
-   58.2 billion multiply-adds per second (alternating builds, best of 12). */
+   58.2 billion multiply-adds per second (alternating builds, best of 12).
+   The block's 8 steps are unrolled whole (UNROLL_8) with the sums pinned
+   after each: 12 rounds alternating, median 39.5 -> 49.7 (best 57.5 ->
+   61.4); prompts of 512 tokens on the 1.1B shape, q8_0, 60 -> 77 tokens/s
+   (medians of 3, 2 threads). */
 static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const int16_t *x16, const float *xs,
                     float out[GEMM_ROWS][GEMM_TOKENS]) {
     __m256 a[GEMM_ROWS_I16][2];
@@ -2020,6 +2036,7 @@ static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const in
     for (int b = 0; b < n_blocks; b++) {
         __m256i sum[GEMM_ROWS_I16][2];
         for (int r = 0; r < GEMM_ROWS_I16; r++) sum[r][0] = sum[r][1] = _mm256_setzero_si256();
+        UNROLL_8
         for (int g = 0; g < QK / 2; g += 2) { /* pairs g and g + 1 */
             const int16_t *p = x16 + (size_t)(b * QK / 2 + g) * 2 * GEMM_TOKENS;
             __m256i x0 = _mm256_loadu_si256((const __m256i *)p), x1 = _mm256_loadu_si256((const __m256i *)(p + 16));
@@ -2034,6 +2051,10 @@ static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const in
                 __m256i wx = _mm256_set1_epi32(pairs[0]), wy = _mm256_set1_epi32(pairs[1]);
                 sum[r][0] = dot_i16_add2(sum[r][0], wx, x0, wy, y0);
                 sum[r][1] = dot_i16_add2(sum[r][1], wx, x1, wy, y1);
+            }
+            for (int r = 0; r < GEMM_ROWS_I16; r++) { /* step after step, not a tree (see gemm_u4_half) */
+                IN_REGISTER(sum[r][0]);
+                IN_REGISTER(sum[r][1]);
             }
         }
         __m256 xs0 = _mm256_loadu_ps(xs + b * GEMM_TOKENS), xs1 = _mm256_loadu_ps(xs + b * GEMM_TOKENS + 8);
@@ -2054,13 +2075,12 @@ static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const in
    Each sum is pinned in its register after every add (IN_REGISTER): GCC
    otherwise unrolled the block's 8 x 6 maddubs whole and, the adds being
    free to reorder, summed them as a tree whose 48 partial products it kept
-   on the stack; pinned, the loop stays a loop of 6 broadcasts, 6 maddubs and
-   6 adds in registers (in cache on one thread, alternating builds, 15
-   rounds: median 52 -> 64, best 68 -> 94 billion multiply-adds per second,
-   where clang's build, which kept the loop by itself, had 62 and 92;
-   prompts of 512 tokens, q4_0, medians of 4-6 rounds: stories110M 641-725
-   -> 775-813 tokens/s in three sets, the 1.1B shape 77-79 -> 84-86 in
-   two). Definition: gemm_u4_scalar. */
+   on the stack; pinned, each step is 6 broadcasts, 6 maddubs and 6 adds in
+   registers, and unrolled whole (UNROLL_8) no sum is copied between steps
+   (in cache on one thread, alternating builds, 12 rounds: median 59 -> 80,
+   best 65 -> 91 billion multiply-adds per second; prompts of 512 tokens,
+   q4_0, 2 threads: stories110M 746 -> 917 tokens/s, medians of 5, the
+   1.1B shape 75 -> 102, medians of 3). Definition: gemm_u4_scalar. */
 static void gemm_u4_half(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8,
                          const float *xs, const int32_t *xsum, int half, float out[GEMM_ROWS][GEMM_TOKENS]) {
     __m256 a[GEMM_ROWS];
@@ -2069,6 +2089,7 @@ static void gemm_u4_half(const uint8_t *wu, const float *ws, const float *wm, in
     for (int b = 0; b < n_blocks; b++) {
         __m256i sum[GEMM_ROWS]; /* int16 sums (AVX2) or int32 (VNNI) */
         for (int r = 0; r < GEMM_ROWS; r++) sum[r] = _mm256_setzero_si256();
+        UNROLL_8
         for (int g = 0; g < QK / 4; g++) {
             __m256i xv = _mm256_loadu_si256((const __m256i *)(x8 + ((size_t)(b * QK / 4 + g) * GEMM_TOKENS + half * 8) * 4));
             for (int r = 0; r < GEMM_ROWS; r++) {
