@@ -2051,9 +2051,7 @@ static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const in
                 __m256i wx = _mm256_set1_epi32(pairs[0]), wy = _mm256_set1_epi32(pairs[1]);
                 sum[r][0] = dot_i16_add2(sum[r][0], wx, x0, wy, y0);
                 sum[r][1] = dot_i16_add2(sum[r][1], wx, x1, wy, y1);
-            }
-            for (int r = 0; r < GEMM_ROWS_I16; r++) { /* step after step, not a tree (see gemm_u4_half) */
-                IN_REGISTER(sum[r][0]);
+                IN_REGISTER(sum[r][0]); /* step after step, not a tree (see gemm_u4_half) */
                 IN_REGISTER(sum[r][1]);
             }
         }
