@@ -836,7 +836,7 @@ typedef struct TracePage {
 } TracePage;
 #define GEMM_TOKENS 16 /* tokens of one panel of the prompt GEMMs (section 4, "panels") */
 #define GEMM_ROWS 6     /* weight rows of one GEMM step: fp32, q4_0 and q4_k (gemm_f32, gemm_u4) */
-#define GEMM_ROWS_I16 3 /* weight rows of one q8_0 or q6_k GEMM step (gemm_i16) */
+/* (GEMM_ROWS_I16, the rows of a q8_0 or q6_k step, depends on the build: section 4) */
 
 /* Activations quantized like a q8_0 row, for the integer dot products of a
    quantized matmul (section 4): x[j] ~ q[j] * scale[b] for j in block b. */
@@ -1132,7 +1132,14 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
 #define SIMD_NAME "scalar"
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define USE_AVX2 1
-#if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(RUN_VNNI)
+#if ((defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)) || \
+     defined(RUN_AVX512)) && !defined(RUN_NO_AVX512)
+#define USE_AVX512 1 /* the GEMM steps in 512-bit registers (section "AVX-512"); the rest as below */
+#define USE_VNNI 1
+#define dpbusd _mm256_dpbusd_epi32
+#define dpwssd _mm256_dpwssd_epi32
+#define SIMD_NAME "AVX-512+VNNI"
+#elif (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(RUN_VNNI)
 #define USE_VNNI 1
 #define dpbusd _mm256_dpbusd_epi32
 #define dpwssd _mm256_dpwssd_epi32
@@ -1156,6 +1163,16 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
 #elif defined(USE_NEON)
 #include <arm_neon.h>
 #endif
+
+/* Weight rows of one q8_0 or q6_k GEMM step (gemm_i16): 3, whose sums and
+   panel vectors fill AVX2's 16 registers, or 6 in AVX-512's 32 (in cache,
+   one thread: 107 -> 143 billion multiply-adds per second against 3) */
+#if defined(USE_AVX512)
+#define GEMM_ROWS_I16 6
+#else
+#define GEMM_ROWS_I16 3
+#endif
+_Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and the output of GEMM_ROWS");
 
 /* Generation streams every weight row from memory once per token. The
    quantized SIMD dot products ask for the bytes PREFETCH_AHEAD past those they
@@ -1946,6 +1963,29 @@ static void weighted_sum_f16(float *out, const float *att, const uint16_t *v, si
     if (i < head_dim) weighted_sum_f16_scalar(out + i, att, v + i, stride, n, head_dim - i);
 }
 
+/* An empty asm statement that says it changes v: the compiler must then have
+   v in a register at this point, and can no longer fold its load into every
+   instruction that uses it, nor reorder the sums it is part of (see gemm_i16
+   and gemm_u4_half). */
+#if defined(__GNUC__)
+#define IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#define IN_REGISTER(v) ((void)0)
+#endif
+
+/* Before a loop of 8 steps: GCC unrolls it whole, so that the sums it carries
+   from step to step need no copying between registers (GCC's loop kept each
+   new sum in a register of its own and copied it back, a sixth of the
+   instructions of gemm_i16's loop). clang keeps such loops without copies
+   and measured no better unrolled; it is left to itself. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define UNROLL_8 _Pragma("GCC unroll 8")
+#else
+#define UNROLL_8
+#endif
+
+#if !defined(USE_AVX512) /* the 256-bit GEMM steps; AVX-512 builds have their own below */
+
 /* ---- panels: the fp32 GEMM of prompt processing ----
    The tokens of a chunk are packed 16 to a panel, value k of all 16 side by
    side (pack_panels), so one step of the loop below loads value k of 16
@@ -1980,27 +2020,6 @@ static void gemm_f32(const float *w, size_t stride, int rows, const float *panel
     _mm256_storeu_ps(out[3], a30), _mm256_storeu_ps(out[3] + 8, a31), _mm256_storeu_ps(out[4], a40);
     _mm256_storeu_ps(out[4] + 8, a41), _mm256_storeu_ps(out[5], a50), _mm256_storeu_ps(out[5] + 8, a51);
 }
-
-/* An empty asm statement that says it changes v: the compiler must then have
-   v in a register at this point, and can no longer fold its load into every
-   instruction that uses it, nor reorder the sums it is part of (see gemm_i16
-   and gemm_u4_half). */
-#if defined(__GNUC__)
-#define IN_REGISTER(v) __asm__("" : "+x"(v))
-#else
-#define IN_REGISTER(v) ((void)0)
-#endif
-
-/* Before a loop of 8 steps: GCC unrolls it whole, so that the sums it carries
-   from step to step need no copying between registers (GCC's loop kept each
-   new sum in a register of its own and copied it back, a sixth of the
-   instructions of gemm_i16's loop). clang keeps such loops without copies
-   and measured no better unrolled; it is left to itself. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define UNROLL_8 _Pragma("GCC unroll 8")
-#else
-#define UNROLL_8
-#endif
 
 /* acc + a1 . b1 + a2 . b2, each . the products of int16 pairs summed into
    int32: two madds whose sum is added once (VNNI: two dpwssd) */
@@ -2121,6 +2140,120 @@ static void gemm_u4(const uint8_t *wu, const float *ws, const float *wm, int n_b
     gemm_u4_half(wu, ws, wm, n_blocks, x8, xs, xsum, 0, out);
     gemm_u4_half(wu, ws, wm, n_blocks, x8, xs, xsum, 1, out);
 }
+#else /* USE_AVX512 */
+
+/* ---- AVX-512: the GEMM steps in 512-bit registers ----
+   A panel's 16 tokens fill one 512-bit register where they fill two of 256
+   bits (16 floats; 16 tokens' int16 pairs; 16 tokens' int8 quads), so each
+   step loads half the vectors and issues half the instructions for the same
+   multiply-adds, and each broadcast weight serves 16 tokens where the 256-bit
+   steps use it for 8. Same layouts, same sums, same order of the float
+   additions as the 256-bit steps above (their comments say why each is built
+   as it is); their definitions are the same gemm_*_scalar. Measured in
+   the README ("AVX-512"). */
+
+/* IN_REGISTER for a 512-bit vector: "v" allows all 32 registers (none where
+   SIMDe stands in for AVX-512 in the tests: its vectors are not registers) */
+#if defined(__GNUC__) && defined(__AVX512F__)
+#define IN_ZMM(v) __asm__("" : "+v"(v))
+#else
+#define IN_ZMM(v) ((void)0)
+#endif
+
+/* fp32: per value k, one load (value k of the 16 tokens) and 6 FMAs, each
+   broadcasting its row's weight k from memory (in cache, one thread: 75
+   billion multiply-adds per second against AVX2's 53; a second accumulator
+   per row, for odd k: no faster, 76; the loads, 7 per 6 FMAs, are the likely
+   limit). */
+static void gemm_f32(const float *w, size_t stride, int rows, const float *panel, size_t panel_stride, int n,
+                     float out[GEMM_ROWS][GEMM_TOKENS]) {
+    const float *wr[GEMM_ROWS]; /* rows past `rows` repeat the last one: computed, not stored */
+    for (int r = 0; r < GEMM_ROWS; r++) wr[r] = w + (size_t)(r < rows ? r : rows - 1) * stride;
+    _Static_assert(GEMM_ROWS == 6, "gemm_f32 names the accumulators of its 6 rows one by one");
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+    for (int k = 0; k < n; k++) {
+        __m512 x = _mm512_loadu_ps(panel + k * panel_stride); /* value k of the 16 tokens */
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(wr[0][k]), x, a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(wr[1][k]), x, a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(wr[2][k]), x, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(wr[3][k]), x, a3);
+        a4 = _mm512_fmadd_ps(_mm512_set1_ps(wr[4][k]), x, a4);
+        a5 = _mm512_fmadd_ps(_mm512_set1_ps(wr[5][k]), x, a5);
+    }
+    _mm512_storeu_ps(out[0], a0), _mm512_storeu_ps(out[1], a1), _mm512_storeu_ps(out[2], a2);
+    _mm512_storeu_ps(out[3], a3), _mm512_storeu_ps(out[4], a4), _mm512_storeu_ps(out[5], a5);
+}
+
+/* q8_0 and q6_k, 6 rows (GEMM_ROWS_I16): per two pairs of values k, two
+   loads (16 tokens' pairs each) and per row two dpwssd, each by one broadcast
+   pair of the row's weights. Each pair is its own 4-byte broadcast, which
+   dpwssd takes as its memory operand: GCC loaded the row's two pairs as one
+   8-byte integer and moved each half into a vector register (in cache, one
+   thread, 3 rows: 62 -> 107 billion multiply-adds per second, the panel's
+   vectors pinned too; 6 rows: 143; AVX2+VNNI's 3 rows of 256 bits: 82). */
+static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const int16_t *x16, const float *xs,
+                    float out[GEMM_ROWS][GEMM_TOKENS]) {
+    __m512 a[GEMM_ROWS_I16];
+    for (int r = 0; r < GEMM_ROWS_I16; r++) a[r] = _mm512_setzero_ps();
+    size_t n = (size_t)n_blocks * QK;
+    for (int b = 0; b < n_blocks; b++) {
+        __m512i sum[GEMM_ROWS_I16];
+        for (int r = 0; r < GEMM_ROWS_I16; r++) sum[r] = _mm512_setzero_si512();
+        UNROLL_8
+        for (int g = 0; g < QK / 2; g += 2) { /* pairs g and g + 1 */
+            const int16_t *p = x16 + (size_t)(b * QK / 2 + g) * 2 * GEMM_TOKENS;
+            __m512i x = _mm512_loadu_si512(p), y = _mm512_loadu_si512(p + 32);
+            IN_ZMM(x);
+            IN_ZMM(y);
+            for (int r = 0; r < GEMM_ROWS_I16; r++) {
+                int32_t px, py;
+                memcpy(&px, w16 + r * n + b * QK + 2 * g, 4);
+                memcpy(&py, w16 + r * n + b * QK + 2 * g + 2, 4);
+                sum[r] = _mm512_dpwssd_epi32(sum[r], x, _mm512_set1_epi32(px));
+                sum[r] = _mm512_dpwssd_epi32(sum[r], y, _mm512_set1_epi32(py));
+            }
+        }
+        __m512 xsb = _mm512_loadu_ps(xs + b * GEMM_TOKENS);
+        for (int r = 0; r < GEMM_ROWS_I16; r++)
+            a[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[r]),
+                                   _mm512_mul_ps(_mm512_set1_ps(ws[r * n_blocks + b]), xsb), a[r]);
+    }
+    for (int r = 0; r < GEMM_ROWS_I16; r++) _mm512_storeu_ps(out[r], a[r]);
+}
+
+/* q4_0 and q4_k: per quad of values k, one load (16 tokens' quads) and per
+   row one dpbusd of the row's broadcast quad (unsigned) by it (signed): both
+   of gemm_u4_half's halves in one pass (in cache, one thread: 232 billion
+   multiply-adds per second against AVX2+VNNI's 128; a second sum per row,
+   for odd quads, so that each dpbusd waits less for the one before: no
+   faster, 209-223). */
+static void gemm_u4(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8, const float *xs,
+                    const int32_t *xsum, float out[GEMM_ROWS][GEMM_TOKENS]) {
+    __m512 a[GEMM_ROWS];
+    for (int r = 0; r < GEMM_ROWS; r++) a[r] = _mm512_setzero_ps();
+    size_t n = (size_t)n_blocks * QK;
+    for (int b = 0; b < n_blocks; b++) {
+        __m512i sum[GEMM_ROWS];
+        for (int r = 0; r < GEMM_ROWS; r++) sum[r] = _mm512_setzero_si512();
+        UNROLL_8
+        for (int g = 0; g < QK / 4; g++) {
+            __m512i xv = _mm512_loadu_si512(x8 + (size_t)(b * QK / 4 + g) * GEMM_TOKENS * 4);
+            for (int r = 0; r < GEMM_ROWS; r++) {
+                int32_t quad;
+                memcpy(&quad, wu + r * n + b * QK + 4 * g, 4);
+                sum[r] = _mm512_dpbusd_epi32(sum[r], _mm512_set1_epi32(quad), xv);
+            }
+        }
+        __m512 xsv = _mm512_loadu_ps(xs + b * GEMM_TOKENS);
+        __m512 xsums = _mm512_mul_ps(xsv, _mm512_cvtepi32_ps(_mm512_loadu_si512(xsum + b * GEMM_TOKENS)));
+        for (int r = 0; r < GEMM_ROWS; r++) {
+            a[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[r]), _mm512_mul_ps(_mm512_set1_ps(ws[r * n_blocks + b]), xsv), a[r]);
+            a[r] = _mm512_fnmadd_ps(_mm512_set1_ps(wm[r * n_blocks + b]), xsums, a[r]);
+        }
+    }
+    for (int r = 0; r < GEMM_ROWS; r++) _mm512_storeu_ps(out[r], a[r]);
+}
+#endif /* USE_AVX512 */
 #define QUANTIZED_PANELS 1 /* quantized prompts take the GEMM path (elsewhere: the tiles) */
 
 /* ---- tiles: the matrix-matrix kernels of prompt processing ----

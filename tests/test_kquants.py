@@ -18,7 +18,7 @@ import hf
 import reference
 import runc_file
 from conftest import HARNESS, ROOT, export, logits, run
-from test_quantized import arm_harnesses, vnni_harness  # noqa: F401  (fixtures: the harness built for ARM, with VNNI)
+from test_quantized import arm_harnesses, avx512_harness, vnni_harness  # noqa: F401  (fixtures: the harness built for ARM, with VNNI, with AVX-512)
 from test_families import FAMILIES
 
 sys.path.insert(0, ROOT)
@@ -221,6 +221,20 @@ def test_vnni_matmuls_are_exact(shared, tmp_path, vnni_harness, kind):
     for tokens in (5, 37):
         seen = assert_matmuls_exact(tmp_path / "m.bin", (str(vnni_harness),), tokens=tokens)
         assert seen == ({"q4_k", "q6_k"} if "mixed" in kind else {kind.lower()})
+
+
+@pytest.mark.parametrize("kind", ["Q4_K_M-mixed", "Q8_0", "Q4_0", "F32"])
+def test_avx512_matmuls_are_exact(shared, tmp_path, avx512_harness, kind):
+    """The same through the AVX-512 build (SIMDe where the machine lacks it):
+    its 512-bit GEMM steps (37 tokens: two panels and a part) for every type
+    that has one, and the 256-bit kernels it keeps for 5 tokens."""
+    if kind == "F32":
+        export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, "Q8_0.gguf"), "--dtype", "fp32")
+    else:
+        export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, kind + ".gguf"))
+    for tokens in (5, 37):
+        seen = assert_matmuls_exact(tmp_path / "m.bin", (str(avx512_harness),), tokens=tokens)
+        assert seen == ({"q4_k", "q6_k"} if "mixed" in kind else {kind.lower().replace("f32", "fp32")})
 
 
 @pytest.mark.parametrize("kind", ["Q4_K_M-mixed", "Q3_K_M-mixed", "Q6_K", "Q5_K"])

@@ -133,30 +133,55 @@ def test_neon_kernels_equal_scalar(arm_harnesses):
         assert assert_kernels_equal_scalar(out) == "NEON"
 
 
-@pytest.fixture(scope="module")
-def vnni_harness(tmp_path_factory):
-    """The harness with run.c's VNNI kernels (tests/harness_vnni.c), built for
-    this AVX2 machine with the two VNNI instructions emulated by SIMDe, or
-    run natively where the machine has them."""
+def simde_harness(tmp_path_factory, source, what):
+    """The harness from tests/SOURCE, built for this x86 machine with
+    -march=native; the instructions of WHAT it lacks come from SIMDe."""
     import platform
     if platform.machine() not in ("x86_64", "AMD64"):
-        pytest.skip("the VNNI kernels are x86's")
-    if not os.path.exists("/usr/include/simde/x86/avx512/dpbusd.h"):
+        pytest.skip(f"the {what} kernels are x86's")
+    if not os.path.exists("/usr/include/simde/x86/avx512.h"):
         if os.environ.get("CI"):
-            pytest.fail("CI installs libsimde-dev to test the VNNI kernels")
-        pytest.skip("libsimde-dev is not installed: VNNI kernels not tested on this machine")
-    exe = tmp_path_factory.mktemp("vnni") / "harness-vnni"
+            pytest.fail(f"CI installs libsimde-dev to test the {what} kernels")
+        pytest.skip(f"libsimde-dev is not installed: {what} kernels not tested on this machine")
+    exe = tmp_path_factory.mktemp(what) / f"harness-{what}"
     subprocess.run(["cc", "-std=c11", "-O2", "-march=native", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-function",
-                    "-o", exe, os.path.join(ROOT, "tests", "harness_vnni.c"), "-lm"], check=True)
+                    "-Wno-psabi", "-o", exe, os.path.join(ROOT, "tests", source), "-lm"], check=True)
     return exe
 
 
-def test_vnni_kernels_equal_scalar(vnni_harness):
-    out = subprocess.run([vnni_harness, "kernels"], capture_output=True, text=True, check=True).stdout
+@pytest.fixture(scope="module")
+def vnni_harness(tmp_path_factory):
+    """The harness with run.c's 256-bit VNNI kernels (tests/harness_vnni.c),
+    with the two VNNI instructions emulated by SIMDe where the machine lacks
+    them, run natively where it has them."""
+    return simde_harness(tmp_path_factory, "harness_vnni.c", "VNNI")
+
+
+@pytest.fixture(scope="module")
+def avx512_harness(tmp_path_factory):
+    """The harness with run.c's AVX-512 kernels (tests/harness_avx512.c), with
+    SIMDe standing in for AVX-512 where the machine lacks it."""
+    return simde_harness(tmp_path_factory, "harness_avx512.c", "AVX-512")
+
+
+def assert_simd_path(exe, name):
+    """harness kernels through EXE: every kernel equal to its scalar version,
+    and the path that ran is NAME (printed, so the test output shows it)."""
+    out = subprocess.run([exe, "kernels"], capture_output=True, text=True, check=True).stdout
     simd = assert_kernels_equal_scalar(out)
-    if simd == "scalar":  # this x86 machine lacks AVX2 (FMA, F16C): nothing VNNI to test
-        pytest.skip("no AVX2 here: the VNNI kernels are not built")
-    assert simd == "AVX2+VNNI"
+    if simd == "scalar":  # this x86 machine lacks AVX2 (FMA, F16C): nothing of these paths is built
+        pytest.skip(f"no AVX2 here: the {name} kernels are not built")
+    assert simd == name
+
+
+def test_vnni_kernels_equal_scalar(vnni_harness):
+    assert_simd_path(vnni_harness, "AVX2+VNNI")
+
+
+def test_avx512_kernels_equal_scalar(avx512_harness):
+    """The GEMM steps in 512-bit registers (gemm_f32, gemm_i16 with its 6
+    rows, gemm_u4) against their scalar definitions, the rest as in AVX2."""
+    assert_simd_path(avx512_harness, "AVX-512+VNNI")
 
 
 def test_neon_forward_matches_reference(arm_harnesses, tmp_path):

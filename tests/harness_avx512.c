@@ -1,0 +1,25 @@
+/* The harness with run.c's AVX-512 kernels (the GEMM steps in 512-bit
+   registers), on any AVX2 machine: on one without AVX-512 the instructions
+   come from SIMDe (Debian's libsimde-dev), an implementation of x86
+   intrinsics in portable code that is independent of this project, so the
+   tests hold the AVX-512 paths to their scalar definitions everywhere. On a
+   machine with AVX-512 (and VNNI) SIMDe passes them to the real instructions,
+   and make fast runs them natively. Built by tests/test_quantized.py with
+   -march=native. */
+#define _POSIX_C_SOURCE 200809L
+#include <immintrin.h>
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#if !defined(__AVX512F__)
+/* one conversion this SIMDe (0.7.4) lacks: 16 int32 to float, rounded to
+   nearest as the instruction and C's conversion both do */
+static simde__m512 cvtepi32_ps_512(simde__m512i a) {
+    simde__m512i_private in = simde__m512i_to_private(a);
+    simde__m512_private out;
+    for (int i = 0; i < 16; i++) out.f32[i] = (float)in.i32[i];
+    return simde__m512_from_private(out);
+}
+#define _mm512_cvtepi32_ps cvtepi32_ps_512
+#endif
+#define RUN_AVX512 1
+#include "harness.c"
