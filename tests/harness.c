@@ -280,6 +280,23 @@ static void compare_gemm(uint64_t *rng, double *worst) {
                     for (int k = 0; k < n; k++) magnitude += fabs((double)w[r * stride + k] * panel[k * panel_stride + j]);
                     compare(worst, simd[r][j], scalar[r][j], magnitude);
                 }
+#if defined(USE_AVX512)
+            /* two packed panels at once: the second is the first's values, shifted by one */
+            if (panel_stride == GEMM_TOKENS && n > 1) {
+                float pair[2][GEMM_ROWS][GEMM_TOKENS], second[GEMM_ROWS][GEMM_TOKENS];
+                gemm_f32_pair(w, stride, rows, panel, panel + GEMM_TOKENS, n - 1, pair[0], pair[1]);
+                gemm_f32_scalar(w, stride, rows, panel, GEMM_TOKENS, n - 1, scalar);
+                gemm_f32_scalar(w, stride, rows, panel + GEMM_TOKENS, GEMM_TOKENS, n - 1, second);
+                for (int r = 0; r < rows; r++)
+                    for (int j = 0; j < GEMM_TOKENS; j++)
+                        for (int q = 0; q < 2; q++) {
+                            double magnitude = 0;
+                            for (int k = 0; k < n - 1; k++)
+                                magnitude += fabs((double)w[r * stride + k] * panel[(k + q) * GEMM_TOKENS + j]);
+                            compare(worst, pair[q][r][j], q ? second[r][j] : scalar[r][j], magnitude);
+                        }
+            }
+#endif
             free(w), free(panel);
         }
 }
