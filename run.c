@@ -1213,11 +1213,11 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
 #else
 #define GEMM_ROWS_I16 3
 #endif
-/* Panels of one fp32 GEMM step: 2 with AVX-512 (gemm_f32_pair), else 1 */
+/* Panels of one GEMM step: 2 with AVX-512 (gemm_*_pair), else 1 */
 #if defined(USE_AVX512)
-#define GEMM_F32_PANELS 2
+#define GEMM_PANELS 2
 #else
-#define GEMM_F32_PANELS 1
+#define GEMM_PANELS 1
 #endif
 _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and the output of GEMM_ROWS");
 
@@ -2231,33 +2231,6 @@ static void gemm_f32(const float *w, size_t stride, int rows, const float *panel
     _mm512_storeu_ps(out[3], a3), _mm512_storeu_ps(out[4], a4), _mm512_storeu_ps(out[5], a5);
 }
 
-/* fp32, two panels at once (GEMM_F32_PANELS; matmul's steps take panels in
-   pairs): per value k, one load from each panel and 12 FMAs, each broadcast
-   weight serving both, so the loads fall from 7 to 4 per 6 FMAs (in cache,
-   one thread: 73 -> 118 billion multiply-adds per second against gemm_f32
-   twice). out0, out1: the two panels' outputs; definition: gemm_f32_scalar
-   on each. */
-static void gemm_f32_pair(const float *w, size_t stride, int rows, const float *panel0, const float *panel1, int n,
-                          float out0[GEMM_ROWS][GEMM_TOKENS], float out1[GEMM_ROWS][GEMM_TOKENS]) {
-    const float *wr[GEMM_ROWS]; /* rows past `rows` repeat the last one: computed, not stored */
-    for (int r = 0; r < GEMM_ROWS; r++) wr[r] = w + (size_t)(r < rows ? r : rows - 1) * stride;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0; /* panel 0 */
-    __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0;                   /* panel 1 */
-    for (int k = 0; k < n; k++) {
-        __m512 x = _mm512_loadu_ps(panel0 + k * GEMM_TOKENS), y = _mm512_loadu_ps(panel1 + k * GEMM_TOKENS), wk;
-        wk = _mm512_set1_ps(wr[0][k]), a0 = _mm512_fmadd_ps(wk, x, a0), b0 = _mm512_fmadd_ps(wk, y, b0);
-        wk = _mm512_set1_ps(wr[1][k]), a1 = _mm512_fmadd_ps(wk, x, a1), b1 = _mm512_fmadd_ps(wk, y, b1);
-        wk = _mm512_set1_ps(wr[2][k]), a2 = _mm512_fmadd_ps(wk, x, a2), b2 = _mm512_fmadd_ps(wk, y, b2);
-        wk = _mm512_set1_ps(wr[3][k]), a3 = _mm512_fmadd_ps(wk, x, a3), b3 = _mm512_fmadd_ps(wk, y, b3);
-        wk = _mm512_set1_ps(wr[4][k]), a4 = _mm512_fmadd_ps(wk, x, a4), b4 = _mm512_fmadd_ps(wk, y, b4);
-        wk = _mm512_set1_ps(wr[5][k]), a5 = _mm512_fmadd_ps(wk, x, a5), b5 = _mm512_fmadd_ps(wk, y, b5);
-    }
-    _mm512_storeu_ps(out0[0], a0), _mm512_storeu_ps(out0[1], a1), _mm512_storeu_ps(out0[2], a2);
-    _mm512_storeu_ps(out0[3], a3), _mm512_storeu_ps(out0[4], a4), _mm512_storeu_ps(out0[5], a5);
-    _mm512_storeu_ps(out1[0], b0), _mm512_storeu_ps(out1[1], b1), _mm512_storeu_ps(out1[2], b2);
-    _mm512_storeu_ps(out1[3], b3), _mm512_storeu_ps(out1[4], b4), _mm512_storeu_ps(out1[5], b5);
-}
-
 /* q8_0 and q6_k, 6 rows (GEMM_ROWS_I16): per two pairs of values k, two
    loads (16 tokens' pairs each) and per row two dpwssd, each by one broadcast
    pair of the row's weights. Each pair is its own 4-byte broadcast, which
@@ -2326,6 +2299,120 @@ static void gemm_u4(const uint8_t *wu, const float *ws, const float *wm, int n_b
         }
     }
     for (int r = 0; r < GEMM_ROWS; r++) _mm512_storeu_ps(out[r], a[r]);
+}
+
+/* The steps on two panels at once (GEMM_PANELS: matmul's steps take the
+   panels in pairs; an odd last one goes alone, through the steps above):
+   panel p at x (and its scales and sums at xs, xsum) and panel p + 1 right
+   after it, as Panels lays them out; out[q] for panel p + q. Definitions:
+   gemm_*_scalar on each panel. Each weight broadcast serves 32 tokens, and
+   each step's panel vectors two rows' worth of work more.
+   fp32: per value k, one load from each panel and 12 FMAs, so the loads
+   fall from 7 to 4 per 6 FMAs (in cache, one thread: 73 -> 118 billion
+   multiply-adds per second against gemm_f32 twice, rows of 768). */
+static void gemm_f32_pair(const float *w, size_t stride, int rows, const float *x, int n,
+                          float out[2][GEMM_ROWS][GEMM_TOKENS]) {
+    const float *x0 = x, *x1 = x + (size_t)n * GEMM_TOKENS;
+    const float *wr[GEMM_ROWS]; /* rows past `rows` repeat the last one: computed, not stored */
+    for (int r = 0; r < GEMM_ROWS; r++) wr[r] = w + (size_t)(r < rows ? r : rows - 1) * stride;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0; /* panel 0 */
+    __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0;                   /* panel 1 */
+    for (int k = 0; k < n; k++) {
+        __m512 a = _mm512_loadu_ps(x0 + k * GEMM_TOKENS), b = _mm512_loadu_ps(x1 + k * GEMM_TOKENS), wk;
+        wk = _mm512_set1_ps(wr[0][k]), a0 = _mm512_fmadd_ps(wk, a, a0), b0 = _mm512_fmadd_ps(wk, b, b0);
+        wk = _mm512_set1_ps(wr[1][k]), a1 = _mm512_fmadd_ps(wk, a, a1), b1 = _mm512_fmadd_ps(wk, b, b1);
+        wk = _mm512_set1_ps(wr[2][k]), a2 = _mm512_fmadd_ps(wk, a, a2), b2 = _mm512_fmadd_ps(wk, b, b2);
+        wk = _mm512_set1_ps(wr[3][k]), a3 = _mm512_fmadd_ps(wk, a, a3), b3 = _mm512_fmadd_ps(wk, b, b3);
+        wk = _mm512_set1_ps(wr[4][k]), a4 = _mm512_fmadd_ps(wk, a, a4), b4 = _mm512_fmadd_ps(wk, b, b4);
+        wk = _mm512_set1_ps(wr[5][k]), a5 = _mm512_fmadd_ps(wk, a, a5), b5 = _mm512_fmadd_ps(wk, b, b5);
+    }
+    _mm512_storeu_ps(out[0][0], a0), _mm512_storeu_ps(out[0][1], a1), _mm512_storeu_ps(out[0][2], a2);
+    _mm512_storeu_ps(out[0][3], a3), _mm512_storeu_ps(out[0][4], a4), _mm512_storeu_ps(out[0][5], a5);
+    _mm512_storeu_ps(out[1][0], b0), _mm512_storeu_ps(out[1][1], b1), _mm512_storeu_ps(out[1][2], b2);
+    _mm512_storeu_ps(out[1][3], b3), _mm512_storeu_ps(out[1][4], b4), _mm512_storeu_ps(out[1][5], b5);
+}
+
+/* q8_0 and q6_k: per two pairs of values k, four loads (two per panel) and
+   per row four dpwssd, the row's two broadcast pairs each serving both
+   panels (in cache, one thread: 130-142 -> 161-177 against gemm_i16 twice). */
+static void gemm_i16_pair(const int16_t *w16, const float *ws, int n_blocks, const int16_t *x16, const float *xs,
+                          float out[2][GEMM_ROWS][GEMM_TOKENS]) {
+    const int16_t *x16b = x16 + (size_t)n_blocks * QK * GEMM_TOKENS; /* the second panel */
+    const float *xsb = xs + (size_t)n_blocks * GEMM_TOKENS;
+    __m512 a[GEMM_ROWS_I16], c[GEMM_ROWS_I16]; /* panel 0, panel 1 */
+    for (int r = 0; r < GEMM_ROWS_I16; r++) a[r] = c[r] = _mm512_setzero_ps();
+    size_t n = (size_t)n_blocks * QK;
+    for (int b = 0; b < n_blocks; b++) {
+        __m512i s0[GEMM_ROWS_I16], s1[GEMM_ROWS_I16];
+        for (int r = 0; r < GEMM_ROWS_I16; r++) s0[r] = s1[r] = _mm512_setzero_si512();
+        UNROLL_8
+        for (int g = 0; g < QK / 2; g += 2) { /* pairs g and g + 1 */
+            size_t at = (size_t)(b * QK / 2 + g) * 2 * GEMM_TOKENS;
+            __m512i x = _mm512_loadu_si512(x16 + at), y = _mm512_loadu_si512(x16 + at + 32);
+            __m512i u = _mm512_loadu_si512(x16b + at), v = _mm512_loadu_si512(x16b + at + 32);
+            IN_ZMM(x);
+            IN_ZMM(y);
+            IN_ZMM(u);
+            IN_ZMM(v);
+            for (int r = 0; r < GEMM_ROWS_I16; r++) {
+                int32_t px, py;
+                memcpy(&px, w16 + r * n + b * QK + 2 * g, 4);
+                memcpy(&py, w16 + r * n + b * QK + 2 * g + 2, 4);
+                __m512i wx = _mm512_set1_epi32(px), wy = _mm512_set1_epi32(py);
+                s0[r] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(s0[r], x, wx), y, wy);
+                s1[r] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(s1[r], u, wx), v, wy);
+            }
+        }
+        __m512 xa = _mm512_loadu_ps(xs + b * GEMM_TOKENS), xb = _mm512_loadu_ps(xsb + b * GEMM_TOKENS);
+        for (int r = 0; r < GEMM_ROWS_I16; r++) {
+            __m512 wsb = _mm512_set1_ps(ws[r * n_blocks + b]);
+            a[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0[r]), _mm512_mul_ps(wsb, xa), a[r]);
+            c[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1[r]), _mm512_mul_ps(wsb, xb), c[r]);
+        }
+    }
+    for (int r = 0; r < GEMM_ROWS_I16; r++) _mm512_storeu_ps(out[0][r], a[r]), _mm512_storeu_ps(out[1][r], c[r]);
+}
+
+/* q4_0 and q4_k: per quad of values k, one load from each panel and per row
+   two dpbusd, the row's broadcast quad serving both (in cache, one thread:
+   239-249 -> 307-315 against gemm_u4 twice). */
+static void gemm_u4_pair(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8,
+                         const float *xs, const int32_t *xsum, float out[2][GEMM_ROWS][GEMM_TOKENS]) {
+    const int8_t *x8b = x8 + (size_t)n_blocks * QK * GEMM_TOKENS; /* the second panel */
+    const float *xsb = xs + (size_t)n_blocks * GEMM_TOKENS;
+    const int32_t *xsumb = xsum + (size_t)n_blocks * GEMM_TOKENS;
+    __m512 a[GEMM_ROWS], c[GEMM_ROWS]; /* panel 0, panel 1 */
+    for (int r = 0; r < GEMM_ROWS; r++) a[r] = c[r] = _mm512_setzero_ps();
+    size_t n = (size_t)n_blocks * QK;
+    for (int b = 0; b < n_blocks; b++) {
+        __m512i s0[GEMM_ROWS], s1[GEMM_ROWS];
+        for (int r = 0; r < GEMM_ROWS; r++) s0[r] = s1[r] = _mm512_setzero_si512();
+        UNROLL_8
+        for (int g = 0; g < QK / 4; g++) {
+            size_t at = (size_t)(b * QK / 4 + g) * GEMM_TOKENS * 4;
+            __m512i x = _mm512_loadu_si512(x8 + at), y = _mm512_loadu_si512(x8b + at);
+            IN_ZMM(x);
+            IN_ZMM(y);
+            for (int r = 0; r < GEMM_ROWS; r++) {
+                int32_t quad;
+                memcpy(&quad, wu + r * n + b * QK + 4 * g, 4);
+                __m512i q = _mm512_set1_epi32(quad);
+                s0[r] = _mm512_dpbusd_epi32(s0[r], q, x);
+                s1[r] = _mm512_dpbusd_epi32(s1[r], q, y);
+            }
+        }
+        __m512 xa = _mm512_loadu_ps(xs + b * GEMM_TOKENS), xb = _mm512_loadu_ps(xsb + b * GEMM_TOKENS);
+        __m512 suma = _mm512_mul_ps(xa, _mm512_cvtepi32_ps(_mm512_loadu_si512(xsum + b * GEMM_TOKENS)));
+        __m512 sumb = _mm512_mul_ps(xb, _mm512_cvtepi32_ps(_mm512_loadu_si512(xsumb + b * GEMM_TOKENS)));
+        for (int r = 0; r < GEMM_ROWS; r++) {
+            __m512 wsb = _mm512_set1_ps(ws[r * n_blocks + b]), wmb = _mm512_set1_ps(wm[r * n_blocks + b]);
+            a[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0[r]), _mm512_mul_ps(wsb, xa), a[r]);
+            a[r] = _mm512_fnmadd_ps(wmb, suma, a[r]);
+            c[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1[r]), _mm512_mul_ps(wsb, xb), c[r]);
+            c[r] = _mm512_fnmadd_ps(wmb, sumb, c[r]);
+        }
+    }
+    for (int r = 0; r < GEMM_ROWS; r++) _mm512_storeu_ps(out[0][r], a[r]), _mm512_storeu_ps(out[1][r], c[r]);
 }
 #endif /* USE_AVX512 */
 #define QUANTIZED_PANELS 1 /* quantized prompts take the GEMM path (elsewhere: the tiles) */
@@ -3273,44 +3360,49 @@ static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, void *s
     }
 }
 
-/* One GEMM step: rows i .. i + rows - 1 of W against panels p .. p + panels
-   - 1 (more than one only for fp32: GEMM_F32_PANELS), into out[q][r][j] for
+/* One GEMM step: rows i .. i + rows - 1 of W against panel p, or panels p
+   and p + 1 (panels = 2, with AVX-512: GEMM_PANELS), into out[q][r][j] for
    panel p + q; for a quantized W, `scratch` holds those rows as unpack_rows
    left them. */
 static void gemm_step(const Matrix *W, int kind, const Panels *pn, int i, int rows, int p, int panels, void *scratch,
-                      float out[][GEMM_ROWS][GEMM_TOKENS]) {
+                      float out[GEMM_PANELS][GEMM_ROWS][GEMM_TOKENS]) {
     int n = W->cols, n_padded = W->cols_padded, n_blocks = n_padded / QK;
     if (kind == GEMM_F32) {
-        const float *wi = (const float *)W->data + (size_t)i * n, *x = pn->x + (size_t)p * n * GEMM_TOKENS;
+        const float *w = (const float *)W->data + (size_t)i * n, *x = pn->x + (size_t)p * n * GEMM_TOKENS;
 #if defined(USE_AVX512)
         if (panels == 2) {
-            gemm_f32_pair(wi, (size_t)n, rows, x, x + (size_t)n * GEMM_TOKENS, n, out[0], out[1]);
+            gemm_f32_pair(w, (size_t)n, rows, x, n, out);
             return;
         }
 #endif
-        for (int q = 0; q < panels; q++) gemm_f32(wi, (size_t)n, rows, x + (size_t)q * n * GEMM_TOKENS, GEMM_TOKENS, n, out[q]);
+        gemm_f32(w, (size_t)n, rows, x, GEMM_TOKENS, n, out[0]);
         return;
     }
-    float *ws = scratch, *wm = ws + GEMM_ROWS * n_blocks;
-    int16_t *w16 = (int16_t *)(wm + GEMM_ROWS * n_blocks);
-    uint8_t *wu = (uint8_t *)w16;
-    for (int q = 0; q < panels; q++) {
-        size_t panel = (size_t)(p + q) * n_padded * GEMM_TOKENS, panel_blocks = (size_t)(p + q) * n_blocks * GEMM_TOKENS;
-        if (kind == GEMM_I16)
-            gemm_i16(w16, ws, n_blocks, pn->x16 + panel, pn->scale + panel_blocks, out[q]);
-        else
-            gemm_u4(wu, ws, wm, n_blocks, pn->x8 + panel, pn->scale + panel_blocks, pn->sum + panel_blocks, out[q]);
+    const float *ws = scratch, *wm = ws + GEMM_ROWS * n_blocks;
+    const int16_t *w16 = (const int16_t *)(wm + GEMM_ROWS * n_blocks);
+    const uint8_t *wu = (const uint8_t *)w16;
+    size_t panel = (size_t)p * n_padded * GEMM_TOKENS, panel_blocks = (size_t)p * n_blocks * GEMM_TOKENS;
+    const float *xs = pn->scale + panel_blocks;
+#if defined(USE_AVX512)
+    if (panels == 2) {
+        if (kind == GEMM_I16) gemm_i16_pair(w16, ws, n_blocks, pn->x16 + panel, xs, out);
+        else gemm_u4_pair(wu, ws, wm, n_blocks, pn->x8 + panel, xs, pn->sum + panel_blocks, out);
+        return;
     }
+#endif
+    (void)panels;
+    if (kind == GEMM_I16) gemm_i16(w16, ws, n_blocks, pn->x16 + panel, xs, out[0]);
+    else gemm_u4(wu, ws, wm, n_blocks, pn->x8 + panel, xs, pn->sum + panel_blocks, out[0]);
 }
 
 /* matmul's GEMM path (prompt chunks of at least GEMM_TOKENS tokens, weight
    types with a GEMM kernel in this build): the threads first share the
    panels to pack, then the steps of GEMM_ROWS (gemm_i16: GEMM_ROWS_I16) rows,
-   each against every panel in turn (fp32 with AVX-512: two at a time); each step's rows (6 x 8 KB of fp32 at n = 2048) are read from memory once
+   each against every panel in turn (with AVX-512 two at a time); each step's rows (6 x 8 KB of fp32 at n = 2048) are read from memory once
    and stay in the core's cache while every panel passes them. */
 static void matmul_panels(float *out, const float *x, const QuantizedVector *xq, Panels *pn, const Matrix *W, int T) {
     int d = W->rows, n = W->cols, n_panels = (T + GEMM_TOKENS - 1) / GEMM_TOKENS, kind = gemm_kind(W->type);
-    int step_rows = kind == GEMM_I16 ? GEMM_ROWS_I16 : GEMM_ROWS, step_panels = kind == GEMM_F32 ? GEMM_F32_PANELS : 1;
+    int step_rows = kind == GEMM_I16 ? GEMM_ROWS_I16 : GEMM_ROWS;
     int i, p;
 #ifdef _OPENMP
 #pragma omp parallel private(i, p)
@@ -3329,9 +3421,9 @@ static void matmul_panels(float *out, const float *x, const QuantizedVector *xq,
         for (i = 0; i < d; i += step_rows) {
             int rows = d - i < step_rows ? d - i : step_rows;
             if (kind != GEMM_F32) unpack_rows(W, i, rows, step_rows, scratch); /* once, for every panel */
-            for (p = 0; p < n_panels; p += step_panels) {
-                float step[GEMM_F32_PANELS][GEMM_ROWS][GEMM_TOKENS];
-                int panels = n_panels - p < step_panels ? n_panels - p : step_panels;
+            for (p = 0; p < n_panels; p += GEMM_PANELS) {
+                float step[GEMM_PANELS][GEMM_ROWS][GEMM_TOKENS];
+                int panels = n_panels - p < GEMM_PANELS ? n_panels - p : GEMM_PANELS;
                 gemm_step(W, kind, pn, i, rows, p, panels, scratch, step);
                 for (int q = 0; q < panels; q++)
                     for (int j = 0, t = (p + q) * GEMM_TOKENS; j < GEMM_TOKENS && t + j < T; j++)

@@ -284,20 +284,44 @@ static void compare_gemm(uint64_t *rng, double *worst) {
             /* two packed panels at once: the second is the first's values, shifted by one */
             if (panel_stride == GEMM_TOKENS && n > 1) {
                 float pair[2][GEMM_ROWS][GEMM_TOKENS], second[GEMM_ROWS][GEMM_TOKENS];
-                gemm_f32_pair(w, stride, rows, panel, panel + GEMM_TOKENS, n - 1, pair[0], pair[1]);
-                gemm_f32_scalar(w, stride, rows, panel, GEMM_TOKENS, n - 1, scalar);
-                gemm_f32_scalar(w, stride, rows, panel + GEMM_TOKENS, GEMM_TOKENS, n - 1, second);
+                int half = n / 2; /* two panels of half the values each, one after the other */
+                gemm_f32_pair(w, stride, rows, panel, half, pair);
+                gemm_f32_scalar(w, stride, rows, panel, GEMM_TOKENS, half, scalar);
+                gemm_f32_scalar(w, stride, rows, panel + (size_t)half * GEMM_TOKENS, GEMM_TOKENS, half, second);
                 for (int r = 0; r < rows; r++)
                     for (int j = 0; j < GEMM_TOKENS; j++)
                         for (int q = 0; q < 2; q++) {
                             double magnitude = 0;
-                            for (int k = 0; k < n - 1; k++)
-                                magnitude += fabs((double)w[r * stride + k] * panel[(k + q) * GEMM_TOKENS + j]);
+                            for (int k = 0; k < half; k++)
+                                magnitude += fabs((double)w[r * stride + k] * panel[(q * half + k) * GEMM_TOKENS + j]);
                             compare(worst, pair[q][r][j], q ? second[r][j] : scalar[r][j], magnitude);
                         }
             }
 #endif
             free(w), free(panel);
+        }
+}
+
+/* One quantized GEMM step's output for one panel (type 0: gemm_i16, 1:
+   gemm_u4) against the scalar step's, each output relative to the sum of
+   its products' magnitudes. */
+static void compare_step_q(double *worst, int type, const int16_t *w16, const uint8_t *wu, const float *ws,
+                           const float *wm, int nb, const int16_t *x16, const int8_t *x8, const float *xs,
+                           const int32_t *xsum, float simd[GEMM_ROWS][GEMM_TOKENS]) {
+    int n = nb * QK;
+    float scalar[GEMM_ROWS][GEMM_TOKENS];
+    if (type == 0) gemm_i16_scalar(w16, ws, nb, x16, xs, scalar);
+    else gemm_u4_scalar(wu, ws, wm, nb, x8, xs, xsum, scalar);
+    for (int r = 0; r < (type == 0 ? GEMM_ROWS_I16 : GEMM_ROWS); r++)
+        for (int j = 0; j < GEMM_TOKENS; j++) {
+            double magnitude = 0;
+            for (int k = 0; k < n; k++) {
+                int b = k / QK;
+                double w = type == 0 ? w16[r * n + k] * ws[r * nb + b] : wu[r * n + k] * ws[r * nb + b] - wm[r * nb + b];
+                double x = type == 0 ? x16[(k / 2 * GEMM_TOKENS + j) * 2 + k % 2] : x8[(k / 4 * GEMM_TOKENS + j) * 4 + k % 4];
+                magnitude += fabs(w * x * xs[b * GEMM_TOKENS + j]);
+            }
+            compare(worst, simd[r][j], scalar[r][j], magnitude);
         }
 }
 
@@ -320,22 +344,37 @@ static void compare_gemm_q(uint64_t *rng, double worst[2]) {
             for (int j = 0; j < GEMM_TOKENS; j++) xsum[k / QK * GEMM_TOKENS + j] += x8[(k / 4 * GEMM_TOKENS + j) * 4 + k % 4];
         for (int i = 0; i < GEMM_ROWS * nb; i++) ws[i] = random_unit(rng) * 0.01f, wm[i] = random_unit(rng) * 0.08f;
         for (int i = 0; i < nb * GEMM_TOKENS; i++) xs[i] = (random_unit(rng) + 1.5f) * 0.01f;
-        float simd[GEMM_ROWS][GEMM_TOKENS], scalar[GEMM_ROWS][GEMM_TOKENS];
+        float simd[GEMM_ROWS][GEMM_TOKENS];
         for (int type = 0; type < 2; type++) {
-            if (type == 0) gemm_i16(w16, ws, nb, x16, xs, simd), gemm_i16_scalar(w16, ws, nb, x16, xs, scalar);
-            else gemm_u4(wu, ws, wm, nb, x8, xs, xsum, simd), gemm_u4_scalar(wu, ws, wm, nb, x8, xs, xsum, scalar);
-            for (int r = 0; r < (type == 0 ? GEMM_ROWS_I16 : GEMM_ROWS); r++)
-                for (int j = 0; j < GEMM_TOKENS; j++) {
-                    double magnitude = 0;
-                    for (int k = 0; k < n; k++) {
-                        int b = k / QK;
-                        double w = type == 0 ? w16[r * n + k] * ws[r * nb + b] : wu[r * n + k] * ws[r * nb + b] - wm[r * nb + b];
-                        double x = type == 0 ? x16[(k / 2 * GEMM_TOKENS + j) * 2 + k % 2] : x8[(k / 4 * GEMM_TOKENS + j) * 4 + k % 4];
-                        magnitude += fabs(w * x * xs[b * GEMM_TOKENS + j]);
-                    }
-                    compare(&worst[type], simd[r][j], scalar[r][j], magnitude);
-                }
+            if (type == 0) gemm_i16(w16, ws, nb, x16, xs, simd);
+            else gemm_u4(wu, ws, wm, nb, x8, xs, xsum, simd);
+            compare_step_q(&worst[type], type, w16, wu, ws, wm, nb, x16, x8, xs, xsum, simd);
         }
+#if defined(USE_AVX512)
+        /* the steps on two panels (gemm_*_pair): this panel and, right after it, a second one */
+        int16_t *x16_2 = xmalloc((size_t)2 * n * GEMM_TOKENS * sizeof(int16_t));
+        int8_t *x8_2 = xmalloc((size_t)2 * n * GEMM_TOKENS);
+        float *xs_2 = xmalloc(2 * nb * GEMM_TOKENS * sizeof(float));
+        int32_t *xsum_2 = xcalloc(2 * nb * GEMM_TOKENS, sizeof(int32_t));
+        for (int i = 0; i < 2 * n * GEMM_TOKENS; i++)
+            x16_2[i] = i < n * GEMM_TOKENS ? x16[i] : (int16_t)(random_u32(rng) % 255 - 127),
+            x8_2[i] = i < n * GEMM_TOKENS ? x8[i] : (int8_t)(random_u32(rng) % 255 - 127);
+        for (int q = 0; q < 2; q++)
+            for (int k = 0; k < n; k++)
+                for (int j = 0; j < GEMM_TOKENS; j++)
+                    xsum_2[(q * nb + k / QK) * GEMM_TOKENS + j] += x8_2[q * n * GEMM_TOKENS + (k / 4 * GEMM_TOKENS + j) * 4 + k % 4];
+        for (int i = 0; i < 2 * nb * GEMM_TOKENS; i++) xs_2[i] = (random_unit(rng) + 1.5f) * 0.01f;
+        float pair[2][GEMM_ROWS][GEMM_TOKENS];
+        for (int type = 0; type < 2; type++) {
+            if (type == 0) gemm_i16_pair(w16, ws, nb, x16_2, xs_2, pair);
+            else gemm_u4_pair(wu, ws, wm, nb, x8_2, xs_2, xsum_2, pair);
+            for (int q = 0; q < 2; q++)
+                compare_step_q(&worst[type], type, w16, wu, ws, wm, nb, x16_2 + (size_t)q * n * GEMM_TOKENS,
+                               x8_2 + (size_t)q * n * GEMM_TOKENS, xs_2 + q * nb * GEMM_TOKENS,
+                               xsum_2 + q * nb * GEMM_TOKENS, pair[q]);
+        }
+        free(x16_2), free(x8_2), free(xs_2), free(xsum_2);
+#endif
         free(w16), free(x16), free(wu), free(x8), free(ws), free(wm), free(xs), free(xsum);
     }
 }

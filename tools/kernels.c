@@ -93,8 +93,8 @@ int main(void) {
         printf("\n");
     }
     /* the GEMM steps of prompt processing: a step's rows against a panel of 16 tokens */
-    float *panel = xmalloc((size_t)N * GEMM_TOKENS * GEMM_F32_PANELS * sizeof(float)), *w6 = xmalloc((size_t)GEMM_ROWS * N * sizeof(float));
-    for (int i = 0; i < N * GEMM_TOKENS * GEMM_F32_PANELS; i++) panel[i] = random_f32(&rng) - 0.5f;
+    float *panel = xmalloc((size_t)N * GEMM_TOKENS * GEMM_PANELS * sizeof(float)), *w6 = xmalloc((size_t)GEMM_ROWS * N * sizeof(float));
+    for (int i = 0; i < N * GEMM_TOKENS * GEMM_PANELS; i++) panel[i] = random_f32(&rng) - 0.5f;
     for (int i = 0; i < GEMM_ROWS * N; i++) w6[i] = random_f32(&rng) - 0.5f;
     int16_t *w16 = xmalloc((size_t)GEMM_ROWS * N * sizeof(int16_t)), *x16 = xmalloc((size_t)N * GEMM_TOKENS * sizeof(int16_t));
     uint8_t *wu = xmalloc((size_t)GEMM_ROWS * N);
@@ -131,19 +131,31 @@ int main(void) {
         printf("%s (%d rows x %d tokens) %.1f\n", names[kind], step_rows[kind], GEMM_TOKENS, best);
     }
 #if defined(USE_AVX512)
-    double best = 0; /* fp32's step with AVX-512: two panels at once */
-    for (int run = 0; run < 5; run++) {
-        float out[2][GEMM_ROWS][GEMM_TOKENS], total = 0;
-        double t0 = now();
-        for (int r = 0; r < REPS / 24; r++) {
-            gemm_f32_pair(w6, N, GEMM_ROWS, panel, panel + (size_t)N * GEMM_TOKENS, N, out[0], out[1]);
-            total += out[r % 2][r % GEMM_ROWS][r % GEMM_TOKENS];
+    /* with AVX-512, the steps on two panels at once (the second right after the first) */
+    int16_t *x16_2 = xmalloc((size_t)2 * N * GEMM_TOKENS * sizeof(int16_t));
+    int8_t *x8_2 = xmalloc((size_t)2 * N * GEMM_TOKENS);
+    float *xs_2 = xmalloc((size_t)2 * NB * GEMM_TOKENS * sizeof(float));
+    int32_t *xsum_2 = xmalloc((size_t)2 * NB * GEMM_TOKENS * sizeof(int32_t));
+    for (int i = 0; i < 2 * N * GEMM_TOKENS; i++) x16_2[i] = x16[i % (N * GEMM_TOKENS)], x8_2[i] = x8[i % (N * GEMM_TOKENS)];
+    for (int i = 0; i < 2 * NB * GEMM_TOKENS; i++) xs_2[i] = 0.01f, xsum_2[i] = xsum[i % (NB * GEMM_TOKENS)];
+    const char *pair_names[] = {"fp32 gemm_f32_pair", "q8_0/q6_k gemm_i16_pair", "q4_0/q4_k gemm_u4_pair"};
+    for (int kind = 0; kind < 3; kind++) {
+        double best = 0;
+        for (int run = 0; run < 5; run++) {
+            float out[2][GEMM_ROWS][GEMM_TOKENS], total = 0;
+            double t0 = now();
+            for (int r = 0; r < REPS / 24; r++) {
+                if (kind == 0) gemm_f32_pair(w6, N, GEMM_ROWS, panel, N, out);
+                else if (kind == 1) gemm_i16_pair(w16, gs, NB, x16_2, xs_2, out);
+                else gemm_u4_pair(wu, gs, gm, NB, x8_2, xs_2, xsum_2, out);
+                total += out[r % 2][r % step_rows[kind]][r % GEMM_TOKENS];
+            }
+            sink = total;
+            double gmacs = 2.0 * step_rows[kind] * GEMM_TOKENS * N * (REPS / 24) / (now() - t0) / 1e9;
+            if (gmacs > best) best = gmacs;
         }
-        sink = total;
-        double gmacs = 2.0 * GEMM_ROWS * GEMM_TOKENS * N * (REPS / 24) / (now() - t0) / 1e9;
-        if (gmacs > best) best = gmacs;
+        printf("%s (%d rows x 2 panels of %d tokens) %.1f\n", pair_names[kind], step_rows[kind], GEMM_TOKENS, best);
     }
-    printf("fp32 gemm_f32_pair (%d rows x 2 panels of %d tokens) %.1f\n", GEMM_ROWS, GEMM_TOKENS, best);
 #endif
     return 0;
 }
