@@ -850,12 +850,48 @@ typedef struct {
                        first halves of both, then their second halves */
 } QuantizedVector;
 
+/* A run's working memory (build_state, and the quantized inputs it builds)
+   is written once, page by page, as it is allocated. Memory from calloc is
+   only promised: the kernel gives each 4 KB page when it is first written,
+   and zeroes it then. Left to the first prompt, those faults came one page
+   at a time in the middle of the work (the KV cache's pages as store_kv
+   reached them, the buffers' as each matmul did), with the other thread
+   waiting: on this project's machine (a
+   virtual machine, where a fault costs more than on bare metal) they were
+   a third to a half of a 512-token prompt's time on stories15M and
+   stories110M, and the whole run took longer than with them all taken at
+   the start. Large buffers (the KV cache) are asked for in 2 MB pages, as
+   the weights are (read_in_huge_pages), and written by all threads: 1 GiB
+   here in 0.5-1 s, against 2.7 s one 4 KB page at a time on one thread. The
+   cost: the cache for the whole context (-n, or in chat the model's up to
+   4096 positions) is taken at the start, as llama.cpp does, even where the
+   run stops short of it; check_memory refuses one larger than the machine. */
+static void touch_pages(void *p, size_t bytes) {
+    long long pages = (long long)((bytes + 4095) / 4096), i;
+#ifdef _OPENMP
+#pragma omp parallel for if (bytes >= HUGE_PAGE)
+#endif
+    for (i = 0; i < pages; i++) ((volatile char *)p)[(size_t)i * 4096] = 0;
+}
+
+static void *xcalloc_touched(size_t count, size_t size) {
+    char *p = xcalloc(count, size);
+    size_t bytes = count * size; /* xcalloc checked the product */
+#if defined(MADV_HUGEPAGE)
+    uintptr_t start = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    uintptr_t end = ((uintptr_t)p + bytes) & ~(uintptr_t)(HUGE_PAGE - 1);
+    if (end > start) madvise((void *)start, end - start, MADV_HUGEPAGE); /* only advice: failure changes nothing */
+#endif
+    touch_pages(p, bytes);
+    return p;
+}
+
 static void build_quantized_vector(QuantizedVector *v, int n_padded) {
-    v->q = xcalloc(n_padded, 1);
-    v->scale = xcalloc(n_padded / QK, sizeof(float));
-    v->sum = xcalloc(n_padded / QK, sizeof(int32_t));
-    v->sum16 = xcalloc(n_padded / 16, sizeof(int16_t));
-    v->pairs = xcalloc(n_padded, 1);
+    v->q = xcalloc_touched(n_padded, 1);
+    v->scale = xcalloc_touched(n_padded / QK, sizeof(float));
+    v->sum = xcalloc_touched(n_padded / QK, sizeof(int32_t));
+    v->sum16 = xcalloc_touched(n_padded / 16, sizeof(int16_t));
+    v->pairs = xcalloc_touched(n_padded, 1);
 }
 
 static void free_quantized_vector(QuantizedVector *v) {
@@ -994,41 +1030,6 @@ static uint16_t fp32_to_fp16(float f) {
     return (uint16_t)(sign | half);
 }
 
-/* A run's working memory (build_state) is written once, page by page, as it
-   is allocated. Memory from calloc is only promised: the kernel gives each
-   4 KB page when it is first written, and zeroes it then. Left to the first
-   prompt, those faults came one page at a time in the middle of the work
-   (the KV cache's pages as store_kv reached them, the buffers' as each
-   matmul did), with the other thread waiting: on this project's machine (a
-   virtual machine, where a fault costs more than on bare metal) they were
-   a third to a half of a 512-token prompt's time on stories15M and
-   stories110M, and the whole run took longer than with them all taken at
-   the start. Large buffers (the KV cache) are asked for in 2 MB pages, as
-   the weights are (read_in_huge_pages), and written by all threads: 1 GiB
-   here in 0.5-1 s, against 2.7 s one 4 KB page at a time on one thread. The
-   cost: the cache for the whole context (-n, or in chat the model's up to
-   4096 positions) is taken at the start, as llama.cpp does, even where the
-   run stops short of it; check_memory refuses one larger than the machine. */
-static void touch_pages(void *p, size_t bytes) {
-    long long pages = (long long)((bytes + 4095) / 4096), i;
-#ifdef _OPENMP
-#pragma omp parallel for if (bytes >= HUGE_PAGE)
-#endif
-    for (i = 0; i < pages; i++) ((volatile char *)p)[(size_t)i * 4096] = 0;
-}
-
-static void *xcalloc_touched(size_t count, size_t size) {
-    char *p = xcalloc(count, size);
-    size_t bytes = count * size; /* xcalloc checked the product */
-#if defined(MADV_HUGEPAGE)
-    uintptr_t start = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
-    uintptr_t end = ((uintptr_t)p + bytes) & ~(uintptr_t)(HUGE_PAGE - 1);
-    if (end > start) madvise((void *)start, end - start, MADV_HUGEPAGE); /* only advice: failure changes nothing */
-#endif
-    touch_pages(p, bytes);
-    return p;
-}
-
 static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
     memset(s, 0, sizeof(*s));
     int q_dim = c->n_heads * c->head_dim, half = c->rope_dim / 2;
@@ -1091,12 +1092,7 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
         s->panels.row_bytes = (size_t)GEMM_ROWS * (padded * sizeof(int16_t) + 2 * (padded / QK) * sizeof(float));
         s->panels.rows = xcalloc_touched((size_t)threads, s->panels.row_bytes);
     }
-    for (int t = 0; t < T; t++) {
-        QuantizedVector *v = &s->xq[t];
-        build_quantized_vector(v, padded);
-        touch_pages(v->q, padded), touch_pages(v->pairs, padded), touch_pages(v->scale, padded / QK * sizeof(float));
-        touch_pages(v->sum, padded / QK * sizeof(int32_t)), touch_pages(v->sum16, padded / 16 * sizeof(int16_t));
-    }
+    for (int t = 0; t < T; t++) build_quantized_vector(&s->xq[t], padded);
 }
 
 static void free_state(RunState *s) {
@@ -3398,8 +3394,9 @@ static void gemm_step(const Matrix *W, int kind, const Panels *pn, int i, int ro
 /* matmul's GEMM path (prompt chunks of at least GEMM_TOKENS tokens, weight
    types with a GEMM kernel in this build): the threads first share the
    panels to pack, then the steps of GEMM_ROWS (gemm_i16: GEMM_ROWS_I16) rows,
-   each against every panel in turn (with AVX-512 two at a time); each step's rows (6 x 8 KB of fp32 at n = 2048) are read from memory once
-   and stay in the core's cache while every panel passes them. */
+   each against every panel in turn (with AVX-512 two at a time); each step's
+   rows (6 x 8 KB of fp32 at n = 2048) are read from memory once and stay in
+   the core's cache while every panel passes them. */
 static void matmul_panels(float *out, const float *x, const QuantizedVector *xq, Panels *pn, const Matrix *W, int T) {
     int d = W->rows, n = W->cols, n_panels = (T + GEMM_TOKENS - 1) / GEMM_TOKENS, kind = gemm_kind(W->type);
     int step_rows = kind == GEMM_I16 ? GEMM_ROWS_I16 : GEMM_ROWS;
