@@ -904,8 +904,10 @@ static void free_quantized_vector(QuantizedVector *v) {
    x[p][k][j] (fp32), x16[p][k / 2][j][k % 2] (int16 pairs, for gemm_i16) or
    x8[p][k / 4][j][k % 4] (int8 quads, for gemm_u4); scale and sum hold each token's
    per-32 activation scales and sums of q, [p][b][j]. Only what the matrix's
-   type needs is packed. */
+   type needs is packed, once per input: the first matmul of an input packs,
+   the others that share it (wk and wv after wq, w3 after w1) find it packed. */
 typedef struct {
+    unsigned packed; /* the GEMM kinds (bit 1 << kind) packed from the current input; matmul_input clears it */
     float *x;
     int16_t *x16;
     int8_t *x8;
@@ -947,8 +949,9 @@ typedef struct {
     int n_rope;        /* 2 when the local layers have their own RoPE base (Gemma 3), else 1: they share [0] */
     QuantizedVector *xq; /* (T) activations quantized for a matmul */
     Panels panels;       /* a matmul's input packed for the GEMM kernels (T >= GEMM_TOKENS) */
-    float *att_panels;   /* per thread: a panel of queries and their scores (attend_panels), or NULL */
-    size_t att_panel_floats; /* of att_panels per thread: (head_dim + ctx) * GEMM_TOKENS */
+    int key_panels;      /* of 16 positions, enough for the whole cache: (ctx + 15) / 16 */
+    float *att_keys;     /* (n_kv_heads, key_panels, head_dim, GEMM_TOKENS) a chunk's keys, packed (attend_panels), or NULL */
+    float *att_rows;     /* per thread: (GEMM_ROWS, key_panels * GEMM_TOKENS) a step's scores (attend_panels) */
     int trace;        /* print each token fed to the model, with its position, on stderr */
     struct TracePage *page; /* --trace-html: what the forward passes record for the page (section 10), or NULL */
 } RunState;
@@ -1081,8 +1084,10 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
 #endif
     s->panels.x = xcalloc_touched(slots * padded, sizeof(float));
     if (!kv16 && T >= GEMM_TOKENS && c->head_dim % GEMM_TOKENS == 0) {
-        s->att_panel_floats = ((size_t)c->head_dim + ctx) * GEMM_TOKENS;
-        s->att_panels = xcalloc_touched((size_t)threads * s->att_panel_floats, sizeof(float));
+        s->key_panels = (ctx + GEMM_TOKENS - 1) / GEMM_TOKENS;
+        size_t panel_floats = (size_t)s->key_panels * GEMM_TOKENS;
+        s->att_keys = xcalloc_touched(kv_dim * panel_floats, sizeof(float));
+        s->att_rows = xcalloc_touched((size_t)threads * GEMM_ROWS * panel_floats, sizeof(float));
     }
     if (c->quantized) {
         s->panels.x16 = xcalloc_touched(slots * padded, sizeof(int16_t));
@@ -1098,7 +1103,7 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
 static void free_state(RunState *s) {
     for (int t = 0; t < s->max_tokens; t++) free_quantized_vector(&s->xq[t]);
     free(s->xq), free(s->panels.x), free(s->panels.x16), free(s->panels.x8), free(s->panels.scale), free(s->panels.sum);
-    free(s->panels.rows), free(s->att_panels);
+    free(s->panels.rows), free(s->att_keys), free(s->att_rows);
     free(s->x); free(s->xb); free(s->xb2); free(s->ao); free(s->hb); free(s->hb2); free(s->q); free(s->att);
     free(s->logits); free(s->key_cache); free(s->value_cache);
     free(s->key_cache16); free(s->value_cache16); free(s->kv_new);
@@ -2305,16 +2310,19 @@ static void gemm_u4(const uint8_t *wu, const float *ws, const float *wm, int n_b
    each step's panel vectors two rows' worth of work more.
    fp32: per value k, one load from each panel and 12 FMAs, so the loads
    fall from 7 to 4 per 6 FMAs (in cache, one thread: 73 -> 118 billion
-   multiply-adds per second against gemm_f32 twice, rows of 768). */
-static void gemm_f32_pair(const float *w, size_t stride, int rows, const float *x, int n,
-                          float out[2][GEMM_ROWS][GEMM_TOKENS]) {
-    const float *x0 = x, *x1 = x + (size_t)n * GEMM_TOKENS;
+   multiply-adds per second against gemm_f32 twice, rows of 768). Its two
+   panels are `next` floats apart, each with gemm_f32's panel_stride:
+   matmul's packed ones (next n * 16, stride 16), or attention's columns
+   of the cached values, in place (next 16, stride head_dim). */
+static void gemm_f32_pair(const float *w, size_t stride, int rows, const float *x, size_t next, size_t panel_stride,
+                          int n, float out[2][GEMM_ROWS][GEMM_TOKENS]) {
+    const float *x0 = x, *x1 = x + next;
     const float *wr[GEMM_ROWS]; /* rows past `rows` repeat the last one: computed, not stored */
     for (int r = 0; r < GEMM_ROWS; r++) wr[r] = w + (size_t)(r < rows ? r : rows - 1) * stride;
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0; /* panel 0 */
     __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0;                   /* panel 1 */
     for (int k = 0; k < n; k++) {
-        __m512 a = _mm512_loadu_ps(x0 + k * GEMM_TOKENS), b = _mm512_loadu_ps(x1 + k * GEMM_TOKENS), wk;
+        __m512 a = _mm512_loadu_ps(x0 + k * panel_stride), b = _mm512_loadu_ps(x1 + k * panel_stride), wk;
         wk = _mm512_set1_ps(wr[0][k]), a0 = _mm512_fmadd_ps(wk, a, a0), b0 = _mm512_fmadd_ps(wk, b, b0);
         wk = _mm512_set1_ps(wr[1][k]), a1 = _mm512_fmadd_ps(wk, a, a1), b1 = _mm512_fmadd_ps(wk, b, b1);
         wk = _mm512_set1_ps(wr[2][k]), a2 = _mm512_fmadd_ps(wk, a, a2), b2 = _mm512_fmadd_ps(wk, b, b2);
@@ -3163,12 +3171,15 @@ static void gate_times_up(float *h, const float *up, size_t n, int activation) {
 #define weighted_sum_f16 weighted_sum_f16_scalar
 #endif
 
-/* The input of the matmuls (T tokens of n values), quantized once for all
-   the matrices that read it (wq, wk and wv share one input, w1 and w3
-   another), whatever their types: in blocks of 256 when the model has K
-   matrices and n allows it (every K matrix's input does), else of 32.
-   Nothing to do when every matrix of the model is fp32. */
-static void quantize_input(const Config *c, QuantizedVector *xq, const float *x, int T, int n) {
+/* x (T tokens of n values) becomes the input of the matmuls that follow:
+   quantized into xq once for all the matrices that read it (wq, wk and wv
+   share one input, w1 and w3 another), whatever their types: in blocks of
+   256 when the model has K matrices and n allows it (every K matrix's input
+   does), else of 32; nothing to quantize when every matrix of the model is
+   fp32. Its GEMM panels are not packed yet: the first matmul that needs them
+   packs them (matmul_panels). */
+static void matmul_input(const Config *c, QuantizedVector *xq, Panels *pn, const float *x, int T, int n) {
+    if (pn) pn->packed = 0;
     if (!c->quantized) return;
     int block = c->k_types && n % QK_K == 0 ? QK_K : QK;
     int t;
@@ -3251,13 +3262,22 @@ static int gemm_kind(int type) {
    section 3): fp32 values from x (T, n); quantized ones from xq. */
 static void pack_panel(Panels *pn, int kind, const float *x, const QuantizedVector *xq, int T, int n, int p) {
     int n_padded = (n + QK - 1) / QK * QK, n_blocks = n_padded / QK;
+    if (kind == GEMM_F32) { /* a transpose, 16 x 16 values at a time (token by token, each store 16 apart: 2.7x slower) */
+        float *dst = pn->x + (size_t)p * n * GEMM_TOKENS, block[GEMM_TOKENS][16];
+        for (int k0 = 0; k0 < n; k0 += 16) {
+            int m = n - k0 < 16 ? n - k0 : 16;
+            for (int j = 0; j < GEMM_TOKENS; j++) { /* values k0 .. k0 + 15 of token j */
+                int t = p * GEMM_TOKENS + j;
+                if (t < T && m == 16) memcpy(block[j], x + (size_t)t * n + k0, sizeof block[j]);
+                else for (int k = 0; k < 16; k++) block[j][k] = t < T && k < m ? x[(size_t)t * n + k0 + k] : 0.0f;
+            }
+            for (int k = 0; k < m; k++)
+                for (int j = 0; j < GEMM_TOKENS; j++) dst[(size_t)(k0 + k) * GEMM_TOKENS + j] = block[j][k];
+        }
+        return;
+    }
     for (int j = 0; j < GEMM_TOKENS; j++) {
         int t = p * GEMM_TOKENS + j, real = t < T;
-        if (kind == GEMM_F32) {
-            float *dst = pn->x + (size_t)p * n * GEMM_TOKENS + j;
-            for (int k = 0; k < n; k++) dst[(size_t)k * GEMM_TOKENS] = real ? x[(size_t)t * n + k] : 0.0f;
-            continue;
-        }
         size_t base = (size_t)p * n_padded * GEMM_TOKENS;
         static const int8_t none[4];
         for (int g = 0; g < n_padded / 4; g++) { /* 4 values at a time: one int8 quad, two int16 pairs */
@@ -3356,6 +3376,21 @@ static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, void *s
     }
 }
 
+/* The fp32 step on `panels` panels (1, or 2 with AVX-512: GEMM_PANELS) at
+   x, x + next: gemm_f32, or gemm_f32_pair (out[q] for the panel at
+   x + q * next). */
+static void gemm_f32_panels(const float *w, size_t stride, int rows, const float *x, size_t next, size_t panel_stride,
+                            int n, int panels, float out[GEMM_PANELS][GEMM_ROWS][GEMM_TOKENS]) {
+#if defined(USE_AVX512)
+    if (panels == 2) {
+        gemm_f32_pair(w, stride, rows, x, next, panel_stride, n, out);
+        return;
+    }
+#endif
+    (void)panels, (void)next;
+    gemm_f32(w, stride, rows, x, panel_stride, n, out[0]);
+}
+
 /* One GEMM step: rows i .. i + rows - 1 of W against panel p, or panels p
    and p + 1 (panels = 2, with AVX-512: GEMM_PANELS), into out[q][r][j] for
    panel p + q; for a quantized W, `scratch` holds those rows as unpack_rows
@@ -3365,13 +3400,7 @@ static void gemm_step(const Matrix *W, int kind, const Panels *pn, int i, int ro
     int n = W->cols, n_padded = W->cols_padded, n_blocks = n_padded / QK;
     if (kind == GEMM_F32) {
         const float *w = (const float *)W->data + (size_t)i * n, *x = pn->x + (size_t)p * n * GEMM_TOKENS;
-#if defined(USE_AVX512)
-        if (panels == 2) {
-            gemm_f32_pair(w, (size_t)n, rows, x, n, out);
-            return;
-        }
-#endif
-        gemm_f32(w, (size_t)n, rows, x, GEMM_TOKENS, n, out[0]);
+        gemm_f32_panels(w, (size_t)n, rows, x, (size_t)n * GEMM_TOKENS, GEMM_TOKENS, n, panels, out);
         return;
     }
     const float *ws = scratch, *wm = ws + GEMM_ROWS * n_blocks;
@@ -3393,13 +3422,20 @@ static void gemm_step(const Matrix *W, int kind, const Panels *pn, int i, int ro
 
 /* matmul's GEMM path (prompt chunks of at least GEMM_TOKENS tokens, weight
    types with a GEMM kernel in this build): the threads first share the
-   panels to pack, then the steps of GEMM_ROWS (gemm_i16: GEMM_ROWS_I16) rows,
-   each against every panel in turn (with AVX-512 two at a time); each step's
-   rows (6 x 8 KB of fp32 at n = 2048) are read from memory once and stay in
-   the core's cache while every panel passes them. */
+   panels to pack (unless a matmul of the same input packed them), then the
+   steps of GEMM_ROWS (gemm_i16: GEMM_ROWS_I16) rows, each against every
+   panel in turn (with AVX-512 two at a time); each step's rows (6 x 8 KB of
+   fp32 at n = 2048) are read from memory once and stay in the core's cache
+   while every panel passes them. (Panels taken in groups that stay in the
+   core's L2 cache, each group by every step before the next: in a
+   microbenchmark the fp32 steps of w2's shape, 768 x 2048, went from 87 to
+   97 billion multiply-adds per second on one thread, but stories110M's fp32
+   prompts did not get faster, and quantized steps, unpacking their rows
+   once per group, got slower.) */
 static void matmul_panels(float *out, const float *x, const QuantizedVector *xq, Panels *pn, const Matrix *W, int T) {
     int d = W->rows, n = W->cols, n_panels = (T + GEMM_TOKENS - 1) / GEMM_TOKENS, kind = gemm_kind(W->type);
     int step_rows = kind == GEMM_I16 ? GEMM_ROWS_I16 : GEMM_ROWS;
+    int to_pack = pn->packed & 1u << kind ? 0 : n_panels; /* none if a matmul of the same input packed them */
     int i, p;
 #ifdef _OPENMP
 #pragma omp parallel private(i, p)
@@ -3410,7 +3446,7 @@ static void matmul_panels(float *out, const float *x, const QuantizedVector *xq,
         scratch += (size_t)omp_get_thread_num() * pn->row_bytes;
 #pragma omp for
 #endif
-        for (p = 0; p < n_panels; p++) pack_panel(pn, kind, x, xq, T, n, p);
+        for (p = 0; p < to_pack; p++) pack_panel(pn, kind, x, xq, T, n, p);
         /* (OpenMP waits here until every panel is packed) */
 #ifdef _OPENMP
 #pragma omp for schedule(guided)
@@ -3428,10 +3464,11 @@ static void matmul_panels(float *out, const float *x, const QuantizedVector *xq,
             }
         }
     }
+    pn->packed |= 1u << kind;
 }
 
 /* out (T, d) = x (T, n) @ W (d, n)^T, for T tokens at once; for quantized
-   weights xq must hold x as quantize_input left it.
+   weights xq must hold x as matmul_input left it.
    PyTorch: out = x @ W.T  (nn.Linear without bias)
    Nearly all the time of a forward pass is spent here. Output rows are
    shared among threads, four at a time. Each weight row is read from memory
@@ -3542,9 +3579,13 @@ static void rmsnorm_tokens(float *out, const float *x, const float *weight, int 
    output joins the residual stream. post_norm is NULL but for Gemma, whose
    blocks norm their output first; residual_scale is 1 but for Granite. */
 static void add_to_residual(const Config *c, float *x, float *out, const float *post_norm, int T) {
-    int dim = c->dim;
+    int dim = c->dim, t;
     if (post_norm) rmsnorm_tokens(out, out, post_norm, T, dim, c->norm_eps);
-    for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += c->residual_scale * out[i];
+#ifdef _OPENMP
+#pragma omp parallel for if (T > 1)
+#endif
+    for (t = 0; t < T; t++)
+        for (size_t i = (size_t)t * dim; i < (size_t)(t + 1) * dim; i++) x[i] += c->residual_scale * out[i];
 }
 
 /* In place: x = cap * tanh(x / cap), which bounds x to (-cap, cap) smoothly
@@ -3609,81 +3650,107 @@ static void attend_each(const Config *c, RunState *s, int l, int T, int pos, int
    queries, an fp32 cache, and heads of whole panels (the values are read 16
    at a time, in place). build_state made the scratch for it. */
 static int use_attention_panels(const Config *c, const RunState *s, int T) {
-    return T >= GEMM_TOKENS && s->att_panels && c->head_dim % GEMM_TOKENS == 0;
+    return T >= GEMM_TOKENS && s->att_keys && c->head_dim % GEMM_TOKENS == 0;
 }
 
-/* The same attention as attend_each, for a prompt chunk, as matrix products:
-   for each head and each panel of 16 queries (the threads share these),
-   scores (16, n) = Q K^T by gemm_f32 with the cached keys as its rows, then
-   each query's soft-cap and softmax over the positions it attends to (0 for
-   the others), then out (16, head_dim) = P V by gemm_f32 with the
-   probabilities as its rows and the cached values, read in place, as its
-   panel. The n positions cover the whole panel: from the first query's first
-   position to the last query's own. Per query, the same arithmetic as
-   attend_each, in another order. */
+/* The same attention as attend_each, for a prompt chunk, as matrix products
+   by the GEMM steps. First each kv head's keys, from the first position any
+   query of the chunk attends to up to the chunk's last, are packed 16
+   positions to a panel, as a matmul's input is (K^T; positions past the
+   chunk are zeros). Then for each head and each step of 6 queries (the
+   threads share these): scores (6, n) = Q K^T, the queries' rows read in
+   place as a GEMM's weight rows and the key panels as its panels, each
+   step's 16 or 32 scores stored side by side; each query's soft-cap and
+   softmax over the positions it attends to (0 for the others); then
+   out (6, head_dim) = P V, the probabilities as the rows and the cached
+   values, read in place 16 columns at a time, as the panels. The n
+   positions run from the key panel of the first query's first position to
+   the last query's own. Per query, the same arithmetic as attend_each, in
+   another order. (Before, the keys were the rows and each panel of 16
+   queries packed: each step's 96 scores went one by one to 16 rows, and
+   attention took 11% of stories110M's fp32 prompt. */
 static void attend_panels(const Config *c, RunState *s, int l, int T, int pos, int window) {
-    int head_dim = c->head_dim, q_dim = c->n_heads * head_dim;
-    int group = c->n_heads / c->n_kv_heads, n_panels = (T + GEMM_TOKENS - 1) / GEMM_TOKENS, task;
+    int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, group = c->n_heads / c->n_kv_heads;
+    int first = first_position(pos, window), last = pos + T - 1; /* the positions the chunk attends to */
+    int n_key_panels = (last + 1 - first + GEMM_TOKENS - 1) / GEMM_TOKENS, n_steps = (T + GEMM_ROWS - 1) / GEMM_ROWS;
+    size_t panel_floats = (size_t)head_dim * GEMM_TOKENS, head_floats = (size_t)s->key_panels * panel_floats;
     float scale = c->attention_scale;
+    int task;
 #ifdef _OPENMP
-#pragma omp parallel for private(task) schedule(dynamic)
+#pragma omp parallel private(task)
 #endif
-    for (task = 0; task < c->n_heads * n_panels; task++) {
-        int h = task / n_panels, t0 = task % n_panels * GEMM_TOKENS;
-        int n_queries = T - t0 < GEMM_TOKENS ? T - t0 : GEMM_TOKENS;
-        float *queries = s->att_panels; /* (head_dim, GEMM_TOKENS) the panel's queries, packed */
+    {
+        float *att = s->att_rows; /* (rows, n_pad): the step's scores, then probabilities */
 #ifdef _OPENMP
-        queries += (size_t)omp_get_thread_num() * s->att_panel_floats;
+        att += (size_t)omp_get_thread_num() * GEMM_ROWS * s->key_panels * GEMM_TOKENS;
+#pragma omp for
 #endif
-        float *att = queries + (size_t)head_dim * GEMM_TOKENS; /* (n_queries, n) scores, then probabilities */
-        int first = first_position(pos + t0, window), n = pos + t0 + n_queries - first;
-        size_t from = cache_at(c, s, l, h / group, first);
-        const float *keys = s->key_cache + from, *values = s->value_cache + from;
-        float step[GEMM_ROWS][GEMM_TOKENS];
-        for (int d = 0; d < head_dim; d++)
-            for (int j = 0; j < GEMM_TOKENS; j++)
-                queries[d * GEMM_TOKENS + j] = j < n_queries ? s->q[(size_t)(t0 + j) * q_dim + (size_t)h * head_dim + d] : 0.0f;
-        for (int r0 = 0; r0 < n; r0 += GEMM_ROWS) { /* scores: 6 positions x 16 queries per step */
-            int rows = n - r0 < GEMM_ROWS ? n - r0 : GEMM_ROWS;
-            gemm_f32(keys + (size_t)r0 * head_dim, (size_t)head_dim, rows, queries, GEMM_TOKENS, head_dim, step);
-            for (int j = 0; j < n_queries; j++)
-                for (int r = 0; r < rows; r++) att[(size_t)j * n + r0 + r] = step[r][j] * scale;
-        }
-        for (int j = 0; j < n_queries; j++) { /* query j attends to positions from .. its own */
-            float *row = att + (size_t)j * n;
-            int own = pos + t0 + j, from_j = first_position(own, window) - first, count = own + 1 - first - from_j;
-            if (c->attn_softcap > 0.0f) soft_cap(row + from_j, count, c->attn_softcap); /* Gemma 2 */
-            softmax(row + from_j, count);
-            if (s->page) page_attention(s->page, c, l, h, own, first + from_j, row + from_j, count);
-            for (int i = 0; i < from_j; i++) row[i] = 0.0f;
-            for (int i = from_j + count; i < n; i++) row[i] = 0.0f;
-        }
-        for (int c0 = 0; c0 < head_dim; c0 += GEMM_TOKENS) /* out: 6 queries x 16 of head_dim per step */
-            for (int r0 = 0; r0 < n_queries; r0 += GEMM_ROWS) {
-                int rows = n_queries - r0 < GEMM_ROWS ? n_queries - r0 : GEMM_ROWS;
-                gemm_f32(att + (size_t)r0 * n, (size_t)n, rows, values + c0, (size_t)head_dim, n, step);
-                for (int r = 0; r < rows; r++)
-                    memcpy(s->ao + (size_t)(t0 + r0 + r) * q_dim + (size_t)h * head_dim + c0, step[r], sizeof step[r]);
+        for (task = 0; task < c->n_kv_heads * n_key_panels; task++) { /* K^T, panel by panel */
+            int g = task / n_key_panels, kp = task % n_key_panels;
+            const float *keys = s->key_cache + cache_at(c, s, l, g, 0);
+            float *panel = s->att_keys + g * head_floats + kp * panel_floats; /* (head_dim, 16) */
+            for (int j = 0; j < GEMM_TOKENS; j++) {
+                int p = first + kp * GEMM_TOKENS + j;
+                for (int d = 0; d < head_dim; d++) panel[d * GEMM_TOKENS + j] = p <= last ? keys[(size_t)p * head_dim + d] : 0.0f;
             }
+        }
+        /* (OpenMP waits here until every panel is packed) */
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic)
+#endif
+        for (task = 0; task < c->n_heads * n_steps; task++) {
+            int h = task / n_steps, t0 = task % n_steps * GEMM_ROWS, rows = T - t0 < GEMM_ROWS ? T - t0 : GEMM_ROWS;
+            int kp0 = (first_position(pos + t0, window) - first) / GEMM_TOKENS, base = first + kp0 * GEMM_TOKENS;
+            int n = pos + t0 + rows - base, n_panels = (n + GEMM_TOKENS - 1) / GEMM_TOKENS;
+            size_t n_pad = (size_t)n_panels * GEMM_TOKENS;
+            const float *q = s->q + (size_t)t0 * q_dim + (size_t)h * head_dim;
+            const float *keys = s->att_keys + (h / group) * head_floats + kp0 * panel_floats;
+            const float *values = s->value_cache + cache_at(c, s, l, h / group, base);
+            float step[GEMM_PANELS][GEMM_ROWS][GEMM_TOKENS];
+            for (int p = 0; p < n_panels; p += GEMM_PANELS) { /* scores: 6 queries x 16 (or 32) positions per step */
+                int panels = n_panels - p < GEMM_PANELS ? n_panels - p : GEMM_PANELS;
+                gemm_f32_panels(q, (size_t)q_dim, rows, keys + p * panel_floats, panel_floats, GEMM_TOKENS, head_dim,
+                                panels, step);
+                for (int b = 0; b < panels; b++)
+                    for (int r = 0; r < rows; r++)
+                        for (int j = 0; j < GEMM_TOKENS; j++) att[r * n_pad + (p + b) * GEMM_TOKENS + j] = step[b][r][j] * scale;
+            }
+            for (int r = 0; r < rows; r++) { /* query r attends to positions from .. its own */
+                float *row = att + r * n_pad;
+                int own = pos + t0 + r, from = first_position(own, window) - base, count = own + 1 - base - from;
+                if (c->attn_softcap > 0.0f) soft_cap(row + from, count, c->attn_softcap); /* Gemma 2 */
+                softmax(row + from, count);
+                if (s->page) page_attention(s->page, c, l, h, own, base + from, row + from, count);
+                for (int i = 0; i < from; i++) row[i] = 0.0f;
+                for (int i = from + count; i < n; i++) row[i] = 0.0f;
+            }
+            for (int c0 = 0; c0 < head_dim; c0 += GEMM_PANELS * GEMM_TOKENS) { /* out: 6 queries x 16 (or 32) of head_dim */
+                int panels = (head_dim - c0) / GEMM_TOKENS < GEMM_PANELS ? (head_dim - c0) / GEMM_TOKENS : GEMM_PANELS;
+                gemm_f32_panels(att, n_pad, rows, values + c0, GEMM_TOKENS, (size_t)head_dim, n, panels, step);
+                for (int b = 0; b < panels; b++)
+                    for (int r = 0; r < rows; r++)
+                        memcpy(s->ao + (size_t)(t0 + r) * q_dim + (size_t)h * head_dim + c0 + b * GEMM_TOKENS, step[b][r],
+                               sizeof step[b][r]);
+            }
+        }
     }
 }
 
-/* The T new keys and values k, v (T, kv_dim) of layer l into the cache at
-   positions pos .., head by head (see cache_at), as halves in an fp16 cache.
-   PyTorch: cache_k[l, :, pos:pos + T] = k.view(T, n_kv_heads, head_dim).transpose(0, 1) */
-static void store_kv(const Config *c, RunState *s, int l, int T, int pos, const float *k, const float *v) {
-    int head_dim = c->head_dim, kv_dim = c->n_kv_heads * head_dim;
-    for (int t = 0; t < T; t++)
-        for (int g = 0; g < c->n_kv_heads; g++) {
-            size_t at = cache_at(c, s, l, g, pos + t), from = (size_t)t * kv_dim + (size_t)g * head_dim;
-            if (s->kv16) {
-                for (int i = 0; i < head_dim; i++)
-                    s->key_cache16[at + i] = fp32_to_fp16(k[from + i]), s->value_cache16[at + i] = fp32_to_fp16(v[from + i]);
-            } else {
-                memcpy(s->key_cache + at, k + from, head_dim * sizeof(float));
-                memcpy(s->value_cache + at, v + from, head_dim * sizeof(float));
-            }
+/* A token's new key and value k, v (kv_dim) of layer l into the cache at
+   its position, head by head (see cache_at), as halves in an fp16 cache.
+   PyTorch: cache_k[l, :, position] = k.view(n_kv_heads, head_dim) */
+static void store_kv(const Config *c, RunState *s, int l, int position, const float *k, const float *v) {
+    int head_dim = c->head_dim;
+    for (int g = 0; g < c->n_kv_heads; g++) {
+        size_t at = cache_at(c, s, l, g, position), from = (size_t)g * head_dim;
+        if (s->kv16) {
+            for (int i = 0; i < head_dim; i++)
+                s->key_cache16[at + i] = fp32_to_fp16(k[from + i]), s->value_cache16[at + i] = fp32_to_fp16(v[from + i]);
+        } else {
+            memcpy(s->key_cache + at, k + from, head_dim * sizeof(float));
+            memcpy(s->value_cache + at, v + from, head_dim * sizeof(float));
         }
+    }
 }
 
 /* The attention block of layer l for T tokens at positions pos ..:
@@ -3695,7 +3762,7 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
     const RopeTable *rt = &s->rope[lw->sliding && s->n_rope > 1]; /* Gemma 3's local layers: their own base */
 
     rmsnorm_tokens(s->xb, s->x, lw->attn_norm, T, dim, c->norm_eps);
-    quantize_input(c, s->xq, s->xb, T, dim);
+    matmul_input(c, s->xq, &s->panels, s->xb, T, dim);
     matmul(s->q, s->xb, s->xq, &s->panels, &lw->wq, T); /* q = wq(xb) */
     matmul(k, s->xb, s->xq, &s->panels, &lw->wk, T);    /* k = wk(xb) */
     matmul(v, s->xb, s->xq, &s->panels, &lw->wv, T);    /* v = wv(xb) */
@@ -3703,15 +3770,16 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
 #ifdef _OPENMP
 #pragma omp parallel for if (T > 1) /* a prompt chunk: the threads share its tokens */
 #endif
-    for (t = 0; t < T; t++)
-        attention_inputs(c, lw, s->q + (size_t)t * q_dim, k + (size_t)t * kv_dim, v + (size_t)t * kv_dim,
-                         rt->cos + t * half, rt->sin + t * half);
-    store_kv(c, s, l, T, pos, k, v);
+    for (t = 0; t < T; t++) {
+        float *kt = k + (size_t)t * kv_dim, *vt = v + (size_t)t * kv_dim;
+        attention_inputs(c, lw, s->q + (size_t)t * q_dim, kt, vt, rt->cos + t * half, rt->sin + t * half);
+        store_kv(c, s, l, pos + t, kt, vt);
+    }
 
     int window = lw->sliding ? c->sliding_window : 0;
     if (use_attention_panels(c, s, T)) attend_panels(c, s, l, T, pos, window);
     else attend_each(c, s, l, T, pos, window);
-    quantize_input(c, s->xq, s->ao, T, q_dim);
+    matmul_input(c, s->xq, &s->panels, s->ao, T, q_dim);
     matmul(s->xb2, s->ao, s->xq, &s->panels, &lw->wo, T); /* xb2 = wo(attention) */
     add_to_residual(c, s->x, s->xb2, lw->post_attn_norm, T);
 }
@@ -3721,7 +3789,7 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
 static void feed_forward_block(const Config *c, const LayerWeights *lw, RunState *s, int T) {
     int dim = c->dim, hidden = c->hidden_dim;
     rmsnorm_tokens(s->xb, s->x, lw->ffn_norm, T, dim, c->norm_eps);
-    quantize_input(c, s->xq, s->xb, T, dim);
+    matmul_input(c, s->xq, &s->panels, s->xb, T, dim);
     matmul(s->hb, s->xb, s->xq, &s->panels, &lw->w1, T);  /* gate */
     matmul(s->hb2, s->xb, s->xq, &s->panels, &lw->w3, T); /* up */
     /* hb = act(gate) * up, elementwise; a prompt chunk's tokens are shared among
@@ -3733,7 +3801,7 @@ static void feed_forward_block(const Config *c, const LayerWeights *lw, RunState
 #endif
     for (t = 0; t < T; t++)
         gate_times_up(s->hb + (size_t)t * hidden, s->hb2 + (size_t)t * hidden, hidden, c->activation);
-    quantize_input(c, s->xq, s->hb, T, hidden);
+    matmul_input(c, s->xq, &s->panels, s->hb, T, hidden);
     matmul(s->xb2, s->hb, s->xq, &s->panels, &lw->w2, T); /* down */
     add_to_residual(c, s->x, s->xb2, lw->post_ffn_norm, T);
 }
@@ -3747,7 +3815,7 @@ static void model_head(const Model *m, RunState *s, float *normed, const float *
     int dim = c->dim;
     size_t n_logits = (size_t)T * c->vocab_size;
     for (int t = 0; t < T; t++) rmsnorm(normed + (size_t)t * dim, h + (size_t)t * dim, m->weights.final_norm, dim, c->norm_eps);
-    quantize_input(c, s->xq, normed, T, dim);
+    matmul_input(c, s->xq, &s->panels, normed, T, dim);
     matmul(s->logits, normed, s->xq, &s->panels, &m->weights.classifier, T);
     if (c->logit_scale != 1.0f) /* Granite: logits / logits_scaling */
         for (size_t i = 0; i < n_logits; i++) s->logits[i] *= c->logit_scale;

@@ -85,7 +85,7 @@ static int cmd_matmul(char **argv) {
     RunState s;
     build_state(&s, &m.config, T, 0);
     if (T < 1 || T > s.max_tokens) fatal("give between 1 and %d inputs", s.max_tokens);
-    quantize_input(&m.config, s.xq, x, T, n);
+    matmul_input(&m.config, s.xq, &s.panels, x, T, n);
     float *out = xmalloc((size_t)T * W->rows * sizeof(float));
     matmul(out, x, s.xq, &s.panels, W, T);
     printf("%s\n", WEIGHT_NAMES[W->type]);
@@ -281,20 +281,22 @@ static void compare_gemm(uint64_t *rng, double *worst) {
                     compare(worst, simd[r][j], scalar[r][j], magnitude);
                 }
 #if defined(USE_AVX512)
-            /* two packed panels at once: the second is the first's values, shifted by one */
-            if (panel_stride == GEMM_TOKENS && n > 1) {
-                float pair[2][GEMM_ROWS][GEMM_TOKENS], second[GEMM_ROWS][GEMM_TOKENS];
-                int half = n / 2; /* two panels of half the values each, one after the other */
-                gemm_f32_pair(w, stride, rows, panel, half, pair);
-                gemm_f32_scalar(w, stride, rows, panel, GEMM_TOKENS, half, scalar);
-                gemm_f32_scalar(w, stride, rows, panel + (size_t)half * GEMM_TOKENS, GEMM_TOKENS, half, second);
-                for (int r = 0; r < rows; r++)
-                    for (int j = 0; j < GEMM_TOKENS; j++)
-                        for (int q = 0; q < 2; q++) {
+            /* two panels at once: packed ones, one after the other (the two
+               halves of the values), or columns of the same rows in place
+               (attention's values; the second from column 5 on) */
+            if (n > 1) {
+                int in_place = panel_stride != GEMM_TOKENS, values = in_place ? n : n / 2;
+                size_t next = in_place ? 5 : (size_t)values * GEMM_TOKENS;
+                float pair[2][GEMM_ROWS][GEMM_TOKENS], want[2][GEMM_ROWS][GEMM_TOKENS];
+                gemm_f32_pair(w, stride, rows, panel, next, panel_stride, values, pair);
+                for (int q = 0; q < 2; q++) gemm_f32_scalar(w, stride, rows, panel + q * next, panel_stride, values, want[q]);
+                for (int q = 0; q < 2; q++)
+                    for (int r = 0; r < rows; r++)
+                        for (int j = 0; j < GEMM_TOKENS; j++) {
                             double magnitude = 0;
-                            for (int k = 0; k < half; k++)
-                                magnitude += fabs((double)w[r * stride + k] * panel[(q * half + k) * GEMM_TOKENS + j]);
-                            compare(worst, pair[q][r][j], q ? second[r][j] : scalar[r][j], magnitude);
+                            for (int k = 0; k < values; k++)
+                                magnitude += fabs((double)w[r * stride + k] * panel[q * next + k * panel_stride + j]);
+                            compare(worst, pair[q][r][j], want[q][r][j], magnitude);
                         }
             }
 #endif

@@ -145,7 +145,7 @@ int main(void) {
             float out[2][GEMM_ROWS][GEMM_TOKENS], total = 0;
             double t0 = now();
             for (int r = 0; r < REPS / 24; r++) {
-                if (kind == 0) gemm_f32_pair(w6, N, GEMM_ROWS, panel, N, out);
+                if (kind == 0) gemm_f32_pair(w6, N, GEMM_ROWS, panel, (size_t)N * GEMM_TOKENS, GEMM_TOKENS, N, out);
                 else if (kind == 1) gemm_i16_pair(w16, gs, NB, x16_2, xs_2, out);
                 else gemm_u4_pair(wu, gs, gm, NB, x8_2, xs_2, xsum_2, out);
                 total += out[r % 2][r % step_rows[kind]][r % GEMM_TOKENS];
