@@ -3694,8 +3694,9 @@ static int use_attention_panels(const Config *c, const RunState *s, int T) {
    positions run from the key panel of the first query's first position to
    the last query's own. Per query, the same arithmetic as attend_each, in
    another order. (Before, the keys were the rows and each panel of 16
-   queries packed: each step's 96 scores went one by one to 16 rows, and
-   attention took 11% of stories110M's fp32 prompt. */
+   queries was packed: each step's 96 scores went one by one into 16 rows;
+   stories110M's fp32 prompt of 512 tokens spent 37-38 ms in attention
+   then, 27-28 now.) */
 static void attend_panels(const Config *c, RunState *s, int l, int T, int pos, int window) {
     int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, group = c->n_heads / c->n_kv_heads;
     int first = first_position(pos, window), last = pos + T - 1; /* the positions the chunk attends to */
