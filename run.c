@@ -949,9 +949,8 @@ typedef struct {
     int n_rope;        /* 2 when the local layers have their own RoPE base (Gemma 3), else 1: they share [0] */
     QuantizedVector *xq; /* (T) activations quantized for a matmul */
     Panels panels;       /* a matmul's input packed for the GEMM kernels (T >= GEMM_TOKENS) */
-    int key_panels;      /* of 16 positions, enough for the whole cache: (ctx + 15) / 16 */
-    float *att_keys;     /* (n_kv_heads, key_panels, head_dim, GEMM_TOKENS) a chunk's keys, packed (attend_panels), or NULL */
-    float *att_rows;     /* per thread: (GEMM_ROWS, key_panels * GEMM_TOKENS) a step's scores (attend_panels) */
+    float *att_keys;     /* (n_kv_heads, ctx rounded up to 16, head_dim) a chunk's keys in panels of 16 (attend_panels), or NULL */
+    float *att_rows;     /* per thread: (GEMM_ROWS, ctx rounded up to 16) a step's scores (attend_panels) */
     int trace;        /* print each token fed to the model, with its position, on stderr */
     struct TracePage *page; /* --trace-html: what the forward passes record for the page (section 10), or NULL */
 } RunState;
@@ -1084,10 +1083,9 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
 #endif
     s->panels.x = xcalloc_touched(slots * padded, sizeof(float));
     if (!kv16 && T >= GEMM_TOKENS && c->head_dim % GEMM_TOKENS == 0) {
-        s->key_panels = (ctx + GEMM_TOKENS - 1) / GEMM_TOKENS;
-        size_t panel_floats = (size_t)s->key_panels * GEMM_TOKENS;
-        s->att_keys = xcalloc_touched(kv_dim * panel_floats, sizeof(float));
-        s->att_rows = xcalloc_touched((size_t)threads * GEMM_ROWS * panel_floats, sizeof(float));
+        size_t positions = (size_t)(ctx + GEMM_TOKENS - 1) / GEMM_TOKENS * GEMM_TOKENS; /* whole panels */
+        s->att_keys = xcalloc_touched(kv_dim * positions, sizeof(float));
+        s->att_rows = xcalloc_touched((size_t)threads * GEMM_ROWS * positions, sizeof(float));
     }
     if (c->quantized) {
         s->panels.x16 = xcalloc_touched(slots * padded, sizeof(int16_t));
@@ -3206,7 +3204,7 @@ static void gate_times_up(float *h, const float *up, size_t n, int activation) {
    fp32. Its GEMM panels are not packed yet: the first matmul that needs them
    packs them (matmul_panels). */
 static void matmul_input(const Config *c, QuantizedVector *xq, Panels *pn, const float *x, int T, int n) {
-    if (pn) pn->packed = 0;
+    pn->packed = 0;
     if (!c->quantized) return;
     int block = c->k_types && n % QK_K == 0 ? QK_K : QK;
     int t;
@@ -3285,22 +3283,31 @@ static int gemm_kind(int type) {
     }
 }
 
+/* An fp32 panel: dst[k][j] (n values of 16 rows side by side) = value k of
+   row j, for the `count` rows of n values at src, `stride` apart; zeros for
+   rows count .. 15. A transpose, 16 x 16 values at a time (row by row, each
+   store 16 apart, it was 2.7x slower). A matmul's input (pack_panel) and a
+   chunk's keys (attend_panels) are packed so. */
+static void transpose_panel(float *dst, const float *src, size_t stride, int count, int n) {
+    float block[GEMM_TOKENS][16];
+    for (int k0 = 0; k0 < n; k0 += 16) {
+        int m = n - k0 < 16 ? n - k0 : 16;
+        for (int j = 0; j < GEMM_TOKENS; j++) { /* values k0 .. k0 + 15 of row j */
+            if (j < count && m == 16) memcpy(block[j], src + j * stride + k0, sizeof block[j]);
+            else for (int k = 0; k < 16; k++) block[j][k] = j < count && k < m ? src[j * stride + k0 + k] : 0.0f;
+        }
+        for (int k = 0; k < m; k++)
+            for (int j = 0; j < GEMM_TOKENS; j++) dst[(size_t)(k0 + k) * GEMM_TOKENS + j] = block[j][k];
+    }
+}
+
 /* Panel p of a chunk's matmul input, in the layout of a GEMM kind (Panels,
    section 3): fp32 values from x (T, n); quantized ones from xq. */
 static void pack_panel(Panels *pn, int kind, const float *x, const QuantizedVector *xq, int T, int n, int p) {
     int n_padded = (n + QK - 1) / QK * QK, n_blocks = n_padded / QK;
-    if (kind == GEMM_F32) { /* a transpose, 16 x 16 values at a time (token by token, each store 16 apart: 2.7x slower) */
-        float *dst = pn->x + (size_t)p * n * GEMM_TOKENS, block[GEMM_TOKENS][16];
-        for (int k0 = 0; k0 < n; k0 += 16) {
-            int m = n - k0 < 16 ? n - k0 : 16;
-            for (int j = 0; j < GEMM_TOKENS; j++) { /* values k0 .. k0 + 15 of token j */
-                int t = p * GEMM_TOKENS + j;
-                if (t < T && m == 16) memcpy(block[j], x + (size_t)t * n + k0, sizeof block[j]);
-                else for (int k = 0; k < 16; k++) block[j][k] = t < T && k < m ? x[(size_t)t * n + k0 + k] : 0.0f;
-            }
-            for (int k = 0; k < m; k++)
-                for (int j = 0; j < GEMM_TOKENS; j++) dst[(size_t)(k0 + k) * GEMM_TOKENS + j] = block[j][k];
-        }
+    if (kind == GEMM_F32) {
+        transpose_panel(pn->x + (size_t)p * n * GEMM_TOKENS, x + (size_t)p * GEMM_TOKENS * n, (size_t)n,
+                        T - p * GEMM_TOKENS, n);
         return;
     }
     for (int j = 0; j < GEMM_TOKENS; j++) {
@@ -3701,7 +3708,8 @@ static void attend_panels(const Config *c, RunState *s, int l, int T, int pos, i
     int head_dim = c->head_dim, q_dim = c->n_heads * head_dim, group = c->n_heads / c->n_kv_heads;
     int first = first_position(pos, window), last = pos + T - 1; /* the positions the chunk attends to */
     int n_key_panels = (last + 1 - first + GEMM_TOKENS - 1) / GEMM_TOKENS, n_steps = (T + GEMM_ROWS - 1) / GEMM_ROWS;
-    size_t panel_floats = (size_t)head_dim * GEMM_TOKENS, head_floats = (size_t)s->key_panels * panel_floats;
+    size_t positions = (size_t)(s->ctx + GEMM_TOKENS - 1) / GEMM_TOKENS * GEMM_TOKENS; /* as build_state made them */
+    size_t panel_floats = (size_t)head_dim * GEMM_TOKENS, head_floats = positions * head_dim;
     float scale = c->attention_scale;
     int task;
 #ifdef _OPENMP
@@ -3710,17 +3718,13 @@ static void attend_panels(const Config *c, RunState *s, int l, int T, int pos, i
     {
         float *att = s->att_rows; /* (rows, n_pad): the step's scores, then probabilities */
 #ifdef _OPENMP
-        att += (size_t)omp_get_thread_num() * GEMM_ROWS * s->key_panels * GEMM_TOKENS;
+        att += (size_t)omp_get_thread_num() * GEMM_ROWS * positions;
 #pragma omp for
 #endif
         for (task = 0; task < c->n_kv_heads * n_key_panels; task++) { /* K^T, panel by panel */
-            int g = task / n_key_panels, kp = task % n_key_panels;
-            const float *keys = s->key_cache + cache_at(c, s, l, g, 0);
-            float *panel = s->att_keys + g * head_floats + kp * panel_floats; /* (head_dim, 16) */
-            for (int j = 0; j < GEMM_TOKENS; j++) {
-                int p = first + kp * GEMM_TOKENS + j;
-                for (int d = 0; d < head_dim; d++) panel[d * GEMM_TOKENS + j] = p <= last ? keys[(size_t)p * head_dim + d] : 0.0f;
-            }
+            int g = task / n_key_panels, kp = task % n_key_panels, from = first + kp * GEMM_TOKENS; /* its first position */
+            transpose_panel(s->att_keys + g * head_floats + kp * panel_floats, s->key_cache + cache_at(c, s, l, g, from),
+                            (size_t)head_dim, last + 1 - from, head_dim);
         }
         /* (OpenMP waits here until every panel is packed) */
 #ifdef _OPENMP
