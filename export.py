@@ -25,12 +25,13 @@ import sys
 import numpy as np
 
 MODEL_MAGIC = b"RUNC"
-MODEL_VERSION = 2  # 2: a type per matrix (1: one type for all, still read by run.c)
+MODEL_VERSION = 3  # 2: a type per matrix (1: one type for all); 3: q8_0/q4_0 scales beside their blocks
 MODEL_HEADER_SIZE = 256
 TENSOR_ALIGN = 64
 MAX_EOS = 8
 WEIGHT_TYPES = {"fp32": 0, "q8_0": 1, "q4_0": 2, "q4_k": 3, "q6_k": 4}
 QK = 32  # values per quantized block
+QGROUP = 8  # blocks per group of a q8_0/q4_0 row: their fp16 scales, then the blocks
 FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS, FLAG_ROPE_FACTORS = 1, 2, 4, 8, 16
 
 TOKENIZER_MAGIC = b"RUNT"
@@ -272,6 +273,22 @@ def check_block_scales(t, name):
             raise ExportError(f"tensor {name} ({ggml_type_name(t.ttype)}) has a NaN or infinite scale in block {block}")
 
 
+def group_blocks(values, scales):
+    """A q8_0 or q4_0 matrix as run.c's file holds it: each row's blocks in
+    groups of QGROUP (the last group of a row has the blocks left over), each
+    group its blocks' fp16 scales, then the blocks; (rows, n_blocks * (bytes
+    per block + 2)) bytes. values: (rows, n_blocks * bytes per block), scales:
+    (rows, n_blocks) fp16."""
+    rows, n_blocks = scales.shape
+    blocks = np.ascontiguousarray(values).view(np.uint8).reshape(rows, n_blocks, -1)
+    scale_bytes = np.ascontiguousarray(scales, dtype="<f2").view(np.uint8).reshape(rows, n_blocks, 2)
+    parts = []
+    for first in range(0, n_blocks, QGROUP):
+        group = slice(first, min(first + QGROUP, n_blocks))
+        parts += [scale_bytes[:, group].reshape(rows, -1), blocks[:, group].reshape(rows, -1)]
+    return np.concatenate(parts, axis=1)
+
+
 def encode_matrix(src, dtype, name):
     """The arrays run.c reads for one matrix in weight type dtype."""
     if isinstance(src, GGMLTensor) and GGML_NATIVE.get(src.ttype) == dtype:
@@ -279,11 +296,15 @@ def encode_matrix(src, dtype, name):
         b = src.blocks()
         if dtype in K_TYPES:
             return [b.reshape(b.shape[0], -1)]
-        return [b[:, :, 2:].reshape(b.shape[0], -1), b[:, :, :2].copy().view("<f2")[:, :, 0]]
+        return [group_blocks(b[:, :, 2:].reshape(b.shape[0], -1), b[:, :, :2].copy().view("<f2")[:, :, 0])]
     t = np.ascontiguousarray(src.numpy() if isinstance(src, GGMLTensor) else src, dtype="<f4")
     if not np.all(np.isfinite(t)):
         raise ExportError(f"tensor {name} has NaN or infinite values")
-    return [t] if dtype == "fp32" else list(quantize(t, dtype))
+    if dtype == "fp32":
+        return [t]
+    if dtype in K_TYPES:
+        return quantize(t, dtype)
+    return [group_blocks(*quantize(t, dtype))]
 
 
 def write_model(path, cfg, get_tensor, source_type=lambda name: None):
@@ -1711,21 +1732,21 @@ class RuncCheckpoint:
         f = struct.unpack("<4sI8i4fif3ii8i", head[:112])
         (_, version, dim, hidden, layers, heads, kv_heads, head_dim, vocab, seq_len, theta, factor, low, high,
          orig, eps, flags, wtype, bos, n_eos) = f[:20]
-        if version not in (1, 2) or wtype != 0:
-            raise ExportError(f"{path}: only fp32 files (format version 1 or 2) can be re-exported")
+        if version not in (1, 2, 3) or wtype != 0:
+            raise ExportError(f"{path}: only fp32 files (format versions 1 to 3) can be re-exported")
         self.config = {"dim": dim, "hidden_dim": hidden, "n_layers": layers, "n_heads": heads,
                        "n_kv_heads": kv_heads, "head_dim": head_dim, "vocab_size": vocab, "seq_len": seq_len,
                        "rope_theta": theta, "norm_eps": eps, "tied": bool(flags & FLAG_TIED_CLASSIFIER),
                        "qkv_bias": bool(flags & FLAG_QKV_BIAS), "qk_norm": bool(flags & FLAG_QK_NORM),
                        "post_norms": bool(flags & FLAG_POST_NORMS), "bos_id": bos, "eos_ids": list(f[20:20 + n_eos]),
-                       "sliding_window": struct.unpack("<i", head[112:116])[0] if version == 2 else 0,
+                       "sliding_window": struct.unpack("<i", head[112:116])[0] if version >= 2 else 0,
                        **dict(zip(("embedding_scale", "attention_scale", "residual_scale", "logit_scale"),
-                                  struct.unpack("<4f", head[116:132]) if version == 2 else (0.0,) * 4)),
+                                  struct.unpack("<4f", head[116:132]) if version >= 2 else (0.0,) * 4)),
                        **self.gemma_fields(head, version),
                        "rope_scaling": {"factor": factor, "low_freq_factor": low, "high_freq_factor": high,
                                         "original_seq_len": orig} if factor else None}
         self.arrays, offset = {}, MODEL_HEADER_SIZE
-        if version == 2:  # the type table: every matrix must be fp32
+        if version >= 2:  # the type table: every matrix must be fp32
             n_matrices = sum(len(shape) == 2 for _, shape in tensor_order(self.config))
             with open(path, "rb") as f:
                 f.seek(offset)

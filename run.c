@@ -117,7 +117,7 @@ static char *read_file(const char *path, size_t *len) {
 
 /* Two formats, told apart by the first four bytes.
 
-   (a) This project's format ("RUNC", version 2): a 256-byte header (FileHeader
+   (a) This project's format ("RUNC", version 3): a 256-byte header (FileHeader
        below, little-endian); then the type table: one byte per matrix (the
        2-D tensors below, in file order) giving its weight type, padded with
        zeros to a multiple of 64 bytes; then the layer table: one byte of
@@ -149,11 +149,14 @@ static char *read_file(const char *path, size_t *len) {
        Norms and biases are fp32. Each matrix is of its weight type:
          fp32: rows x cols floats;
          q8_0: each row padded with zeros to a multiple of 32 columns, in
-               blocks of 32: rows x cols_padded int8 values, then (aligned)
-               rows x cols_padded/32 fp16 scales; weight = value * scale;
-         q4_0: the same with 4-bit values: 16 bytes per block, byte j holding
-               values j (low nibble) and j + 16 (high nibble), each stored
-               plus 8; weight = (nibble - 8) * scale;
+               blocks of 32 int8 values, each with an fp16 scale; weight =
+               value * scale. A row's blocks go in groups of 8 (the last
+               group of a row may have fewer), each group its scales, then
+               its blocks: 34 bytes per block in all, rows one after another
+               (see q_block);
+         q4_0: the same with 4-bit values: 16 bytes per block (18 with its
+               scale), byte j holding values j (low nibble) and j + 16 (high
+               nibble), each stored plus 8; weight = (nibble - 8) * scale;
          q4_k: ggml's Q4_K, byte for byte (cols a multiple of 256): each row
                is cols/256 blocks of 144 bytes (fp16 d, fp16 dmin, 12 bytes
                of 6-bit scales and mins, 128 bytes of 4-bit values); see
@@ -162,7 +165,10 @@ static char *read_file(const char *path, size_t *len) {
                (128 of low 4 bits, 64 of high 2 bits, 16 int8 scales, fp16
                d); see dot_q6k_scalar.
        Version 1 files (no type table: every matrix has the header's weight
-       type, one of the first three) are still read.
+       type, one of the first three) and version 2 files (the same as 3, but
+       q8_0 and q4_0 rows held all their blocks, then all their scales) are
+       still read when they have no q8_0 or q4_0 matrix: the kernels read
+       only the grouped rows, so such files are to be exported again.
 
    (b) llama2.c's legacy format (version 0): seven int32 (dim, hidden_dim,
        n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a negative
@@ -170,7 +176,7 @@ static char *read_file(const char *path, size_t *len) {
        tensors grouped by kind across layers, with two unused RoPE tables. */
 
 #define MODEL_MAGIC 0x434E5552u /* "RUNC" as little-endian bytes */
-#define MODEL_VERSION 2 /* 2: a type per matrix; version 1 files are still read */
+#define MODEL_VERSION 3 /* 2: a type per matrix; 3: q8_0 and q4_0 scales beside their blocks */
 #define MODEL_HEADER_SIZE 256
 #define TENSOR_ALIGN 64
 #define MAX_EOS 8
@@ -178,6 +184,7 @@ static char *read_file(const char *path, size_t *len) {
 enum { WEIGHT_F32 = 0, WEIGHT_Q8_0 = 1, WEIGHT_Q4_0 = 2, WEIGHT_Q4_K = 3, WEIGHT_Q6_K = 4, N_WEIGHT_TYPES };
 static const char *WEIGHT_NAMES[N_WEIGHT_TYPES] = {"fp32", "q8_0", "q4_0", "q4_k", "q6_k"};
 #define QK 32        /* values per block of a q8_0 or q4_0 row, and of quantized activations */
+#define QGROUP 8     /* blocks per group of a q8_0 or q4_0 row: their scales, then the blocks */
 #define QK_K 256     /* values per block of a q4_k or q6_k row */
 #define Q4K_BYTES 144
 #define Q6K_BYTES 210
@@ -277,9 +284,8 @@ typedef struct {
     int type;                /* WEIGHT_* */
     int rows, cols;
     int cols_padded;         /* cols rounded up to whole blocks (quantized types) */
-    const void *data;        /* float (rows, cols), int8 (rows, cols_padded), 4-bit (rows, cols_padded / 2),
-                                or K blocks (rows, cols / 256 blocks) */
-    const uint16_t *scales;  /* fp16 (rows, cols_padded / 32), q8_0 and q4_0 only (K blocks hold their own) */
+    const void *data;        /* float (rows, cols); q8_0 and q4_0: (rows, cols_padded / 32 blocks) in groups of
+                                QGROUP (section 2, q_block); or K blocks (rows, cols / 256 blocks) */
 } Matrix;
 
 typedef struct {
@@ -416,6 +422,7 @@ typedef struct {
     const uint8_t *types; /* the type of each matrix, in file order */
     int n_types, next_type;
     const uint8_t *layer_flags; /* LAYER_* of each layer (version 2) */
+    int version;                /* of the file format */
 } TensorReader;
 
 static const float *take_tensor(TensorReader *r, uint64_t n_floats, const char *name) {
@@ -441,6 +448,33 @@ static const uint8_t *take_bytes(TensorReader *r, uint64_t bytes, const char *na
 
 /* fp16 bits that are a NaN or an infinity */
 static int fp16_not_finite(uint16_t h) { return ((h >> 10) & 0x1F) == 0x1F; }
+
+/* A q8_0 or q4_0 row of n_blocks blocks (section 2's layout): groups of
+   QGROUP blocks, each group the fp16 scales of its blocks, then the blocks
+   (block_bytes each: 32 for q8_0, 16 for q4_0); the last group holds the
+   blocks left over. So generation reads one stream of bytes per row, the
+   scales among the values they scale. With all of a matrix's scales after
+   all its values (format version 2), a second stream, one core read q4_0
+   rows of 2048 at 20-23 GB/s against 27-31 in groups (a microbenchmark of
+   the kernel's loads and arithmetic, one thread, a Zen 5 whose plain read
+   is 26-35 GB/s), and the 1.1B shape generated, alternating on 2 threads,
+   q4_0 60-62 -> 69-72 tokens/s and q8_0 33-35 -> 41-43 (prompts: no
+   change). A row's bytes; block b's bytes; its scale: */
+static size_t q_block_bytes(int type) { return type == WEIGHT_Q8_0 ? QK : QK / 2; }
+
+static size_t q_row_bytes(int n_blocks, size_t block_bytes) { return (size_t)n_blocks * (block_bytes + 2); }
+
+static const uint8_t *q_block(const uint8_t *row, int b, int n_blocks, size_t block_bytes) {
+    int first = b / QGROUP * QGROUP, count = n_blocks - first < QGROUP ? n_blocks - first : QGROUP;
+    return row + (size_t)first * (block_bytes + 2) + 2 * (size_t)count + (size_t)(b - first) * block_bytes;
+}
+
+/* (as fp16 bits; a group's scales are in block order) */
+static uint16_t q_scale_bits(const uint8_t *row, int b, size_t block_bytes) {
+    uint16_t h;
+    memcpy(&h, row + (size_t)(b / QGROUP * QGROUP) * (block_bytes + 2) + 2 * (size_t)(b % QGROUP), 2);
+    return h;
+}
 
 /* A K-quant matrix: rows of cols / 256 blocks; d (and Q4_K's dmin) must be finite. */
 static void take_k_blocks(TensorReader *r, Matrix *m, const char *name) {
@@ -469,7 +503,7 @@ static Matrix take_matrix(TensorReader *r, int type, uint64_t rows, uint64_t col
         type = r->types[r->next_type++];
         if (type >= N_WEIGHT_TYPES) fatal("%s: tensor %s has unknown weight type %d", r->path, name, type);
     }
-    Matrix m = {type, (int)rows, (int)cols, (int)cols, NULL, NULL};
+    Matrix m = {type, (int)rows, (int)cols, (int)cols, NULL};
     if (type == WEIGHT_F32) {
         m.data = take_tensor(r, rows * cols, name);
         return m;
@@ -478,19 +512,26 @@ static Matrix take_matrix(TensorReader *r, int type, uint64_t rows, uint64_t col
         take_k_blocks(r, &m, name);
         return m;
     }
+    if (r->version < 3)
+        fatal("%s: tensor %s is %s in the layout of format version %d, which this build no longer reads "
+              "(version 3 keeps each group of blocks' scales beside them): export the model again with "
+              "this export.py", r->path, name, WEIGHT_NAMES[type], r->version);
     m.cols_padded = (int)((cols + QK - 1) / QK * QK);
-    uint64_t n_blocks = rows * (uint64_t)m.cols_padded / QK;
-    m.data = take_bytes(r, type == WEIGHT_Q8_0 ? rows * m.cols_padded : rows * m.cols_padded / 2, name);
-    m.scales = (const uint16_t *)take_bytes(r, n_blocks * sizeof(uint16_t), name);
-    for (uint64_t b = 0; b < n_blocks; b++)
-        if (fp16_not_finite(m.scales[b]))
-            fatal("%s: tensor %s has a NaN or infinite scale in block %llu", r->path, name, (unsigned long long)b);
+    int n_blocks = m.cols_padded / QK;
+    size_t block_bytes = q_block_bytes(type);
+    const uint8_t *p = take_bytes(r, rows * (uint64_t)n_blocks * (block_bytes + 2), name);
+    m.data = p;
+    for (uint64_t row = 0; row < rows; row++)
+        for (int b = 0; b < n_blocks; b++)
+            if (fp16_not_finite(q_scale_bits(p + row * (uint64_t)n_blocks * (block_bytes + 2), b, block_bytes)))
+                fatal("%s: tensor %s has a NaN or infinite scale in block %llu", r->path, name,
+                      (unsigned long long)(row * n_blocks + b));
     return m;
 }
 
 /* A matrix that is a slice of fp32 floats (llama2.c's files). */
 static Matrix f32_matrix(const float *data, int rows, int cols) {
-    Matrix m = {WEIGHT_F32, rows, cols, cols, data, NULL};
+    Matrix m = {WEIGHT_F32, rows, cols, cols, data};
     return m;
 }
 
@@ -578,8 +619,8 @@ static void read_header(const char *path, const uint8_t *data, uint64_t size, Co
         if (size < MODEL_HEADER_SIZE) fatal("%s: file is truncated inside the header", path);
         FileHeader h;
         memcpy(&h, data, sizeof h);
-        if (h.version != 1 && h.version != MODEL_VERSION)
-            fatal("%s: model format version %u is not supported (this build reads versions 1 and %d)", path,
+        if (h.version < 1 || h.version > MODEL_VERSION)
+            fatal("%s: model format version %u is not supported (this build reads versions 1 to %d)", path,
                   h.version, MODEL_VERSION);
         c->version = (int)h.version;
         c->dim = h.dim; c->hidden_dim = h.hidden_dim; c->n_layers = h.n_layers;
@@ -770,9 +811,9 @@ static void build_model(Model *m, const char *path, int load) {
     uint64_t data_start;
     read_header(path, m->data, m->size, &m->config, &data_start);
     Config *c = &m->config;
-    TensorReader r = {path, m->data, m->size, data_start, c->legacy ? 1 : TENSOR_ALIGN, NULL, 0, 0, NULL};
+    TensorReader r = {path, m->data, m->size, data_start, c->legacy ? 1 : TENSOR_ALIGN, NULL, 0, 0, NULL, c->version};
     c->quantized = c->weight_type != WEIGHT_F32;
-    if (c->version == 2) { /* the type table: one byte per matrix; then the layer table: one byte per layer */
+    if (c->version >= 2) { /* the type table: one byte per matrix; then the layer table: one byte per layer */
         r.n_types = 1 + 7 * c->n_layers + !c->tied_classifier;
         r.types = take_bytes(&r, (uint64_t)r.n_types, "type table");
         r.layer_flags = take_bytes(&r, (uint64_t)c->n_layers, "layer table");
@@ -1221,9 +1262,11 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
 _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and the output of GEMM_ROWS");
 
 /* Generation streams every weight row from memory once per token. The
-   quantized SIMD dot products ask for the bytes PREFETCH_AHEAD past those they
-   are reading (measured here: TinyLlama-1.1B q8_0 on 2 threads, 13.2 -> 15.9
-   tokens/s against no prefetch; x86 fp32 does better without: see dot_f32).
+   K-quant SIMD dot products (and on ARM all the quantized ones) ask for the
+   bytes PREFETCH_AHEAD past those they are reading. (The x86 q8_0 and q4_0
+   ones no longer do: see prefetch_l2 below. When their scales lay apart
+   from their values, it took TinyLlama-1.1B q8_0 on 2 threads from 13.2 to
+   15.9 tokens/s; x86 fp32 does better without: see dot_f32.)
    The distance is short on purpose. The hardware prefetcher already streams
    the rows from memory into L2, a little ahead; what the software prefetch
    adds is moving them on into L1 before the loads ask. Asked for far ahead,
@@ -1253,16 +1296,24 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
 #define prefetch(p) ((void)(p))
 #endif
 
-/* A second prefetch, into L2 only, further ahead (the rows of generation's
-   quantized dot products): on the Zen 5 of the AVX-512 build the prefetch
-   above alone did not keep the q4_0 kernel's loads from waiting on memory
-   (tools/stream.c: its matmul at 59-65% of the read, q8_0 at 82-86%); with
-   this one 8 KB ahead, 74-81% and 81-90%, and generation of the 1.1B shape,
-   alternating, q4_0 72-75 -> 80 tok/s, q8_0 47-49 -> 49-50, q4_k_m 60.2-62.3
-   -> 61.0-63.5 (6 of 8 rounds; 6, 12 and 16 KB did about as well as 8 on
-   q4_0). fp32's dot_f32, which has no prefetch, lost with it (1.1B 13.8-14.1
-   -> 13.0-13.3 tok/s). Off (0) in the other builds: their machines (Zen 2
-   and 3, where a single prefetch 4 KB ahead lost) could not time it. */
+/* A prefetch into L2 only, further ahead (the rows of generation's
+   quantized dot products). On the Zen 5 of the AVX-512 build, with the scales
+   of q4_0 apart from its values, the prefetch above alone did not keep the
+   kernel's loads from waiting on memory (tools/stream.c: its matmul at
+   59-65% of the read, q8_0 at 82-86%); this one 8 KB ahead took them to
+   74-81% and 81-90%, and generation of the 1.1B shape, alternating, q4_0
+   72-75 -> 80 tok/s, q8_0 47-49 -> 49-50, q4_k_m 60.2-62.3 -> 61.0-63.5.
+   With the scales among the values (section 2's groups), q8_0 and q4_0 read
+   one stream per row and take this prefetch alone: the one into L1 made
+   them slower (1.1B q4_0 72-75 against 77-83 tok/s without it), and this
+   one still helped a little (84-86 against 77-83; q8_0 43-51 against
+   42-46). fp32's dot_f32, which has no prefetch, lost with it (1.1B
+   13.8-14.1 -> 13.0-13.3 tok/s). Off (0) in the other builds: their
+   machines (Zen 2 and 3, where a single prefetch 4 KB ahead lost) could not
+   time it; there the q8_0 and q4_0 rows are left to the hardware
+   prefetcher (on this Zen 5, the 256-bit build so: 1.1B q4_0 49-57 ->
+   59-73 tok/s, q8_0 34-35 -> 39-42, against the scales apart with both
+   prefetches). */
 #ifndef PREFETCH_L2_AHEAD /* cc -DPREFETCH_L2_AHEAD=... to try another, 0 for none */
 #if defined(USE_AVX512)
 #define PREFETCH_L2_AHEAD 8192
@@ -1317,13 +1368,15 @@ void quantize_vector_scalar(QuantizedVector *out, const float *x, int n, int n_p
     }
 }
 
-/* Row of a q8_0 matrix . quantized x: per block, (sum of q_w * q_x) * scale_w * scale_x */
-float dot_q8_scalar(const int8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
+/* Row of a q8_0 matrix (its blocks and scales in groups, section 2) .
+   quantized x: per block, (sum of q_w * q_x) * scale_w * scale_x */
+float dot_q8_scalar(const uint8_t *row, const QuantizedVector *x, int n_blocks) {
     float sum = 0.0f;
     for (int b = 0; b < n_blocks; b++) {
+        const int8_t *w = (const int8_t *)q_block(row, b, n_blocks, QK);
         int32_t acc = 0;
-        for (int j = 0; j < QK; j++) acc += (int32_t)w[b * QK + j] * x->q[b * QK + j];
-        sum += (float)acc * fp16_to_fp32(ws[b]) * x->scale[b];
+        for (int j = 0; j < QK; j++) acc += (int32_t)w[j] * x->q[b * QK + j];
+        sum += (float)acc * fp16_to_fp32(q_scale_bits(row, b, QK)) * x->scale[b];
     }
     return sum;
 }
@@ -1331,14 +1384,14 @@ float dot_q8_scalar(const int8_t *w, const uint16_t *ws, const QuantizedVector *
 /* Row of a q4_0 matrix . quantized x. Byte j of a block holds weights j (low
    nibble) and j + 16 (high nibble), each stored as q + 8 in [0, 15]; so the
    block's sum of q_w * q_x is sum(nibble * q_x) - 8 * sum(q_x). */
-float dot_q4_scalar(const uint8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
+float dot_q4_scalar(const uint8_t *row, const QuantizedVector *x, int n_blocks) {
     float sum = 0.0f;
     for (int b = 0; b < n_blocks; b++) {
-        const uint8_t *wb = w + b * QK / 2;
+        const uint8_t *wb = q_block(row, b, n_blocks, QK / 2);
         const int8_t *xb = x->q + b * QK;
         int32_t acc = 0;
         for (int j = 0; j < QK / 2; j++) acc += (wb[j] & 15) * xb[j] + (wb[j] >> 4) * xb[j + QK / 2];
-        sum += (float)(acc - 8 * x->sum[b]) * fp16_to_fp32(ws[b]) * x->scale[b];
+        sum += (float)(acc - 8 * x->sum[b]) * fp16_to_fp32(q_scale_bits(row, b, QK / 2)) * x->scale[b];
     }
     return sum;
 }
@@ -1354,34 +1407,30 @@ void tile_f32_scalar(const float *w0, const float *w1, const float *x, int n, fl
     }
 }
 
-void tile_q8_scalar(const int8_t *w0, const int8_t *w1, const uint16_t *s0, const uint16_t *s1,
-                    const QuantizedVector *x, int n_blocks, float out[2][4]) {
+void tile_q8_scalar(const uint8_t *row0, const uint8_t *row1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
     for (int t = 0; t < 4; t++) {
-        out[0][t] = dot_q8_scalar(w0, s0, &x[t], n_blocks);
-        out[1][t] = dot_q8_scalar(w1, s1, &x[t], n_blocks);
+        out[0][t] = dot_q8_scalar(row0, &x[t], n_blocks);
+        out[1][t] = dot_q8_scalar(row1, &x[t], n_blocks);
     }
 }
 
-void tile_q4_scalar(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, const uint16_t *s1,
-                    const QuantizedVector *x, int n_blocks, float out[2][4]) {
+void tile_q4_scalar(const uint8_t *row0, const uint8_t *row1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
     for (int t = 0; t < 4; t++) {
-        out[0][t] = dot_q4_scalar(w0, s0, &x[t], n_blocks);
-        out[1][t] = dot_q4_scalar(w1, s1, &x[t], n_blocks);
+        out[0][t] = dot_q4_scalar(row0, &x[t], n_blocks);
+        out[1][t] = dot_q4_scalar(row1, &x[t], n_blocks);
     }
 }
 
 /* A column: 4 weight rows x 1 token, the 4 dot products of generation done
    together (section "columns" below for why). This is its definition:
-   out[r] = row r . x, for the 4 rows that start at w (and their scales at
-   ws), one after another as in a matrix. */
-void column_q8_scalar(const int8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks, float out[4]) {
-    for (int r = 0; r < 4; r++)
-        out[r] = dot_q8_scalar(w + (size_t)r * n_blocks * QK, ws + (size_t)r * n_blocks, x, n_blocks);
+   out[r] = row r . x, for the 4 rows that start at `rows`, one after another
+   as in a matrix. */
+void column_q8_scalar(const uint8_t *rows, const QuantizedVector *x, int n_blocks, float out[4]) {
+    for (int r = 0; r < 4; r++) out[r] = dot_q8_scalar(rows + r * q_row_bytes(n_blocks, QK), x, n_blocks);
 }
 
-void column_q4_scalar(const uint8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks, float out[4]) {
-    for (int r = 0; r < 4; r++)
-        out[r] = dot_q4_scalar(w + (size_t)r * n_blocks * QK / 2, ws + (size_t)r * n_blocks, x, n_blocks);
+void column_q4_scalar(const uint8_t *rows, const QuantizedVector *x, int n_blocks, float out[4]) {
+    for (int r = 0; r < 4; r++) out[r] = dot_q4_scalar(rows + r * q_row_bytes(n_blocks, QK / 2), x, n_blocks);
 }
 
 /* The GEMM steps of prompt processing (section "panels" below for why): a
@@ -1769,35 +1818,37 @@ static __m256i block_q8(const int8_t *w, const int8_t *x) {
     return dot_u8_s8(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
 }
 
-/* Eight blocks per step, their scales multiplied in one vector, in two
-   independent sums; the blocks left over (a row of 9 blocks has 1) one at a
-   time, still in SIMD. Returns the sum before its last step: 8 lanes that
-   add up to row . x (dot_q8 adds them; a column adds four rows' at once). */
-static __m256 dot_q8_lanes(const int8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
+/* One group of the row (section 2) per step: its 8 scales, multiplied by
+   the activations' in one vector, then its 8 blocks, in two independent
+   sums; the blocks of a last, shorter group one at a time, still in SIMD.
+   Returns the sum before its last step: 8 lanes that add up to row . x
+   (dot_q8 adds them; a column adds four rows' at once). */
+static __m256 dot_q8_lanes(const uint8_t *row, const QuantizedVector *x, int n_blocks) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int b = 0;
-    for (; b + 8 <= n_blocks; b += 8) {
+    for (; b + QGROUP <= n_blocks; b += QGROUP) {
+        const uint8_t *group = row + (size_t)b * (QK + 2);
+        const int8_t *w = (const int8_t *)(group + 2 * QGROUP);
+        for (int at = 0; at < QGROUP * (QK + 2); at += 64) prefetch_l2(group + at); /* 272 bytes */
         float scale[8];
-        _mm256_storeu_ps(scale, block_scales(ws + b, x->scale + b));
-        prefetch((const char *)(ws + b) + PREFETCH_AHEAD / 16);
+        _mm256_storeu_ps(scale, block_scales((const uint16_t *)group, x->scale + b));
         for (int k = 0; k < 8; k += 2) {
-            prefetch(w + (b + k) * QK + PREFETCH_AHEAD); /* the next 2 blocks are 64 bytes */
-            prefetch_l2(w + (b + k) * QK);
-            __m256i d0 = block_q8(w + (b + k) * QK, x->q + (b + k) * QK);
-            __m256i d1 = block_q8(w + (b + k + 1) * QK, x->q + (b + k + 1) * QK);
+            __m256i d0 = block_q8(w + k * QK, x->q + (b + k) * QK);
+            __m256i d1 = block_q8(w + (k + 1) * QK, x->q + (b + k + 1) * QK);
             acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_broadcast_ss(scale + k), acc0);
             acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(scale + k + 1), acc1);
         }
     }
     for (; b < n_blocks; b++) {
-        __m256 s = _mm256_set1_ps(_cvtsh_ss(ws[b]) * x->scale[b]);
-        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_q8(w + (size_t)b * QK, x->q + (size_t)b * QK)), s, acc0);
+        __m256 s = _mm256_set1_ps(_cvtsh_ss(q_scale_bits(row, b, QK)) * x->scale[b]);
+        __m256i d = block_q8((const int8_t *)q_block(row, b, n_blocks, QK), x->q + (size_t)b * QK);
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), s, acc0);
     }
     return _mm256_add_ps(acc0, acc1);
 }
 
-static float dot_q8(const int8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
-    return hsum256(dot_q8_lanes(w, ws, x, n_blocks));
+static float dot_q8(const uint8_t *row, const QuantizedVector *x, int n_blocks) {
+    return hsum256(dot_q8_lanes(row, x, n_blocks));
 }
 
 /* A q4_0 block's 16 bytes -> its 32 nibbles in order: the low nibbles
@@ -1861,22 +1912,20 @@ static __m256 pair_scale(const float *first, const float *second) {
    the permute (in place of four loads, two inserts, a store and two
    broadcasts per pair) took this kernel, in cache on one thread, from 20.7 to
    29.1 billion multiply-adds per second on rows of 2048 and from 12.3 to 19.2
-   on 768 x 288 (alternating builds, best of 11). Returns 8 lanes that add up
-   to row . x, as dot_q8_lanes. */
-static __m256 dot_q4_lanes(const uint8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
+   on 768 x 288 (alternating builds, best of 11). Steps of a group, as
+   dot_q8_lanes. Returns 8 lanes that add up to row . x, as dot_q8_lanes. */
+static __m256 dot_q4_lanes(const uint8_t *row, const QuantizedVector *x, int n_blocks) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int b = 0;
-    for (; b + 8 <= n_blocks; b += 8) {
-        __m256 s = block_scales(ws + b, x->scale + b);
+    for (; b + QGROUP <= n_blocks; b += QGROUP) {
+        const uint8_t *group = row + (size_t)b * (QK / 2 + 2), *w = group + 2 * QGROUP;
+        prefetch_l2(group), prefetch_l2(group + 64), prefetch_l2(group + 128); /* 144 bytes */
+        __m256 s = block_scales((const uint16_t *)group, x->scale + b);
         __m256 sums = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->sum + b)));
         acc1 = _mm256_fmadd_ps(s, _mm256_mul_ps(sums, _mm256_set1_ps(-8.0f)), acc1);
-        prefetch((const char *)(ws + b) + PREFETCH_AHEAD / 8);
-        prefetch(w + b * QK / 2 + PREFETCH_AHEAD); /* 8 blocks are 128 bytes */
-        prefetch(w + b * QK / 2 + 64 + PREFETCH_AHEAD);
-        prefetch_l2(w + b * QK / 2), prefetch_l2(w + b * QK / 2 + 64);
         for (int k = 0; k < 8; k += 2) {
             __m256i lo, hi, x_first, x_second;
-            unpack_q4_pair(w + (b + k) * QK / 2, &lo, &hi);
+            unpack_q4_pair(w + k * QK / 2, &lo, &hi);
             load_x_pair(x->pairs + (b + k) * QK, &x_first, &x_second);
             __m256 d = _mm256_cvtepi32_ps(pair_dot_q4(lo, hi, x_first, x_second));
             /* lanes 0-3: block b + k's scale, 4-7: block b + k + 1's (one permute) */
@@ -1886,16 +1935,16 @@ static __m256 dot_q4_lanes(const uint8_t *w, const uint16_t *ws, const Quantized
         }
     }
     for (; b < n_blocks; b++) {
-        float s = _cvtsh_ss(ws[b]) * x->scale[b];
-        __m256i d = block_q4(w + (size_t)b * QK / 2, x->q + (size_t)b * QK);
+        float s = _cvtsh_ss(q_scale_bits(row, b, QK / 2)) * x->scale[b];
+        __m256i d = block_q4(q_block(row, b, n_blocks, QK / 2), x->q + (size_t)b * QK);
         d = _mm256_sub_epi32(d, _mm256_setr_epi32(8 * x->sum[b], 0, 0, 0, 0, 0, 0, 0));
         acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(s), acc0);
     }
     return _mm256_add_ps(acc0, acc1);
 }
 
-static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
-    return hsum256(dot_q4_lanes(w, ws, x, n_blocks));
+static float dot_q4(const uint8_t *row, const QuantizedVector *x, int n_blocks) {
+    return hsum256(dot_q4_lanes(row, x, n_blocks));
 }
 
 /* ---- columns: the matrix-vector kernels of generation ----
@@ -1912,8 +1961,8 @@ static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector 
    was faster still in cache, but it breaks each thread's stream into four
    that the hardware prefetcher follows badly: the TinyLlama-1.1B shape, read
    from memory, generated at 0.65x the speed.) Their plain versions are
-   column_*_scalar above. out[r] = row r . x for the 4 rows that start at w,
-   one after another. */
+   column_*_scalar above. out[r] = row r . x for the 4 rows that start at
+   `rows`, one after another. */
 
 /* The sums of four vectors, each across its 8 lanes, as 4 floats. */
 static __m128 hsum256_x4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
@@ -1921,16 +1970,15 @@ static __m128 hsum256_x4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-static void column_q8(const int8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks, float out[4]) {
+static void column_q8(const uint8_t *rows, const QuantizedVector *x, int n_blocks, float out[4]) {
     __m256 lanes[4];
-    for (int r = 0; r < 4; r++) lanes[r] = dot_q8_lanes(w + (size_t)r * n_blocks * QK, ws + (size_t)r * n_blocks, x, n_blocks);
+    for (int r = 0; r < 4; r++) lanes[r] = dot_q8_lanes(rows + r * q_row_bytes(n_blocks, QK), x, n_blocks);
     _mm_storeu_ps(out, hsum256_x4(lanes[0], lanes[1], lanes[2], lanes[3]));
 }
 
-static void column_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks, float out[4]) {
+static void column_q4(const uint8_t *rows, const QuantizedVector *x, int n_blocks, float out[4]) {
     __m256 lanes[4];
-    for (int r = 0; r < 4; r++)
-        lanes[r] = dot_q4_lanes(w + (size_t)r * n_blocks * QK / 2, ws + (size_t)r * n_blocks, x, n_blocks);
+    for (int r = 0; r < 4; r++) lanes[r] = dot_q4_lanes(rows + r * q_row_bytes(n_blocks, QK / 2), x, n_blocks);
     _mm_storeu_ps(out, hsum256_x4(lanes[0], lanes[1], lanes[2], lanes[3]));
 }
 
@@ -2473,9 +2521,10 @@ static void tile_f32(const float *w0, const float *w1, const float *x, int n, fl
 }
 
 /* The 8 combined scales of block b: lanes r * 4 + t = scale of row r x scale of token t. */
-static __m256 tile_scales(const uint16_t *s0, const uint16_t *s1, const QuantizedVector *x, int b) {
+static __m256 tile_scales(const uint8_t *row0, const uint8_t *row1, size_t block_bytes, const QuantizedVector *x, int b) {
     __m128 xs = _mm_setr_ps(x[0].scale[b], x[1].scale[b], x[2].scale[b], x[3].scale[b]);
-    __m256 ws = _mm256_setr_m128(_mm_set1_ps(_cvtsh_ss(s0[b])), _mm_set1_ps(_cvtsh_ss(s1[b])));
+    __m256 ws = _mm256_setr_m128(_mm_set1_ps(_cvtsh_ss(q_scale_bits(row0, b, block_bytes))),
+                                 _mm_set1_ps(_cvtsh_ss(q_scale_bits(row1, b, block_bytes))));
     return _mm256_mul_ps(ws, _mm256_setr_m128(xs, xs));
 }
 
@@ -2485,15 +2534,14 @@ static __m256 tile_sums(const QuantizedVector *x, int b) {
     return _mm256_setr_m128(sums, sums);
 }
 
-static void tile_q8(const int8_t *w0, const int8_t *w1, const uint16_t *s0, const uint16_t *s1,
-                    const QuantizedVector *x, int n_blocks, float out[2][4]) {
+static void tile_q8(const uint8_t *row0, const uint8_t *row1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
     __m256 a[2][4];
     for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         float scale[8];
-        _mm256_storeu_ps(scale, tile_scales(s0, s1, x, b));
-        __m256i r0 = _mm256_loadu_si256((const __m256i *)(w0 + b * QK));
-        __m256i r1 = _mm256_loadu_si256((const __m256i *)(w1 + b * QK));
+        _mm256_storeu_ps(scale, tile_scales(row0, row1, QK, x, b));
+        __m256i r0 = _mm256_loadu_si256((const __m256i *)q_block(row0, b, n_blocks, QK));
+        __m256i r1 = _mm256_loadu_si256((const __m256i *)q_block(row1, b, n_blocks, QK));
         __m256i u0 = _mm256_sign_epi8(r0, r0), u1 = _mm256_sign_epi8(r1, r1);
         for (int t = 0; t < 4; t++) {
             __m256i xt = _mm256_loadu_si256((const __m256i *)(x[t].q + b * QK));
@@ -2506,23 +2554,23 @@ static void tile_q8(const int8_t *w0, const int8_t *w1, const uint16_t *s0, cons
 }
 
 /* Blocks go in pairs, as in dot_q4: both blocks' nibbles from one 256-bit
-   load, each token's activations loaded to match, one widening per pair.
-   A last odd block goes alone. */
-static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, const uint16_t *s1,
-                    const QuantizedVector *x, int n_blocks, float out[2][4]) {
+   load (a pair never spans two groups: they hold an even number of blocks
+   but the last), each token's activations loaded to match, one widening per
+   pair. A last odd block goes alone. */
+static void tile_q4(const uint8_t *row0, const uint8_t *row1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
     __m256 a[2][4], offset = _mm256_setzero_ps();
     for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = _mm256_setzero_ps();
     int b = 0;
     for (; b + 2 <= n_blocks; b += 2) {
         float scale[2][8];
         for (int k = 0; k < 2; k++) {
-            __m256 s = tile_scales(s0, s1, x, b + k);
+            __m256 s = tile_scales(row0, row1, QK / 2, x, b + k);
             _mm256_storeu_ps(scale[k], s);
             offset = _mm256_fmadd_ps(s, tile_sums(x, b + k), offset);
         }
         __m256i lo0, hi0, lo1, hi1;
-        unpack_q4_pair(w0 + b * QK / 2, &lo0, &hi0);
-        unpack_q4_pair(w1 + b * QK / 2, &lo1, &hi1);
+        unpack_q4_pair(q_block(row0, b, n_blocks, QK / 2), &lo0, &hi0);
+        unpack_q4_pair(q_block(row1, b, n_blocks, QK / 2), &lo1, &hi1);
         for (int t = 0; t < 4; t++) {
             __m256i x_first, x_second;
             load_x_pair(x[t].pairs + b * QK, &x_first, &x_second);
@@ -2533,11 +2581,11 @@ static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
         }
     }
     if (b < n_blocks) { /* an odd last block */
-        __m256 s = tile_scales(s0, s1, x, b);
+        __m256 s = tile_scales(row0, row1, QK / 2, x, b);
         float scale[8];
         _mm256_storeu_ps(scale, s);
         offset = _mm256_fmadd_ps(s, tile_sums(x, b), offset);
-        __m256i n0 = unpack_q4(w0 + b * QK / 2), n1 = unpack_q4(w1 + b * QK / 2);
+        __m256i n0 = unpack_q4(q_block(row0, b, n_blocks, QK / 2)), n1 = unpack_q4(q_block(row1, b, n_blocks, QK / 2));
         for (int t = 0; t < 4; t++) {
             __m256i xt = _mm256_loadu_si256((const __m256i *)(x[t].q + b * QK));
             a[0][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(n0, xt)), _mm256_broadcast_ss(scale + t), a[0][t]);
@@ -2841,28 +2889,29 @@ static int32x4_t dot_s8(int8x16_t a, int8x16_t b) {
 #endif
 }
 
-static float dot_q8(const int8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
+/* A row's blocks in order, each found in its group (section 2): the
+   prefetch reads ahead in the row's one stream of bytes. */
+static float dot_q8(const uint8_t *row, const QuantizedVector *x, int n_blocks) {
     float32x4_t acc = vdupq_n_f32(0.0f);
     for (int b = 0; b < n_blocks; b++) {
-        const int8_t *wb = w + b * QK, *xb = x->q + b * QK;
+        const int8_t *wb = (const int8_t *)q_block(row, b, n_blocks, QK), *xb = x->q + b * QK;
         if (b % 2 == 0) prefetch(wb + PREFETCH_AHEAD);
-        if (b % 32 == 0) prefetch((const char *)(ws + b) + PREFETCH_AHEAD / 16);
         int32x4_t d = vaddq_s32(dot_s8(vld1q_s8(wb), vld1q_s8(xb)), dot_s8(vld1q_s8(wb + 16), vld1q_s8(xb + 16)));
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(d), fp16_to_fp32(ws[b]) * x->scale[b]);
+        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(d), fp16_to_fp32(q_scale_bits(row, b, QK)) * x->scale[b]);
     }
     return vaddvq_f32(acc);
 }
 
-static float dot_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks) {
+static float dot_q4(const uint8_t *row, const QuantizedVector *x, int n_blocks) {
     float sum = 0.0f;
     for (int b = 0; b < n_blocks; b++) {
-        if (b % 4 == 0) prefetch(w + b * QK / 2 + PREFETCH_AHEAD);
-        if (b % 32 == 0) prefetch((const char *)(ws + b) + PREFETCH_AHEAD / 8);
-        uint8x16_t p = vld1q_u8(w + b * QK / 2);
+        const uint8_t *wb = q_block(row, b, n_blocks, QK / 2);
+        if (b % 4 == 0) prefetch(wb + PREFETCH_AHEAD);
+        uint8x16_t p = vld1q_u8(wb);
         int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(p, vdupq_n_u8(15))), hi = vreinterpretq_s8_u8(vshrq_n_u8(p, 4));
         const int8_t *xb = x->q + b * QK;
         int32x4_t d = vaddq_s32(dot_s8(lo, vld1q_s8(xb)), dot_s8(hi, vld1q_s8(xb + 16)));
-        sum += (float)(vaddvq_s32(d) - 8 * x->sum[b]) * fp16_to_fp32(ws[b]) * x->scale[b];
+        sum += (float)(vaddvq_s32(d) - 8 * x->sum[b]) * fp16_to_fp32(q_scale_bits(row, b, QK / 2)) * x->scale[b];
     }
     return sum;
 }
@@ -2987,14 +3036,14 @@ static void tile_sum(float32x4_t a[2][4], float out[2][4]) {
     for (int t = 0; t < 4; t++) out[0][t] = vaddvq_f32(a[0][t]), out[1][t] = vaddvq_f32(a[1][t]);
 }
 
-static void tile_q8(const int8_t *w0, const int8_t *w1, const uint16_t *s0, const uint16_t *s1,
-                    const QuantizedVector *x, int n_blocks, float out[2][4]) {
+static void tile_q8(const uint8_t *row0, const uint8_t *row1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
     float32x4_t a[2][4];
     for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = vdupq_n_f32(0.0f);
     for (int b = 0; b < n_blocks; b++) {
-        int8x16_t r0[2] = {vld1q_s8(w0 + b * QK), vld1q_s8(w0 + b * QK + 16)};
-        int8x16_t r1[2] = {vld1q_s8(w1 + b * QK), vld1q_s8(w1 + b * QK + 16)};
-        tile_block(a, r0, r1, fp16_to_fp32(s0[b]), fp16_to_fp32(s1[b]), x, b);
+        const int8_t *w0 = (const int8_t *)q_block(row0, b, n_blocks, QK), *w1 = (const int8_t *)q_block(row1, b, n_blocks, QK);
+        int8x16_t r0[2] = {vld1q_s8(w0), vld1q_s8(w0 + 16)};
+        int8x16_t r1[2] = {vld1q_s8(w1), vld1q_s8(w1 + 16)};
+        tile_block(a, r0, r1, fp16_to_fp32(q_scale_bits(row0, b, QK)), fp16_to_fp32(q_scale_bits(row1, b, QK)), x, b);
     }
     tile_sum(a, out);
 }
@@ -3007,15 +3056,14 @@ static void unpack_q4_signed(const uint8_t *p, int8x16_t out[2]) {
 }
 
 /* q4_0 nibbles become signed weights (nibble - 8) once, for all 4 tokens. */
-static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, const uint16_t *s1,
-                    const QuantizedVector *x, int n_blocks, float out[2][4]) {
+static void tile_q4(const uint8_t *row0, const uint8_t *row1, const QuantizedVector *x, int n_blocks, float out[2][4]) {
     float32x4_t a[2][4];
     for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = vdupq_n_f32(0.0f);
     for (int b = 0; b < n_blocks; b++) {
         int8x16_t r0[2], r1[2];
-        unpack_q4_signed(w0 + b * QK / 2, r0);
-        unpack_q4_signed(w1 + b * QK / 2, r1);
-        tile_block(a, r0, r1, fp16_to_fp32(s0[b]), fp16_to_fp32(s1[b]), x, b);
+        unpack_q4_signed(q_block(row0, b, n_blocks, QK / 2), r0);
+        unpack_q4_signed(q_block(row1, b, n_blocks, QK / 2), r1);
+        tile_block(a, r0, r1, fp16_to_fp32(q_scale_bits(row0, b, QK / 2)), fp16_to_fp32(q_scale_bits(row1, b, QK / 2)), x, b);
     }
     tile_sum(a, out);
 }
@@ -3023,13 +3071,12 @@ static void tile_q4(const uint8_t *w0, const uint8_t *w1, const uint16_t *s0, co
 /* Columns (4 rows x 1 token; see the AVX2 ones above): for now the dot
    products of each row, held to the scalar columns under qemu; whether
    sharing the activations pays on an ARM core is not yet measured. */
-static void column_q8(const int8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks, float out[4]) {
-    for (int r = 0; r < 4; r++) out[r] = dot_q8(w + (size_t)r * n_blocks * QK, ws + (size_t)r * n_blocks, x, n_blocks);
+static void column_q8(const uint8_t *rows, const QuantizedVector *x, int n_blocks, float out[4]) {
+    for (int r = 0; r < 4; r++) out[r] = dot_q8(rows + r * q_row_bytes(n_blocks, QK), x, n_blocks);
 }
 
-static void column_q4(const uint8_t *w, const uint16_t *ws, const QuantizedVector *x, int n_blocks, float out[4]) {
-    for (int r = 0; r < 4; r++)
-        out[r] = dot_q4(w + (size_t)r * n_blocks * QK / 2, ws + (size_t)r * n_blocks, x, n_blocks);
+static void column_q4(const uint8_t *rows, const QuantizedVector *x, int n_blocks, float out[4]) {
+    for (int r = 0; r < 4; r++) out[r] = dot_q4(rows + r * q_row_bytes(n_blocks, QK / 2), x, n_blocks);
 }
 
 /* ---- K-quants (NEON): each group of 32 weights unpacked to signed bytes,
@@ -3216,21 +3263,18 @@ static void matmul_input(const Config *c, QuantizedVector *xq, Panels *pn, const
 
 /* Row r of a quantized matrix: its bytes (and its scales, for q8_0 and q4_0) */
 static const uint8_t *row_bytes(const Matrix *W, int r) {
-    size_t per_row = W->type == WEIGHT_Q8_0 ? (size_t)W->cols_padded
-                   : W->type == WEIGHT_Q4_0 ? (size_t)W->cols_padded / 2
+    size_t per_row = W->type == WEIGHT_Q8_0 || W->type == WEIGHT_Q4_0 ? q_row_bytes(W->cols_padded / QK, q_block_bytes(W->type))
                    : (size_t)(W->cols / QK_K) * (W->type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES);
     return (const uint8_t *)W->data + (size_t)r * per_row;
 }
-
-static const uint16_t *row_scales(const Matrix *W, int r) { return W->scales + (size_t)r * (W->cols_padded / QK); }
 
 /* Row r of W . token t's input: one output of a matmul. */
 static float row_dot(const Matrix *W, int r, const float *x, const QuantizedVector *xq, int t) {
     int n_blocks = W->cols_padded / QK, n_k = W->cols / QK_K;
     switch (W->type) {
     case WEIGHT_F32: return dot_f32((const float *)W->data + (size_t)r * W->cols, x + (size_t)t * W->cols, W->cols);
-    case WEIGHT_Q8_0: return dot_q8((const int8_t *)row_bytes(W, r), row_scales(W, r), &xq[t], n_blocks);
-    case WEIGHT_Q4_0: return dot_q4(row_bytes(W, r), row_scales(W, r), &xq[t], n_blocks);
+    case WEIGHT_Q8_0: return dot_q8(row_bytes(W, r), &xq[t], n_blocks);
+    case WEIGHT_Q4_0: return dot_q4(row_bytes(W, r), &xq[t], n_blocks);
     case WEIGHT_Q4_K: return dot_q4k(row_bytes(W, r), &xq[t], n_k);
     default: return dot_q6k(row_bytes(W, r), &xq[t], n_k);
     }
@@ -3241,8 +3285,8 @@ static float row_dot(const Matrix *W, int r, const float *x, const QuantizedVect
 static void row_column(const Matrix *W, int r, const float *x, const QuantizedVector *xq, int t, float out[4]) {
     int n_blocks = W->cols_padded / QK;
     switch (W->type) {
-    case WEIGHT_Q8_0: column_q8((const int8_t *)row_bytes(W, r), row_scales(W, r), &xq[t], n_blocks, out); break;
-    case WEIGHT_Q4_0: column_q4(row_bytes(W, r), row_scales(W, r), &xq[t], n_blocks, out); break;
+    case WEIGHT_Q8_0: column_q8(row_bytes(W, r), &xq[t], n_blocks, out); break;
+    case WEIGHT_Q4_0: column_q4(row_bytes(W, r), &xq[t], n_blocks, out); break;
     default:
         for (int k = 0; k < 4; k++) out[k] = row_dot(W, r + k, x, xq, t);
     }
@@ -3258,13 +3302,8 @@ static void row_tile(const Matrix *W, int r, const float *x, const QuantizedVect
         tile_f32(w0, w0 + n, x + t * n, (int)n, out);
         break;
     }
-    case WEIGHT_Q8_0:
-        tile_q8((const int8_t *)row_bytes(W, r), (const int8_t *)row_bytes(W, r + 1), row_scales(W, r),
-                row_scales(W, r + 1), &xq[t], n_blocks, out);
-        break;
-    case WEIGHT_Q4_0:
-        tile_q4(row_bytes(W, r), row_bytes(W, r + 1), row_scales(W, r), row_scales(W, r + 1), &xq[t], n_blocks, out);
-        break;
+    case WEIGHT_Q8_0: tile_q8(row_bytes(W, r), row_bytes(W, r + 1), &xq[t], n_blocks, out); break;
+    case WEIGHT_Q4_0: tile_q4(row_bytes(W, r), row_bytes(W, r + 1), &xq[t], n_blocks, out); break;
     case WEIGHT_Q4_K: tile_q4k(row_bytes(W, r), row_bytes(W, r + 1), &xq[t], n_k, out); break;
     default: tile_q6k(row_bytes(W, r), row_bytes(W, r + 1), &xq[t], n_k, out); break;
     }
@@ -3385,11 +3424,12 @@ static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, void *s
         const uint8_t *src = row_bytes(W, row);
         float *row_ws = ws + r * n_blocks, *row_wm = wm + r * n_blocks;
         if (W->type == WEIGHT_Q8_0 || W->type == WEIGHT_Q4_0) {
-            const uint16_t *scales = row_scales(W, row);
+            size_t block_bytes = q_block_bytes(W->type);
             for (int b = 0; b < n_blocks; b++) {
-                row_ws[b] = fp16_to_fp32(scales[b]), row_wm[b] = 8.0f * row_ws[b]; /* q4_0: (u - 8) * scale */
-                if (W->type == WEIGHT_Q8_0) unpack_q8_block(w16 + (size_t)r * n_padded + b * QK, (const int8_t *)src + b * QK);
-                else unpack_q4_block(wu + (size_t)r * n_padded + b * QK, src + b * QK / 2);
+                const uint8_t *block = q_block(src, b, n_blocks, block_bytes);
+                row_ws[b] = fp16_to_fp32(q_scale_bits(src, b, block_bytes)), row_wm[b] = 8.0f * row_ws[b]; /* q4_0: (u - 8) * scale */
+                if (W->type == WEIGHT_Q8_0) unpack_q8_block(w16 + (size_t)r * n_padded + b * QK, (const int8_t *)block);
+                else unpack_q4_block(wu + (size_t)r * n_padded + b * QK, block);
             }
         } else if (W->type == WEIGHT_Q4_K) {
             for (int b = 0; b < n_padded / QK_K; b++) {
@@ -3559,14 +3599,15 @@ static void matrix_row(float *out, const Matrix *W, int row) {
         for (int b = 0; b < n / QK_K; b++) dequantize_k_block(W->type, p + b * block_bytes, out + (size_t)b * QK_K);
         return;
     }
-    const uint16_t *ws = row_scales(W, row);
+    int n_blocks = W->cols_padded / QK;
+    size_t block_bytes = q_block_bytes(W->type);
     for (int j = 0; j < n; j++) {
-        float s = fp16_to_fp32(ws[j / QK]);
+        const uint8_t *block = q_block(p, j / QK, n_blocks, block_bytes);
+        float s = fp16_to_fp32(q_scale_bits(p, j / QK, block_bytes));
+        int k = j % QK;
         if (W->type == WEIGHT_Q8_0) {
-            out[j] = ((const int8_t *)p)[j] * s;
+            out[j] = ((const int8_t *)block)[k] * s;
         } else {
-            const uint8_t *block = p + (j / QK) * QK / 2;
-            int k = j % QK;
             int nib = k < QK / 2 ? block[k] & 15 : block[k - QK / 2] >> 4;
             out[j] = (nib - 8) * s;
         }

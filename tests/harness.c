@@ -201,6 +201,21 @@ static double magnitude_q(const int8_t *w8, const uint8_t *w4, const uint16_t *w
     return m;
 }
 
+/* `rows` rows of nb blocks (block_bytes each, one row after another) and
+   their fp16 scales (nb per row), laid out as a q8_0 or q4_0 matrix's rows
+   are in memory (run.c, section 2): groups of QGROUP blocks, each its
+   scales, then its blocks. */
+static uint8_t *grouped_rows(const void *values, const uint16_t *ws, int rows, int nb, size_t block_bytes) {
+    uint8_t *out = xmalloc((size_t)rows * nb * (block_bytes + 2)), *o = out;
+    for (int r = 0; r < rows; r++)
+        for (int first = 0; first < nb; first += QGROUP) {
+            int k = nb - first < QGROUP ? nb - first : QGROUP;
+            memcpy(o, ws + (size_t)r * nb + first, 2 * (size_t)k), o += 2 * k;
+            memcpy(o, (const uint8_t *)values + ((size_t)r * nb + first) * block_bytes, k * block_bytes), o += k * block_bytes;
+        }
+    return out;
+}
+
 /* The difference of a SIMD result from its scalar one, relative to the
    magnitude of the products; keeps the worst. */
 static void compare(double *worst, double simd, double scalar, double magnitude) {
@@ -454,11 +469,13 @@ static void compare_columns(uint64_t *rng, const int *sizes, int n_sizes, double
             for (int i = 0; i < 2 * padded; i++) w4[i] = (uint8_t)random_u32(rng);
             for (int i = 0; i < 4 * nb; i++) ws[i] = (uint16_t)(0x2000 + random_u32(rng) % 0x1800);
             quantize_vector(&xq, x, n, padded, QK);
+            uint8_t *g8 = grouped_rows(w8, ws, 4, nb, QK), *g4 = grouped_rows(w4, ws, 4, nb, QK / 2);
             float simd[2][4], scalar[2][4];
-            column_q8(w8, ws, &xq, nb, simd[0]);
-            column_q8_scalar(w8, ws, &xq, nb, scalar[0]);
-            column_q4(w4, ws, &xq, nb, simd[1]);
-            column_q4_scalar(w4, ws, &xq, nb, scalar[1]);
+            column_q8(g8, &xq, nb, simd[0]);
+            column_q8_scalar(g8, &xq, nb, scalar[0]);
+            column_q4(g4, &xq, nb, simd[1]);
+            column_q4_scalar(g4, &xq, nb, scalar[1]);
+            free(g8), free(g4);
             for (int r = 0; r < 4; r++) {
                 compare(&worst[0], simd[0][r], scalar[0][r], magnitude_q(w8 + r * padded, NULL, ws + r * nb, &xq, nb));
                 compare(&worst[1], simd[1][r], scalar[1][r],
@@ -578,17 +595,18 @@ static int cmd_kernels(void) {
                 }
             }
             compare(&worst[0], dot_f32(w, x, n), dot_f32_scalar(w, x, n), magnitude_f32(w, x, n));
-            compare(&worst[1], dot_q8(w8, ws, &xq[0], nb), dot_q8_scalar(w8, ws, &xq[0], nb),
-                    magnitude_q(w8, NULL, ws, &xq[0], nb));
-            compare(&worst[2], dot_q4(w4, ws, &xq[0], nb), dot_q4_scalar(w4, ws, &xq[0], nb),
-                    magnitude_q(NULL, w4, ws, &xq[0], nb));
+            uint8_t *g8 = grouped_rows(w8, ws, 2, nb, QK), *g4 = grouped_rows(w4, ws, 2, nb, QK / 2);
+            size_t row8 = (size_t)nb * (QK + 2), row4 = (size_t)nb * (QK / 2 + 2);
+            compare(&worst[1], dot_q8(g8, &xq[0], nb), dot_q8_scalar(g8, &xq[0], nb), magnitude_q(w8, NULL, ws, &xq[0], nb));
+            compare(&worst[2], dot_q4(g4, &xq[0], nb), dot_q4_scalar(g4, &xq[0], nb), magnitude_q(NULL, w4, ws, &xq[0], nb));
             float simd[3][2][4], scalar[3][2][4];
             tile_f32(w, w + n, x, n, simd[0]);
             tile_f32_scalar(w, w + n, x, n, scalar[0]);
-            tile_q8(w8, w8 + padded, ws, ws + nb, xq, nb, simd[1]);
-            tile_q8_scalar(w8, w8 + padded, ws, ws + nb, xq, nb, scalar[1]);
-            tile_q4(w4, w4 + padded / 2, ws, ws + nb, xq, nb, simd[2]);
-            tile_q4_scalar(w4, w4 + padded / 2, ws, ws + nb, xq, nb, scalar[2]);
+            tile_q8(g8, g8 + row8, xq, nb, simd[1]);
+            tile_q8_scalar(g8, g8 + row8, xq, nb, scalar[1]);
+            tile_q4(g4, g4 + row4, xq, nb, simd[2]);
+            tile_q4_scalar(g4, g4 + row4, xq, nb, scalar[2]);
+            free(g8), free(g4);
             for (int r = 0; r < 2; r++)
                 for (int t = 0; t < 4; t++) {
                     compare(&worst[3], simd[0][r][t], scalar[0][r][t], magnitude_f32(w + r * n, x + t * n, n));

@@ -99,12 +99,13 @@ def test_nan_scale_is_rejected(tmp_path):
     hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, 0))
     export(tmp_path / "m.bin", "--hf", tmp_path / "hf", "--dtype", "q8_0")
     data = bytearray((tmp_path / "m.bin").read_bytes())
-    # the embedding's scales follow its 512 x 128 int8 values, from offset 384
-    # (the 256-byte header, then the type and layer tables, each padded to 64 bytes)
-    data[384 + 512 * 128 + 10: 384 + 512 * 128 + 12] = b"\x00\x7e"  # fp16 NaN
+    # the embedding's 512 rows of 4 blocks start at offset 384 (the 256-byte header,
+    # then the type and layer tables, each padded to 64 bytes); a row is one group:
+    # 4 fp16 scales, then 4 blocks of 32 int8 (136 bytes). Row 3's second scale:
+    data[384 + 3 * 136 + 2: 384 + 3 * 136 + 4] = b"\x00\x7e"  # fp16 NaN
     (tmp_path / "bad.bin").write_bytes(bytes(data))
     p = run(tmp_path / "bad.bin", "-n", "4", check=False)
-    assert p.returncode == 1 and b"NaN or infinite scale" in p.stderr
+    assert p.returncode == 1 and b"NaN or infinite scale in block 13" in p.stderr
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +197,22 @@ def test_neon_forward_matches_reference(arm_harnesses, tmp_path):
                              capture_output=True, text=True, check=True).stdout
         got = np.array([[float(v) for v in line.split()] for line in out.strip().split("\n")])
         assert np.max(np.abs(got - want)) < 1e-4 * max(1.0, np.std(want))
+
+
+def test_version_2_quantized_files_are_refused_with_a_way_out(tmp_path):
+    """Format version 3 keeps each group of blocks' scales beside them: a
+    version 2 file's q8_0 rows cannot be read as version 3's, so run.c says
+    to export the model again; a version 2 file of fp32 matrices, whose
+    layout did not change, still runs."""
+    config = FAMILIES["tinyllama"]
+    hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, 0))
+    for dtype in ("q8_0", "fp32"):
+        export(tmp_path / f"{dtype}.bin", "--hf", tmp_path / "hf", "--dtype", dtype)
+        data = bytearray((tmp_path / f"{dtype}.bin").read_bytes())
+        assert data[4:8] == (3).to_bytes(4, "little")
+        data[4:8] = (2).to_bytes(4, "little")
+        (tmp_path / f"v2-{dtype}.bin").write_bytes(bytes(data))
+    p = run(tmp_path / "v2-q8_0.bin", "-n", "4", check=False)
+    assert p.returncode == 1 and b"layout of format version 2" in p.stderr and b"export the model again" in p.stderr
+    tokens = [1, 5, 9, 200]
+    np.testing.assert_array_equal(logits(tmp_path / "v2-fp32.bin", tokens), logits(tmp_path / "fp32.bin", tokens))

@@ -16,13 +16,14 @@ static double now(void) {
 }
 
 enum { N = 2048, NB = N / QK, REPS = 20000 };
+enum { ROW8 = NB * (QK + 2), ROW4 = NB * (QK / 2 + 2) }; /* bytes of a q8_0 and a q4_0 row, scales with their blocks */
 
 /* Every result feeds `sink`, so that the compiler cannot drop any work. */
 static volatile float sink;
 
 enum { DOT, TILE, COLUMN };
 
-static double best_gmacs(int type, int kernel, float *w, float *x, int8_t *w8, uint8_t *w4, uint16_t *ws,
+static double best_gmacs(int type, int kernel, float *w, float *x, const uint8_t *w8, const uint8_t *w4,
                          const uint8_t *wk, QuantizedVector *xq) {
     size_t k_row = (size_t)N / QK_K * (type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES);
     double best = 0;
@@ -33,14 +34,14 @@ static double best_gmacs(int type, int kernel, float *w, float *x, int8_t *w8, u
             if (kernel == COLUMN) {
                 for (int t = 0; t < 2; t++) { /* 8 dot products, as many as a tile */
                     float column[4];
-                    if (type == WEIGHT_Q8_0) column_q8(w8, ws, &xq[t], NB, column);
-                    else column_q4(w4, ws, &xq[t], NB, column);
+                    if (type == WEIGHT_Q8_0) column_q8(w8, &xq[t], NB, column);
+                    else column_q4(w4, &xq[t], NB, column);
                     total += column[0] + column[1] + column[2] + column[3];
                 }
             } else if (kernel == TILE) {
                 if (type == WEIGHT_F32) tile_f32(w, w + N, x, N, out);
-                else if (type == WEIGHT_Q8_0) tile_q8(w8, w8 + N, ws, ws + NB, xq, NB, out);
-                else if (type == WEIGHT_Q4_0) tile_q4(w4, w4 + N / 2, ws, ws + NB, xq, NB, out);
+                else if (type == WEIGHT_Q8_0) tile_q8(w8, w8 + ROW8, xq, NB, out);
+                else if (type == WEIGHT_Q4_0) tile_q4(w4, w4 + ROW4, xq, NB, out);
                 else if (type == WEIGHT_Q4_K) tile_q4k(wk, wk + k_row, xq, N / QK_K, out);
                 else tile_q6k(wk, wk + k_row, xq, N / QK_K, out);
                 for (int k = 0; k < 8; k++) total += out[k / 4][k % 4];
@@ -48,8 +49,8 @@ static double best_gmacs(int type, int kernel, float *w, float *x, int8_t *w8, u
                 for (int k = 0; k < 8; k++) { /* 8 dot products, as many as a tile */
                     int row = k % 2, t = k / 2;
                     if (type == WEIGHT_F32) total += dot_f32(w + row * N, x + t * N, N);
-                    else if (type == WEIGHT_Q8_0) total += dot_q8(w8 + row * N, ws + row * NB, &xq[t], NB);
-                    else if (type == WEIGHT_Q4_0) total += dot_q4(w4 + row * N / 2, ws + row * NB, &xq[t], NB);
+                    else if (type == WEIGHT_Q8_0) total += dot_q8(w8 + row * ROW8, &xq[t], NB);
+                    else if (type == WEIGHT_Q4_0) total += dot_q4(w4 + row * ROW4, &xq[t], NB);
                     else if (type == WEIGHT_Q4_K) total += dot_q4k(wk + row * k_row, &xq[t], N / QK_K);
                     else total += dot_q6k(wk + row * k_row, &xq[t], N / QK_K);
                 }
@@ -66,14 +67,12 @@ static double best_gmacs(int type, int kernel, float *w, float *x, int8_t *w8, u
 int main(void) {
     uint64_t rng = 7;
     float *w = xmalloc(2 * N * sizeof(float)), *x = xmalloc(4 * N * sizeof(float));
-    int8_t *w8 = xmalloc(4 * N); /* 4 rows (a column's), 2 for the others */
-    uint8_t *w4 = xmalloc(2 * N);
-    uint16_t *ws = xmalloc(4 * NB * sizeof(uint16_t));
+    /* 4 rows (a column's), 2 for the others; random values, each group's 8 scales 2^-7 (fp16 0x2000) */
+    uint8_t *w8 = xmalloc(4 * ROW8), *w4 = xmalloc(4 * ROW4);
     QuantizedVector xq[4];
     for (int i = 0; i < 2 * N; i++) w[i] = random_f32(&rng) - 0.5f;
-    for (int i = 0; i < 4 * N; i++) w8[i] = (int8_t)(random_u32(&rng) % 255 - 127);
-    for (int i = 0; i < 2 * N; i++) w4[i] = (uint8_t)random_u32(&rng);
-    for (int i = 0; i < 4 * NB; i++) ws[i] = 0x2000;
+    for (int i = 0; i < 4 * ROW8; i++) w8[i] = i % (QGROUP * (QK + 2)) < 2 * QGROUP ? (i % 2 ? 0x20 : 0) : (uint8_t)(random_u32(&rng) % 255 - 127);
+    for (int i = 0; i < 4 * ROW4; i++) w4[i] = i % (QGROUP * (QK / 2 + 2)) < 2 * QGROUP ? (i % 2 ? 0x20 : 0) : (uint8_t)random_u32(&rng);
     uint8_t *wk = xmalloc(2 * (N / QK_K) * Q6K_BYTES); /* K blocks of either type, d and dmin 2^-7 */
     for (int i = 0; i < 2 * (N / QK_K) * Q6K_BYTES; i++) wk[i] = (uint8_t)random_u32(&rng);
     for (int b = 0; b < 2 * (N / QK_K); b++) {
@@ -87,9 +86,9 @@ int main(void) {
     }
     printf("kernels (%s, 1 thread, in cache), billions of multiply-adds per second:\n", SIMD_NAME);
     for (int type = WEIGHT_F32; type < N_WEIGHT_TYPES; type++) {
-        printf("%s dot %.1f tile %.1f", WEIGHT_NAMES[type], best_gmacs(type, DOT, w, x, w8, w4, ws, wk, xq),
-               best_gmacs(type, TILE, w, x, w8, w4, ws, wk, xq));
-        if (type == WEIGHT_Q8_0 || type == WEIGHT_Q4_0) printf(" column %.1f", best_gmacs(type, COLUMN, w, x, w8, w4, ws, wk, xq));
+        printf("%s dot %.1f tile %.1f", WEIGHT_NAMES[type], best_gmacs(type, DOT, w, x, w8, w4, wk, xq),
+               best_gmacs(type, TILE, w, x, w8, w4, wk, xq));
+        if (type == WEIGHT_Q8_0 || type == WEIGHT_Q4_0) printf(" column %.1f", best_gmacs(type, COLUMN, w, x, w8, w4, wk, xq));
         printf("\n");
     }
     /* the GEMM steps of prompt processing: a step's rows against a panel of 16 tokens */

@@ -7,10 +7,10 @@
    thread its own part), the three alternating, round after round, so that
    the host's drift meets all three alike. Prints each round's GB/s and, at
    the end, each one's mean and its share of the read's.
-   Its use: choosing PREFETCH_AHEAD for a machine, which it takes from the
+   Its use: choosing PREFETCH_L2_AHEAD for a machine, which it takes from the
    command line like any macro of run.c (the weights are random bytes; their
    values do not matter to the speed):
-   cc -O3 -march=native -fopenmp [-DPREFETCH_AHEAD=2048] tools/stream.c -o stream -lm && ./stream [ROUNDS] */
+   cc -O3 -march=native -fopenmp [-DPREFETCH_L2_AHEAD=8192] tools/stream.c -o stream -lm && ./stream [ROUNDS] */
 #define RUN_NO_MAIN
 #include "../run.c"
 #define BANDWIDTH_NO_MAIN
@@ -25,17 +25,16 @@ typedef struct {
     size_t bytes;
 } Token;
 
-/* A matrix's bytes of weights, and its number of fp16 scales (one per 32). */
-static size_t weight_bytes(const Matrix *m) { return (size_t)m->rows * m->cols / (m->type == WEIGHT_Q8_0 ? 1 : 2); }
-static size_t scale_count(const Matrix *m) { return (size_t)m->rows * (m->cols / QK); }
+/* A matrix's bytes: its rows of blocks, each group of them with its fp16 scales (run.c, section 2). */
+static size_t matrix_bytes(const Matrix *m) { return (size_t)m->rows * q_row_bytes(m->cols / QK, q_block_bytes(m->type)); }
 
 static void build_token(Token *t, int type) {
     int shapes[7][2] = {{DIM, DIM}, {KV_DIM, DIM}, {KV_DIM, DIM}, {DIM, DIM}, {HIDDEN, DIM}, {HIDDEN, DIM}, {DIM, HIDDEN}};
     t->bytes = 0;
     for (int i = 0; i < MATRICES; i++) {
         int rows = i < 7 * LAYERS ? shapes[i % 7][0] : VOCAB, cols = i < 7 * LAYERS ? shapes[i % 7][1] : DIM;
-        t->m[i] = (Matrix){type, rows, cols, cols, NULL, NULL};
-        t->bytes += weight_bytes(&t->m[i]) + scale_count(&t->m[i]) * sizeof(uint16_t);
+        t->m[i] = (Matrix){type, rows, cols, cols, NULL};
+        t->bytes += matrix_bytes(&t->m[i]);
     }
     size_t huge = (size_t)2 << 20, alloc = (t->bytes + huge - 1) / huge * huge;
     t->buf = aligned_alloc(huge, alloc); /* whole 2 MB pages, as run.c reads its weights */
@@ -47,15 +46,13 @@ static void build_token(Token *t, int type) {
     madvise(t->buf, alloc, MADV_HUGEPAGE);
 #endif
     size_t at = 0;
-    for (int i = 0; i < MATRICES; i++) { /* each matrix's bytes, then its scales, as in a model file */
+    for (int i = 0; i < MATRICES; i++) { /* each matrix's rows: random values, every scale fp16 1.0 */
         Matrix *m = &t->m[i];
-        size_t data = weight_bytes(m), n_scales = scale_count(m);
+        size_t bytes = matrix_bytes(m), group = QGROUP * (q_block_bytes(type) + 2); /* the rows are whole groups */
         m->data = t->buf + at;
-        for (size_t j = 0; j < data; j++) t->buf[at + j] = (uint8_t)((at + j) * 2654435761u >> 13);
-        uint16_t *scales = (uint16_t *)(t->buf + at + data);
-        for (size_t j = 0; j < n_scales; j++) scales[j] = 0x3c00; /* fp16 1.0 */
-        m->scales = scales;
-        at += data + n_scales * sizeof(uint16_t);
+        for (size_t j = 0; j < bytes; j++)
+            t->buf[at + j] = j % group < 2 * QGROUP ? (j % 2 ? 0x3c : 0) : (uint8_t)((at + j) * 2654435761u >> 13);
+        at += bytes;
     }
 }
 
@@ -81,8 +78,8 @@ int main(int argc, char **argv) {
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    printf("%s kernels, %d thread%s, PREFETCH_AHEAD %d; GB/s, %d rounds:\n", SIMD_NAME, threads, threads > 1 ? "s" : "",
-           PREFETCH_AHEAD, rounds);
+    printf("%s kernels, %d thread%s, PREFETCH_L2_AHEAD %d; GB/s, %d rounds:\n", SIMD_NAME, threads, threads > 1 ? "s" : "",
+           PREFETCH_L2_AHEAD, rounds);
     double sum[3] = {0, 0, 0};
     for (int r = 0; r < rounds; r++) {
         double gbs[3];
