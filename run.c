@@ -1261,34 +1261,23 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
 #endif
 _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and the output of GEMM_ROWS");
 
-/* Generation streams every weight row from memory once per token. The
-   K-quant SIMD dot products (and on ARM all the quantized ones) ask for the
-   bytes PREFETCH_AHEAD past those they are reading. (The x86 q8_0 and q4_0
-   ones no longer do: see prefetch_l2 below. When their scales lay apart
-   from their values, it took TinyLlama-1.1B q8_0 on 2 threads from 13.2 to
-   15.9 tokens/s; x86 fp32 does better without: see dot_f32.)
-   The distance is short on purpose. The hardware prefetcher already streams
-   the rows from memory into L2, a little ahead; what the software prefetch
-   adds is moving them on into L1 before the loads ask. Asked for far ahead,
-   past what L2 holds yet, each prefetch is (we think: this host has no
-   counters to show it) a second miss to memory beside the hardware's,
-   holding one of L1's few miss buffers for the whole trip. What was
-   measured: a loop of the same loads without arithmetic streamed at 102-109%
-   of tools/bandwidth.c's read without prefetches and at 84% with them 4 KB
-   ahead; run.c's matmul, in tools/stream.c, at 88% (q8_0) and 85% (q4_0) of
-   the read 4 KB ahead and 94% and 92% at 1280. Alternating builds, 1.1B
-   shape, median of 8 rounds, tokens/s: q8_0 16.1 at 4096 bytes ahead, 17.3
-   at 2048, 17.5 at 1536, 19.3 at 1280; q4_0 27.5, 27.4, 29.2, 30.1 (1024
-   and 768 were below 1280 in another round of the same; stories110M and
-   q4_k_m gain nothing, lose nothing at 1280 against 4096). On ARM the distance stays 4096, as first chosen:
-   its prefetchers differ and no ARM machine here can time it. A prefetch is
-   only a hint: it never faults, even past the end of the weights. */
-#ifndef PREFETCH_AHEAD /* cc -DPREFETCH_AHEAD=... to try another (tools/stream.c measures it) */
-#if defined(USE_NEON)
+/* Generation streams every weight row from memory once per token. On ARM
+   the quantized dot products ask for the bytes PREFETCH_AHEAD past those
+   they are reading (4096, as first chosen: ARM's prefetchers differ and no
+   ARM machine here can time it; a prefetch is only a hint and never faults,
+   even past the end of the weights). The x86 ones no longer do: every row
+   is one stream of bytes now (q8_0 and q4_0 since format version 3, the
+   K blocks always), which the hardware prefetcher follows by itself, and
+   asking for the bytes 1.25 KB ahead into L1 made them slower (1.1B shape,
+   alternating: q4_0 72-75 against 77-83 tok/s; q4_k 47.6-49.2 against
+   49.7-53.3, q4_k_m 46.7-49.8 against 49.8-53.9); see prefetch_l2 for the
+   one they keep. (It had been chosen when q8_0's and q4_0's scales lay
+   apart from their values: TinyLlama-1.1B q8_0 on 2 threads 13.2 -> 15.9
+   tokens/s against none; nearer was better than farther, 4 KB ahead 16.1 and
+   1280 bytes 19.3 tok/s, the prefetches outrunning the hardware's and
+   becoming misses of their own.) */
+#ifndef PREFETCH_AHEAD /* cc -DPREFETCH_AHEAD=... to try another */
 #define PREFETCH_AHEAD 4096
-#else
-#define PREFETCH_AHEAD 1280
-#endif
 #endif
 #if defined(__GNUC__)
 #define prefetch(p) __builtin_prefetch(p)
@@ -1298,7 +1287,7 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
 
 /* A prefetch into L2 only, further ahead (the rows of generation's
    quantized dot products). On the Zen 5 of the AVX-512 build, with the scales
-   of q4_0 apart from its values, the prefetch above alone did not keep the
+   of q4_0 apart from its values, the one into L1 (above) alone did not keep the
    kernel's loads from waiting on memory (tools/stream.c: its matmul at
    59-65% of the read, q8_0 at 82-86%); this one 8 KB ahead took them to
    74-81% and 81-90%, and generation of the 1.1B shape, alternating, q4_0
@@ -1307,7 +1296,7 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
    one stream per row and take this prefetch alone: the one into L1 made
    them slower (1.1B q4_0 72-75 against 77-83 tok/s without it), and this
    one still helped a little (84-86 against 77-83; q8_0 43-51 against
-   42-46). fp32's dot_f32, which has no prefetch, lost with it (1.1B
+   42-46); the K-quant rows keep it too. fp32's dot_f32, which has no prefetch, lost with it (1.1B
    13.8-14.1 -> 13.0-13.3 tok/s). Off (0) in the other builds: their
    machines (Zen 2 and 3, where a single prefetch 4 KB ahead lost) could not
    time it; there the q8_0 and q4_0 rows are left to the hardware
@@ -1839,9 +1828,10 @@ static __m256 dot_q8_lanes(const uint8_t *row, const QuantizedVector *x, int n_b
             acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_broadcast_ss(scale + k + 1), acc1);
         }
     }
-    for (; b < n_blocks; b++) {
-        __m256 s = _mm256_set1_ps(_cvtsh_ss(q_scale_bits(row, b, QK)) * x->scale[b]);
-        __m256i d = block_q8((const int8_t *)q_block(row, b, n_blocks, QK), x->q + (size_t)b * QK);
+    const uint8_t *group = row + (size_t)b * (QK + 2); /* the last, shorter group: `count` scales, then blocks */
+    for (int k = 0, count = n_blocks - b; k < count; k++) {
+        __m256 s = _mm256_set1_ps(_cvtsh_ss(q_scale_bits(group, k, QK)) * x->scale[b + k]);
+        __m256i d = block_q8((const int8_t *)(group + 2 * count + k * QK), x->q + (size_t)(b + k) * QK);
         acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), s, acc0);
     }
     return _mm256_add_ps(acc0, acc1);
@@ -1934,10 +1924,11 @@ static __m256 dot_q4_lanes(const uint8_t *row, const QuantizedVector *x, int n_b
             else acc0 = _mm256_fmadd_ps(d, pair, acc0);
         }
     }
-    for (; b < n_blocks; b++) {
-        float s = _cvtsh_ss(q_scale_bits(row, b, QK / 2)) * x->scale[b];
-        __m256i d = block_q4(q_block(row, b, n_blocks, QK / 2), x->q + (size_t)b * QK);
-        d = _mm256_sub_epi32(d, _mm256_setr_epi32(8 * x->sum[b], 0, 0, 0, 0, 0, 0, 0));
+    const uint8_t *group = row + (size_t)b * (QK / 2 + 2); /* the last, shorter group */
+    for (int k = 0, count = n_blocks - b; k < count; k++) {
+        float s = _cvtsh_ss(q_scale_bits(group, k, QK / 2)) * x->scale[b + k];
+        __m256i d = block_q4(group + 2 * count + k * QK / 2, x->q + (size_t)(b + k) * QK);
+        d = _mm256_sub_epi32(d, _mm256_setr_epi32(8 * x->sum[b + k], 0, 0, 0, 0, 0, 0, 0));
         acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(s), acc0);
     }
     return _mm256_add_ps(acc0, acc1);
@@ -2653,9 +2644,6 @@ static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     __m256 acc = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk = w + (size_t)b * Q4K_BYTES;
-        prefetch(blk + PREFETCH_AHEAD);
-        prefetch(blk + 64 + PREFETCH_AHEAD);
-        prefetch(blk + 128 + PREFETCH_AHEAD);
         prefetch_l2(blk), prefetch_l2(blk + 64), prefetch_l2(blk + 128);
         uint8_t sc[8], mn[8];
         q4k_scales(blk + 4, sc, mn);
@@ -2719,10 +2707,6 @@ static float dot_q6k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk = w + (size_t)b * Q6K_BYTES;
-        prefetch(blk + PREFETCH_AHEAD);
-        prefetch(blk + 64 + PREFETCH_AHEAD);
-        prefetch(blk + 128 + PREFETCH_AHEAD);
-        prefetch(blk + 192 + PREFETCH_AHEAD);
         prefetch_l2(blk), prefetch_l2(blk + 64), prefetch_l2(blk + 128), prefetch_l2(blk + 192);
         const int8_t *xq = x->q + (size_t)b * QK_K;
         __m256i halves[2], p0 = _mm256_setzero_si256(), p1 = _mm256_setzero_si256();
