@@ -218,26 +218,26 @@ typedef struct {
     int32_t rope_original_seq_len;
     float norm_eps;         /* RMSNorm epsilon */
     uint32_t flags;         /* FLAG_TIED_CLASSIFIER, FLAG_QKV_BIAS, FLAG_QK_NORM, FLAG_POST_NORMS, FLAG_ROPE_FACTORS */
-    int32_t weight_type;    /* WEIGHT_*: of every matrix (version 1), of most (version 2) */
+    int32_t weight_type;    /* WEIGHT_*: of every matrix (version 1), of most (from 2 on) */
     int32_t bos_id;
     int32_t n_eos;          /* how many of eos_ids are used */
     int32_t eos_ids[MAX_EOS];
-    int32_t sliding_window; /* version 2: a LAYER_SLIDING layer attends to the last this many positions */
-    /* version 2, scalar multipliers (Granite; 0 means the plain transformer's value): */
+    int32_t sliding_window; /* from version 2: a LAYER_SLIDING layer attends to the last this many positions */
+    /* from version 2, scalar multipliers (Granite; 0 means the plain transformer's value): */
     float embedding_scale;  /* x = embedding * this (0: 1) */
     float attention_scale;  /* scores = q . k * this (0: 1 / sqrt(head_dim)) */
     float residual_scale;   /* x = x + block(x) * this (0: 1) */
     float logit_scale;      /* logits = classifier(x) * this (0: 1) */
-    /* version 2, Gemma's mechanisms (0: absent): */
+    /* from version 2, Gemma's mechanisms (0: absent): */
     float rope_local_theta; /* RoPE base of LAYER_SLIDING layers, unscaled (0: they rotate as the others) */
     float rope_linear_factor; /* linear RoPE scaling of the other layers: positions / this (0: none) */
     int32_t activation;     /* ACT_*: SiLU (0) or GELU with the tanh approximation */
     float attn_softcap;     /* scores = cap * tanh(scores / cap) before the softmax (0: none) */
     float final_softcap;    /* logits = cap * tanh(logits / cap) (0: none) */
-    /* version 2, Phi-3's: */
+    /* from version 2, Phi-3's: */
     int32_t rope_dim;       /* RoPE rotates the first rope_dim values of each head (0: all head_dim) */
     float rope_attn_factor; /* cos and sin are multiplied by this (LongRoPE's attention factor; 0: 1) */
-    /* version 2, the model's recommended sampling (generation_config.json), chat's defaults: */
+    /* from version 2, the model's recommended sampling (generation_config.json), chat's defaults: */
     uint32_t gen_given;     /* GEN_* bits: which of the five below the model gives */
     float gen_temperature, gen_top_p, gen_min_p, gen_repetition_penalty;
     int32_t gen_top_k;
@@ -421,7 +421,7 @@ typedef struct {
     uint64_t align;
     const uint8_t *types; /* the type of each matrix, in file order */
     int n_types, next_type;
-    const uint8_t *layer_flags; /* LAYER_* of each layer (version 2) */
+    const uint8_t *layer_flags; /* LAYER_* of each layer (from version 2) */
     int version;                /* of the file format */
 } TensorReader;
 
@@ -459,7 +459,8 @@ static int fp16_not_finite(uint16_t h) { return ((h >> 10) & 0x1F) == 0x1F; }
    the kernel's loads and arithmetic, one thread, a Zen 5 whose plain read
    is 26-35 GB/s), and the 1.1B shape generated, alternating on 2 threads,
    q4_0 60-62 -> 69-72 tokens/s and q8_0 33-35 -> 41-43 (prompts: no
-   change). A row's bytes; block b's bytes; its scale: */
+   change). The bytes of a block's values, and of a row; where block b's
+   values are; its scale: */
 static size_t q_block_bytes(int type) { return type == WEIGHT_Q8_0 ? QK : QK / 2; }
 
 static size_t q_row_bytes(int n_blocks, size_t block_bytes) { return (size_t)n_blocks * (block_bytes + 2); }
@@ -495,7 +496,7 @@ static void take_k_blocks(TensorReader *r, Matrix *m, const char *name) {
     }
 }
 
-/* The next matrix, in the type the type table gives it (version 2) or the
+/* The next matrix, in the type the type table gives it (from version 2) or the
    header's (version 1); quantized blocks must have finite scales. */
 static Matrix take_matrix(TensorReader *r, int type, uint64_t rows, uint64_t cols, const char *name) {
     if (r->types) {
@@ -1296,13 +1297,13 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
    one stream per row and take this prefetch alone: the one into L1 made
    them slower (1.1B q4_0 72-75 against 77-83 tok/s without it), and this
    one still helped a little (84-86 against 77-83; q8_0 43-51 against
-   42-46); the K-quant rows keep it too. fp32's dot_f32, which has no prefetch, lost with it (1.1B
-   13.8-14.1 -> 13.0-13.3 tok/s). Off (0) in the other builds: their
-   machines (Zen 2 and 3, where a single prefetch 4 KB ahead lost) could not
-   time it; there the q8_0 and q4_0 rows are left to the hardware
-   prefetcher (on this Zen 5, the 256-bit build so: 1.1B q4_0 49-57 ->
-   59-73 tok/s, q8_0 34-35 -> 39-42, against the scales apart with both
-   prefetches). */
+   42-46); the K-quant rows keep it too. fp32's dot_f32, which has no
+   prefetch, lost with it (1.1B 13.8-14.1 -> 13.0-13.3 tok/s). Off (0) in
+   the other builds: their machines (Zen 2 and 3, where a single prefetch
+   4 KB ahead lost) could not time it; there the rows are left to the
+   hardware prefetcher (on this Zen 5, the 256-bit build so: 1.1B q4_0
+   49-57 -> 59-73 tok/s, q8_0 34-35 -> 39-42, against the scales apart with
+   both prefetches). */
 #ifndef PREFETCH_L2_AHEAD /* cc -DPREFETCH_L2_AHEAD=... to try another, 0 for none */
 #if defined(USE_AVX512)
 #define PREFETCH_L2_AHEAD 8192
@@ -3047,7 +3048,8 @@ static void tile_q4(const uint8_t *row0, const uint8_t *row1, const QuantizedVec
         int8x16_t r0[2], r1[2];
         unpack_q4_signed(q_block(row0, b, n_blocks, QK / 2), r0);
         unpack_q4_signed(q_block(row1, b, n_blocks, QK / 2), r1);
-        tile_block(a, r0, r1, fp16_to_fp32(q_scale_bits(row0, b, QK / 2)), fp16_to_fp32(q_scale_bits(row1, b, QK / 2)), x, b);
+        float s0 = fp16_to_fp32(q_scale_bits(row0, b, QK / 2)), s1 = fp16_to_fp32(q_scale_bits(row1, b, QK / 2));
+        tile_block(a, r0, r1, s0, s1, x, b);
     }
     tile_sum(a, out);
 }
@@ -3247,8 +3249,9 @@ static void matmul_input(const Config *c, QuantizedVector *xq, Panels *pn, const
 
 /* Row r of a quantized matrix: its bytes (and its scales, for q8_0 and q4_0) */
 static const uint8_t *row_bytes(const Matrix *W, int r) {
-    size_t per_row = W->type == WEIGHT_Q8_0 || W->type == WEIGHT_Q4_0 ? q_row_bytes(W->cols_padded / QK, q_block_bytes(W->type))
-                   : (size_t)(W->cols / QK_K) * (W->type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES);
+    size_t per_row = W->type == WEIGHT_Q4_K || W->type == WEIGHT_Q6_K
+                         ? (size_t)(W->cols / QK_K) * (W->type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES)
+                         : q_row_bytes(W->cols_padded / QK, q_block_bytes(W->type)); /* q8_0, q4_0 */
     return (const uint8_t *)W->data + (size_t)r * per_row;
 }
 
@@ -3411,7 +3414,8 @@ static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, void *s
             size_t block_bytes = q_block_bytes(W->type);
             for (int b = 0; b < n_blocks; b++) {
                 const uint8_t *block = q_block(src, b, n_blocks, block_bytes);
-                row_ws[b] = fp16_to_fp32(q_scale_bits(src, b, block_bytes)), row_wm[b] = 8.0f * row_ws[b]; /* q4_0: (u - 8) * scale */
+                row_ws[b] = fp16_to_fp32(q_scale_bits(src, b, block_bytes));
+                row_wm[b] = 8.0f * row_ws[b]; /* q4_0: (u - 8) * scale */
                 if (W->type == WEIGHT_Q8_0) unpack_q8_block(w16 + (size_t)r * n_padded + b * QK, (const int8_t *)block);
                 else unpack_q4_block(wu + (size_t)r * n_padded + b * QK, block);
             }
