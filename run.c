@@ -1808,6 +1808,8 @@ static __m256i block_q8(const int8_t *w, const int8_t *x) {
     return dot_u8_s8(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
 }
 
+_Static_assert(QGROUP == 8, "a group's 8 fp16 scales are one 128-bit load (block_scales)");
+
 /* One group of the row (section 2) per step: its 8 scales, multiplied by
    the activations' in one vector, then its 8 blocks, in two independent
    sums; the blocks of a last, shorter group one at a time, still in SIMD.
@@ -3589,15 +3591,13 @@ static void matrix_row(float *out, const Matrix *W, int row) {
     }
     int n_blocks = W->cols_padded / QK;
     size_t block_bytes = q_block_bytes(W->type);
-    for (int j = 0; j < n; j++) {
-        const uint8_t *block = q_block(p, j / QK, n_blocks, block_bytes);
-        float s = fp16_to_fp32(q_scale_bits(p, j / QK, block_bytes));
-        int k = j % QK;
-        if (W->type == WEIGHT_Q8_0) {
-            out[j] = ((const int8_t *)block)[k] * s;
-        } else {
-            int nib = k < QK / 2 ? block[k] & 15 : block[k - QK / 2] >> 4;
-            out[j] = (nib - 8) * s;
+    for (int b = 0; b < n_blocks; b++) {
+        const uint8_t *block = q_block(p, b, n_blocks, block_bytes);
+        float s = fp16_to_fp32(q_scale_bits(p, b, block_bytes));
+        for (int k = 0; k < QK && b * QK + k < n; k++) {
+            int q = W->type == WEIGHT_Q8_0 ? ((const int8_t *)block)[k]
+                                           : (k < QK / 2 ? block[k] & 15 : block[k - QK / 2] >> 4) - 8; /* q4_0 nibbles */
+            out[b * QK + k] = q * s;
         }
     }
 }
