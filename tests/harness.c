@@ -85,9 +85,12 @@ static int cmd_matmul(char **argv) {
     RunState s;
     build_state(&s, &m.config, T, 0);
     if (T < 1 || T > s.max_tokens) fatal("give between 1 and %d inputs", s.max_tokens);
-    matmul_input(&m.config, s.xq, &s.panels, x, T, n);
     float *out = xmalloc((size_t)T * W->rows * sizeof(float));
-    matmul(out, x, s.xq, &s.panels, W, T);
+    OMP(omp parallel) /* a team, as forward starts */
+    {
+        matmul_input(&m.config, s.xq, &s.panels, x, T, n);
+        matmul(out, x, s.xq, &s.panels, W, T);
+    }
     printf("%s\n", WEIGHT_NAMES[W->type]);
     for (int t = 0; t < T; t++) {
         for (int j = 0; j < n; j++) printf(j ? " %d" : "%d", m.config.quantized ? s.xq[t].q[j] : 0);

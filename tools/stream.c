@@ -58,8 +58,10 @@ static void build_token(Token *t, int type) {
 
 static volatile uint64_t sink; /* the read's sum, kept so that the read is not dropped */
 
-/* One token's products: every matrix by one input, as generation does. */
+/* One token's products: every matrix by one input, as generation does (in
+   one team of threads, as forward starts). */
 static void products(const Token *t, float *out, const float *x, const QuantizedVector *xq) {
+    OMP(omp parallel)
     for (int i = 0; i < MATRICES; i++) matmul(out, x, xq, NULL, &t->m[i], 1);
 }
 
