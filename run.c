@@ -3233,25 +3233,36 @@ static void gate_times_up(float *h, const float *up, size_t n, int activation) {
 #define weighted_sum_f16 weighted_sum_f16_scalar
 #endif
 
-/* x (T tokens of n values) becomes the input of the matmuls that follow:
-   quantized into xq once for all the matrices that read it (wq, wk and wv
-   share one input, w1 and w3 another), whatever their types: in blocks of
-   256 when the model has K matrices and n allows it (every K matrix's input
-   does), else of 32; nothing to quantize when every matrix of the model is
-   fp32. Its GEMM panels (a chunk of at least GEMM_TOKENS tokens) are not
-   packed yet: the first matmul that needs them packs them (matmul_panels).
-   Like every step of forward, called by all the threads of its team (see
-   forward), which share the tokens of a prompt chunk. */
-static void matmul_input(const Config *c, QuantizedVector *xq, Panels *pn, const float *x, int T, int n) {
-    if (T >= GEMM_TOKENS) {
-        OMP(omp single) /* one thread marks the panels stale; the others wait for it */
-        pn->packed = 0;
-    }
+/* A token's x (n values) as the input of the matmuls that follow: quantized
+   into xq once for all the matrices that read it (wq, wk and wv share one
+   input, w1 and w3 another), whatever their types: in blocks of 256 when the
+   model has K matrices and n allows it (every K matrix's input does), else
+   of 32; nothing to quantize when every matrix of the model is fp32. */
+static void quantize_input(const Config *c, QuantizedVector *xq, const float *x, int n) {
     if (!c->quantized) return;
     int block = c->k_types && n % QK_K == 0 ? QK_K : QK;
+    quantize_vector(xq, x, n, (n + QK - 1) / QK * QK, block);
+}
+
+/* A new input of the matmuls: its GEMM panels (a chunk of at least
+   GEMM_TOKENS tokens) are not packed yet; the first matmul that needs them
+   packs them (matmul_panels). Like every step of forward, called by all the
+   threads of its team (see forward): one marks the panels, the others wait
+   for it. */
+static void new_matmul_input(Panels *pn, int T) {
+    if (T >= GEMM_TOKENS) {
+        OMP(omp single)
+        pn->packed = 0;
+    }
+}
+
+/* x (T tokens of n values) becomes the input of the matmuls that follow
+   (quantize_input); the threads share a prompt chunk's tokens. */
+static void matmul_input(const Config *c, QuantizedVector *xq, Panels *pn, const float *x, int T, int n) {
     int t;
+    new_matmul_input(pn, T);
     OMP(omp for)
-    for (t = 0; t < T; t++) quantize_vector(&xq[t], x + (size_t)t * n, n, (n + QK - 1) / QK * QK, block);
+    for (t = 0; t < T; t++) quantize_input(c, &xq[t], x + (size_t)t * n, n);
 }
 
 /* Row r of a quantized matrix: its bytes (and its scales, for q8_0 and q4_0) */
@@ -3622,13 +3633,21 @@ static void attention_inputs(const Config *c, const LayerWeights *lw, float *q, 
     }
 }
 
-/* out = rmsnorm(x) * weight for each of T tokens (T, dim). A prompt chunk's
-   tokens are shared among the threads: one at a time, the norms of a chunk
-   held the other thread waiting. */
-static void rmsnorm_tokens(float *out, const float *x, const float *weight, int T, int dim, float eps) {
-    int t;
+/* out = rmsnorm(x) * weight for each of T tokens (T, dim), as the input of
+   the matmuls that follow (quantize_input). A prompt chunk's tokens are
+   shared among the threads (one at a time, the norms of a chunk held the
+   other thread waiting); each token is normed and quantized by one thread,
+   so that the threads wait for each other once, after both (when
+   generating, a wait costs about as much as a token's norm: see forward). */
+static void norm_input(const Config *c, RunState *s, float *out, const float *x, const float *weight, int T) {
+    int dim = c->dim, t;
+    new_matmul_input(&s->panels, T);
     OMP(omp for)
-    for (t = 0; t < T; t++) rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, weight, dim, eps);
+    for (t = 0; t < T; t++) {
+        float *out_t = out + (size_t)t * dim;
+        rmsnorm(out_t, x + (size_t)t * dim, weight, dim, c->norm_eps);
+        quantize_input(c, &s->xq[t], out_t, dim);
+    }
 }
 
 /* x = x + residual_scale * post_norm(out), for each of T tokens: a block's
@@ -3636,10 +3655,12 @@ static void rmsnorm_tokens(float *out, const float *x, const float *weight, int 
    blocks norm their output first; residual_scale is 1 but for Granite. */
 static void add_to_residual(const Config *c, float *x, float *out, const float *post_norm, int T) {
     int dim = c->dim, t;
-    if (post_norm) rmsnorm_tokens(out, out, post_norm, T, dim, c->norm_eps);
     OMP(omp for)
-    for (t = 0; t < T; t++)
-        for (size_t i = (size_t)t * dim; i < (size_t)(t + 1) * dim; i++) x[i] += c->residual_scale * out[i];
+    for (t = 0; t < T; t++) {
+        float *x_t = x + (size_t)t * dim, *out_t = out + (size_t)t * dim;
+        if (post_norm) rmsnorm(out_t, out_t, post_norm, dim, c->norm_eps);
+        for (int i = 0; i < dim; i++) x_t[i] += c->residual_scale * out_t[i];
+    }
 }
 
 /* In place: x = cap * tanh(x / cap), which bounds x to (-cap, cap) smoothly
@@ -3797,13 +3818,12 @@ static void store_kv(const Config *c, RunState *s, int l, int position, const fl
 /* The attention block of layer l for T tokens at positions pos ..:
    x = x + wo(attention(rmsnorm(x))). Keys and values go into the cache. */
 static void attention_block(const Config *c, const LayerWeights *lw, RunState *s, int l, int T, int pos) {
-    int dim = c->dim, head_dim = c->head_dim, half = c->rope_dim / 2;
+    int head_dim = c->head_dim, half = c->rope_dim / 2;
     int q_dim = c->n_heads * head_dim, kv_dim = c->n_kv_heads * head_dim;
     float *k = s->kv_new, *v = s->kv_new + (size_t)T * kv_dim; /* the new keys and values (T, kv_dim) */
     const RopeTable *rt = &s->rope[lw->sliding && s->n_rope > 1]; /* Gemma 3's local layers: their own base */
 
-    rmsnorm_tokens(s->xb, s->x, lw->attn_norm, T, dim, c->norm_eps);
-    matmul_input(c, s->xq, &s->panels, s->xb, T, dim);
+    norm_input(c, s, s->xb, s->x, lw->attn_norm, T);
     matmul(s->q, s->xb, s->xq, &s->panels, &lw->wq, T); /* q = wq(xb) */
     matmul(k, s->xb, s->xq, &s->panels, &lw->wk, T);    /* k = wk(xb) */
     matmul(v, s->xb, s->xq, &s->panels, &lw->wv, T);    /* v = wv(xb) */
@@ -3826,19 +3846,22 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
 /* The feed-forward block for T tokens: x = x + w2(act(w1(xb)) * w3(xb)),
    xb = rmsnorm(x). */
 static void feed_forward_block(const Config *c, const LayerWeights *lw, RunState *s, int T) {
-    int dim = c->dim, hidden = c->hidden_dim;
-    rmsnorm_tokens(s->xb, s->x, lw->ffn_norm, T, dim, c->norm_eps);
-    matmul_input(c, s->xq, &s->panels, s->xb, T, dim);
+    int hidden = c->hidden_dim;
+    norm_input(c, s, s->xb, s->x, lw->ffn_norm, T);
     matmul(s->hb, s->xb, s->xq, &s->panels, &lw->w1, T);  /* gate */
     matmul(s->hb2, s->xb, s->xq, &s->panels, &lw->w3, T); /* up */
-    /* hb = act(gate) * up, elementwise; a prompt chunk's tokens are shared among
-       the threads (T x hidden activations: on stories15M, serial, they held the
-       other thread waiting for a tenth of the prompt's time) */
+    /* hb = act(gate) * up, elementwise, the input of w2; a prompt chunk's
+       tokens are shared among the threads (T x hidden activations: on
+       stories15M, serial, they held the other thread waiting for a tenth of
+       the prompt's time), each token's activation and quantization by one */
     int t;
+    new_matmul_input(&s->panels, T);
     OMP(omp for)
-    for (t = 0; t < T; t++)
-        gate_times_up(s->hb + (size_t)t * hidden, s->hb2 + (size_t)t * hidden, hidden, c->activation);
-    matmul_input(c, s->xq, &s->panels, s->hb, T, hidden);
+    for (t = 0; t < T; t++) {
+        float *h_t = s->hb + (size_t)t * hidden;
+        gate_times_up(h_t, s->hb2 + (size_t)t * hidden, hidden, c->activation);
+        quantize_input(c, &s->xq[t], h_t, hidden);
+    }
     matmul(s->xb2, s->hb, s->xq, &s->panels, &lw->w2, T); /* down */
     add_to_residual(c, s->x, s->xb2, lw->post_ffn_norm, T);
 }
@@ -3850,8 +3873,7 @@ static void feed_forward_block(const Config *c, const LayerWeights *lw, RunState
 static void model_head(const Model *m, RunState *s, float *normed, const float *h, int T) {
     const Config *c = &m->config;
     int V = c->vocab_size, t;
-    rmsnorm_tokens(normed, h, m->weights.final_norm, T, c->dim, c->norm_eps);
-    matmul_input(c, s->xq, &s->panels, normed, T, c->dim);
+    norm_input(c, s, normed, h, m->weights.final_norm, T);
     matmul(s->logits, normed, s->xq, &s->panels, &m->weights.classifier, T);
     if (c->logit_scale == 1.0f && c->final_softcap <= 0.0f) return;
     OMP(omp for)
@@ -3922,7 +3944,12 @@ static void embed_tokens(const Model *m, RunState *s, const int *tokens, int T, 
    its work started and ended a team of its own, 177 a token of the 1.1B
    shape; alternating, median of 10 rounds, 2 threads: stories15M q4_0
    generated 1451 tok/s then and 1750 now, stories110M q4_0 403 and 441,
-   the 1.1B q4_0 65 and 67 (q8_0 the same); prompts the same.) */
+   the 1.1B q4_0 65 and 67 (q8_0 the same); prompts the same. Starting a
+   team cost ~3 us here, a wait ~1.4 us, as much as norming and quantizing
+   a token of 2048 values: so a token's steps that need no wait between
+   them are one step (norm_input, the activation with its quantization):
+   stories15M q4_0 +7%, 12 of 12 rounds. Matmuls of one input going on
+   without a wait (wq, wk, wv; w1, w3): no faster.) */
 static float *forward(const Model *m, RunState *s, const int *tokens, int T, int pos, int all_logits) {
     const Config *c = &m->config;
     const Weights *w = &m->weights;
