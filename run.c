@@ -954,7 +954,7 @@ static void free_quantized_vector(QuantizedVector *v) {
    type needs is packed, once per input: the first matmul of an input packs,
    the others that share it (wk and wv after wq, w3 after w1) find it packed. */
 typedef struct {
-    unsigned packed; /* the GEMM kinds (bit 1 << kind) packed from the current input; matmul_input clears it */
+    unsigned packed; /* the GEMM kinds (bit 1 << kind) packed from the current input; new_matmul_input clears it */
     float *x;
     int16_t *x16;
     int8_t *x8;
@@ -3540,7 +3540,7 @@ static void matmul_panels(float *out, const float *x, const QuantizedVector *xq,
 }
 
 /* out (T, d) = x (T, n) @ W (d, n)^T, for T tokens at once; for quantized
-   weights xq must hold x as matmul_input left it.
+   weights xq must hold x quantized (quantize_input, for each token).
    PyTorch: out = x @ W.T  (nn.Linear without bias)
    Nearly all the time of a forward pass is spent here. Output rows are
    shared among threads, four at a time. Each weight row is read from memory
