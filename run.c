@@ -1664,6 +1664,7 @@ void softmax_scalar(float *x, int n) {
    on, past the last whole vector, as softmax_scalar does them, added to the
    vectors' sum, then the division (which needs no intrinsics: it has no
    chain from one value to the next, and the compiler vectorizes it). */
+#if defined(USE_AVX2) || defined(USE_NEON)
 static inline void softmax_rest(float *x, int from, int n, float max, float sum) {
     for (int i = from; i < n; i++) {
         x[i] = expf(x[i] - max);
@@ -1671,6 +1672,7 @@ static inline void softmax_rest(float *x, int from, int n, float max, float sum)
     }
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
+#endif
 
 /* The gate's activation. SiLU: g * sigmoid(g) (Llama). GELU, tanh
    approximation: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) (Gemma).
@@ -3516,7 +3518,7 @@ static void matmul_panels(float *out, const float *x, const QuantizedVector *xq,
     int d = W->rows, n = W->cols, n_panels = (T + GEMM_TOKENS - 1) / GEMM_TOKENS, kind = gemm_kind(W->type);
     int step_rows = kind == GEMM_I16 ? GEMM_ROWS_I16 : GEMM_ROWS;
     int to_pack = pn->packed & 1u << kind ? 0 : n_panels; /* none if a matmul of the same input packed them */
-    char *scratch = pn->rows + (size_t)thread_index() * pn->row_bytes; /* this thread's */
+    char *scratch = (char *)pn->rows + (size_t)thread_index() * pn->row_bytes; /* this thread's */
     int i, p;
     OMP(omp for)
     for (p = 0; p < to_pack; p++) pack_panel(pn, kind, x, xq, T, n, p);
