@@ -226,12 +226,13 @@ static void compare(double *worst, double simd, double scalar, double magnitude)
     if (diff > *worst) *worst = diff;
 }
 
-/* Compares a weighted sum of values with its scalar version, each output
-   relative to sum_p |att[p] * v_p[i]| (v: the float values of the cache). */
-static void compare_weighted(double *worst, const float *out, const float *out_plain, const float *att,
-                             const float *kv, size_t stride, int n, int head_dim) {
+/* Compares a weighted sum of values, added to `start`, with its scalar
+   version, each output relative to |start[i]| + sum_p |att[p] * v_p[i]| (v:
+   the float values of the cache). */
+static void compare_weighted(double *worst, const float *out, const float *out_plain, const float *start,
+                             const float *att, const float *kv, size_t stride, int n, int head_dim) {
     for (int i = 0; i < head_dim; i++) {
-        double m = 0;
+        double m = fabs(start[i]);
         for (int p = 0; p < n; p++) m += fabs((double)att[p] * kv[p * stride + i]);
         compare(worst, out[i], out_plain[i], m);
     }
@@ -250,6 +251,7 @@ static void compare_attention(uint64_t *rng, double worst[4]) {
             float *q = xmalloc(head_dim * sizeof(float)), *kv = xmalloc(n * stride * sizeof(float));
             float *att = xmalloc(n * sizeof(float)), *att_plain = xmalloc(n * sizeof(float));
             float *out = xmalloc(head_dim * sizeof(float)), *out_plain = xmalloc(head_dim * sizeof(float));
+            float *start = xmalloc(head_dim * sizeof(float)); /* the weighted sums add to it */
             for (int i = 0; i < head_dim; i++) q[i] = random_unit(rng);
             for (size_t i = 0; i < n * stride; i++) kv[i] = random_unit(rng);
             attention_scores(att, q, kv, stride, n, head_dim, 0.125f);
@@ -257,9 +259,10 @@ static void compare_attention(uint64_t *rng, double worst[4]) {
             for (int p = 0; p < n; p++)
                 compare(&worst[0], att[p], att_plain[p], 0.125 * magnitude_f32(q, kv + p * stride, head_dim));
             for (int p = 0; p < n; p++) att[p] = random_f32(rng);
+            for (int i = 0; i < head_dim; i++) out[i] = out_plain[i] = start[i] = random_f32(rng);
             weighted_sum(out, att, kv, stride, n, head_dim);
             weighted_sum_scalar(out_plain, att, kv, stride, n, head_dim);
-            compare_weighted(&worst[1], out, out_plain, att, kv, stride, n, head_dim);
+            compare_weighted(&worst[1], out, out_plain, start, att, kv, stride, n, head_dim);
             uint16_t *kv16 = xmalloc(n * stride * sizeof(uint16_t)); /* the same values as halves */
             for (size_t i = 0; i < n * stride; i++) kv16[i] = fp32_to_fp16(kv[i]), kv[i] = fp16_to_fp32(kv16[i]);
             attention_scores_f16(att, q, kv16, stride, n, head_dim, 0.125f);
@@ -267,11 +270,12 @@ static void compare_attention(uint64_t *rng, double worst[4]) {
             for (int p = 0; p < n; p++)
                 compare(&worst[2], att[p], att_plain[p], 0.125 * magnitude_f32(q, kv + p * stride, head_dim));
             for (int p = 0; p < n; p++) att[p] = random_f32(rng);
+            for (int i = 0; i < head_dim; i++) out[i] = out_plain[i] = start[i] = random_f32(rng);
             weighted_sum_f16(out, att, kv16, stride, n, head_dim);
             weighted_sum_f16_scalar(out_plain, att, kv16, stride, n, head_dim);
-            compare_weighted(&worst[3], out, out_plain, att, kv, stride, n, head_dim);
+            compare_weighted(&worst[3], out, out_plain, start, att, kv, stride, n, head_dim);
             free(kv16);
-            free(q), free(kv), free(att), free(att_plain), free(out), free(out_plain);
+            free(q), free(kv), free(att), free(att_plain), free(out), free(out_plain), free(start);
         }
 }
 

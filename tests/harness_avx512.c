@@ -1,5 +1,5 @@
-/* The harness with run.c's AVX-512 kernels (the GEMM steps in 512-bit
-   registers), on any AVX2 machine: on one without AVX-512 the instructions
+/* The harness with run.c's AVX-512 kernels (the GEMM steps and the
+   attention kernels in 512-bit registers), on any AVX2 machine: on one without AVX-512 the instructions
    come from SIMDe (Debian's libsimde-dev), an implementation of x86
    intrinsics in portable code that is independent of this project, so the
    tests hold the AVX-512 paths to their scalar definitions everywhere. On a
@@ -20,6 +20,14 @@ static simde__m512 cvtepi32_ps_512(simde__m512i a) {
     return simde__m512_from_private(out);
 }
 #define _mm512_cvtepi32_ps cvtepi32_ps_512
+/* and 16 halves to float (an fp16 KV cache's keys and values), each by F16C */
+static simde__m512 cvtph_ps_512(simde__m256i a) {
+    simde__m256i_private in = simde__m256i_to_private(a);
+    simde__m512_private out;
+    for (int i = 0; i < 16; i++) out.f32[i] = _cvtsh_ss(in.u16[i]);
+    return simde__m512_from_private(out);
+}
+#define _mm512_cvtph_ps cvtph_ps_512
 #endif
 #define RUN_AVX512 1
 #include "harness.c"
