@@ -39,10 +39,12 @@
 #include <omp.h>
 #define OMP(directive) _Pragma(#directive)
 static int thread_index(void) { return omp_get_thread_num(); } /* 0 .. threads - 1 */
+static int team_threads(void) { return omp_get_num_threads(); } /* in the team now running */
 static int max_threads(void) { return omp_get_max_threads(); }
 #else
 #define OMP(directive)
 static int thread_index(void) { return 0; }
+static int team_threads(void) { return 1; }
 static int max_threads(void) { return 1; }
 #endif
 
@@ -2686,7 +2688,7 @@ static float half_at(const uint8_t *p) {
     return _cvtsh_ss(h);
 }
 
-/* q4k_scales in one vector, for the dot product: the 8 scales in bytes 0-7,
+/* q4k_scales in one vector, for the dot product and the tile: the 8 scales in bytes 0-7,
    the 8 mins in bytes 8-15. The 12 bytes at blk + 4 as 32-bit lanes a0 a1
    a2: scales 0-3 are a0's low 6 bits, scales 4-7 a2's low nibbles with a0's
    top 2 bits above them; the mins likewise from a1 and a2's high nibbles.
@@ -2728,9 +2730,10 @@ static __m256i q4k_products(const uint8_t *blk, __m256i scales, const int8_t *xq
     return acc;
 }
 
-/* mins[i] * S_i over the 8 groups, as 8 floats (the mins: bytes 0-7) */
-static __m256 q4k_mins(__m128i mins, const int32_t *sums) {
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins)),
+/* mins[i] * S_i over the 8 groups, as 8 floats (the mins: bytes 8-15 of
+   q4k_scales_vector's) */
+static __m256 q4k_mins(__m128i scales_mins, const int32_t *sums) {
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(scales_mins, scales_mins))),
                          _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)sums)));
 }
 
@@ -2743,8 +2746,7 @@ static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
         float s = x->scale[b * 8];
         __m256i products = q4k_products(blk, q4k_scale_bytes(scales_mins), x->q + (size_t)b * QK_K);
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), _mm256_set1_ps(s * half_at(blk)), acc);
-        __m256 m = q4k_mins(_mm_unpackhi_epi64(scales_mins, scales_mins), x->sum + b * 8);
-        mins = _mm256_fmadd_ps(m, _mm256_set1_ps(s * half_at(blk + 2)), mins);
+        mins = _mm256_fmadd_ps(q4k_mins(scales_mins, x->sum + b * 8), _mm256_set1_ps(s * half_at(blk + 2)), mins);
     }
     return hsum256(_mm256_sub_ps(acc, mins));
 }
@@ -2824,17 +2826,16 @@ static void tile_q4k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector
     for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk[2] = {w0 + (size_t)b * Q4K_BYTES, w1 + (size_t)b * Q4K_BYTES};
-        uint8_t sc[2][8], mn[2][8];
-        q4k_scales(blk[0] + 4, sc[0], mn[0]);
-        q4k_scales(blk[1] + 4, sc[1], mn[1]);
+        __m128i scales_mins[2] = {q4k_scales_vector(blk[0]), q4k_scales_vector(blk[1])};
+        __m256i scales[2] = {q4k_scale_bytes(scales_mins[0]), q4k_scale_bytes(scales_mins[1])};
         __m256i p[2][4];
         for (int t = 0; t < 4; t++) p[0][t] = p[1][t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             __m256i lo0, hi0, lo1, hi1;
             unpack_q4_pair(blk[0] + 16 + 32 * c, &lo0, &hi0);
             unpack_q4_pair(blk[1] + 16 + 32 * c, &lo1, &hi1);
-            __m256i s00 = _mm256_set1_epi16(sc[0][2 * c]), s01 = _mm256_set1_epi16(sc[0][2 * c + 1]);
-            __m256i s10 = _mm256_set1_epi16(sc[1][2 * c]), s11 = _mm256_set1_epi16(sc[1][2 * c + 1]);
+            __m256i s00 = q4k_group_scale(scales[0], 2 * c), s01 = q4k_group_scale(scales[0], 2 * c + 1);
+            __m256i s10 = q4k_group_scale(scales[1], 2 * c), s11 = q4k_group_scale(scales[1], 2 * c + 1);
             for (int t = 0; t < 4; t++) {
                 const int8_t *xq = x[t].q + (size_t)b * QK_K + 64 * c;
                 __m256i x0 = _mm256_loadu_si256((const __m256i *)xq), x1 = _mm256_loadu_si256((const __m256i *)(xq + 32));
@@ -2848,8 +2849,7 @@ static void tile_q4k(const uint8_t *w0, const uint8_t *w1, const QuantizedVector
             for (int t = 0; t < 4; t++) {
                 float s = x[t].scale[b * 8];
                 __m256 products = _mm256_mul_ps(_mm256_cvtepi32_ps(p[r][t]), _mm256_set1_ps(s * half_at(blk[r])));
-                __m256 mins = _mm256_mul_ps(q4k_mins(_mm_loadl_epi64((const __m128i *)mn[r]), x[t].sum + b * 8),
-                                            _mm256_set1_ps(s * half_at(blk[r] + 2)));
+                __m256 mins = _mm256_mul_ps(q4k_mins(scales_mins[r], x[t].sum + b * 8), _mm256_set1_ps(s * half_at(blk[r] + 2)));
                 a[r][t] = _mm256_add_ps(a[r][t], _mm256_sub_ps(products, mins));
             }
     }
@@ -3783,13 +3783,9 @@ static size_t cache_at(const Config *c, const RunState *s, int l, int kv_head, i
 }
 
 /* The share of n tasks this thread takes, from .. to - 1: a contiguous run,
-   as OpenMP's static schedule gives (all n without OpenMP). */
+   as OpenMP's static schedule gives (all n on one thread). */
 static void thread_share(int n, int *from, int *to) {
-#ifdef _OPENMP
-    int threads = omp_get_num_threads(), i = omp_get_thread_num();
-#else
-    int threads = 1, i = 0;
-#endif
+    int threads = team_threads(), i = thread_index();
     *from = (int)((int64_t)n * i / threads), *to = (int)((int64_t)n * (i + 1) / threads);
 }
 
