@@ -25,6 +25,20 @@ def test_legacy_model_greedy_output_equals_llama2c_golden_output(stories):
     assert out == stories["expected"]
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_output_is_the_same_on_any_number_of_threads(stories, threads):
+    """The threads share each step of forward and wait for each other between
+    steps (team_wait): the golden story from BOS, and a prompt's chunk and its
+    continuation, come out as on one thread, also with more threads than the
+    machine's 2 cores (the portable build runs them on one thread)."""
+    prompt = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park"
+    for args in (["-n", "200"], ["-n", "120", "-i", prompt]):
+        one = run(stories["model"], "-z", stories["tok"], "-t", "0", "-T", "1", *args).stdout
+        assert run(stories["model"], "-z", stories["tok"], "-t", "0", "-T", threads, *args).stdout == one
+    assert one.startswith(prompt.encode()) and len(one) > len(prompt) + 100
+    assert run(stories["model"], "-z", stories["tok"], "-t", "0", "-T", threads, "-n", "200").stdout == stories["expected"]
+
+
 def huge_pages_available():
     try:
         with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
