@@ -2763,11 +2763,13 @@ static __m256i q4k_group_scale(__m256i scale_bytes, int g) {
 }
 
 /* A Q4_K block's nibbles . one token's 256 activations, each group times its
-   scale, as 8 int32. The 32 bytes holding groups 2c and 2c + 1 split into
-   their low nibbles (group 2c) and high ones (2c + 1) with unpack_q4_pair:
-   each group meets 32 consecutive activations, no reordering needed. */
-static __m256i q4k_products(const uint8_t *blk, __m256i scales, const int8_t *xq) {
-    __m256i acc = _mm256_setzero_si256();
+   scale, as 8 int32 (scales_mins: q4k_scales_vector's). The 32 bytes holding
+   groups 2c and 2c + 1 split into their low nibbles (group 2c) and high ones
+   (2c + 1) with unpack_q4_pair: each group meets 32 consecutive activations,
+   no reordering needed. */
+#if !defined(USE_AVX512)
+static __m256i q4k_products(const uint8_t *blk, __m128i scales_mins, const int8_t *xq) {
+    __m256i scales = q4k_scale_bytes(scales_mins), acc = _mm256_setzero_si256();
     for (int c = 0; c < 4; c++) {
         __m256i lo, hi;
         unpack_q4_pair(blk + 16 + 32 * c, &lo, &hi);
@@ -2778,6 +2780,32 @@ static __m256i q4k_products(const uint8_t *blk, __m256i scales, const int8_t *xq
     }
     return acc;
 }
+#else
+/* The AVX-512 form: both groups of the 32 bytes in one register, the low
+   nibbles (group 2c) in the lower 256 bits and the high ones (2c + 1) in
+   the upper, meet their 64 consecutive activations in one maddubs, and take
+   their two scales by one byte shuffle (every 128-bit lane holds all 8
+   scale bytes); the two halves add up at the end, as integers, so the sums
+   are those of the AVX2 form exactly. Generation of the 1.1B shape, builds
+   alternating: q4_k 1.06x (6 of 6 rounds), q4_k_m 1.09x (5 of 5); in cache
+   (tools/kernels.c) 39-46 -> 53 billion multiply-adds a second. The weights are still read 32 bytes
+   at a time: 64-byte loads (two chunks, put in order by two lane shuffles)
+   were 5% faster in cache but, a Q4_K block being 144 bytes, most of them
+   cross a cache line, and generation went 2.5% slower (1 of 6 rounds). */
+static __m256i q4k_products(const uint8_t *blk, __m128i scales_mins, const int8_t *xq) {
+    __m512i scale_bytes = _mm512_broadcastq_epi64(scales_mins), acc = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * c));
+        __m512i nibbles = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(w), _mm256_srli_epi16(w, 4), 1),
+                                           _mm512_set1_epi8(15));
+        __m512i pick = _mm512_inserti64x4(_mm512_set1_epi16((short)(0x8000 | 2 * c)),
+                                          _mm256_set1_epi16((short)(0x8000 | (2 * c + 1))), 1); /* 0x80: a zero byte */
+        __m512i p = _mm512_maddubs_epi16(nibbles, _mm512_loadu_si512((const void *)(xq + 64 * c)));
+        acc = _mm512_add_epi32(acc, _mm512_madd_epi16(p, _mm512_shuffle_epi8(scale_bytes, pick)));
+    }
+    return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+}
+#endif
 
 /* mins[i] * S_i over the 8 groups, as 8 floats (the mins: bytes 8-15 of
    q4k_scales_vector's) */
@@ -2793,7 +2821,7 @@ static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
         prefetch_l2(blk), prefetch_l2(blk + 64), prefetch_l2(blk + 128);
         __m128i scales_mins = q4k_scales_vector(blk);
         float s = x->scale[b * 8];
-        __m256i products = q4k_products(blk, q4k_scale_bytes(scales_mins), x->q + (size_t)b * QK_K);
+        __m256i products = q4k_products(blk, scales_mins, x->q + (size_t)b * QK_K);
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), _mm256_set1_ps(s * half_at(blk)), acc);
         mins = _mm256_fmadd_ps(q4k_mins(scales_mins, x->sum + b * 8), _mm256_set1_ps(s * half_at(blk + 2)), mins);
     }

@@ -1,5 +1,5 @@
-/* The harness with run.c's AVX-512 kernels (the GEMM steps and the
-   attention kernels in 512-bit registers), on any AVX2 machine: on one without AVX-512 the instructions
+/* The harness with run.c's AVX-512 kernels (the GEMM steps, the attention
+   kernels and the Q4_K products in 512-bit registers), on any AVX2 machine: on one without AVX-512 the instructions
    come from SIMDe (Debian's libsimde-dev), an implementation of x86
    intrinsics in portable code that is independent of this project, so the
    tests hold the AVX-512 paths to their scalar definitions everywhere. On a
@@ -28,6 +28,10 @@ static simde__m512 cvtph_ps_512(simde__m256i a) {
     return simde__m512_from_private(out);
 }
 #define _mm512_cvtph_ps cvtph_ps_512
+/* and SIMDe 0.7.4's alias of the 512-bit madd takes the masked form's four
+   arguments: the plain one, by its own name */
+#undef _mm512_madd_epi16
+#define _mm512_madd_epi16 simde_mm512_madd_epi16
 #endif
 #define RUN_AVX512 1
 #include "harness.c"
