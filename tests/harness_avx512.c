@@ -1,5 +1,5 @@
 /* The harness with run.c's AVX-512 kernels (the GEMM steps, the attention
-   kernels and the Q4_K products in 512-bit registers), on any AVX2 machine: on one without AVX-512 the instructions
+   kernels and the Q4_K and Q6_K products in 512-bit registers), on any AVX2 machine: on one without AVX-512 the instructions
    come from SIMDe (Debian's libsimde-dev), an implementation of x86
    intrinsics in portable code that is independent of this project, so the
    tests hold the AVX-512 paths to their scalar definitions everywhere. On a
