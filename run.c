@@ -2821,10 +2821,13 @@ static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
         const uint8_t *blk = w + (size_t)b * Q4K_BYTES;
         prefetch_l2(blk), prefetch_l2(blk + 64), prefetch_l2(blk + 128);
         __m128i scales_mins = q4k_scales_vector(blk);
-        float s = x->scale[b * 8];
+        /* d and dmin by one conversion, times x's scale (in cache 52.5 -> 54.8; 1.1B q4_k 1.02x, 7 of 8) */
+        int32_t d_dmin;
+        memcpy(&d_dmin, blk, 4);
+        __m128 ds = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin)), _mm_set1_ps(x->scale[b * 8]));
         __m256i products = q4k_products(blk, scales_mins, x->q + (size_t)b * QK_K);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), _mm256_set1_ps(s * half_at(blk)), acc);
-        mins = _mm256_fmadd_ps(q4k_mins(scales_mins, x->sum + b * 8), _mm256_set1_ps(s * half_at(blk + 2)), mins);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), _mm256_broadcastss_ps(ds), acc);
+        mins = _mm256_fmadd_ps(q4k_mins(scales_mins, x->sum + b * 8), _mm256_broadcastss_ps(_mm_movehdup_ps(ds)), mins);
     }
     return hsum256(_mm256_sub_ps(acc, mins));
 }
