@@ -70,23 +70,24 @@ static int max_threads(void) { return omp_get_max_threads(); }
 #endif
 static struct {
     _Alignas(64) atomic_int arrived; /* threads that have reached this round's wait */
-    _Alignas(64) atomic_int round;   /* rounds completed */
+    _Alignas(64) atomic_uint round;  /* rounds completed (unsigned: it wraps around, harmlessly) */
     atomic_int processors;           /* omp_get_num_procs(), once (it asks the system each call) */
 } team;
 
 static void team_wait(void) {
     int threads = team_threads();
     if (threads == 1) return;
-    int round = atomic_load(&team.round), processors = atomic_load(&team.processors);
+    unsigned round = atomic_load(&team.round);
+    int processors = atomic_load(&team.processors);
     if (atomic_fetch_add(&team.arrived, 1) == threads - 1) { /* the last to arrive lets the others go */
         atomic_store(&team.arrived, 0);
-        atomic_store(&team.round, round + 1);
+        atomic_store(&team.round, round + 1u);
         return;
     }
     if (processors == 0) atomic_store(&team.processors, processors = omp_get_num_procs());
     int spins = threads > processors ? 0 : TEAM_SPINS;
-    for (int looks = 0; atomic_load(&team.round) == round; looks++) {
-        if (looks < spins) spin_pause();
+    for (int looks = 0; atomic_load(&team.round) == round;) {
+        if (looks < spins) spin_pause(), looks++;
         else sched_yield();
     }
 }
