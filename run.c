@@ -541,6 +541,30 @@ static uint16_t q_scale_bits(const uint8_t *row, int b, size_t block_bytes) {
     return h;
 }
 
+/* Whether every scale of a q8_0 or q4_0 matrix (rows of n_blocks blocks) is
+   finite, as the kernels take them as they are: group by group, a group's
+   scales side by side, with no branch on each, the rows shared among the
+   threads. (One scale at a time, by q_scale_bits, on one thread, this check
+   was a quarter of the 1.1B q8_0 model's start, 0.06 of 0.26 s; now the
+   start takes 0.22-0.24 s, 0.20-0.22 without the check.) */
+static int q_scales_finite(const uint8_t *p, uint64_t rows, int n_blocks, size_t block_bytes) {
+    size_t per_row = q_row_bytes(n_blocks, block_bytes);
+    int bad = 0;
+    long long row;
+    OMP(omp parallel for reduction(| : bad) if (rows * per_row >= ((size_t)1 << 20)))
+    for (row = 0; row < (long long)rows; row++)
+        for (int first = 0; first < n_blocks; first += QGROUP) {
+            const uint8_t *scales = p + (size_t)row * per_row + (size_t)first * (block_bytes + 2);
+            int count = n_blocks - first < QGROUP ? n_blocks - first : QGROUP;
+            for (int k = 0; k < count; k++) {
+                uint16_t h;
+                memcpy(&h, scales + 2 * k, 2);
+                bad |= fp16_not_finite(h);
+            }
+        }
+    return !bad;
+}
+
 /* A K-quant matrix: rows of cols / 256 blocks; d (and Q4_K's dmin) must be finite. */
 static void take_k_blocks(TensorReader *r, Matrix *m, const char *name) {
     if (m->cols % QK_K != 0)
@@ -586,11 +610,12 @@ static Matrix take_matrix(TensorReader *r, int type, uint64_t rows, uint64_t col
     size_t block_bytes = q_block_bytes(type);
     const uint8_t *p = take_bytes(r, rows * (uint64_t)n_blocks * (block_bytes + 2), name);
     m.data = p;
-    for (uint64_t row = 0; row < rows; row++)
-        for (int b = 0; b < n_blocks; b++)
-            if (fp16_not_finite(q_scale_bits(p + row * (uint64_t)n_blocks * (block_bytes + 2), b, block_bytes)))
-                fatal("%s: tensor %s has a NaN or infinite scale in block %llu", r->path, name,
-                      (unsigned long long)(row * n_blocks + b));
+    if (!q_scales_finite(p, rows, n_blocks, block_bytes)) /* then find the first, to name it */
+        for (uint64_t row = 0; row < rows; row++)
+            for (int b = 0; b < n_blocks; b++)
+                if (fp16_not_finite(q_scale_bits(p + row * (uint64_t)n_blocks * (block_bytes + 2), b, block_bytes)))
+                    fatal("%s: tensor %s has a NaN or infinite scale in block %llu", r->path, name,
+                          (unsigned long long)(row * n_blocks + b));
     return m;
 }
 
