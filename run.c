@@ -3759,7 +3759,8 @@ static void matmul_panels(float *out, const float *x, const QuantizedVector *xq,
     int d = W->rows, n = W->cols, n_panels = (T + GEMM_TOKENS - 1) / GEMM_TOKENS, kind = gemm_kind(W->type);
     int step_rows = kind == GEMM_I16 ? GEMM_ROWS_I16 : GEMM_ROWS;
     int to_pack = pn->packed & 1u << kind ? 0 : n_panels; /* none if a matmul of the same input packed them */
-    char *scratch = (char *)pn->rows + (size_t)thread_index() * pn->row_bytes; /* this thread's */
+    /* this thread's scratch for unpacked rows (none in a model of fp32 matrices only) */
+    char *scratch = pn->rows ? (char *)pn->rows + (size_t)thread_index() * pn->row_bytes : NULL;
     int i, p;
     OMP(omp for nowait)
     for (p = 0; p < to_pack; p++) pack_panel(pn, kind, x, xq, T, n, p);
