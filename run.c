@@ -87,8 +87,12 @@ static void team_wait(void) {
     if (processors == 0) atomic_store(&team.processors, processors = omp_get_num_procs());
     int spins = threads > processors ? 0 : TEAM_SPINS;
     for (int looks = 0; atomic_load(&team.round) == round;) {
-        if (looks < spins) spin_pause(), looks++;
-        else sched_yield();
+        if (looks < spins) {
+            spin_pause();
+            looks++;
+        } else {
+            sched_yield();
+        }
     }
 }
 #else
@@ -2815,10 +2819,11 @@ static __m256i q4k_products(const uint8_t *blk, __m128i scales_mins, const int8_
    scale bytes); the two halves add up at the end, as integers, so the sums
    are those of the AVX2 form exactly. Generation of the 1.1B shape, builds
    alternating: q4_k 1.06x (6 of 6 rounds), q4_k_m 1.09x (5 of 5); in cache
-   (tools/kernels.c) 39-46 -> 53 billion multiply-adds a second. The weights are still read 32 bytes
-   at a time: 64-byte loads (two chunks, put in order by two lane shuffles)
-   were 5% faster in cache but, a Q4_K block being 144 bytes, most of them
-   cross a cache line, and generation went 2.5% slower (1 of 6 rounds). */
+   (tools/kernels.c) 39-46 -> 53 billion multiply-adds a second. The weights
+   are still read 32 bytes at a time: 64-byte loads (two chunks, put in
+   order by two lane shuffles) were 5% faster in cache but, a Q4_K block
+   being 144 bytes, most of them cross a cache line, and generation went
+   2.5% slower (1 of 6 rounds). */
 static __m256i q4k_products(const uint8_t *blk, __m128i scales_mins, const int8_t *xq) {
     __m512i scale_bytes = _mm512_broadcastq_epi64(scales_mins), acc = _mm512_setzero_si512();
     for (int c = 0; c < 4; c++) {
@@ -2935,7 +2940,8 @@ static __m256i q6k_products(const uint8_t *blk, const int8_t *xq) {
     __m512i acc = _mm512_setzero_si512();
     for (int half = 0; half < 2; half++) {
         const uint8_t *low_bits = blk + 64 * half, *high_bits = blk + 128 + 32 * half;
-        __m512i scales = _mm512_broadcast_i32x4(half ? _mm256_extracti128_si256(all_scales, 1) : _mm256_castsi256_si128(all_scales));
+        __m512i scales = _mm512_broadcast_i32x4(half ? _mm256_extracti128_si256(all_scales, 1)
+                                                     : _mm256_castsi256_si128(all_scales)); /* the half's 8, in every lane */
         __m512i low = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)low_bits)),
                                          _mm256_loadu_si256((const __m256i *)(low_bits + 32)), 1);
         __m512i high = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)high_bits));
@@ -2944,7 +2950,8 @@ static __m256i q6k_products(const uint8_t *blk, const int8_t *xq) {
             __m512i q = _mm512_or_si512(_mm512_and_si512(j ? _mm512_srli_epi16(low, 4) : low, _mm512_set1_epi8(15)),
                                         _mm512_and_si512(j ? _mm512_srlv_epi16(high, by) : _mm512_sllv_epi16(high, by),
                                                          _mm512_set1_epi8(0x30)));
-            __m512i pick = _mm512_inserti64x4( /* lane L: the int16 scale 2j + L of the half */
+            __m512i pick = _mm512_inserti64x4( /* lane L: the int16 scale 2j + L of the half (one 512-bit
+                                                  shuffle; two of q6k_group_scales: 10% slower in cache) */
                 _mm512_castsi256_si512(_mm256_setr_m128i(_mm_set1_epi16((short)((4 * j + 1) << 8 | 4 * j)),
                                                          _mm_set1_epi16((short)((4 * j + 3) << 8 | (4 * j + 2))))),
                 _mm256_setr_m128i(_mm_set1_epi16((short)((4 * j + 5) << 8 | (4 * j + 4))),
@@ -4239,18 +4246,17 @@ static void embed_tokens(const Model *m, RunState *s, const int *tokens, int T, 
    heads, the other steps a prompt chunk's tokens), and at its end the
    threads wait for each other (team_wait) before the next step reads what
    it wrote (one thread alone takes a step of one token: the norms, say,
-   when generating). Without
-   OpenMP the same code runs on one thread. (Before, each step that shared
-   its work started and ended a team of its own, 177 a token of the 1.1B
-   shape; alternating, median of 10 rounds, 2 threads: stories15M q4_0
-   generated 1451 tok/s then and 1750 now, stories110M q4_0 403 and 441,
-   the 1.1B q4_0 65 and 67 (q8_0 the same); prompts the same. Starting a
-   team cost ~3 us here, OpenMP's wait ~1.4 us (team_wait's ~0.2), as
-   much as norming and quantizing a token of 2048 values: so a token's
-   steps that need no wait between them are one step (norm_input, the
-   activation with its quantization):
-   stories15M q4_0 +7%, 12 of 12 rounds. Matmuls of one input going on
-   without a wait (wq, wk, wv; w1, w3): no faster.) */
+   when generating). Without OpenMP the same code runs on one thread.
+   (Before, each step that shared its work started and ended a team of its
+   own, 177 a token of the 1.1B shape; alternating, median of 10 rounds, 2
+   threads: stories15M q4_0 generated 1451 tok/s then and 1750 now,
+   stories110M q4_0 403 and 441, the 1.1B q4_0 65 and 67 (q8_0 the same);
+   prompts the same. Starting a team cost ~3 us here, OpenMP's wait ~1.4 us
+   (team_wait's ~0.2), as much as norming and quantizing a token of 2048
+   values: so a token's steps that need no wait between them are one step
+   (norm_input, the activation with its quantization): stories15M q4_0 +7%,
+   12 of 12 rounds. Matmuls of one input going on without a wait (wq, wk,
+   wv; w1, w3): no faster.) */
 static float *forward(const Model *m, RunState *s, const int *tokens, int T, int pos, int all_logits) {
     const Config *c = &m->config;
     const Weights *w = &m->weights;

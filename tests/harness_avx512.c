@@ -1,11 +1,11 @@
 /* The harness with run.c's AVX-512 kernels (the GEMM steps, the attention
-   kernels and the Q4_K and Q6_K products in 512-bit registers), on any AVX2 machine: on one without AVX-512 the instructions
-   come from SIMDe (Debian's libsimde-dev), an implementation of x86
-   intrinsics in portable code that is independent of this project, so the
-   tests hold the AVX-512 paths to their scalar definitions everywhere. On a
-   machine with AVX-512 (and VNNI) SIMDe passes them to the real instructions,
-   and make fast runs them natively. Built by tests/test_quantized.py with
-   -march=native. */
+   kernels and the Q4_K and Q6_K products in 512-bit registers), on any AVX2
+   machine: on one without AVX-512 the instructions come from SIMDe (Debian's
+   libsimde-dev), an implementation of x86 intrinsics in portable code that
+   is independent of this project, so the tests hold the AVX-512 paths to
+   their scalar definitions everywhere. On a machine with AVX-512 (and VNNI)
+   SIMDe passes them to the real instructions, and make fast runs them
+   natively. Built by tests/test_quantized.py with -march=native. */
 #define _POSIX_C_SOURCE 200809L
 #include <immintrin.h>
 #define SIMDE_ENABLE_NATIVE_ALIASES

@@ -31,12 +31,14 @@ def test_output_is_the_same_on_any_number_of_threads(stories, threads):
     steps (team_wait): the golden story from BOS, and a prompt's chunk and its
     continuation, come out as on one thread, also with more threads than the
     machine's 2 cores (the portable build runs them on one thread)."""
+    def greedy(n_threads, *args):
+        return run(stories["model"], "-z", stories["tok"], "-t", "0", "-T", n_threads, *args).stdout
+
+    assert greedy(threads, "-n", "200") == stories["expected"]
     prompt = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park"
-    for args in (["-n", "200"], ["-n", "120", "-i", prompt]):
-        one = run(stories["model"], "-z", stories["tok"], "-t", "0", "-T", "1", *args).stdout
-        assert run(stories["model"], "-z", stories["tok"], "-t", "0", "-T", threads, *args).stdout == one
+    one = greedy(1, "-n", "120", "-i", prompt)
     assert one.startswith(prompt.encode()) and len(one) > len(prompt) + 100
-    assert run(stories["model"], "-z", stories["tok"], "-t", "0", "-T", threads, "-n", "200").stdout == stories["expected"]
+    assert greedy(threads, "-n", "120", "-i", prompt) == one
 
 
 def huge_pages_available():
