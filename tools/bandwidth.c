@@ -1,14 +1,22 @@
 /* Memory read bandwidth of this machine, as fast as a program can stream:
    a 1 GiB buffer (far larger than any cache) read with 1 thread and with all
-   of them, best of 5 passes. Each thread reads its own contiguous part (and
-   first wrote it, so its pages are its own), with wide loads into several
-   independent accumulators, so that neither the adds nor their latency limit
-   the rate: only memory does. The buffer sits in 2 MB pages where the system
-   has them (transparent huge pages), as run.c's weights do, so that the
-   ceiling is read the way run.c reads (alternating with 4 KB pages here: 3%
-   higher on average over 10 rounds, within this host's noise). The
-   benchmark measures it with a row's threads just before and after that
-   row's generation run, and divides by the higher.
+   of them, best of 5 passes. The threads take it in runs of 4 MB, each the
+   next run not yet taken, one after another, so that a thread whose core the
+   host holds back for a moment does not leave the other waiting at the end
+   (as run.c's matmuls share their rows: OpenMP's guided schedule). Each run
+   is read with wide loads into several independent accumulators, so that
+   neither the adds nor their latency limit the rate: only memory does. (Each
+   thread reading a fixed half, as this tool did before, measured lower on
+   this project's shared hosts: alternating, 2 threads, best of 5 passes,
+   6 rounds, 61.6 against 65.4 GB/s on average; and in a slow stretch it
+   read 37-39 GB/s while run.c's 1.1B q8_0 generation streamed 45, a row of
+   `make bench` at 116% of that "ceiling".) The buffer sits in 2 MB pages
+   where the system has them (transparent huge pages), as run.c's weights
+   do, so that the ceiling is read the way run.c reads (alternating with 4
+   KB pages here: 3% higher on average over 10 rounds, within this host's
+   noise). The benchmark measures it with a row's threads before each of
+   that row's generation runs and after the last, and divides by the
+   highest.
    With THREADS, only that many threads are measured.
    cc -O3 -march=native -fopenmp tools/bandwidth.c -o bandwidth && ./bandwidth [THREADS] */
 #define _GNU_SOURCE /* madvise */
@@ -55,19 +63,20 @@ static uint64_t sum_part(const uint64_t *buf, size_t from, size_t to) {
     return sum;
 }
 
-/* Sum of all n words, each of `threads` threads reading its own part. */
+/* Words per run that a thread takes at a time: 4 MB, a stream long enough
+   for the hardware prefetcher (runs of 1 MB read a little slower). */
+#define RUN_WORDS (((size_t)4 << 20) / sizeof(uint64_t))
+
+/* Sum of all n words, `threads` threads taking runs of RUN_WORDS in turn. */
 static uint64_t read_all(const uint64_t *buf, size_t n, int threads) {
     uint64_t sum = 0;
+    long runs = (long)((n + RUN_WORDS - 1) / RUN_WORDS), r;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads) reduction(+ : sum)
+#pragma omp parallel for num_threads(threads) schedule(dynamic) reduction(+ : sum)
 #endif
-    {
-        int t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num(), nt = omp_get_num_threads();
-#endif
-        size_t part = n / nt / 16 * 16;
-        sum += sum_part(buf, part * t, t == nt - 1 ? n : part * (t + 1));
+    for (r = 0; r < runs; r++) {
+        size_t from = (size_t)r * RUN_WORDS, to = from + RUN_WORDS < n ? from + RUN_WORDS : n;
+        sum += sum_part(buf, from, to);
     }
     (void)threads;
     return sum;
@@ -85,7 +94,7 @@ int main(int argc, char **argv) {
 #ifdef _OPENMP
     max_threads = omp_get_max_threads();
 #endif
-    /* first touch by the threads that will read each part */
+    /* first touch, each thread a part (the pages are written before they are read) */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(max_threads)
 #endif

@@ -3,8 +3,8 @@
    (22 layers of wq, wk, wv, wo, w1, w3 and w2, then the 32000-row classifier:
    1.10 GB in q8_0, 0.58 GB in q4_0) are multiplied by one input through
    run.c's own matmul, as generation does, and the q8_0 bytes are read plainly
-   (tools/bandwidth.c's read_all: wide loads, four accumulators, each
-   thread its own part), the three alternating, round after round, so that
+   (tools/bandwidth.c's read_all: wide loads, four accumulators, the
+   threads taking runs of 4 MB in turn), the three alternating, round after round, so that
    the host's drift meets all three alike. Prints each round's GB/s and, at
    the end, each one's mean and its share of the read's.
    Its use: choosing PREFETCH_L2_AHEAD for a machine, which it takes from the
