@@ -1077,7 +1077,7 @@ typedef struct {
     RopeTable rope[2]; /* [0] for global layers, [1] for sliding-window (local) layers with a base of their own */
     int n_rope;        /* 2 when the local layers have their own RoPE base (Gemma 3), else 1: they share [0] */
     QuantizedVector *xq; /* (T) activations quantized for a matmul */
-    Panels panels;       /* a matmul's input packed for the GEMM kernels (T >= GEMM_TOKENS) */
+    Panels panels;       /* a matmul's input packed for the GEMM kernels (matmul_panels) */
     float *att_keys;     /* (n_kv_heads, ctx rounded up to 16, head_dim) a chunk's keys in panels of 16 (attend_panels), or NULL */
     float *att_rows;     /* per thread: (GEMM_ROWS, ctx rounded up to 16) a step's scores (attend_panels) */
     int trace;        /* print each token fed to the model, with its position, on stderr */
@@ -3496,13 +3496,13 @@ static void quantize_input(const Config *c, QuantizedVector *xq, const float *x,
     quantize_vector(xq, x, n, (n + QK - 1) / QK * QK, block);
 }
 
-/* A new input of the matmuls: its GEMM panels (a chunk of at least
-   GEMM_TOKENS tokens) are not packed yet; the first matmul that needs them
+/* A new input of the matmuls: its GEMM panels (a chunk of tokens, at least
+   gemm_min_tokens of some kind) are not packed yet; the first matmul that needs them
    packs them (matmul_panels). Like every step of forward, called by all the
    threads of its team (see forward): one marks the panels, the others wait
    for it. */
 static void new_matmul_input(Panels *pn, int T) {
-    if (T >= GEMM_TOKENS) {
+    if (T > 1) {
         OMP(omp single nowait)
         pn->packed = 0;
         team_wait();
@@ -3578,6 +3578,28 @@ static int gemm_kind(int type) {
     case WEIGHT_Q4_0: case WEIGHT_Q4_K: return GEMM_U4;
 #endif
     default: return GEMM_NONE;
+    }
+}
+
+/* The fewest tokens for which a matmul of a GEMM kind takes the GEMM steps
+   (matmul_panels) rather than the tiles. A step always computes a whole
+   panel of GEMM_TOKENS tokens, the missing ones zeros, and a quantized step
+   first unpacks its rows, so the steps cost about the same for 2 tokens as
+   for 16, and the tiles cost in proportion to the tokens: below some number
+   of them the tiles win. Prompts of 3 to 14 tokens on the 1.1B shape (2
+   threads, best of 2-3, the AVX-512 build, then the 256-bit one on the same
+   Zen 5), milliseconds, tiles / steps: q4_k 30 / 82 at 3 tokens, 92 / 87 at
+   9, 141 / 95 at 14 (256-bit 136 / 120 at 14, the steps ahead from 12);
+   q4_0 100 / 108 at 9, 115 / 107 at 11, 149 / 105 at 14 (256-bit 187 / 170
+   at 11); fp32 132 / 166 at 3, 196 / 170 at 5 (256-bit 247 / 224 at 7);
+   q8_0 109 / 148 at 9, 154 / 148 at 14 (256-bit 203 / 216 at 14, so q8_0
+   and q6_k keep GEMM_TOKENS). The bounds below are where the steps were
+   ahead in both builds. A chat turn's prompt is often this short. */
+static int gemm_min_tokens(int kind) {
+    switch (kind) {
+    case GEMM_F32: return 8;
+    case GEMM_U4: return 12;
+    default: return GEMM_TOKENS;
     }
 }
 
@@ -3754,7 +3776,7 @@ static void gemm_step(const Matrix *W, int kind, const Panels *pn, int i, int ro
     else gemm_u4(wu, ws, wm, n_blocks, pn->x8 + panel, xs, pn->sum + panel_blocks, out[0]);
 }
 
-/* matmul's GEMM path (prompt chunks of at least GEMM_TOKENS tokens, weight
+/* matmul's GEMM path (prompt chunks of at least gemm_min_tokens tokens, weight
    types with a GEMM kernel in this build): the threads first share the
    panels to pack (unless a matmul of the same input packed them), then the
    steps of GEMM_ROWS (gemm_i16: GEMM_ROWS_I16) rows, each against every
@@ -3804,9 +3826,11 @@ static void matmul_panels(float *out, const float *x, const QuantizedVector *xq,
    once and used for all T tokens, four tokens per tile, while it is in cache:
    that is why a prompt processed in chunks costs far less per token than
    generation, where T = 1 and each row gives a single dot product (four rows
-   at a time, a column). */
+   at a time, a column). Chunks of gemm_min_tokens or more take the GEMM
+   steps instead (matmul_panels). */
 static void matmul(float *out, const float *x, const QuantizedVector *xq, Panels *panels, const Matrix *W, int T) {
-    if (T >= GEMM_TOKENS && gemm_kind(W->type) != GEMM_NONE) {
+    int kind = gemm_kind(W->type);
+    if (kind != GEMM_NONE && T >= gemm_min_tokens(kind)) {
         matmul_panels(out, x, xq, panels, W, T);
         return;
     }
