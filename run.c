@@ -1687,6 +1687,65 @@ void tile_q6k_scalar(const uint8_t *w0, const uint8_t *w1, const QuantizedVector
     }
 }
 
+/* Prompts unpack each quantized weight row once per step of the GEMM (the
+   section "panels" below says why) into the form its kernel reads:
+   unpack_row_scalar is the definition, per block. Per weight this must cost
+   less than the few multiply-adds the GEMM then does with it. q8_0: 32
+   values as int16. q4_0: byte j holds weights j (low nibble) and j + 16.
+   q4_k: each 32 bytes of nibbles hold a group of 32 in their low nibbles and
+   the next group in their high ones. q6_k: each value (q6k_value) times its
+   group's integer scale, at most 32 x 127 in size. */
+static void split_nibbles_scalar(uint8_t *lo, uint8_t *hi, const uint8_t *src, int n) {
+    for (int i = 0; i < n; i++) lo[i] = src[i] & 15, hi[i] = src[i] >> 4;
+}
+
+/* Block b of a q8_0 or q4_0 row of n_blocks blocks: its scale into ws[b],
+   8 x the scale into wm[b] (gemm_u4's offset: (u - 8) * scale; unused by
+   q8_0's gemm_i16), its values into w (q8_0: int16 at w + 32b; q4_0: bytes
+   at w + 32b, the block's low nibbles, then its high ones). */
+static void unpack_q_block(int type, const uint8_t *src, int b, int n_blocks, float *ws, float *wm, void *w) {
+    size_t block_bytes = q_block_bytes(type);
+    const uint8_t *block = q_block(src, b, n_blocks, block_bytes);
+    ws[b] = fp16_to_fp32(q_scale_bits(src, b, block_bytes));
+    wm[b] = 8.0f * ws[b];
+    if (type == WEIGHT_Q8_0)
+        for (int k = 0; k < QK; k++) ((int16_t *)w)[b * QK + k] = ((const int8_t *)block)[k];
+    else
+        split_nibbles_scalar((uint8_t *)w + b * QK, (uint8_t *)w + b * QK + QK / 2, block, QK / 2);
+}
+
+/* A quantized row (src: n_padded values of `type`) as the GEMM steps read
+   it: a float scale per 32 values into ws, an offset per 32 into wm
+   (gemm_u4's: q4_0 8 x the scale, q4_k dmin x the group's min; q6_k writes
+   none), and the values into w: gemm_i16's int16 (q8_0; q6_k) or gemm_u4's
+   bytes (q4_0; q4_k). */
+void unpack_row_scalar(int type, const uint8_t *src, int n_padded, float *ws, float *wm, void *w) {
+    int n_blocks = n_padded / QK;
+    if (type == WEIGHT_Q8_0 || type == WEIGHT_Q4_0) {
+        for (int b = 0; b < n_blocks; b++) unpack_q_block(type, src, b, n_blocks, ws, wm, w);
+    } else if (type == WEIGHT_Q4_K) {
+        for (int b = 0; b < n_padded / QK_K; b++) {
+            const uint8_t *blk = src + (size_t)b * Q4K_BYTES;
+            uint8_t sc[8], mn[8];
+            q4k_scales(blk + 4, sc, mn);
+            float d = fp16_at(blk), dmin = fp16_at(blk + 2);
+            for (int g = 0; g < 8; g++) ws[b * 8 + g] = d * sc[g], wm[b * 8 + g] = dmin * mn[g];
+            for (int c = 0; c < 4; c++) { /* 32 bytes: group 2c's values, group 2c + 1's */
+                uint8_t *dst = (uint8_t *)w + b * QK_K + 64 * c;
+                split_nibbles_scalar(dst, dst + 32, blk + 16 + 32 * c, 32);
+            }
+        }
+    } else { /* q6_k */
+        for (int b = 0; b < n_padded / QK_K; b++) {
+            const uint8_t *blk = src + (size_t)b * Q6K_BYTES;
+            const int8_t *scales = (const int8_t *)(blk + 192);
+            for (int g = 0; g < 8; g++) ws[b * 8 + g] = fp16_at(blk + 208);
+            for (int v = 0; v < QK_K; v++)
+                ((int16_t *)w)[b * QK_K + v] = (int16_t)(scales[v / 16] * q6k_value(blk, v));
+        }
+    }
+}
+
 /* att[p] = (q . k_p) * scale for positions p < n, where k_p starts at
    k + p * stride: one query head's attention scores over the cached keys.
    PyTorch: att = q @ k.T * scale */
@@ -3102,8 +3161,75 @@ static void gate_times_up(float *h, const float *up, size_t n, int activation) {
     }
     gate_times_up_scalar(h + i, up + i, n - i, activation);
 }
+
+/* unpack_row_scalar's results, 32 bytes at a time: a q8_0 or q4_0 group's 8
+   scales by one conversion (F16C, exact, as fp16_to_fp32), two q4_0 blocks'
+   nibbles split and put in order by two lane permutes, 16 q8_0 values
+   widened at once, a q4_k block's scales and mins by q4k_scales_vector,
+   q6_k's values by q6k_group, times their scales as int16. (The loops of
+   bytes took over half of a short prompt's matmul time: 1.1B shape, 16
+   tokens, 2 threads, timers: q8_0 77 of 136 ms, q4_0 66 of 107, q4_k 45
+   of 86.) A last group shorter than QGROUP goes block by block. */
+static void unpack_row(int type, const uint8_t *src, int n_padded, float *ws, float *wm, void *w) {
+    const __m256i low4 = _mm256_set1_epi8(15);
+    int n_blocks = n_padded / QK, b = 0;
+    if (type == WEIGHT_Q8_0 || type == WEIGHT_Q4_0) {
+        size_t block_bytes = q_block_bytes(type);
+        for (; b + QGROUP <= n_blocks; b += QGROUP) {
+            const uint8_t *group = src + (size_t)b * (block_bytes + 2), *values = group + 2 * QGROUP;
+            __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)group));
+            _mm256_storeu_ps(ws + b, scale);
+            _mm256_storeu_ps(wm + b, _mm256_mul_ps(scale, _mm256_set1_ps(8.0f)));
+            if (type == WEIGHT_Q8_0) {
+                int16_t *dst = (int16_t *)w + (size_t)b * QK;
+                for (int k = 0; k < QGROUP * QK; k += 16)
+                    _mm256_storeu_si256((__m256i *)(dst + k), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(values + k))));
+            } else {
+                uint8_t *dst = (uint8_t *)w + (size_t)b * QK;
+                for (int k = 0; k < QGROUP; k += 2) { /* blocks k, k + 1: [low k | low k + 1], [high k | high k + 1] */
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(values + k * (QK / 2)));
+                    __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                    _mm256_storeu_si256((__m256i *)(dst + k * QK), _mm256_permute2x128_si256(lo, hi, 0x20));
+                    _mm256_storeu_si256((__m256i *)(dst + (k + 1) * QK), _mm256_permute2x128_si256(lo, hi, 0x31));
+                }
+            }
+        }
+        for (; b < n_blocks; b++) unpack_q_block(type, src, b, n_blocks, ws, wm, w);
+    } else if (type == WEIGHT_Q4_K) {
+        for (int k = 0; k < n_padded / QK_K; k++) {
+            const uint8_t *blk = src + (size_t)k * Q4K_BYTES;
+            __m128i scales_mins = q4k_scales_vector(blk);
+            __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scales_mins));
+            __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(scales_mins, scales_mins)));
+            _mm256_storeu_ps(ws + 8 * k, _mm256_mul_ps(_mm256_set1_ps(half_at(blk)), sc));
+            _mm256_storeu_ps(wm + 8 * k, _mm256_mul_ps(_mm256_set1_ps(half_at(blk + 2)), mn));
+            for (int c = 0; c < 4; c++) { /* 32 bytes: group 2c's values, group 2c + 1's */
+                __m256i v = _mm256_loadu_si256((const __m256i *)(blk + 16 + 32 * c));
+                uint8_t *dst = (uint8_t *)w + (size_t)k * QK_K + 64 * c;
+                _mm256_storeu_si256((__m256i *)dst, _mm256_and_si256(v, low4));
+                _mm256_storeu_si256((__m256i *)(dst + 32), _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+            }
+        }
+    } else { /* q6_k */
+        for (int k = 0; k < n_padded / QK_K; k++) {
+            const uint8_t *blk = src + (size_t)k * Q6K_BYTES;
+            const int8_t *scales = (const int8_t *)(blk + 192);
+            _mm256_storeu_ps(ws + 8 * k, _mm256_set1_ps(half_at(blk + 208)));
+            for (int i = 0; i < 8; i++) {
+                __m256i q = q6k_group(blk, i); /* 32 values in [0, 63]: the weight is q - 32 */
+                int16_t *dst = (int16_t *)w + (size_t)k * QK_K + 32 * i;
+                for (int h = 0; h < 2; h++) {
+                    __m256i v = _mm256_sub_epi16(_mm256_cvtepu8_epi16(h ? _mm256_extracti128_si256(q, 1) : _mm256_castsi256_si128(q)),
+                                                 _mm256_set1_epi16(32));
+                    _mm256_storeu_si256((__m256i *)(dst + 16 * h), _mm256_mullo_epi16(v, _mm256_set1_epi16(scales[2 * i + h])));
+                }
+            }
+        }
+    }
+}
 #elif defined(USE_NEON)
 #define quantize_vector quantize_vector_scalar
+#define unpack_row unpack_row_scalar
 
 static float dot_f32(const float *a, const float *b, int n) {
     float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
@@ -3462,6 +3588,7 @@ static void gate_times_up(float *h, const float *up, size_t n, int activation) {
 
 #else
 #define quantize_vector quantize_vector_scalar
+#define unpack_row unpack_row_scalar
 #define softmax softmax_scalar
 #define gate_times_up gate_times_up_scalar
 #define dot_f32 dot_f32_scalar
@@ -3584,22 +3711,22 @@ static int gemm_kind(int type) {
 /* The fewest tokens for which a matmul of a GEMM kind takes the GEMM steps
    (matmul_panels) rather than the tiles. A step always computes a whole
    panel of GEMM_TOKENS tokens, the missing ones zeros, and a quantized step
-   first unpacks its rows, so the steps cost about the same for 2 tokens as
-   for 16, and the tiles cost in proportion to the tokens: below some number
-   of them the tiles win. Prompts of 3 to 14 tokens on the 1.1B shape (2
-   threads, best of 2-3, the AVX-512 build, then the 256-bit one on the same
-   Zen 5), milliseconds, tiles / steps: q4_k 30 / 82 at 3 tokens, 92 / 87 at
-   9, 141 / 95 at 14 (256-bit 136 / 120 at 14, the steps ahead from 12);
-   q4_0 100 / 108 at 9, 115 / 107 at 11, 149 / 105 at 14 (256-bit 187 / 170
-   at 11); fp32 132 / 166 at 3, 196 / 170 at 5 (256-bit 247 / 224 at 7);
-   q8_0 109 / 148 at 9, 154 / 148 at 14 (256-bit 203 / 216 at 14, so q8_0
-   and q6_k keep GEMM_TOKENS). The bounds below are where the steps were
-   ahead in both builds. A chat turn's prompt is often this short. */
+   first unpacks its rows (unpack_row), so the steps cost about the same for
+   2 tokens as for 16, and the tiles cost in proportion to the tokens: below
+   some number of them the tiles win. Prompts of 3 to 14 tokens on the 1.1B
+   shape (2 threads, best of 2, the AVX-512 build, then the 256-bit one on
+   the same Zen 5), milliseconds, tiles / steps: q4_0 76 / 69 at 7 tokens,
+   97 / 70 at 9 (256-bit 88 / 96 at 7, 118 / 93 at 9); q4_k 76 / 72 at 7,
+   110 / 89 at 9 (256-bit 98 / 103 at 9, 128 / 112 at 11); q8_0 97 / 125 at
+   7, 154 / 123 at 9 (256-bit 134 / 153 at 7, 169 / 158 at 9); q6_k 137 /
+   134 at 11 (256-bit 198 / 185 at 11); fp32 132 / 166 at 3, 196 / 170 at 5
+   (256-bit 247 / 224 at 7). The bounds below are about where the two meet
+   in both builds. A chat turn's prompt is often this short. */
 static int gemm_min_tokens(int kind) {
     switch (kind) {
     case GEMM_F32: return 8;
-    case GEMM_U4: return 12;
-    default: return GEMM_TOKENS;
+    case GEMM_U4: return 9;
+    default: return 10; /* GEMM_I16 */
     }
 }
 
@@ -3650,85 +3777,19 @@ static void pack_panel(Panels *pn, int kind, const float *x, const QuantizedVect
     }
 }
 
-/* Unpacking a block: this runs once per step of rows, and per weight it
-   must cost less than the few multiply-adds the GEMM then does with it, so
-   the loops are ones compilers vectorize (restrict: the two sides do not
-   overlap), or work on 64-bit words. q8_0: 32 values as int16. q4_0: byte j holds weights j (low
-   nibble) and j + 16. q4_k: each 32 bytes of nibbles hold a group of 32 in
-   their low nibbles and the next group in their high ones. q6_k: each value
-   (q6k_value) times its group's integer scale, at most 32 x 127 in size. */
-static void unpack_q8_block(int16_t *restrict dst, const int8_t *restrict src) {
-    for (int k = 0; k < QK; k++) dst[k] = src[k];
-}
-
-/* n bytes of nibbles (n a multiple of 8): low nibbles to lo, high ones to
-   hi, 8 bytes at a time in 64-bit words (a loop of bytes compiled here into
-   byte inserts, a fifth of the prompt's time) */
-static void split_nibbles(uint8_t *lo, uint8_t *hi, const uint8_t *src, int n) {
-    for (int i = 0; i < n; i += 8) {
-        uint64_t v, low, high;
-        memcpy(&v, src + i, 8);
-        low = v & 0x0F0F0F0F0F0F0F0Full, high = (v >> 4) & 0x0F0F0F0F0F0F0F0Full;
-        memcpy(lo + i, &low, 8), memcpy(hi + i, &high, 8);
-    }
-}
-
-static void unpack_q4_block(uint8_t *dst, const uint8_t *src) { split_nibbles(dst, dst + QK / 2, src, QK / 2); }
-
-static void unpack_q4k_block(uint8_t *dst, const uint8_t *nibbles) {
-    for (int c = 0; c < 4; c++) split_nibbles(dst + 64 * c, dst + 64 * c + 32, nibbles + 32 * c, 32);
-}
-
-static void unpack_q6k_block(int16_t *restrict dst, const uint8_t *restrict blk) {
-    const int8_t *scales = (const int8_t *)(blk + 192);
-    for (int half = 0; half < 2; half++)
-        for (int j = 0; j < 4; j++)
-            for (int l = 0; l < 32; l++) {
-                int low = (blk[half * 64 + (j % 2) * 32 + l] >> (j / 2 * 4)) & 15;
-                int high = (blk[128 + half * 32 + l] >> (2 * j)) & 3;
-                int v = half * 128 + j * 32 + l;
-                dst[v] = (int16_t)(scales[v / 16] * ((low | high << 4) - 32));
-            }
-}
-
-/* Rows i .. i + rows - 1 of a quantized matrix as its GEMM kernel reads them,
-   into `scratch`: a float scale per 32 (ws) and offset per 32 (wm), then the
-   weights (gemm_i16: int16 w16; gemm_u4: bytes wu); rows past the matrix
-   repeat its last row. */
+/* Rows i .. i + rows - 1 of a quantized matrix as its GEMM kernel reads them
+   (unpack_row, row by row), into `scratch`: a float scale per 32 (ws) and
+   offset per 32 (wm), then the weights (gemm_i16: int16 w16; gemm_u4: bytes
+   wu); rows past the matrix repeat its last row. */
 static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, void *scratch) {
-    int n_padded = W->cols_padded, n_blocks = n_padded / QK;
+    int n_padded = W->cols_padded, n_blocks = n_padded / QK, i16 = gemm_kind(W->type) == GEMM_I16;
     float *ws = scratch, *wm = ws + GEMM_ROWS * n_blocks;
     int16_t *w16 = (int16_t *)(wm + GEMM_ROWS * n_blocks);
     uint8_t *wu = (uint8_t *)w16;
     for (int r = 0; r < step_rows; r++) {
-        int row = i + (r < rows ? r : rows - 1);
-        const uint8_t *src = row_bytes(W, row);
-        float *row_ws = ws + r * n_blocks, *row_wm = wm + r * n_blocks;
-        if (W->type == WEIGHT_Q8_0 || W->type == WEIGHT_Q4_0) {
-            size_t block_bytes = q_block_bytes(W->type);
-            for (int b = 0; b < n_blocks; b++) {
-                const uint8_t *block = q_block(src, b, n_blocks, block_bytes);
-                row_ws[b] = fp16_to_fp32(q_scale_bits(src, b, block_bytes));
-                row_wm[b] = 8.0f * row_ws[b]; /* q4_0: (u - 8) * scale */
-                if (W->type == WEIGHT_Q8_0) unpack_q8_block(w16 + (size_t)r * n_padded + b * QK, (const int8_t *)block);
-                else unpack_q4_block(wu + (size_t)r * n_padded + b * QK, block);
-            }
-        } else if (W->type == WEIGHT_Q4_K) {
-            for (int b = 0; b < n_padded / QK_K; b++) {
-                const uint8_t *blk = src + (size_t)b * Q4K_BYTES;
-                uint8_t sc[8], mn[8];
-                q4k_scales(blk + 4, sc, mn);
-                float d = fp16_at(blk), dmin = fp16_at(blk + 2);
-                for (int g = 0; g < 8; g++) row_ws[b * 8 + g] = d * sc[g], row_wm[b * 8 + g] = dmin * mn[g];
-                unpack_q4k_block(wu + (size_t)r * n_padded + b * QK_K, blk + 16);
-            }
-        } else { /* q6_k */
-            for (int b = 0; b < n_padded / QK_K; b++) {
-                const uint8_t *blk = src + (size_t)b * Q6K_BYTES;
-                for (int g = 0; g < 8; g++) row_ws[b * 8 + g] = fp16_at(blk + 208);
-                unpack_q6k_block(w16 + (size_t)r * n_padded + b * QK_K, blk);
-            }
-        }
+        void *w = i16 ? (void *)(w16 + (size_t)r * n_padded) : (void *)(wu + (size_t)r * n_padded);
+        unpack_row(W->type, row_bytes(W, i + (r < rows ? r : rows - 1)), n_padded, ws + r * n_blocks,
+                   wm + r * n_blocks, w);
     }
 }
 

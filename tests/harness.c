@@ -567,6 +567,42 @@ static void compare_softmax_gate(uint64_t *rng, double worst[3]) {
     }
 }
 
+/* unpack_row against unpack_row_scalar on random rows of each quantized
+   type, rows of 1 to 67 blocks (a last group shorter than QGROUP included),
+   every finite fp16 scale possible (subnormals and negatives too): the
+   number of bytes of ws, wm and the values in which they differ. */
+static long compare_unpack(uint64_t *rng) {
+    static const int blocks[] = {1, 7, 8, 9, 16, 17, 67}; /* of 32 (q8_0, q4_0), or of 256 (q4_k, q6_k) */
+    static const int types[] = {WEIGHT_Q8_0, WEIGHT_Q4_0, WEIGHT_Q4_K, WEIGHT_Q6_K};
+    long differences = 0;
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+        for (size_t c = 0; c < sizeof blocks / sizeof blocks[0]; c++) {
+            int type = types[t], k = type == WEIGHT_Q4_K || type == WEIGHT_Q6_K;
+            int n_padded = blocks[c] * (k ? QK_K : QK), n_blocks = n_padded / QK;
+            size_t row = k ? (size_t)blocks[c] * (type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES)
+                           : q_row_bytes(n_blocks, q_block_bytes(type));
+            size_t out_bytes = 2 * (size_t)n_blocks * sizeof(float) + (size_t)n_padded * sizeof(int16_t);
+            uint8_t *src = xmalloc(row), *simd = xmalloc(out_bytes), *plain = xmalloc(out_bytes);
+            for (int rep = 0; rep < 20; rep++) {
+                for (size_t i = 0; i < row; i++) src[i] = (uint8_t)random_u32(rng);
+                for (int b = 0; b < n_blocks; b++) { /* make every scale finite: exponent below 31 */
+                    uint16_t h = (uint16_t)random_u32(rng) & 0xBFFF;
+                    size_t at = k ? (size_t)(b / 8) * (type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES) +
+                                        (type == WEIGHT_Q4_K ? (size_t)(b % 2) * 2 : 208)
+                                  : (size_t)(b / QGROUP * QGROUP) * (q_block_bytes(type) + 2) + 2 * (size_t)(b % QGROUP);
+                    memcpy(src + at, &h, 2);
+                }
+                memset(simd, 0xAB, out_bytes), memset(plain, 0xAB, out_bytes);
+                float *ws[2] = {(float *)simd, (float *)plain};
+                unpack_row(type, src, n_padded, ws[0], ws[0] + n_blocks, ws[0] + 2 * n_blocks);
+                unpack_row_scalar(type, src, n_padded, ws[1], ws[1] + n_blocks, ws[1] + 2 * n_blocks);
+                for (size_t i = 0; i < out_bytes; i++) differences += simd[i] != plain[i];
+            }
+            free(src), free(simd), free(plain);
+        }
+    return differences;
+}
+
 static int cmd_kernels(void) {
     static const int sizes[] = {1, 7, 16, 31, 32, 33, 63, 64, 65, 95, 100, 256, 257, 1000, 1024, 4099};
     uint64_t rng = 12345;
@@ -634,13 +670,16 @@ static int cmd_kernels(void) {
     compare_gemm(&rng, &gemm);
     compare_gemm_q(&rng, gemm_q);
     compare_k(&rng, k);
+    long unpack_differences = compare_unpack(&rng);
     printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n"
            "attention_scores %.3g\nweighted_sum %.3g\nq4_k %.3g\nq6_k %.3g\ntile_q4_k %.3g\ntile_q6_k %.3g\n"
            "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\ngemm_f32 %.3g\ngemm_i16 %.3g\ngemm_u4 %.3g\n"
-           "column_q8_0 %.3g\ncolumn_q4_0 %.3g\nexp %.3g\nsoftmax %.3g\ngate_silu %.3g\ngate_gelu %.3g\nquantize %ld\n",
+           "column_q8_0 %.3g\ncolumn_q4_0 %.3g\nexp %.3g\nsoftmax %.3g\ngate_silu %.3g\ngate_gelu %.3g\nquantize %ld\n"
+           "unpack %ld\n",
            SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], attention[0], attention[1], k[0],
            k[1], k[2], k[3], attention[2], attention[3], gemm, gemm_q[0], gemm_q[1], column[0],
-           column[1], exp, softmax_gate[0], softmax_gate[1], softmax_gate[2], quantize_differences);
+           column[1], exp, softmax_gate[0], softmax_gate[1], softmax_gate[2], quantize_differences,
+           unpack_differences);
     return 0;
 }
 
