@@ -1718,7 +1718,8 @@ static void unpack_q_block(int type, const uint8_t *src, int b, int n_blocks, fl
    it: a float scale per 32 values into ws, an offset per 32 into wm
    (gemm_u4's: q4_0 8 x the scale, q4_k dmin x the group's min; q6_k writes
    none), and the values into w: gemm_i16's int16 (q8_0; q6_k) or gemm_u4's
-   bytes (q4_0; q4_k). */
+   bytes (q4_0; q4_k). (Only the tests run it: quantized prompts take the
+   GEMM steps in the AVX2 builds alone, with unpack_row.) */
 void unpack_row_scalar(int type, const uint8_t *src, int n_padded, float *ws, float *wm, void *w) {
     int n_blocks = n_padded / QK;
     if (type == WEIGHT_Q8_0 || type == WEIGHT_Q4_0) {
