@@ -78,7 +78,7 @@ def test_quantized_forward_matches_reference(tmp_path, family, dtype):
     tokens = list(np.random.default_rng(4).integers(0, config["vocab_size"], 40))
     want = reference.forward(full, deq, tokens, quantized_activations=True)
     assert np.std(want) > 0.3
-    for chunk in (1, 7, 13):  # 13: q4_0 takes the GEMM steps on a partial panel, q8_0 the tiles (gemm_min_tokens)
+    for chunk in (1, 7, 9, 13):  # by gemm_min_tokens: 7 tiles, 9 q4_0's GEMM steps and q8_0's tiles, 13 both steps
         got = logits(tmp_path / "m.bin", tokens, chunk)
         assert np.max(np.abs(got - want)) < 0.05 * np.std(want)
         assert np.mean(got.argmax(axis=1) == want.argmax(axis=1)) >= 0.9
