@@ -966,8 +966,8 @@ typedef struct TracePage {
     int n_steps;
 } TracePage;
 #define GEMM_TOKENS 16 /* tokens of one panel of the prompt GEMMs (section 4, "panels") */
-#define GEMM_ROWS 6     /* weight rows of one GEMM step: fp32, q4_0 and q4_k (gemm_f32, gemm_u4) */
-/* (GEMM_ROWS_I16, the rows of a q8_0 or q6_k step, depends on the build: section 4) */
+#define GEMM_ROWS 6     /* weight rows of one GEMM step: fp32, q4_0, q4_k and q8_0 with VNNI (gemm_f32, gemm_u8) */
+/* (GEMM_ROWS_I16, the rows of a q6_k step, or q8_0's without VNNI, depends on the build: section 4) */
 
 /* Activations quantized like a q8_0 row, for the integer dot products of a
    quantized matmul (section 4): x[j] ~ q[j] * scale[b] for j in block b. */
@@ -1031,7 +1031,7 @@ static void free_quantized_vector(QuantizedVector *v) {
    (section 4, "panels"): tokens in panels of GEMM_TOKENS, n_panels = T / 16
    rounded up, zeros past the T tokens. Value k of token j of panel p is at
    x[p][k][j] (fp32), x16[p][k / 2][j][k % 2] (int16 pairs, for gemm_i16) or
-   x8[p][k / 4][j][k % 4] (int8 quads, for gemm_u4); scale and sum hold each token's
+   x8[p][k / 4][j][k % 4] (int8 quads, for gemm_u8); scale and sum hold each token's
    per-32 activation scales and sums of q, [p][b][j]. Only what the matrix's
    type needs is packed, once per input: the first matmul of an input packs,
    the others that share it (wk and wv after wq, w3 after w1) find it packed. */
@@ -1289,7 +1289,7 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
    signed bytes, summed in fours and added to 8 int32) and dpwssd (16 products
    of int16, summed in pairs and added to 8 int32). Without VNNI the same sums
    take two or three instructions (maddubs or madd, widen, add): see
-   dot_u8_s8, dot_i16_add2, pair_dot_q4 and gemm_u4_half. The sums are the same
+   dot_u8_s8, dot_i16_add2, pair_dot_q4 and gemm_u8_half. The sums are the same
    integers either way.
    (The tests also build this path on machines without VNNI, with the two
    instructions emulated: tests/harness_vnni.c defines RUN_VNNI.) */
@@ -1330,7 +1330,7 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
 #include <arm_neon.h>
 #endif
 
-/* Weight rows of one q8_0 or q6_k GEMM step (gemm_i16): 3, whose sums and
+/* Weight rows of one q6_k GEMM step, or q8_0's without VNNI (gemm_i16): 3, whose sums and
    panel vectors fill AVX2's 16 registers, or 6 in AVX-512's 32 (in cache,
    one thread: 107 -> 143 billion multiply-adds per second against 3) */
 #if defined(USE_AVX512)
@@ -1407,6 +1407,23 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
 #define prefetch_l2(p) (PREFETCH_L2_AHEAD ? __builtin_prefetch((const char *)(p) + PREFETCH_L2_AHEAD, 0, 2) : (void)0)
 #else
 #define prefetch_l2(p) ((void)(p))
+#endif
+
+/* q8_0's values as bytes for gemm_u8 (section 4, the GEMM steps): with
+   VNNI, dpbusd adds products of unsigned bytes, up to 255, straight into
+   int32 sums, so q8_0's values q (-128..127) moved to u = q + 128 (0..255;
+   in bits, q ^ 0x80) take gemm_u8 with an offset of 128 x the scale, as
+   q4_0's nibbles take it with an offset of 8: per block,
+   sum((u - 128) q_x) = sum(u q_x) - 128 sum(q_x). Where the sums go through
+   int16 (maddubs, without VNNI: a pair of 255 x 127 products overflows
+   them) q8_0 keeps gemm_i16's int16 values. gemm_u8 takes bytes up to
+   GEMM_U8_MAX. */
+#if defined(USE_VNNI)
+#define Q8_0_AS_BYTES 1
+#define GEMM_U8_MAX 255
+#else
+#define Q8_0_AS_BYTES 0
+#define GEMM_U8_MAX 15
 #endif
 
 /* The scalar versions are not static: the tests call them even in builds
@@ -1534,8 +1551,9 @@ void gemm_f32_scalar(const float *w, size_t stride, int rows, const float *panel
 }
 
 /* Quantized weights are unpacked per step into one of two forms (unpack_rows).
-   gemm_i16: GEMM_ROWS_I16 rows of int16 weights (w16, n_blocks * 32 each; q8_0's
-   values, or q6_k's values times their group's integer scale) with a float
+   gemm_i16: GEMM_ROWS_I16 rows of int16 weights (w16, n_blocks * 32 each; q6_k's
+   values times their group's integer scale, or q8_0's values where q8_0 does not
+   take gemm_u8: Q8_0_AS_BYTES) with a float
    scale per 32 (ws, n_blocks each), against the int16 pairs of a panel (x16)
    and its scales (xs): per block, the integer sum of products times weight
    scale x activation scale. */
@@ -1554,12 +1572,13 @@ void gemm_i16_scalar(const int16_t *w16, const float *ws, int n_blocks, const in
         }
 }
 
-/* gemm_u4: GEMM_ROWS rows of 4-bit weights u (0..15) one per byte, in row
-   order (wu), each weight u * ws - wm with a scale and an offset per 32 (q4_0:
-   ws = scale, wm = 8 * scale; q4_k: d * scale_i and dmin * min_i), against
+/* gemm_u8: GEMM_ROWS rows of unsigned weights u one per byte, in row order
+   (wu), each weight u * ws - wm with a scale and an offset per 32 (q4_0: u
+   0..15, ws = scale, wm = 8 * scale; q4_k: u 0..15, d * scale_i and dmin *
+   min_i; with VNNI q8_0 too: u = q + 128, wm = 128 * scale, Q8_0_AS_BYTES), against
    the int8 quads of a panel (x8), its scales (xs) and sums of q (xsum):
    per block, (ws * sum(u * q_x) - wm * sum(q_x)) * activation scale. */
-void gemm_u4_scalar(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8,
+void gemm_u8_scalar(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8,
                     const float *xs, const int32_t *xsum, float out[GEMM_ROWS][GEMM_TOKENS]) {
     for (int r = 0; r < GEMM_ROWS; r++)
         for (int j = 0; j < GEMM_TOKENS; j++) {
@@ -1699,7 +1718,7 @@ void tile_q6k_scalar(const uint8_t *w0, const uint8_t *w1, const QuantizedVector
    section "panels" below says why) into the form its kernel reads:
    unpack_row_scalar is the definition, per block. Per weight this must cost
    less than the few multiply-adds the GEMM then does with it. q8_0: 32
-   values as int16. q4_0: byte j holds weights j (low nibble) and j + 16.
+   values as bytes + 128 (with VNNI), or as int16. q4_0: byte j holds weights j (low nibble) and j + 16.
    q4_k: each 32 bytes of nibbles hold a group of 32 in their low nibbles and
    the next group in their high ones. q6_k: each value (q6k_value) times its
    group's integer scale, at most 32 x 127 in size. */
@@ -1708,15 +1727,18 @@ static void split_nibbles_scalar(uint8_t *lo, uint8_t *hi, const uint8_t *src, i
 }
 
 /* Block b of a q8_0 or q4_0 row of n_blocks blocks: its scale into ws[b],
-   8 x the scale into wm[b] (gemm_u4's offset: (u - 8) * scale; unused by
-   q8_0's gemm_i16), its values into w (q8_0: int16 at w + 32b; q4_0: bytes
-   at w + 32b, the block's low nibbles, then its high ones). */
+   gemm_u8's offset into wm[b] (q4_0: (u - 8) * scale, so 8 x the scale;
+   q8_0: 128 x it; unused by gemm_i16), its values into w (q8_0: bytes q +
+   128 at w + 32b, Q8_0_AS_BYTES, or int16 at w + 32b; q4_0: bytes at w +
+   32b, the block's low nibbles, then its high ones). */
 static void unpack_q_block(int type, const uint8_t *src, int b, int n_blocks, float *ws, float *wm, void *w) {
     size_t block_bytes = q_block_bytes(type);
     const uint8_t *block = q_block(src, b, n_blocks, block_bytes);
     ws[b] = fp16_to_fp32(q_scale_bits(src, b, block_bytes));
-    wm[b] = 8.0f * ws[b];
-    if (type == WEIGHT_Q8_0)
+    wm[b] = (type == WEIGHT_Q8_0 ? 128.0f : 8.0f) * ws[b];
+    if (type == WEIGHT_Q8_0 && Q8_0_AS_BYTES)
+        for (int k = 0; k < QK; k++) ((uint8_t *)w)[b * QK + k] = block[k] ^ 0x80; /* q + 128 */
+    else if (type == WEIGHT_Q8_0)
         for (int k = 0; k < QK; k++) ((int16_t *)w)[b * QK + k] = ((const int8_t *)block)[k];
     else
         split_nibbles_scalar((uint8_t *)w + b * QK, (uint8_t *)w + b * QK + QK / 2, block, QK / 2);
@@ -1724,9 +1746,10 @@ static void unpack_q_block(int type, const uint8_t *src, int b, int n_blocks, fl
 
 /* A quantized row (src: n_padded values of `type`) as the GEMM steps read
    it: a float scale per 32 values into ws, an offset per 32 into wm
-   (gemm_u4's: q4_0 8 x the scale, q4_k dmin x the group's min; q6_k writes
-   none), and the values into w: gemm_i16's int16 (q8_0; q6_k) or gemm_u4's
-   bytes (q4_0; q4_k). (Only the tests run it: quantized prompts take the
+   (gemm_u8's: q4_0 8 x the scale, q8_0 128 x it, q4_k dmin x the group's
+   min; q6_k writes none), and the values into w: gemm_i16's int16 (q6_k;
+   q8_0 without VNNI) or gemm_u8's bytes (q4_0; q4_k; q8_0 + 128 with VNNI:
+   Q8_0_AS_BYTES). (Only the tests run it: quantized prompts take the
    GEMM steps in the AVX2 builds alone, with unpack_row.) */
 void unpack_row_scalar(int type, const uint8_t *src, int n_padded, float *ws, float *wm, void *w) {
     int n_blocks = n_padded / QK;
@@ -2312,7 +2335,7 @@ static void weighted_sum_f16(float *out, const float *att, const uint16_t *v, si
 /* An empty asm statement that says it changes v: the compiler must then have
    v in a register at this point, and can no longer fold its load into every
    instruction that uses it, nor reorder the sums it is part of (see gemm_i16
-   and gemm_u4_half). */
+   and gemm_u8_half). */
 #if defined(__GNUC__)
 #define IN_REGISTER(v) __asm__("" : "+x"(v))
 #else
@@ -2377,7 +2400,7 @@ static __m256i dot_i16_add2(__m256i acc, __m256i a1, __m256i b1, __m256i a2, __m
 #endif
 }
 
-/* q8_0 and q6_k (definition: gemm_i16_scalar). Without VNNI, int8 x int8 products
+/* q6_k, and q8_0 without VNNI (definition: gemm_i16_scalar). Without VNNI, int8 x int8 products
    cost two multiplies per 32 (maddubs, then madd to widen); with the weights
    widened to int16 once per step, one madd does 16 multiply-adds and sums
    pairs straight into int32. Per two pairs of values k: two loads of 16
@@ -2416,7 +2439,7 @@ static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const in
                 __m256i wx = _mm256_set1_epi32(pairs[0]), wy = _mm256_set1_epi32(pairs[1]);
                 sum[r][0] = dot_i16_add2(sum[r][0], wx, x0, wy, y0);
                 sum[r][1] = dot_i16_add2(sum[r][1], wx, x1, wy, y1);
-                IN_REGISTER(sum[r][0]); /* step after step, not a tree (see gemm_u4_half) */
+                IN_REGISTER(sum[r][0]); /* step after step, not a tree (see gemm_u8_half) */
                 IN_REGISTER(sum[r][1]);
             }
         }
@@ -2430,11 +2453,12 @@ static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const in
     for (int r = 0; r < GEMM_ROWS_I16; r++) _mm256_storeu_ps(out[r], a[r][0]), _mm256_storeu_ps(out[r] + 8, a[r][1]);
 }
 
-/* q4_0 and q4_k, 6 rows x the 8 tokens from `half` of a panel. The values
-   u (0..15) are the unsigned operand maddubs needs, and their products are
-   small: a pair is at most 2 x 15 x 127, so a whole block's 8 maddubs add up
-   as int16 and widen once (one madd per 32 x 8 products where gemm_i16 needs
-   16). VNNI: dpbusd adds each product of 4 straight into int32 sums.
+/* q4_0 and q4_k (and q8_0 with VNNI), 6 rows x the 8 tokens from `half` of
+   a panel. The values u (0..15) are the unsigned operand maddubs needs, and
+   their products are small: a pair is at most 2 x 15 x 127, so a whole
+   block's 8 maddubs add up as int16 and widen once (one madd per 32 x 8
+   products where gemm_i16 needs 16). VNNI: dpbusd adds each product of 4
+   straight into int32 sums, which hold q8_0's bytes (up to 255) too.
    Each sum is pinned in its register after every add (IN_REGISTER): GCC
    otherwise unrolled the block's 8 x 6 maddubs whole and, the adds being
    free to reorder, summed them as a tree whose 48 partial products it kept
@@ -2443,8 +2467,8 @@ static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const in
    (in cache on one thread, alternating builds, 12 rounds: median 59 -> 80,
    best 65 -> 91 billion multiply-adds per second; prompts of 512 tokens,
    q4_0, 2 threads: stories110M 746 -> 917 tokens/s, medians of 5, the
-   1.1B shape 75 -> 102, medians of 3). Definition: gemm_u4_scalar. */
-static void gemm_u4_half(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8,
+   1.1B shape 75 -> 102, medians of 3). Definition: gemm_u8_scalar. */
+static void gemm_u8_half(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8,
                          const float *xs, const int32_t *xsum, int half, float out[GEMM_ROWS][GEMM_TOKENS]) {
     __m256 a[GEMM_ROWS];
     for (int r = 0; r < GEMM_ROWS; r++) a[r] = _mm256_setzero_ps();
@@ -2481,10 +2505,10 @@ static void gemm_u4_half(const uint8_t *wu, const float *ws, const float *wm, in
     for (int r = 0; r < GEMM_ROWS; r++) _mm256_storeu_ps(out[r] + half * 8, a[r]);
 }
 
-static void gemm_u4(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8, const float *xs,
+static void gemm_u8(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8, const float *xs,
                     const int32_t *xsum, float out[GEMM_ROWS][GEMM_TOKENS]) {
-    gemm_u4_half(wu, ws, wm, n_blocks, x8, xs, xsum, 0, out);
-    gemm_u4_half(wu, ws, wm, n_blocks, x8, xs, xsum, 1, out);
+    gemm_u8_half(wu, ws, wm, n_blocks, x8, xs, xsum, 0, out);
+    gemm_u8_half(wu, ws, wm, n_blocks, x8, xs, xsum, 1, out);
 }
 #else /* USE_AVX512 */
 
@@ -2530,7 +2554,7 @@ static void gemm_f32(const float *w, size_t stride, int rows, const float *panel
     _mm512_storeu_ps(out[3], a3), _mm512_storeu_ps(out[4], a4), _mm512_storeu_ps(out[5], a5);
 }
 
-/* q8_0 and q6_k, 6 rows (GEMM_ROWS_I16): per two pairs of values k, two
+/* q6_k, 6 rows (GEMM_ROWS_I16): per two pairs of values k, two
    loads (16 tokens' pairs each) and per row two dpwssd, each by one broadcast
    pair of the row's weights. Each pair is its own 4-byte broadcast, which
    dpwssd takes as its memory operand: GCC loaded the row's two pairs as one
@@ -2567,13 +2591,13 @@ static void gemm_i16(const int16_t *w16, const float *ws, int n_blocks, const in
     for (int r = 0; r < GEMM_ROWS_I16; r++) _mm512_storeu_ps(out[r], a[r]);
 }
 
-/* q4_0 and q4_k: per quad of values k, one load (16 tokens' quads) and per
+/* q4_0, q4_k and q8_0: per quad of values k, one load (16 tokens' quads) and per
    row one dpbusd of the row's broadcast quad (unsigned) by it (signed): both
-   of gemm_u4_half's halves in one pass (in cache, one thread: 232 billion
+   of gemm_u8_half's halves in one pass (in cache, one thread: 232 billion
    multiply-adds per second against AVX2+VNNI's 128; a second sum per row,
    for odd quads, so that each dpbusd waits less for the one before: no
    faster, 209-223). */
-static void gemm_u4(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8, const float *xs,
+static void gemm_u8(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8, const float *xs,
                     const int32_t *xsum, float out[GEMM_ROWS][GEMM_TOKENS]) {
     __m512 a[GEMM_ROWS];
     for (int r = 0; r < GEMM_ROWS; r++) a[r] = _mm512_setzero_ps();
@@ -2634,7 +2658,7 @@ static void gemm_f32_pair(const float *w, size_t stride, int rows, const float *
     _mm512_storeu_ps(out[1][3], b3), _mm512_storeu_ps(out[1][4], b4), _mm512_storeu_ps(out[1][5], b5);
 }
 
-/* q8_0 and q6_k: per two pairs of values k, four loads (two per panel) and
+/* q6_k: per two pairs of values k, four loads (two per panel) and
    per row four dpwssd, the row's two broadcast pairs each serving both
    panels (in cache, one thread: 130-142 -> 161-177 against gemm_i16 twice). */
 static void gemm_i16_pair(const int16_t *w16, const float *ws, int n_blocks, const int16_t *x16, const float *xs,
@@ -2675,10 +2699,10 @@ static void gemm_i16_pair(const int16_t *w16, const float *ws, int n_blocks, con
     for (int r = 0; r < GEMM_ROWS_I16; r++) _mm512_storeu_ps(out[0][r], a[r]), _mm512_storeu_ps(out[1][r], c[r]);
 }
 
-/* q4_0 and q4_k: per quad of values k, one load from each panel and per row
+/* q4_0, q4_k and q8_0: per quad of values k, one load from each panel and per row
    two dpbusd, the row's broadcast quad serving both (in cache, one thread:
-   239-249 -> 307-315 against gemm_u4 twice). */
-static void gemm_u4_pair(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8,
+   239-249 -> 307-315 against gemm_u8 twice). */
+static void gemm_u8_pair(const uint8_t *wu, const float *ws, const float *wm, int n_blocks, const int8_t *x8,
                          const float *xs, const int32_t *xsum, float out[2][GEMM_ROWS][GEMM_TOKENS]) {
     const int8_t *x8b = x8 + (size_t)n_blocks * QK * GEMM_TOKENS; /* the second panel */
     const float *xsb = xs + (size_t)n_blocks * GEMM_TOKENS;
@@ -3205,8 +3229,8 @@ static void gate_times_up(float *h, const float *up, size_t n, int activation) {
 
 /* unpack_row_scalar's results, 32 bytes at a time: a q8_0 or q4_0 group's 8
    scales by one conversion (F16C, exact, as fp16_to_fp32), two q4_0 blocks'
-   nibbles split (unpack_q4_pair) and put in order by two lane permutes, 16
-   q8_0 values widened at once, a q4_k block's scales and mins by
+   nibbles split (unpack_q4_pair) and put in order by two lane permutes, 32
+   q8_0 values moved to unsigned by one xor (or 16 widened at once), a q4_k block's scales and mins by
    q4k_scales_vector and its nibbles by unpack_q4_pair, q6_k's values by
    q6k_group, times their scales as int16. (The loops of
    bytes took over half of a short prompt's matmul time: 1.1B shape, 16
@@ -3220,8 +3244,13 @@ static void unpack_row(int type, const uint8_t *src, int n_padded, float *ws, fl
             const uint8_t *group = src + (size_t)b * (block_bytes + 2), *values = group + 2 * QGROUP;
             __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)group));
             _mm256_storeu_ps(ws + b, scale);
-            _mm256_storeu_ps(wm + b, _mm256_mul_ps(scale, _mm256_set1_ps(8.0f)));
-            if (type == WEIGHT_Q8_0) {
+            _mm256_storeu_ps(wm + b, _mm256_mul_ps(scale, _mm256_set1_ps(type == WEIGHT_Q8_0 ? 128.0f : 8.0f)));
+            if (type == WEIGHT_Q8_0 && Q8_0_AS_BYTES) {
+                uint8_t *dst = (uint8_t *)w + (size_t)b * QK;
+                for (int k = 0; k < QGROUP * QK; k += 32) /* q + 128 */
+                    _mm256_storeu_si256((__m256i *)(dst + k), _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(values + k)),
+                                                                               _mm256_set1_epi8((char)0x80)));
+            } else if (type == WEIGHT_Q8_0) {
                 int16_t *dst = (int16_t *)w + (size_t)b * QK;
                 for (int k = 0; k < QGROUP * QK; k += 16)
                     _mm256_storeu_si256((__m256i *)(dst + k), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(values + k))));
@@ -3402,7 +3431,7 @@ static void gemm_f32(const float *w, size_t stride, int rows, const float *panel
 /* Quantized prompts keep the tiles on NEON (no QUANTIZED_PANELS): the
    GEMM steps here are the definitions, for the tests. */
 #define gemm_i16 gemm_i16_scalar
-#define gemm_u4 gemm_u4_scalar
+#define gemm_u8 gemm_u8_scalar
 
 /* Tiles (2 rows x 4 tokens; see the AVX2 ones above). */
 static void tile_f32(const float *w0, const float *w1, const float *x, int n, float out[2][4]) {
@@ -3638,7 +3667,7 @@ static void gate_times_up(float *h, const float *up, size_t n, int activation) {
 #define tile_f32 tile_f32_scalar
 #define gemm_f32 gemm_f32_scalar
 #define gemm_i16 gemm_i16_scalar
-#define gemm_u4 gemm_u4_scalar
+#define gemm_u8 gemm_u8_scalar
 #define tile_q8 tile_q8_scalar
 #define tile_q4 tile_q4_scalar
 #define column_q8 column_q8_scalar
@@ -3737,13 +3766,14 @@ static void row_tile(const Matrix *W, int r, const float *x, const QuantizedVect
 }
 
 /* The GEMM kernel that serves each weight type (0: none, the tiles do) */
-enum { GEMM_NONE, GEMM_F32, GEMM_I16, GEMM_U4 };
+enum { GEMM_NONE, GEMM_F32, GEMM_I16, GEMM_U8 };
 static int gemm_kind(int type) {
     switch (type) {
     case WEIGHT_F32: return GEMM_F32;
 #if defined(QUANTIZED_PANELS)
-    case WEIGHT_Q8_0: case WEIGHT_Q6_K: return GEMM_I16;
-    case WEIGHT_Q4_0: case WEIGHT_Q4_K: return GEMM_U4;
+    case WEIGHT_Q8_0: return Q8_0_AS_BYTES ? GEMM_U8 : GEMM_I16;
+    case WEIGHT_Q6_K: return GEMM_I16;
+    case WEIGHT_Q4_0: case WEIGHT_Q4_K: return GEMM_U8;
 #endif
     default: return GEMM_NONE;
     }
@@ -3762,11 +3792,21 @@ static int gemm_kind(int type) {
    7, 154 / 123 at 9 (256-bit 134 / 153 at 7, 169 / 158 at 9); q6_k 137 /
    134 at 11 (256-bit 198 / 185 at 11); fp32 132 / 166 at 3, 196 / 170 at 5
    (256-bit 247 / 224 at 7). The bounds below are about where the two meet
-   in both builds. A chat turn's prompt is often this short. */
+   in both builds. A chat turn's prompt is often this short. Then the next
+   step's rows came to be prefetched (prefetch_rows) and q8_0 took gemm_u8
+   (Q8_0_AS_BYTES), and gemm_u8's steps came to cost 55-66 ms for any
+   prompt of 4-14 tokens on the AVX-512 build, 86-103 on the 256-bit one
+   (best of 3, then 2): tiles / steps at 6 tokens q8_0 79 / 63, q4_0 79 /
+   58, q4_k 73 / 60 (256-bit q8_0 130 / 95, q4_0 115 / 101, q4_k 90 / 102;
+   at 7 q4_k 106 / 100). */
 static int gemm_min_tokens(int kind) {
     switch (kind) {
     case GEMM_F32: return 8;
-    case GEMM_U4: return 9;
+#if defined(USE_AVX512)
+    case GEMM_U8: return 6;
+#else
+    case GEMM_U8: return 7;
+#endif
     default: return 10; /* GEMM_I16 */
     }
 }
@@ -3820,7 +3860,7 @@ static void pack_panel(Panels *pn, int kind, const float *x, const QuantizedVect
 
 /* Rows i .. i + rows - 1 of a quantized matrix as its GEMM kernel reads them
    (unpack_row, row by row), into `scratch`: a float scale per 32 (ws) and
-   offset per 32 (wm), then the weights (gemm_i16: int16 w16; gemm_u4: bytes
+   offset per 32 (wm), then the weights (gemm_i16: int16 w16; gemm_u8: bytes
    wu); rows past the matrix repeat its last row. */
 static void unpack_rows(const Matrix *W, int i, int rows, int step_rows, void *scratch) {
     int n_padded = W->cols_padded, n_blocks = n_padded / QK, i16 = gemm_kind(W->type) == GEMM_I16;
@@ -3884,13 +3924,13 @@ static void gemm_step(const Matrix *W, int kind, const Panels *pn, int i, int ro
 #if defined(USE_AVX512)
     if (panels == 2) {
         if (kind == GEMM_I16) gemm_i16_pair(w16, ws, n_blocks, pn->x16 + panel, xs, out);
-        else gemm_u4_pair(wu, ws, wm, n_blocks, pn->x8 + panel, xs, pn->sum + panel_blocks, out);
+        else gemm_u8_pair(wu, ws, wm, n_blocks, pn->x8 + panel, xs, pn->sum + panel_blocks, out);
         return;
     }
 #endif
     (void)panels;
     if (kind == GEMM_I16) gemm_i16(w16, ws, n_blocks, pn->x16 + panel, xs, out[0]);
-    else gemm_u4(wu, ws, wm, n_blocks, pn->x8 + panel, xs, pn->sum + panel_blocks, out[0]);
+    else gemm_u8(wu, ws, wm, n_blocks, pn->x8 + panel, xs, pn->sum + panel_blocks, out[0]);
 }
 
 /* matmul's GEMM path (prompt chunks of at least gemm_min_tokens tokens, weight

@@ -327,7 +327,7 @@ static void compare_gemm(uint64_t *rng, double *worst) {
 }
 
 /* One quantized GEMM step's output for one panel (type 0: gemm_i16, 1:
-   gemm_u4) against the scalar step's, each output relative to the sum of
+   gemm_u8) against the scalar step's, each output relative to the sum of
    its products' magnitudes. */
 static void compare_step_q(double *worst, int type, const int16_t *w16, const uint8_t *wu, const float *ws,
                            const float *wm, int nb, const int16_t *x16, const int8_t *x8, const float *xs,
@@ -335,7 +335,7 @@ static void compare_step_q(double *worst, int type, const int16_t *w16, const ui
     int n = nb * QK;
     float scalar[GEMM_ROWS][GEMM_TOKENS];
     if (type == 0) gemm_i16_scalar(w16, ws, nb, x16, xs, scalar);
-    else gemm_u4_scalar(wu, ws, wm, nb, x8, xs, xsum, scalar);
+    else gemm_u8_scalar(wu, ws, wm, nb, x8, xs, xsum, scalar);
     for (int r = 0; r < (type == 0 ? GEMM_ROWS_I16 : GEMM_ROWS); r++)
         for (int j = 0; j < GEMM_TOKENS; j++) {
             double magnitude = 0;
@@ -349,9 +349,9 @@ static void compare_step_q(double *worst, int type, const int16_t *w16, const ui
         }
 }
 
-/* gemm_i16 and gemm_u4 against their scalar versions (worst[0], worst[1]) on
-   1 to 40 blocks of random weights (int16 as large as q6_k's), scales,
-   offsets and panels. */
+/* gemm_i16 and gemm_u8 against their scalar versions (worst[0], worst[1]) on
+   1 to 40 blocks of random weights (int16 as large as q6_k's; bytes up to
+   GEMM_U8_MAX, q8_0's 255 with VNNI), scales, offsets and panels. */
 static void compare_gemm_q(uint64_t *rng, double worst[2]) {
     static const int blocks[] = {1, 2, 3, 8, 24, 40};
     for (size_t a = 0; a < sizeof blocks / sizeof blocks[0]; a++) {
@@ -362,7 +362,7 @@ static void compare_gemm_q(uint64_t *rng, double worst[2]) {
         float *ws = xmalloc(GEMM_ROWS * nb * sizeof(float)), *wm = xmalloc(GEMM_ROWS * nb * sizeof(float));
         float *xs = xmalloc(nb * GEMM_TOKENS * sizeof(float));
         int32_t *xsum = xcalloc(nb * GEMM_TOKENS, sizeof(int32_t));
-        for (int i = 0; i < GEMM_ROWS * n; i++) w16[i] = (int16_t)(random_u32(rng) % 8191 - 4095), wu[i] = (uint8_t)(random_u32(rng) % 16);
+        for (int i = 0; i < GEMM_ROWS * n; i++) w16[i] = (int16_t)(random_u32(rng) % 8191 - 4095), wu[i] = (uint8_t)(random_u32(rng) % (GEMM_U8_MAX + 1));
         for (int i = 0; i < n * GEMM_TOKENS; i++) x16[i] = (int16_t)(random_u32(rng) % 255 - 127), x8[i] = (int8_t)(random_u32(rng) % 255 - 127);
         for (int k = 0; k < n; k++) /* the real sums of the panel's q, as quantize_vector makes them */
             for (int j = 0; j < GEMM_TOKENS; j++) xsum[k / QK * GEMM_TOKENS + j] += x8[(k / 4 * GEMM_TOKENS + j) * 4 + k % 4];
@@ -371,7 +371,7 @@ static void compare_gemm_q(uint64_t *rng, double worst[2]) {
         float simd[GEMM_ROWS][GEMM_TOKENS];
         for (int type = 0; type < 2; type++) {
             if (type == 0) gemm_i16(w16, ws, nb, x16, xs, simd);
-            else gemm_u4(wu, ws, wm, nb, x8, xs, xsum, simd);
+            else gemm_u8(wu, ws, wm, nb, x8, xs, xsum, simd);
             compare_step_q(&worst[type], type, w16, wu, ws, wm, nb, x16, x8, xs, xsum, simd);
         }
 #if defined(USE_AVX512)
@@ -391,7 +391,7 @@ static void compare_gemm_q(uint64_t *rng, double worst[2]) {
         float pair[2][GEMM_ROWS][GEMM_TOKENS];
         for (int type = 0; type < 2; type++) {
             if (type == 0) gemm_i16_pair(w16, ws, nb, x16_2, xs_2, pair);
-            else gemm_u4_pair(wu, ws, wm, nb, x8_2, xs_2, xsum_2, pair);
+            else gemm_u8_pair(wu, ws, wm, nb, x8_2, xs_2, xsum_2, pair);
             for (int q = 0; q < 2; q++)
                 compare_step_q(&worst[type], type, w16, wu, ws, wm, nb, x16_2 + (size_t)q * n * GEMM_TOKENS,
                                x8_2 + (size_t)q * n * GEMM_TOKENS, xs_2 + q * nb * GEMM_TOKENS,
@@ -673,7 +673,7 @@ static int cmd_kernels(void) {
     long unpack_differences = compare_unpack(&rng);
     printf("simd %s\nf32 %.3g\nq8_0 %.3g\nq4_0 %.3g\ntile_f32 %.3g\ntile_q8_0 %.3g\ntile_q4_0 %.3g\n"
            "attention_scores %.3g\nweighted_sum %.3g\nq4_k %.3g\nq6_k %.3g\ntile_q4_k %.3g\ntile_q6_k %.3g\n"
-           "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\ngemm_f32 %.3g\ngemm_i16 %.3g\ngemm_u4 %.3g\n"
+           "attention_scores_f16 %.3g\nweighted_sum_f16 %.3g\ngemm_f32 %.3g\ngemm_i16 %.3g\ngemm_u8 %.3g\n"
            "column_q8_0 %.3g\ncolumn_q4_0 %.3g\nexp %.3g\nsoftmax %.3g\ngate_silu %.3g\ngate_gelu %.3g\nquantize %ld\n"
            "unpack %ld\n",
            SIMD_NAME, worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], attention[0], attention[1], k[0],

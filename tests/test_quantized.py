@@ -35,7 +35,7 @@ def test_quantization_error_is_within_half_a_step(dtype, levels):
 
 KERNELS = ("f32", "q8_0", "q4_0", "tile_f32", "tile_q8_0", "tile_q4_0", "attention_scores", "weighted_sum",
            "q4_k", "q6_k", "tile_q4_k", "tile_q6_k", "attention_scores_f16", "weighted_sum_f16", "gemm_f32",
-           "gemm_i16", "gemm_u4", "column_q8_0", "column_q4_0", "softmax", "gate_silu", "gate_gelu")
+           "gemm_i16", "gemm_u8", "column_q8_0", "column_q4_0", "softmax", "gate_silu", "gate_gelu")
 
 
 def assert_kernels_equal_scalar(out):
@@ -78,7 +78,8 @@ def test_quantized_forward_matches_reference(tmp_path, family, dtype):
     tokens = list(np.random.default_rng(4).integers(0, config["vocab_size"], 40))
     want = reference.forward(full, deq, tokens, quantized_activations=True)
     assert np.std(want) > 0.3
-    for chunk in (1, 7, 9, 13):  # by gemm_min_tokens: 7 tiles, 9 q4_0's GEMM steps and q8_0's tiles, 13 both steps
+    # by gemm_min_tokens: 5 tiles; 7 gemm_u8's steps (q4_0, and q8_0 with VNNI; q8_0's tiles without); 13 steps
+    for chunk in (1, 5, 7, 13):
         got = logits(tmp_path / "m.bin", tokens, chunk)
         assert np.max(np.abs(got - want)) < 0.05 * np.std(want)
         assert np.mean(got.argmax(axis=1) == want.argmax(axis=1)) >= 0.9
@@ -182,7 +183,7 @@ def test_vnni_kernels_equal_scalar(vnni_harness):
 
 def test_avx512_kernels_equal_scalar(avx512_harness):
     """The GEMM steps in 512-bit registers (gemm_f32, gemm_i16 with its 6
-    rows, gemm_u4) against their scalar definitions, the rest as in AVX2."""
+    rows, gemm_u8) against their scalar definitions, the rest as in AVX2."""
     assert_simd_path(avx512_harness, "AVX-512+VNNI")
 
 

@@ -105,7 +105,8 @@ int main(void) {
     for (int i = 0; i < N * GEMM_TOKENS; i++) x16[i] = (int16_t)(random_u32(&rng) % 255 - 127), x8[i] = (int8_t)x16[i];
     for (int i = 0; i < GEMM_ROWS * NB; i++) gs[i] = 0.01f, gm[i] = 0.08f;
     for (int i = 0; i < NB * GEMM_TOKENS; i++) xs[i] = 0.01f, xsum[i] = (int32_t)(random_u32(&rng) % 1000);
-    const char *names[] = {"fp32 gemm_f32", "q8_0/q6_k gemm_i16", "q4_0/q4_k gemm_u4"};
+    const char *names[] = {"fp32 gemm_f32", Q8_0_AS_BYTES ? "q6_k gemm_i16" : "q8_0/q6_k gemm_i16",
+                           Q8_0_AS_BYTES ? "q8_0/q4_0/q4_k gemm_u8" : "q4_0/q4_k gemm_u8"};
     int step_rows[] = {GEMM_ROWS, GEMM_ROWS_I16, GEMM_ROWS};
     for (int kind = 0; kind < 3; kind++) {
 #if !defined(QUANTIZED_PANELS)
@@ -119,7 +120,7 @@ int main(void) {
                 if (kind == 0) gemm_f32(w6, N, GEMM_ROWS, panel, GEMM_TOKENS, N, out);
 #if defined(QUANTIZED_PANELS)
                 else if (kind == 1) gemm_i16(w16, gs, NB, x16, xs, out);
-                else gemm_u4(wu, gs, gm, NB, x8, xs, xsum, out);
+                else gemm_u8(wu, gs, gm, NB, x8, xs, xsum, out);
 #endif
                 total += out[r % step_rows[kind]][r % GEMM_TOKENS];
             }
@@ -137,7 +138,7 @@ int main(void) {
     int32_t *xsum_2 = xmalloc((size_t)2 * NB * GEMM_TOKENS * sizeof(int32_t));
     for (int i = 0; i < 2 * N * GEMM_TOKENS; i++) x16_2[i] = x16[i % (N * GEMM_TOKENS)], x8_2[i] = x8[i % (N * GEMM_TOKENS)];
     for (int i = 0; i < 2 * NB * GEMM_TOKENS; i++) xs_2[i] = 0.01f, xsum_2[i] = xsum[i % (NB * GEMM_TOKENS)];
-    const char *pair_names[] = {"fp32 gemm_f32_pair", "q8_0/q6_k gemm_i16_pair", "q4_0/q4_k gemm_u4_pair"};
+    const char *pair_names[] = {"fp32 gemm_f32_pair", "q6_k gemm_i16_pair", "q8_0/q4_0/q4_k gemm_u8_pair"};
     for (int kind = 0; kind < 3; kind++) {
         double best = 0;
         for (int run = 0; run < 5; run++) {
@@ -146,7 +147,7 @@ int main(void) {
             for (int r = 0; r < REPS / 24; r++) {
                 if (kind == 0) gemm_f32_pair(w6, N, GEMM_ROWS, panel, (size_t)N * GEMM_TOKENS, GEMM_TOKENS, N, out);
                 else if (kind == 1) gemm_i16_pair(w16, gs, NB, x16_2, xs_2, out);
-                else gemm_u4_pair(wu, gs, gm, NB, x8_2, xs_2, xsum_2, out);
+                else gemm_u8_pair(wu, gs, gm, NB, x8_2, xs_2, xsum_2, out);
                 total += out[r % 2][r % step_rows[kind]][r % GEMM_TOKENS];
             }
             sink = total;
