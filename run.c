@@ -3798,7 +3798,10 @@ static int gemm_kind(int type) {
    prompt of 4-14 tokens on the AVX-512 build, 86-103 on the 256-bit one
    (best of 3, then 2): tiles / steps at 6 tokens q8_0 79 / 63, q4_0 79 /
    58, q4_k 73 / 60 (256-bit q8_0 130 / 95, q4_0 115 / 101, q4_k 90 / 102;
-   at 7 q4_k 106 / 100). */
+   at 7 q4_k 106 / 100). gemm_i16's bound, measured again then (best of 3):
+   q6_k 82 / 102 at 7 tokens, 143 / 112 at 8 (256-bit 151 / 138 at 7, 150
+   / 146 at 8); q8_0 in a build without VNNI (-march=znver2 on the same
+   machine) 151 / 151 at 8, 148 / 153 at 9, q6_k there 178 / 161 at 8. */
 static int gemm_min_tokens(int kind) {
     switch (kind) {
     case GEMM_F32: return 8;
@@ -3807,7 +3810,7 @@ static int gemm_min_tokens(int kind) {
 #else
     case GEMM_U8: return 7;
 #endif
-    default: return 10; /* GEMM_I16 */
+    default: return 8; /* GEMM_I16 */
     }
 }
 
