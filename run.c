@@ -1330,8 +1330,8 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
 #include <arm_neon.h>
 #endif
 
-/* Weight rows of one q6_k GEMM step, or q8_0's without VNNI (gemm_i16): 3, whose sums and
-   panel vectors fill AVX2's 16 registers, or 6 in AVX-512's 32 (in cache,
+/* Weight rows of one q6_k GEMM step, or q8_0's without VNNI (gemm_i16): 3,
+   whose sums and panel vectors fill AVX2's 16 registers, or 6 in AVX-512's 32 (in cache,
    one thread: 107 -> 143 billion multiply-adds per second against 3) */
 #if defined(USE_AVX512)
 #define GEMM_ROWS_I16 6
@@ -1718,7 +1718,8 @@ void tile_q6k_scalar(const uint8_t *w0, const uint8_t *w1, const QuantizedVector
    section "panels" below says why) into the form its kernel reads:
    unpack_row_scalar is the definition, per block. Per weight this must cost
    less than the few multiply-adds the GEMM then does with it. q8_0: 32
-   values as bytes + 128 (with VNNI), or as int16. q4_0: byte j holds weights j (low nibble) and j + 16.
+   values as bytes + 128 (with VNNI), or as int16. q4_0: byte j holds
+   weights j (low nibble) and j + 16.
    q4_k: each 32 bytes of nibbles hold a group of 32 in their low nibbles and
    the next group in their high ones. q6_k: each value (q6k_value) times its
    group's integer scale, at most 32 x 127 in size. */
