@@ -1331,8 +1331,9 @@ static void rope(float *x, int n_heads, int head_dim, int rope_dim, const float 
 #endif
 
 /* Weight rows of one q6_k GEMM step, or q8_0's without VNNI (gemm_i16): 3,
-   whose sums and panel vectors fill AVX2's 16 registers, or 6 in AVX-512's 32 (in cache,
-   one thread: 107 -> 143 billion multiply-adds per second against 3) */
+   whose sums and panel vectors fill AVX2's 16 registers, or 6 in AVX-512's
+   32 (in cache, one thread: 107 -> 143 billion multiply-adds per second
+   against 3) */
 #if defined(USE_AVX512)
 #define GEMM_ROWS_I16 6
 #else
@@ -1425,6 +1426,10 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
 #define Q8_0_AS_BYTES 0
 #define GEMM_U8_MAX 15
 #endif
+
+/* gemm_u8's offset of a q8_0 or q4_0 row, in units of its blocks' scales:
+   the weight is (u - offset) * scale (unused where q8_0 takes gemm_i16) */
+static float u8_offset(int type) { return type == WEIGHT_Q8_0 ? 128.0f : 8.0f; }
 
 /* The scalar versions are not static: the tests call them even in builds
    where a SIMD version does the work. */
@@ -1728,15 +1733,14 @@ static void split_nibbles_scalar(uint8_t *lo, uint8_t *hi, const uint8_t *src, i
 }
 
 /* Block b of a q8_0 or q4_0 row of n_blocks blocks: its scale into ws[b],
-   gemm_u8's offset into wm[b] (q4_0: (u - 8) * scale, so 8 x the scale;
-   q8_0: 128 x it; unused by gemm_i16), its values into w (q8_0: bytes q +
-   128 at w + 32b, Q8_0_AS_BYTES, or int16 at w + 32b; q4_0: bytes at w +
-   32b, the block's low nibbles, then its high ones). */
+   gemm_u8's offset into wm[b] (u8_offset x the scale), its values into w
+   (q8_0: bytes q + 128 at w + 32b, Q8_0_AS_BYTES, or int16 at w + 32b;
+   q4_0: bytes at w + 32b, the block's low nibbles, then its high ones). */
 static void unpack_q_block(int type, const uint8_t *src, int b, int n_blocks, float *ws, float *wm, void *w) {
     size_t block_bytes = q_block_bytes(type);
     const uint8_t *block = q_block(src, b, n_blocks, block_bytes);
     ws[b] = fp16_to_fp32(q_scale_bits(src, b, block_bytes));
-    wm[b] = (type == WEIGHT_Q8_0 ? 128.0f : 8.0f) * ws[b];
+    wm[b] = u8_offset(type) * ws[b];
     if (type == WEIGHT_Q8_0 && Q8_0_AS_BYTES)
         for (int k = 0; k < QK; k++) ((uint8_t *)w)[b * QK + k] = block[k] ^ 0x80; /* q + 128 */
     else if (type == WEIGHT_Q8_0)
@@ -2953,6 +2957,14 @@ static __m256i q4k_mins(__m128i scales_mins, const int16_t *sum16) {
    integers and the nibbles split by one variable shift, in cache (one thread)
    57 -> 61 billion multiply-adds a second; generation, builds alternating:
    1.1B q4_k 1.05x (6 of 6 rounds), q4_k_m 1.07x (5 of 5). */
+/* A Q4_K block's d and dmin times x's scale, lanes 0 and 1, by one
+   conversion (in cache 52.5 -> 54.8; 1.1B q4_k 1.02x, 7 of 8) */
+static __m128 q4k_d_dmin(const uint8_t *blk, float x_scale) {
+    int32_t d_dmin;
+    memcpy(&d_dmin, blk, 4);
+    return _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin)), _mm_set1_ps(x_scale));
+}
+
 #if defined(USE_AVX512)
 static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     __m512 acc = _mm512_setzero_ps();
@@ -2961,9 +2973,7 @@ static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
         const uint8_t *blk = w + (size_t)b * Q4K_BYTES;
         prefetch_l2(blk), prefetch_l2(blk + 64), prefetch_l2(blk + 128);
         __m128i scales_mins = q4k_scales_vector(blk);
-        int32_t d_dmin;
-        memcpy(&d_dmin, blk, 4);
-        __m128 ds = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin)), _mm_set1_ps(x->scale[b * 8]));
+        __m128 ds = q4k_d_dmin(blk, x->scale[b * 8]);
         __m256i products = q4k_products(blk, scales_mins, x->q + (size_t)b * QK_K);
         __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(products), q4k_mins(scales_mins, x->sum16 + b * 16), 1);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(both), _mm512_permutexvar_ps(d_then_dmin, _mm512_castps128_ps512(ds)), acc);
@@ -2978,10 +2988,7 @@ static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
         const uint8_t *blk = w + (size_t)b * Q4K_BYTES;
         prefetch_l2(blk), prefetch_l2(blk + 64), prefetch_l2(blk + 128);
         __m128i scales_mins = q4k_scales_vector(blk);
-        /* d and dmin by one conversion, times x's scale (in cache 52.5 -> 54.8; 1.1B q4_k 1.02x, 7 of 8) */
-        int32_t d_dmin;
-        memcpy(&d_dmin, blk, 4);
-        __m128 ds = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin)), _mm_set1_ps(x->scale[b * 8]));
+        __m128 ds = q4k_d_dmin(blk, x->scale[b * 8]);
         __m256i products = q4k_products(blk, scales_mins, x->q + (size_t)b * QK_K);
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), _mm256_broadcastss_ps(ds), acc);
         mins = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4k_mins(scales_mins, x->sum16 + b * 16)),
@@ -3231,9 +3238,10 @@ static void gate_times_up(float *h, const float *up, size_t n, int activation) {
 /* unpack_row_scalar's results, 32 bytes at a time: a q8_0 or q4_0 group's 8
    scales by one conversion (F16C, exact, as fp16_to_fp32), two q4_0 blocks'
    nibbles split (unpack_q4_pair) and put in order by two lane permutes, 32
-   q8_0 values moved to unsigned by one xor (or 16 widened at once), a q4_k block's scales and mins by
-   q4k_scales_vector and its nibbles by unpack_q4_pair, q6_k's values by
-   q6k_group, times their scales as int16. (The loops of
+   q8_0 values moved to unsigned by one xor (or 16 widened at once), a q4_k
+   block's scales and mins by q4k_scales_vector and its nibbles by
+   unpack_q4_pair, q6_k's values by q6k_group, times their scales as int16.
+   (The loops of
    bytes took over half of a short prompt's matmul time: 1.1B shape, 16
    tokens, 2 threads, timers: q8_0 77 of 136 ms, q4_0 66 of 107, q4_k 45
    of 86.) A last group shorter than QGROUP goes block by block. */
@@ -3245,7 +3253,7 @@ static void unpack_row(int type, const uint8_t *src, int n_padded, float *ws, fl
             const uint8_t *group = src + (size_t)b * (block_bytes + 2), *values = group + 2 * QGROUP;
             __m256 scale = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)group));
             _mm256_storeu_ps(ws + b, scale);
-            _mm256_storeu_ps(wm + b, _mm256_mul_ps(scale, _mm256_set1_ps(type == WEIGHT_Q8_0 ? 128.0f : 8.0f)));
+            _mm256_storeu_ps(wm + b, _mm256_mul_ps(scale, _mm256_set1_ps(u8_offset(type))));
             if (type == WEIGHT_Q8_0 && Q8_0_AS_BYTES) {
                 uint8_t *dst = (uint8_t *)w + (size_t)b * QK;
                 for (int k = 0; k < QGROUP * QK; k += 32) /* q + 128 */
