@@ -202,6 +202,14 @@ def test_each_matrix_times_its_quantized_input_is_exact(shared, tmp_path, kind, 
     assert seen == ({"q4_k", "q6_k"} if "mixed" in kind else {kind.lower().replace("f32", "fp32")})
 
 
+def test_fp32_steps_add_up_their_k_blocks(shared, tmp_path):
+    """256 tokens (16 panels): the fp32 GEMM steps go through a row's values in
+    blocks of 512 (F32_K_BLOCK_BYTES, 512 KB of panels), so ffn_down's 768
+    are two blocks whose sums are added, and the other matrices' 256 one."""
+    export(tmp_path / "m.bin", "--gguf", os.path.join(shared, QUANTS, "Q8_0.gguf"), "--dtype", "fp32")
+    assert assert_matmuls_exact(tmp_path / "m.bin", tokens=256) == {"fp32"}
+
+
 def test_neon_k_matmuls_are_exact(shared, tmp_path, arm_harnesses):
     """The same through the NEON kernels, cross-built and run under qemu
     (and fp32 through the NEON gemm_f32, with 37 tokens)."""
