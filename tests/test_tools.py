@@ -31,3 +31,14 @@ def test_stream_tool_runs_generation_products_with_the_prefetch_distance_given(t
     mean = re.search(r"mean: read ([\d.]+) GB/s, q8_0 ([\d.]+) \((\d+)% of the read\), q4_0 ([\d.]+) \((\d+)%\)", p.stdout)
     assert mean, p.stdout
     assert all(float(v) > 0 for v in mean.groups())
+
+
+def test_bandwidth_tool_reads_a_buffer_of_the_size_given(tmp_path):
+    """./bandwidth THREADS BYTES: make bench's ceiling for a row, a read of as
+    many bytes as the row's weights; a size it cannot use is refused."""
+    exe = build(tmp_path, "bandwidth.c")
+    p = subprocess.run([str(exe), "1", "1e6"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert float(re.fullmatch(r"threads 1: ([\d.]+) GB/s \(checksum \d+\)\n", p.stdout).group(1)) > 0
+    p = subprocess.run([str(exe), "1", "100"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "BYTES must be from 4096 to 64e9, not 100" in p.stderr

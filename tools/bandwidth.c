@@ -17,8 +17,13 @@
    noise). The benchmark measures it with a row's threads before each of
    that row's generation runs and after the last, and divides by the
    highest.
-   With THREADS, only that many threads are measured.
-   cc -O3 -march=native -fopenmp tools/bandwidth.c -o bandwidth && ./bandwidth [THREADS] */
+   With THREADS, only that many threads are measured. With BYTES as well,
+   the buffer is that large and each timed pass reads it over and over, at
+   least 1 GiB in all: the ceiling of a model whose weights are BYTES. A
+   model that fits in the last-level cache is read from there, every token,
+   and so is such a buffer (on a Xeon with a 260 MB L3, stories15M's 61 MB
+   fp32 generated at 112% of the 1 GiB read: it was never read from memory).
+   cc -O3 -march=native -fopenmp tools/bandwidth.c -o bandwidth && ./bandwidth [THREADS [BYTES]] */
 #define _GNU_SOURCE /* madvise */
 #include <stdint.h>
 #include <stdio.h>
@@ -67,24 +72,36 @@ static uint64_t sum_part(const uint64_t *buf, size_t from, size_t to) {
    for the hardware prefetcher (runs of 1 MB read a little slower). */
 #define RUN_WORDS (((size_t)4 << 20) / sizeof(uint64_t))
 
-/* Sum of all n words, `threads` threads taking runs of RUN_WORDS in turn. */
-static uint64_t read_all(const uint64_t *buf, size_t n, int threads) {
+/* Sum of all n words, `threads` threads taking runs of run_words in turn. */
+static uint64_t read_runs(const uint64_t *buf, size_t n, int threads, size_t run_words) {
     uint64_t sum = 0;
-    long runs = (long)((n + RUN_WORDS - 1) / RUN_WORDS), r;
+    long runs = (long)((n + run_words - 1) / run_words), r;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(dynamic) reduction(+ : sum)
 #endif
     for (r = 0; r < runs; r++) {
-        size_t from = (size_t)r * RUN_WORDS, to = from + RUN_WORDS < n ? from + RUN_WORDS : n;
+        size_t from = (size_t)r * run_words, to = from + run_words < n ? from + run_words : n;
         sum += sum_part(buf, from, to);
     }
     (void)threads;
     return sum;
 }
 
-#ifndef BANDWIDTH_NO_MAIN /* tools/stream.c includes this file for read_all */
+#ifndef BANDWIDTH_NO_MAIN /* tools/stream.c includes this file for read_runs */
 int main(int argc, char **argv) {
     size_t n = (size_t)1 << 27; /* 2^27 uint64 = 1 GiB */
+    if (argc > 2) { /* ./bandwidth THREADS BYTES: a buffer of BYTES (rounded up to whole steps of 128) */
+        double bytes = atof(argv[2]);
+        if (!(bytes >= 4096 && bytes <= 64e9)) {
+            fprintf(stderr, "bandwidth: BYTES must be from 4096 to 64e9, not %s\n", argv[2]);
+            return 1;
+        }
+        n = ((size_t)bytes + 127) / 128 * 16;
+    }
+    /* passes read the buffer `reps` times (at least 1 GiB), in runs of 4 MB or,
+       in a small buffer, of an eighth of a thread's share, so that the
+       threads end together */
+    size_t bytes_read = n * sizeof(uint64_t), reps = (((size_t)1 << 30) + bytes_read - 1) / bytes_read;
     uint64_t *buf = aligned_alloc((size_t)2 << 20, n * sizeof(uint64_t)); /* 2 MB aligned, for whole huge pages */
     if (!buf) return 1;
 #ifdef MADV_HUGEPAGE
@@ -112,14 +129,18 @@ int main(int argc, char **argv) {
     for (int threads = only > 0 ? only : 1; threads <= (only > 0 ? only : max_threads); threads++) {
         double best = 1e30;
         uint64_t total = 0;
+        size_t run_words = n / ((size_t)threads * 8) / 16 * 16;
+        if (run_words > RUN_WORDS) run_words = RUN_WORDS;
+        if (run_words < 16) run_words = 16;
         for (int pass = 0; pass < 5; pass++) {
             double t0 = now();
-            uint64_t sum = read_all(buf, n, threads);
+            uint64_t sum = 0;
+            for (size_t rep = 0; rep < reps; rep++) sum += read_runs(buf, n, threads, run_words);
             double t = now() - t0;
             if (t < best) best = t;
             total += sum;
         }
-        printf("threads %d: %.2f GB/s (checksum %llu)\n", threads, n * sizeof(uint64_t) / best / 1e9,
+        printf("threads %d: %.2f GB/s (checksum %llu)\n", threads, (double)reps * n * sizeof(uint64_t) / best / 1e9,
                (unsigned long long)(total & 0xff));
     }
     free(buf);

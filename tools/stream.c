@@ -3,7 +3,7 @@
    (22 layers of wq, wk, wv, wo, w1, w3 and w2, then the 32000-row classifier:
    1.10 GB in q8_0, 0.58 GB in q4_0) are multiplied by one input through
    run.c's own matmul, as generation does, and the q8_0 bytes are read plainly
-   (tools/bandwidth.c's read_all: wide loads, four accumulators, the
+   (tools/bandwidth.c's read_runs: wide loads, four accumulators, the
    threads taking runs of 4 MB in turn), the three alternating, round after round, so that
    the host's drift meets all three alike. Prints each round's GB/s and, at
    the end, each one's mean and its share of the read's.
@@ -14,7 +14,7 @@
 #define RUN_NO_MAIN
 #include "../run.c"
 #define BANDWIDTH_NO_MAIN
-#include "bandwidth.c" /* read_all: the plain read, and now() */
+#include "bandwidth.c" /* read_runs: the plain read, and now() */
 
 enum { LAYERS = 22, DIM = 2048, KV_DIM = 256, HIDDEN = 5632, VOCAB = 32000, MATRICES = 7 * LAYERS + 1 };
 
@@ -89,7 +89,7 @@ int main(int argc, char **argv) {
             double t0 = now();
             size_t bytes = k == 2 ? q4.bytes : q8.bytes; /* the read reads the q8_0 bytes */
             for (int rep = 0; rep < 3; rep++) {
-                if (k == 0) sink = read_all((const uint64_t *)q8.buf, q8.bytes / 8, threads);
+                if (k == 0) sink = read_runs((const uint64_t *)q8.buf, q8.bytes / 8, threads, RUN_WORDS);
                 else products(k == 1 ? &q8 : &q4, out, x, &xq);
             }
             gbs[k] = 3.0 * bytes / (now() - t0) / 1e9;
