@@ -966,6 +966,7 @@ typedef struct TracePage {
     int n_steps;
 } TracePage;
 #define GEMM_TOKENS 16 /* tokens of one panel of the prompt GEMMs (section 4, "panels") */
+#define F32_RUN_STEPS 8 /* the most fp32 GEMM steps a thread takes at once (steps_f32) */
 #define GEMM_ROWS 6     /* weight rows of one GEMM step: fp32, q4_0, q4_k and q8_0 with VNNI (gemm_f32, gemm_u8) */
 /* (GEMM_ROWS_I16, the rows of a q6_k step, or q8_0's without VNNI, depends on the build: section 4) */
 
@@ -1044,6 +1045,8 @@ typedef struct {
     int32_t *sum;
     void *rows;     /* per thread: a GEMM step's weight rows unpacked (unpack_rows), and their scales */
     size_t row_bytes; /* of `rows` per thread */
+    float *sums;      /* per thread: (F32_RUN_STEPS, panels, GEMM_ROWS, GEMM_TOKENS) a run of fp32 steps' sums (steps_f32) */
+    size_t sum_floats; /* of `sums` per thread */
 } Panels;
 
 /* RoPE's rotations: a frequency per pair of a head, and their cos and sin at
@@ -1208,6 +1211,8 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
     size_t slots = (size_t)(T + GEMM_TOKENS - 1) / GEMM_TOKENS * GEMM_TOKENS; /* tokens of the panels */
     int threads = max_threads();
     s->panels.x = xcalloc_touched(slots * padded, sizeof(float));
+    s->panels.sum_floats = (size_t)F32_RUN_STEPS * slots * GEMM_ROWS;
+    s->panels.sums = xcalloc_touched((size_t)threads * s->panels.sum_floats, sizeof(float));
     if (!kv16 && T >= GEMM_TOKENS && c->head_dim % GEMM_TOKENS == 0) {
         size_t positions = (size_t)(ctx + GEMM_TOKENS - 1) / GEMM_TOKENS * GEMM_TOKENS; /* whole panels */
         s->att_keys = xcalloc_touched(kv_dim * positions, sizeof(float));
@@ -1227,7 +1232,7 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
 static void free_state(RunState *s) {
     for (int t = 0; t < s->max_tokens; t++) free_quantized_vector(&s->xq[t]);
     free(s->xq), free(s->panels.x), free(s->panels.x16), free(s->panels.x8), free(s->panels.scale), free(s->panels.sum);
-    free(s->panels.rows), free(s->att_keys), free(s->att_rows);
+    free(s->panels.rows), free(s->panels.sums), free(s->att_keys), free(s->att_rows);
     free(s->x); free(s->xb); free(s->xb2); free(s->ao); free(s->hb); free(s->hb2); free(s->q); free(s->att);
     free(s->logits); free(s->key_cache); free(s->value_cache);
     free(s->key_cache16); free(s->value_cache16); free(s->kv_new);
@@ -3940,15 +3945,12 @@ static void gemm_step(const Matrix *W, int kind, const Panels *pn, int p, int pa
 }
 
 /* A step's outputs into out (T, d): out[t][i + r] = step[q][r][j] for token
-   t = j of panel p + q, or added to it (add: a k-block after the first). */
+   t = j of panel p + q. */
 static void store_step(float *out, int d, int T, int i, int rows, int p, int panels,
-                       float step[GEMM_PANELS][GEMM_ROWS][GEMM_TOKENS], int add) {
+                       const float (*step)[GEMM_ROWS][GEMM_TOKENS]) {
     for (int q = 0; q < panels; q++)
         for (int j = 0, t = (p + q) * GEMM_TOKENS; j < GEMM_TOKENS && t + j < T; j++)
-            for (int r = 0; r < rows; r++) {
-                float *o = &out[(size_t)(t + j) * d + i + r];
-                *o = add ? *o + step[q][r][j] : step[q][r][j];
-            }
+            for (int r = 0; r < rows; r++) out[(size_t)(t + j) * d + i + r] = step[q][r][j];
 }
 
 /* The fp32 steps, in k-blocks. A step reads every panel whole, and a chunk's
@@ -3956,14 +3958,18 @@ static void store_step(float *out, int d, int T, int i, int rows, int p, int pan
    of w2's n = 5632 5.6 MB. The steps then ran at the speed the panels came
    from L3, not at the FMA units' (on a Xeon, where L3 feeds a core far slower
    than L2: the 1.1B shape's 512-token prompts at 65% of gemm_f32_pair's rate
-   in cache). So each thread takes a run of up to 8 steps (48 rows) and goes
-   through n in blocks of F32_K_BLOCK_BYTES' worth of every panel (512 KB:
-   half or all of an L2 cache of today; 512 values of 256 tokens), each block
-   by all the run's steps while it stays in L2, adding the sums of each block
-   after the first to out. The weights are still read once per chunk.
+   in cache). So each thread takes a run of up to F32_RUN_STEPS steps (48
+   rows) and goes through n in blocks of F32_K_BLOCK_BYTES' worth of every
+   panel (512 KB: half or all of an L2 cache of today; 512 values of 256
+   tokens), each block by all the run's steps while it stays in L2. The
+   weights are still read once per chunk. The blocks' sums add up in the
+   thread's pn->sums, in the steps' own layout, and go to out once per run:
+   out (T, d) takes a step's sums 6 floats to a token, each token on its own
+   cache line, and adding each block's sums there cost ~6% of the prompt.
    On that Xeon, 512-token prompts, 2 threads, builds alternating: the 1.1B
-   shape 80.8 -> 90.1 tok/s (4 of 4 rounds), the smaller shapes and the
-   256-bit build within noise. */
+   shape 80.8 -> 90.1 tok/s (4 of 4 rounds) with the sums added in out, the
+   smaller shapes and the 256-bit build within noise; then 100.9 -> 108.8
+   (8 of 8) with them added in pn->sums. */
 #ifndef F32_K_BLOCK_BYTES /* cc -DF32_K_BLOCK_BYTES=... to try another */
 #define F32_K_BLOCK_BYTES (512 * 1024)
 #endif
@@ -3972,9 +3978,11 @@ static void steps_f32(float *out, const Panels *pn, const Matrix *W, int T) {
     /* values per block: a multiple of 16, at least 64 */
     int k_block = (int)(F32_K_BLOCK_BYTES / ((size_t)n_panels * GEMM_TOKENS * sizeof(float))) / 16 * 16;
     if (k_block < 64) k_block = 64;
-    /* runs of up to 8 steps, at least 4 runs per thread for the guided schedule to share */
+    /* runs of up to F32_RUN_STEPS steps, at least 4 runs per thread for the guided schedule to share */
     int run_steps = d / (GEMM_ROWS * 4 * team_threads());
-    int run = (run_steps < 1 ? 1 : run_steps > 8 ? 8 : run_steps) * GEMM_ROWS;
+    int run = (run_steps < 1 ? 1 : run_steps > F32_RUN_STEPS ? F32_RUN_STEPS : run_steps) * GEMM_ROWS;
+    /* this thread's sums: (F32_RUN_STEPS, n_panels, GEMM_ROWS, GEMM_TOKENS) */
+    float (*sums)[GEMM_ROWS][GEMM_TOKENS] = (float (*)[GEMM_ROWS][GEMM_TOKENS])(pn->sums + (size_t)thread_index() * pn->sum_floats);
     int i;
     OMP(omp for schedule(guided) nowait)
     for (i = 0; i < d; i += run) {
@@ -3989,10 +3997,15 @@ static void steps_f32(float *out, const Panels *pn, const Matrix *W, int T) {
                     int panels = n_panels - p < GEMM_PANELS ? n_panels - p : GEMM_PANELS;
                     const float *x = pn->x + ((size_t)p * n + k0) * GEMM_TOKENS; /* panel p from value k0 */
                     gemm_f32_panels(w, (size_t)n, rows, x, (size_t)n * GEMM_TOKENS, GEMM_TOKENS, kn, panels, step);
-                    store_step(out, d, T, s, rows, p, panels, step, k0 > 0);
+                    /* the sums of step s - i / GEMM_ROWS of the run, panels p, p + 1 */
+                    float *sum = &sums[(size_t)(s - i) / GEMM_ROWS * n_panels + p][0][0], *add = &step[0][0][0];
+                    for (int e = 0; e < panels * GEMM_ROWS * GEMM_TOKENS; e++) sum[e] = k0 ? sum[e] + add[e] : add[e];
                 }
             }
         }
+        for (int s = i; s < end; s += GEMM_ROWS)
+            store_step(out, d, T, s, end - s < GEMM_ROWS ? end - s : GEMM_ROWS, 0, n_panels,
+                       (const float (*)[GEMM_ROWS][GEMM_TOKENS])sums + (size_t)(s - i) / GEMM_ROWS * n_panels);
     }
 }
 
@@ -4034,7 +4047,7 @@ static void matmul_panels(float *out, const float *x, const QuantizedVector *xq,
                 float step[GEMM_PANELS][GEMM_ROWS][GEMM_TOKENS];
                 int panels = n_panels - p < GEMM_PANELS ? n_panels - p : GEMM_PANELS;
                 gemm_step(W, kind, pn, p, panels, scratch, step);
-                store_step(out, d, T, i, rows, p, panels, step, 0);
+                store_step(out, d, T, i, rows, p, panels, (const float (*)[GEMM_ROWS][GEMM_TOKENS])step);
             }
         }
     }
