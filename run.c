@@ -2955,13 +2955,6 @@ static __m256i q4k_mins(__m128i scales_mins, const int16_t *sum16) {
     return _mm256_madd_epi16(twice, _mm256_loadu_si256((const __m256i *)sum16));
 }
 
-/* Row of a q4_k matrix . x (dot_q4k_scalar). The AVX-512 form keeps a
-   block's products (lanes 0-7) and its mins' sums (8-15) side by side in one
-   register: one conversion and one multiply-add by [d x 8, dmin x 8] take
-   both, and the halves are subtracted once at the end. With q4k_mins in
-   integers and the nibbles split by one variable shift, in cache (one thread)
-   57 -> 61 billion multiply-adds a second; generation, builds alternating:
-   1.1B q4_k 1.05x (6 of 6 rounds), q4_k_m 1.07x (5 of 5). */
 /* A Q4_K block's d and dmin times x's scale, lanes 0 and 1, by one
    conversion (in cache 52.5 -> 54.8; 1.1B q4_k 1.02x, 7 of 8) */
 static __m128 q4k_d_dmin(const uint8_t *blk, float x_scale) {
@@ -2970,6 +2963,13 @@ static __m128 q4k_d_dmin(const uint8_t *blk, float x_scale) {
     return _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin)), _mm_set1_ps(x_scale));
 }
 
+/* Row of a q4_k matrix . x (dot_q4k_scalar). The AVX-512 form keeps a
+   block's products (lanes 0-7) and its mins' sums (8-15) side by side in one
+   register: one conversion and one multiply-add by [d x 8, dmin x 8] take
+   both, and the halves are subtracted once at the end. With q4k_mins in
+   integers and the nibbles split by one variable shift, in cache (one thread)
+   57 -> 61 billion multiply-adds a second; generation, builds alternating:
+   1.1B q4_k 1.05x (6 of 6 rounds), q4_k_m 1.07x (5 of 5). */
 #if defined(USE_AVX512)
 static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     __m512 acc = _mm512_setzero_ps();
@@ -3947,7 +3947,7 @@ static void gemm_step(const Matrix *W, int kind, const Panels *pn, int p, int pa
 /* A step's outputs into out (T, d): out[t][i + r] = step[q][r][j] for token
    t = j of panel p + q. */
 static void store_step(float *out, int d, int T, int i, int rows, int p, int panels,
-                       const float (*step)[GEMM_ROWS][GEMM_TOKENS]) {
+                       float (*step)[GEMM_ROWS][GEMM_TOKENS]) {
     for (int q = 0; q < panels; q++)
         for (int j = 0, t = (p + q) * GEMM_TOKENS; j < GEMM_TOKENS && t + j < T; j++)
             for (int r = 0; r < rows; r++) out[(size_t)(t + j) * d + i + r] = step[q][r][j];
@@ -3968,8 +3968,8 @@ static void store_step(float *out, int d, int T, int i, int rows, int p, int pan
    cache line, and adding each block's sums there cost ~6% of the prompt.
    On that Xeon, 512-token prompts, 2 threads, builds alternating: the 1.1B
    shape 80.8 -> 90.1 tok/s (4 of 4 rounds) with the sums added in out, the
-   smaller shapes and the 256-bit build within noise; then 100.9 -> 108.8
-   (8 of 8) with them added in pn->sums. */
+   smaller shapes and the 256-bit build within noise; then 103.1 -> 109.8
+   (6 of 6) with them added in pn->sums. */
 #ifndef F32_K_BLOCK_BYTES /* cc -DF32_K_BLOCK_BYTES=... to try another */
 #define F32_K_BLOCK_BYTES (512 * 1024)
 #endif
@@ -4005,7 +4005,7 @@ static void steps_f32(float *out, const Panels *pn, const Matrix *W, int T) {
         }
         for (int s = i; s < end; s += GEMM_ROWS)
             store_step(out, d, T, s, end - s < GEMM_ROWS ? end - s : GEMM_ROWS, 0, n_panels,
-                       (const float (*)[GEMM_ROWS][GEMM_TOKENS])sums + (size_t)(s - i) / GEMM_ROWS * n_panels);
+                       sums + (size_t)(s - i) / GEMM_ROWS * n_panels);
     }
 }
 
@@ -4047,7 +4047,7 @@ static void matmul_panels(float *out, const float *x, const QuantizedVector *xq,
                 float step[GEMM_PANELS][GEMM_ROWS][GEMM_TOKENS];
                 int panels = n_panels - p < GEMM_PANELS ? n_panels - p : GEMM_PANELS;
                 gemm_step(W, kind, pn, p, panels, scratch, step);
-                store_step(out, d, T, i, rows, p, panels, (const float (*)[GEMM_ROWS][GEMM_TOKENS])step);
+                store_step(out, d, T, i, rows, p, panels, step);
             }
         }
     }
