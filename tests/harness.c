@@ -732,6 +732,49 @@ static int cmd_filter(char **argv) {
     return 0;
 }
 
+/* harness share THREADS: generation's matmuls share their rows' units by
+   stealing (share_units, next_units). A team of THREADS threads shares
+   ROUNDS lists of units, one after another as a token's matmuls do, of
+   sizes from 1 to 2000; thread 0 is slow (a busy wait per unit), so the
+   others finish their own runs first and take from its run. Prints the team's
+   threads, the units not taken exactly once, and how many were taken by
+   another thread than the one whose run they began in. */
+static int cmd_share(char **argv) {
+    enum { ROUNDS = 60, MOST = 2000 };
+    static const int sizes[] = {1, 2, 7, 64, 513, MOST};
+    int *taken = xcalloc(MOST, sizeof(int)), *taker = xcalloc(MOST, sizeof(int)), team = 1;
+    long wrong = 0, stolen = 0;
+    int threads = atoi(argv[2]);
+    (void)threads; /* (a build without OpenMP runs on one thread) */
+    OMP(omp parallel num_threads(threads))
+    for (int round = 0; round < ROUNDS; round++) {
+        int n = sizes[round % 6], from, to;
+        OMP(omp single) /* (its end waits for the whole team) */
+        {
+            memset(taken, 0, MOST * sizeof(int));
+            team = team_threads();
+        }
+        share_units(n);
+        while (next_units(&from, &to))
+            for (int u = from; u < to; u++) {
+                OMP(omp atomic)
+                taken[u]++;
+                taker[u] = thread_index();
+                if (thread_index() == 0)
+                    for (volatile int spin = 0; spin < 2000; spin++) {}
+            }
+        team_wait();
+        OMP(omp single)
+        for (int u = 0; u < n; u++) {
+            wrong += taken[u] != 1;
+            stolen += (int64_t)n * taker[u] / team > u || (int64_t)n * (taker[u] + 1) / team <= u;
+        }
+    }
+    printf("threads %d wrong %ld stolen %ld\n", team, wrong, stolen);
+    free(taken), free(taker);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 5 && strcmp(argv[1], "logits") == 0) return cmd_logits(argc, argv);
     if (argc == 4 && strcmp(argv[1], "encode") == 0) return cmd_encode(argv);
@@ -740,7 +783,8 @@ int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "fp16") == 0) return cmd_fp16(argv);
     if (argc == 12 && strcmp(argv[1], "filter") == 0) return cmd_filter(argv);
     if (argc == 5 && strcmp(argv[1], "matmul") == 0) return cmd_matmul(argv);
+    if (argc == 3 && strcmp(argv[1], "share") == 0) return cmd_share(argv);
     fprintf(stderr, "usage: harness logits MODEL CHUNK ID... | encode TOKENIZER FILE | render TOKENIZER TEMPLATE FILE"
-                    " | kernels | matmul ... | fp16 FILE | filter ...\n");
+                    " | kernels | matmul ... | fp16 FILE | filter ... | share THREADS\n");
     return 2;
 }

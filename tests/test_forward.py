@@ -1,6 +1,9 @@
 """run.c's forward pass against the numpy reference, on tiny random models
 exported from Hugging Face layout by export.py."""
 
+import os
+import re
+
 import numpy as np
 import pytest
 
@@ -121,3 +124,32 @@ def test_fp16_kv_cache_stays_close_to_the_reference(tmp_path, family):
         assert np.max(np.abs(got - want)) < 5e-3 * spread, chunk
         assert np.max(np.abs(got - want)) > 1e-6  # the cache really held halves
         assert np.mean(np.argmax(got, 1) == np.argmax(want, 1)) > 0.97
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_take_every_row_once_and_share_a_slow_threads_rows(threads):
+    """Generation's matmuls share their rows by stealing (share_units,
+    next_units): over 60 lists of 1 to 2000 units in a row, as a token's
+    matmuls come, every unit is taken exactly once, and the threads that end
+    first take units from the run of a slow thread (the portable build, without
+    OpenMP, runs one thread, which takes them all)."""
+    out = harness("share", threads)
+    team, wrong, stolen = map(int, re.fullmatch(r"threads (\d+) wrong (\d+) stolen (\d+)\n", out).groups())
+    assert wrong == 0
+    if team > 1:
+        assert team == threads and stolen > 0
+    else:
+        assert stolen == 0
+
+
+def test_logits_are_the_same_on_any_number_of_threads(tmp_path):
+    """Each row of a matmul comes out the same whichever thread takes it, so
+    the logits of every position are bit for bit those of one thread, also
+    with more threads than cores, on matrices of hundreds of rows."""
+    config = {**BASE, "hidden_size": 256, "intermediate_size": 688, "num_attention_heads": 8,
+              "num_key_value_heads": 2, "vocab_size": 1000}
+    model, _, _ = export_random(tmp_path, "threads", config)
+    tokens = [int(t) for t in np.random.default_rng(2).integers(0, config["vocab_size"], 40)]
+    one, *many = [harness("logits", model, 1, *tokens, env={**os.environ, "OMP_NUM_THREADS": str(n)})
+                  for n in (1, 2, 5)]
+    assert all(out == one for out in many)
