@@ -735,14 +735,15 @@ static int cmd_filter(char **argv) {
 /* harness share THREADS: generation's matmuls share their rows' units by
    stealing (share_units, next_units). A team of THREADS threads shares
    ROUNDS lists of units, one after another as a token's matmuls do, of
-   sizes from 1 to 2000; thread 0 is slow (a busy wait per unit), so the
-   others finish their own runs first and take from its run. Prints the team's
-   threads, the units not taken exactly once, and how many were taken by
-   another thread than the one whose run they began in. */
+   sizes from 1 to 2000. Thread 0 starts on its run only when the others have
+   ended theirs, as if its core were held off, so they take from its run
+   whatever the machine's load. Prints the team's threads, the units not
+   taken exactly once, and how many were taken by another thread than the
+   one whose run they began in. */
 static int cmd_share(char **argv) {
     enum { ROUNDS = 60, MOST = 2000 };
     static const int sizes[] = {1, 2, 7, 64, 513, MOST};
-    int *taken = xcalloc(MOST, sizeof(int)), *taker = xcalloc(MOST, sizeof(int)), team = 1;
+    int *taken = xcalloc(MOST, sizeof(int)), *taker = xcalloc(MOST, sizeof(int)), team = 1, ended = 0;
     long wrong = 0, stolen = 0;
     int threads = atoi(argv[2]);
     (void)threads; /* (a build without OpenMP runs on one thread) */
@@ -752,17 +753,23 @@ static int cmd_share(char **argv) {
         OMP(omp single) /* (its end waits for the whole team) */
         {
             memset(taken, 0, MOST * sizeof(int));
-            team = team_threads();
+            team = team_threads(), ended = 0;
         }
         share_units(n);
+        for (int others_ended = thread_index() ? team : 0; others_ended < team - 1;) {
+            OMP(omp atomic read)
+            others_ended = ended;
+        }
         while (next_units(&from, &to))
             for (int u = from; u < to; u++) {
                 OMP(omp atomic)
                 taken[u]++;
                 taker[u] = thread_index();
-                if (thread_index() == 0)
-                    for (volatile int spin = 0; spin < 2000; spin++) {}
             }
+        if (thread_index()) {
+            OMP(omp atomic)
+            ended++;
+        }
         team_wait();
         OMP(omp single)
         for (int u = 0; u < n; u++) {
