@@ -1428,13 +1428,13 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
    the quantized dot products ask for the bytes PREFETCH_AHEAD past those
    they are reading (4096, as first chosen: ARM's prefetchers differ and no
    ARM machine here can time it; a prefetch is only a hint and never faults,
-   even past the end of the weights). The x86 ones no longer do: every row
-   is one stream of bytes now (q8_0 and q4_0 since format version 3, the
-   K blocks always), which the hardware prefetcher follows by itself, and
-   asking for the bytes 1.25 KB ahead into L1 made them slower (1.1B shape,
-   alternating: q4_0 72-75 against 77-83 tok/s; q4_k 47.6-49.2 against
-   49.7-53.3, q4_k_m 46.7-49.8 against 49.8-53.9); see prefetch_l2 for the
-   one they keep. (It had been chosen when q8_0's and q4_0's scales lay
+   even past the end of the weights). The x86 ones take distances of their
+   own (prefetch_row, below): every row is one stream of bytes now (q8_0
+   and q4_0 since format version 3, the K blocks always), which a Zen's
+   hardware prefetcher follows by itself, and there asking for the bytes
+   1.25 KB ahead into L1 made them slower (a Zen 5, 1.1B shape, alternating:
+   q4_0 72-75 against 77-83 tok/s; q4_k 47.6-49.2 against 49.7-53.3, q4_k_m
+   46.7-49.8 against 49.8-53.9), where an Intel Xeon wants it. (It had been chosen when q8_0's and q4_0's scales lay
    apart from their values: TinyLlama-1.1B q8_0 on 2 threads 13.2 -> 15.9
    tokens/s against none; nearer was better than farther, 4 KB ahead 16.1 and
    1280 bytes 19.3 tok/s, the prefetches outrunning the hardware's and
@@ -1456,35 +1456,78 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
 #define prefetch_kept(p) prefetch(p)
 #endif
 
-/* A prefetch into L2 only, further ahead (the rows of generation's
-   quantized dot products). On the Zen 5 of the AVX-512 build, with the scales
-   of q4_0 apart from its values, the one into L1 (above) alone did not keep the
+/* The x86 kernels' prefetches (the rows of generation's quantized dot
+   products): into L2, further ahead, and into L1, nearer, each distance in
+   bytes past the bytes being read, 0 for none (prefetch_row).
+   On the Zen 5 of the AVX-512 build, with the scales of q4_0 apart from its
+   values, the one into L1 (then PREFETCH_AHEAD's) alone did not keep the
    kernel's loads from waiting on memory (tools/stream.c: its matmul at
-   59-65% of the read, q8_0 at 82-86%); this one 8 KB ahead took them to
+   59-65% of the read, q8_0 at 82-86%); one into L2 8 KB ahead took them to
    74-81% and 81-90%, and generation of the 1.1B shape, alternating, q4_0
    72-75 -> 80 tok/s, q8_0 47-49 -> 49-50, q4_k_m 60.2-62.3 -> 61.0-63.5.
    With the scales among the values (section 2's groups), q8_0 and q4_0 read
-   one stream per row and take this prefetch alone: the one into L1 made
-   them slower (1.1B q4_0 72-75 against 77-83 tok/s without it), and this
-   one still helped a little (84-86 against 77-83; q8_0 43-51 against
-   42-46); the K-quant rows keep it too. fp32's dot_f32, which has no
-   prefetch, lost with it (1.1B 13.8-14.1 -> 13.0-13.3 tok/s). Off (0) in
-   the other builds: their machines (Zen 2 and 3, where a single prefetch
-   4 KB ahead lost) could not time it; there the rows are left to the
-   hardware prefetcher (on this Zen 5, the 256-bit build so: 1.1B q4_0
-   49-57 -> 59-73 tok/s, q8_0 34-35 -> 39-42, against the scales apart with
-   both prefetches). */
-#ifndef PREFETCH_L2_AHEAD /* cc -DPREFETCH_L2_AHEAD=... to try another, 0 for none */
-#if defined(USE_AVX512)
-#define PREFETCH_L2_AHEAD 8192
+   one stream per row and took the one into L2 alone: the one into L1 made
+   them slower (1.1B q4_0 72-75 against 77-83 tok/s without it), and the
+   one into L2 still helped a little (84-86 against 77-83; q8_0 43-51
+   against 42-46); the K-quant rows kept it too. fp32's dot_f32, which has
+   no prefetch, lost with it (1.1B 13.8-14.1 -> 13.0-13.3 tok/s). The
+   256-bit build's machines then (Zen 2 and 3, where a single prefetch 4 KB
+   ahead lost) could not time the one into L2, so it was off there and the
+   rows were left to the hardware prefetcher (on that Zen 5, the 256-bit
+   build so: 1.1B q4_0 49-57 -> 59-73 tok/s, q8_0 34-35 -> 39-42, against
+   the scales apart with both prefetches).
+   An Intel Xeon (family 6, model 207; 7 December 2026) wants both, in
+   either build: timing every other generated token of one run with each
+   (1.1B shape, 2 threads), the one into L1 2 KB ahead on top of the one
+   into L2 took 3.8% off the time of a q8_0 token, 5.2% off q4_0's, 5.5%
+   off q4_k's and 8% off q4_k_m's (1, 2 and 4 KB ahead alike, 256 and 512
+   bytes less); without the one into L2 it was 2-9% slower than the one
+   into L2 alone. The 256-bit build there: both against none, 40% less time
+   a token (q4_0 34.6 -> 20.9 ms, q8_0 56.1 -> 37.5, q4_k_m 42.5 -> 25.4),
+   both against the one into L2 alone 4-8% less.
+   Which pays depends on the core's maker more than on the instruction set
+   a build has, so the distances are chosen when the program starts
+   (choose_prefetch): AMD's cores get what their Zens measured (into L2 8 KB
+   ahead in the AVX-512 build, none in the 256-bit one; none into L1), the
+   others the Xeon's (into L2 8 KB ahead, into L1 2 KB). cc
+   -DPREFETCH_L2_AHEAD=... or -DPREFETCH_L1_AHEAD=... fixes one for any
+   core (tools/stream.c times them). */
+#if defined(USE_AVX2)
+#if defined(PREFETCH_L2_AHEAD)
+static int prefetch_l2_ahead = PREFETCH_L2_AHEAD;
 #else
-#define PREFETCH_L2_AHEAD 0
+static int prefetch_l2_ahead = 8192;
 #endif
+#if defined(PREFETCH_L1_AHEAD)
+static int prefetch_l1_ahead = PREFETCH_L1_AHEAD;
+#else
+static int prefetch_l1_ahead = 2048;
 #endif
+
+/* Runs before main (a GCC and clang constructor), so that every program
+   built from this file, the tests' and the tools' too, reads rows alike. */
 #if defined(__GNUC__)
-#define prefetch_l2(p) (PREFETCH_L2_AHEAD ? __builtin_prefetch((const char *)(p) + PREFETCH_L2_AHEAD, 0, 2) : (void)0)
+__attribute__((constructor)) static void choose_prefetch(void) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_is("amd")) return;
+#if !defined(PREFETCH_L2_AHEAD) && !defined(USE_AVX512)
+    prefetch_l2_ahead = 0;
+#endif
+#if !defined(PREFETCH_L1_AHEAD)
+    prefetch_l1_ahead = 0;
+#endif
+}
+#endif
+
+/* Asks for the bytes prefetch_l2_ahead past p into L2, and prefetch_l1_ahead past it into L1. */
+static inline void prefetch_row(const void *p) {
+#if defined(__GNUC__)
+    if (prefetch_l2_ahead) __builtin_prefetch((const char *)p + prefetch_l2_ahead, 0, 2);
+    if (prefetch_l1_ahead) __builtin_prefetch((const char *)p + prefetch_l1_ahead);
 #else
-#define prefetch_l2(p) ((void)(p))
+    (void)p;
+#endif
+}
 #endif
 
 /* q8_0's values as bytes for gemm_u8 (section 4, the GEMM steps): with
@@ -2079,7 +2122,7 @@ static __m256 dot_q8_lanes(const uint8_t *row, const QuantizedVector *x, int n_b
     for (; b + QGROUP <= n_blocks; b += QGROUP) {
         const uint8_t *group = row + (size_t)b * (QK + 2);
         const int8_t *w = (const int8_t *)(group + 2 * QGROUP);
-        for (int at = 0; at < QGROUP * (QK + 2); at += 64) prefetch_l2(group + at); /* 272 bytes */
+        for (int at = 0; at < QGROUP * (QK + 2); at += 64) prefetch_row(group + at); /* 272 bytes */
         float scale[8];
         _mm256_storeu_ps(scale, block_scales((const uint16_t *)group, x->scale + b));
         for (int k = 0; k < 8; k += 2) {
@@ -2205,7 +2248,7 @@ static __m256 dot_q4_lanes(const uint8_t *row, const QuantizedVector *x, int n_b
     int b = 0;
     for (; b + QGROUP <= n_blocks; b += QGROUP) {
         const uint8_t *group = row + (size_t)b * (QK / 2 + 2), *w = group + 2 * QGROUP;
-        prefetch_l2(group), prefetch_l2(group + 64), prefetch_l2(group + 128); /* 144 bytes */
+        prefetch_row(group), prefetch_row(group + 64), prefetch_row(group + 128); /* 144 bytes */
         __m256 s = block_scales((const uint16_t *)group, x->scale + b);
         __m256 sums = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->sum + b)));
         acc1 = _mm256_fmadd_ps(s, _mm256_mul_ps(sums, _mm256_set1_ps(-8.0f)), acc1);
@@ -3087,7 +3130,7 @@ static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     const __m512i d_then_dmin = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk = w + (size_t)b * Q4K_BYTES;
-        prefetch_l2(blk), prefetch_l2(blk + 64), prefetch_l2(blk + 128);
+        prefetch_row(blk), prefetch_row(blk + 64), prefetch_row(blk + 128);
         __m128i scales_mins = q4k_scales_vector(blk);
         __m128 ds = q4k_d_dmin(blk, x->scale[b * 8]);
         __m256i products = q4k_products(blk, scales_mins, x->q + (size_t)b * QK_K);
@@ -3102,7 +3145,7 @@ static float dot_q4k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     __m256 acc = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk = w + (size_t)b * Q4K_BYTES;
-        prefetch_l2(blk), prefetch_l2(blk + 64), prefetch_l2(blk + 128);
+        prefetch_row(blk), prefetch_row(blk + 64), prefetch_row(blk + 128);
         __m128i scales_mins = q4k_scales_vector(blk);
         __m128 ds = q4k_d_dmin(blk, x->scale[b * 8]);
         __m256i products = q4k_products(blk, scales_mins, x->q + (size_t)b * QK_K);
@@ -3219,7 +3262,7 @@ static float dot_q6k(const uint8_t *w, const QuantizedVector *x, int n_blocks) {
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < n_blocks; b++) {
         const uint8_t *blk = w + (size_t)b * Q6K_BYTES;
-        prefetch_l2(blk), prefetch_l2(blk + 64), prefetch_l2(blk + 128), prefetch_l2(blk + 192);
+        prefetch_row(blk), prefetch_row(blk + 64), prefetch_row(blk + 128), prefetch_row(blk + 192);
         __m256i exact = _mm256_sub_epi32(q6k_products(blk, x->q + (size_t)b * QK_K), q6k_offset(blk, x->sum16 + b * 16));
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(exact), _mm256_set1_ps(x->scale[b * 8] * half_at(blk + 208)), acc);
     }
@@ -7213,6 +7256,9 @@ static void print_model_card(FILE *f, const Model *m, const RunState *s, const T
             allocated_bytes / 1e6, s->ctx, kv_mb,
             s->kv16 ? "fp16" : "fp32");
     fprintf(f, "compute     %d thread%s, %s kernels\n", threads, threads > 1 ? "s" : "", SIMD_NAME);
+#if defined(USE_AVX2)
+    fprintf(f, "prefetch    rows %d bytes ahead into L2, %d into L1 (0: none)\n", prefetch_l2_ahead, prefetch_l1_ahead);
+#endif
 }
 
 /* --trace-html FILE writes one self-contained HTML page (its style, data and

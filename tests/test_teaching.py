@@ -80,6 +80,8 @@ def test_verbose_model_card(s260):
     assert "dim 64, ffn 172, 5 layers, 8 query heads sharing 4 key/value heads of 8, vocab 512" in err
     assert "weights fp32" in err and "MB mapped" in err and "KV cache for 8 positions" in err
     assert re.search(r"compute +\d+ threads?, \S+", err)
+    if "AVX" in err:  # the x86 builds' prefetch distances, chosen by the core's maker (choose_prefetch)
+        assert re.search(r"prefetch +rows \d+ bytes ahead into L2, \d+ into L1", err)
 
 
 def test_probs_name_the_rule_that_cuts(s260):

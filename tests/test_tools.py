@@ -23,11 +23,11 @@ def test_kernel_and_bandwidth_tools_build(tmp_path):
 
 
 def test_stream_tool_runs_generation_products_with_the_prefetch_distance_given(tmp_path):
-    exe = build(tmp_path, "stream.c", "-DPREFETCH_L2_AHEAD=4096")
+    exe = build(tmp_path, "stream.c", "-DPREFETCH_L2_AHEAD=4096", "-DPREFETCH_L1_AHEAD=1024")
     p = subprocess.run([str(exe), "1"], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, OMP_NUM_THREADS="2"))
     assert p.returncode == 0, p.stderr
-    assert "PREFETCH_L2_AHEAD 4096" in p.stdout
+    assert "prefetch into L2 4096 bytes ahead, into L1 1024" in p.stdout
     mean = re.search(r"mean: read ([\d.]+) GB/s, q8_0 ([\d.]+) \((\d+)% of the read\), q4_0 ([\d.]+) \((\d+)%\)", p.stdout)
     assert mean, p.stdout
     assert all(float(v) > 0 for v in mean.groups())

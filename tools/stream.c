@@ -7,10 +7,13 @@
    threads taking runs of 4 MB in turn), the three alternating, round after round, so that
    the host's drift meets all three alike. Prints each round's GB/s and, at
    the end, each one's mean and its share of the read's.
-   Its use: choosing PREFETCH_L2_AHEAD for a machine, which it takes from the
-   command line like any macro of run.c (the weights are random bytes; their
-   values do not matter to the speed):
-   cc -O3 -march=native -fopenmp [-DPREFETCH_L2_AHEAD=8192] tools/stream.c -o stream -lm && ./stream [ROUNDS] */
+   Its use: choosing the x86 kernels' prefetch distances for a machine
+   (run.c's prefetch_row: into L2 and into L1, chosen by the core's maker
+   unless PREFETCH_L2_AHEAD or PREFETCH_L1_AHEAD fixes them), which it takes
+   from the command line like any macro of run.c (the weights are random
+   bytes; their values do not matter to the speed):
+   cc -O3 -march=native -fopenmp [-DPREFETCH_L2_AHEAD=8192] [-DPREFETCH_L1_AHEAD=2048] tools/stream.c -o stream -lm
+   ./stream [ROUNDS] */
 #define RUN_NO_MAIN
 #include "../run.c"
 #define BANDWIDTH_NO_MAIN
@@ -80,8 +83,11 @@ int main(int argc, char **argv) {
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    printf("%s kernels, %d thread%s, PREFETCH_L2_AHEAD %d; GB/s, %d rounds:\n", SIMD_NAME, threads, threads > 1 ? "s" : "",
-           PREFETCH_L2_AHEAD, rounds);
+    printf("%s kernels, %d thread%s", SIMD_NAME, threads, threads > 1 ? "s" : "");
+#if defined(USE_AVX2)
+    printf(", prefetch into L2 %d bytes ahead, into L1 %d", prefetch_l2_ahead, prefetch_l1_ahead);
+#endif
+    printf("; GB/s, %d rounds:\n", rounds);
     double sum[3] = {0, 0, 0};
     for (int r = 0; r < rounds; r++) {
         double gbs[3];
