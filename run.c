@@ -1434,11 +1434,12 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
    hardware prefetcher follows by itself, and there asking for the bytes
    1.25 KB ahead into L1 made them slower (a Zen 5, 1.1B shape, alternating:
    q4_0 72-75 against 77-83 tok/s; q4_k 47.6-49.2 against 49.7-53.3, q4_k_m
-   46.7-49.8 against 49.8-53.9), where an Intel Xeon wants it. (It had been chosen when q8_0's and q4_0's scales lay
-   apart from their values: TinyLlama-1.1B q8_0 on 2 threads 13.2 -> 15.9
-   tokens/s against none; nearer was better than farther, 4 KB ahead 16.1 and
-   1280 bytes 19.3 tok/s, the prefetches outrunning the hardware's and
-   becoming misses of their own.) */
+   46.7-49.8 against 49.8-53.9), where an Intel Xeon wants it. (It had
+   been chosen when q8_0's and q4_0's scales lay apart from their values:
+   TinyLlama-1.1B q8_0 on 2 threads 13.2 -> 15.9 tokens/s against none;
+   nearer was better than farther, 4 KB ahead 16.1 and 1280 bytes 19.3
+   tok/s, the prefetches outrunning the hardware's and becoming misses of
+   their own.) */
 #ifndef PREFETCH_AHEAD /* cc -DPREFETCH_AHEAD=... to try another */
 #define PREFETCH_AHEAD 4096
 #endif
