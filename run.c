@@ -128,11 +128,13 @@ static struct {
 } team_share[TEAM_SHARES];
 
 static uint64_t share_word(uint32_t first, uint32_t end) { return (uint64_t)first << 32 | end; }
+static uint32_t units_in(uint64_t run) { return (uint32_t)run - (uint32_t)(run >> 32); } /* left to take */
+static int share_threads(void) { return team_threads() < TEAM_SHARES ? team_threads() : TEAM_SHARES; }
 
 /* The calling thread's part of n units (every thread of the team calls it,
    then next_units until it returns 0, then team_wait). */
 static void share_units(int n) {
-    int me = thread_index(), threads = team_threads() < TEAM_SHARES ? team_threads() : TEAM_SHARES;
+    int me = thread_index(), threads = share_threads();
     if (me < threads)
         atomic_store(&team_share[me].run, share_word((uint32_t)((int64_t)n * me / threads),
                                                      (uint32_t)((int64_t)n * (me + 1) / threads)));
@@ -140,7 +142,7 @@ static void share_units(int n) {
 
 /* The next units [*from, *to) the calling thread takes; 0 when none is left to take. */
 static int next_units(int *from, int *to) {
-    int me = thread_index(), threads = team_threads() < TEAM_SHARES ? team_threads() : TEAM_SHARES;
+    int me = thread_index(), threads = share_threads();
     if (me >= threads) return 0;
     for (;;) {
         uint64_t own = atomic_load(&team_share[me].run);
@@ -157,9 +159,7 @@ static int next_units(int *from, int *to) {
         uint64_t seen = 0;
         for (int t = 0; t < threads; t++) {
             uint64_t run = atomic_load(&team_share[t].run);
-            uint32_t left = (uint32_t)run - (uint32_t)(run >> 32);
-            if (t != me && (uint32_t)run > (uint32_t)(run >> 32) && left >= 2 * SHARE_UNITS &&
-                (victim < 0 || left > (uint32_t)seen - (uint32_t)(seen >> 32)))
+            if (t != me && units_in(run) >= 2 * SHARE_UNITS && (victim < 0 || units_in(run) > units_in(seen)))
                 victim = t, seen = run;
         }
         if (victim < 0) return 0;
@@ -175,11 +175,11 @@ static int team_threads(void) { return 1; }
 static int max_threads(void) { return 1; }
 static void team_wait(void) {}
 /* One thread takes all n units at once. */
-static int units_left, units_total;
-static void share_units(int n) { units_left = n, units_total = n; }
+static int units_left;
+static void share_units(int n) { units_left = n; }
 static int next_units(int *from, int *to) {
     if (units_left == 0) return 0;
-    *from = units_total - units_left, *to = units_total, units_left = 0;
+    *from = 0, *to = units_left, units_left = 0;
     return 1;
 }
 #endif
@@ -2201,6 +2201,12 @@ static __m256 pair_scale(const float *first, const float *second) {
 }
 
 #if defined(USE_AVX512)
+/* v's two 256-bit halves, added (the upper one through a cast: extractf32x8
+   would need AVX512DQ) */
+static __m256 add_halves(__m512 v) {
+    return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
 /* The 8 blocks of a full q4_0 group . x, four blocks a 512-bit step, given
    the group's combined scales s (block_scales): 8 lanes that add up to
    sum_k s[k] * (nibbles_k . x_k), as dot_q4_lanes' 256-bit steps give (the
@@ -2231,7 +2237,7 @@ static __m256 q4_group_blocks(const uint8_t *w, const int8_t *pairs, __m256 s) {
                                                                k + 2, k + 2, k + 2, k + 2, k + 3, k + 3, k + 3, k + 3), s16);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale, acc);
     }
-    return _mm256_add_ps(_mm512_castps512_ps256(acc), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+    return add_halves(acc);
 }
 #endif
 
@@ -2378,9 +2384,7 @@ static inline int attention_scores_512(float *att, const float *q, const void *k
             for (int j = 0; j < 8; j++) a[j] = _mm512_fmadd_ps(qv, load_cached16(k, half, k0 + j * stride + i), a[j]);
         }
         __m256 b[8];
-        for (int j = 0; j < 8; j++) /* (the upper half through a cast: extractf32x8 would need AVX512DQ) */
-            b[j] = _mm256_add_ps(_mm512_castps512_ps256(a[j]),
-                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[j]), 1)));
+        for (int j = 0; j < 8; j++) b[j] = add_halves(a[j]);
         __m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(b[0], b[1]), _mm256_hadd_ps(b[2], b[3])); /* [0 1 2 3 | 0 1 2 3] */
         __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(b[4], b[5]), _mm256_hadd_ps(b[6], b[7])); /* [4 5 6 7 | 4 5 6 7] */
         __m256 sums = _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));

@@ -1,9 +1,9 @@
 /* Memory read bandwidth of this machine, as fast as a program can stream:
    a 1 GiB buffer (far larger than any cache) read with 1 thread and with all
-   of them, the best of 10 passes (see below). The threads take it in runs of 4 MB, each the
-   next run not yet taken, one after another, so that a thread whose core the
-   host holds back for a moment does not leave the other waiting at the end
-   (as run.c's matmuls share their rows: OpenMP's guided schedule). Each run
+   of them, the best of 10 passes (see below). The threads take it in runs
+   of 4 MB, each the next run not yet taken, one after another, so that a
+   thread whose core the host holds back for a moment does not leave the
+   other waiting at the end (as run.c's matmuls share their rows). Each run
    is read with wide loads into several independent accumulators, so that
    neither the adds nor their latency limit the rate: only memory does. (Each
    thread reading a fixed half, as this tool did before, measured lower on

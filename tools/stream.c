@@ -2,11 +2,11 @@
    fast as a plain read does. One token's matrices of the TinyLlama-1.1B shape
    (22 layers of wq, wk, wv, wo, w1, w3 and w2, then the 32000-row classifier:
    1.10 GB in q8_0, 0.58 GB in q4_0) are multiplied by one input through
-   run.c's own matmul, as generation does, and the q8_0 bytes are read plainly
+   run.c's own matmul, as generation does, and the q8_0 bytes are read
    (tools/bandwidth.c's read_runs: wide loads, four accumulators, the
    threads taking runs of 4 MB in turn; plainly and prefetching, the faster
-   counting), all alternating, round after round, so that
-   the host's drift meets all three alike. Prints each round's GB/s and, at
+   counting), all alternating, round after round, so that the host's drift
+   meets all alike. Prints each round's GB/s and, at
    the end, each one's mean and its share of the read's.
    Its use: choosing the x86 kernels' prefetch distances for a machine
    (run.c's prefetch_row: into L2 and into L1, chosen by the core's maker
@@ -101,10 +101,9 @@ int main(int argc, char **argv) {
             }
             gbs[k] = 3.0 * bytes / (now() - t0) / 1e9;
         }
-        if (gbs[1] > gbs[0]) gbs[0] = gbs[1];
-        gbs[1] = gbs[2], gbs[2] = gbs[3];
-        for (int k = 0; k < 3; k++) sum[k] += gbs[k];
-        printf("round %d: read %.2f  q8_0 %.2f  q4_0 %.2f\n", r + 1, gbs[0], gbs[1], gbs[2]);
+        double round[3] = {gbs[0] > gbs[1] ? gbs[0] : gbs[1], gbs[2], gbs[3]}; /* read, q8_0, q4_0 */
+        for (int k = 0; k < 3; k++) sum[k] += round[k];
+        printf("round %d: read %.2f  q8_0 %.2f  q4_0 %.2f\n", r + 1, round[0], round[1], round[2]);
     }
     printf("mean: read %.2f GB/s, q8_0 %.2f (%.0f%% of the read), q4_0 %.2f (%.0f%%)\n", sum[0] / rounds,
            sum[1] / rounds, 100 * sum[1] / sum[0], sum[2] / rounds, 100 * sum[2] / sum[0]);
