@@ -16,6 +16,9 @@
                                      in FILE (float32), quantized as forward()
                                      does; prints the activations as quantized
                                      and the outputs
+   harness aligned MODEL KV_CACHE    the buffers of a run's state (KV_CACHE fp32
+                                     or fp16): prints how many it has and how
+                                     many do not start on a 64-byte cache line
    harness render TOKENIZER TEMPLATE FILE
                                      FILE holds a conversation: role, NUL,
                                      content, NUL, ... (roles system, user,
@@ -782,6 +785,31 @@ static int cmd_share(char **argv) {
     return 0;
 }
 
+/* harness aligned MODEL KV_CACHE: every buffer build_state allocates, the
+   ones this model and cache type leave NULL aside, should start on a cache
+   line (xcalloc_touched): counts those that do not. */
+static int cmd_aligned(char **argv) {
+    Model m;
+    build_model(&m, argv[2], LOAD_AUTO);
+    RunState s;
+    build_state(&s, &m.config, m.config.seq_len < 64 ? m.config.seq_len : 64, strcmp(argv[3], "fp16") == 0);
+    const void *buffers[64] = {s.x, s.xb, s.xb2, s.ao, s.hb, s.hb2, s.q, s.att, s.logits, s.key_cache, s.value_cache,
+                               s.key_cache16, s.value_cache16, s.kv_new, s.rope[0].freq, s.rope[0].cos, s.rope[0].sin,
+                               s.rope[1].freq, s.rope[1].cos, s.rope[1].sin, s.xq, s.panels.x, s.panels.x16, s.panels.x8,
+                               s.panels.scale, s.panels.sum, s.panels.rows, s.panels.sums, s.att_keys, s.att_rows};
+    int n = 30, count = 0, misaligned = 0;
+    for (int t = 0; t < s.max_tokens && n + 5 <= 64; t++) { /* the first tokens' quantized inputs */
+        const QuantizedVector *v = &s.xq[t];
+        buffers[n++] = v->q, buffers[n++] = v->scale, buffers[n++] = v->sum, buffers[n++] = v->sum16, buffers[n++] = v->pairs;
+    }
+    for (int i = 0; i < n; i++)
+        if (buffers[i]) count++, misaligned += (uintptr_t)buffers[i] % 64 != 0;
+    printf("buffers %d misaligned %d\n", count, misaligned);
+    free_state(&s);
+    free_model(&m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 5 && strcmp(argv[1], "logits") == 0) return cmd_logits(argc, argv);
     if (argc == 4 && strcmp(argv[1], "encode") == 0) return cmd_encode(argv);
@@ -791,7 +819,8 @@ int main(int argc, char **argv) {
     if (argc == 12 && strcmp(argv[1], "filter") == 0) return cmd_filter(argv);
     if (argc == 5 && strcmp(argv[1], "matmul") == 0) return cmd_matmul(argv);
     if (argc == 3 && strcmp(argv[1], "share") == 0) return cmd_share(argv);
+    if (argc == 4 && strcmp(argv[1], "aligned") == 0) return cmd_aligned(argv);
     fprintf(stderr, "usage: harness logits MODEL CHUNK ID... | encode TOKENIZER FILE | render TOKENIZER TEMPLATE FILE"
-                    " | kernels | matmul ... | fp16 FILE | filter ... | share THREADS\n");
+                    " | kernels | matmul ... | fp16 FILE | filter ... | share THREADS | aligned MODEL KV_CACHE\n");
     return 2;
 }

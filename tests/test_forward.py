@@ -153,3 +153,15 @@ def test_logits_are_the_same_on_any_number_of_threads(tmp_path):
     one, *many = [harness("logits", model, 1, *tokens, env={**os.environ, "OMP_NUM_THREADS": str(n)})
                   for n in (1, 2, 5)]
     assert all(out == one for out in many)
+
+
+@pytest.mark.parametrize("kv_cache", ["fp32", "fp16"])
+def test_every_buffer_of_the_state_starts_on_a_cache_line(tmp_path, kv_cache):
+    """build_state's buffers (the KV cache, the activations, the quantized
+    inputs, the panels) start on 64-byte cache lines, which calloc does not
+    promise (16 bytes), so that no 512-bit load of them spans two lines."""
+    export_random(tmp_path, "unused", {**BASE, "num_key_value_heads": 2})
+    export(tmp_path / "q8_0.bin", "--hf", tmp_path / "hf", "--dtype", "q8_0")  # quantized: the GEMM panels too
+    out = harness("aligned", tmp_path / "q8_0.bin", kv_cache)
+    count, misaligned = map(int, re.fullmatch(r"buffers (\d+) misaligned (\d+)\n", out).groups())
+    assert count >= 20 and misaligned == 0
