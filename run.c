@@ -1321,6 +1321,7 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
         s->panels.scale = xcalloc_touched(slots * (padded / QK), sizeof(float));
         s->panels.sum = xcalloc_touched(slots * (padded / QK), sizeof(int32_t));
         s->panels.row_bytes = (size_t)GEMM_ROWS * (padded * sizeof(int16_t) + 2 * (padded / QK) * sizeof(float));
+        s->panels.row_bytes = (s->panels.row_bytes + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE; /* each thread's on a line */
         s->panels.rows = xcalloc_touched((size_t)threads, s->panels.row_bytes);
     }
     for (int t = 0; t < T; t++) build_quantized_vector(&s->xq[t], padded);

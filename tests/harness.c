@@ -787,7 +787,8 @@ static int cmd_share(char **argv) {
 
 /* harness aligned MODEL KV_CACHE: every buffer build_state allocates, the
    ones this model and cache type leave NULL aside, should start on a cache
-   line (xcalloc_touched): counts those that do not. */
+   line (xcalloc_touched), and so should the second thread's part of the
+   per-thread scratch: counts those that do not. */
 static int cmd_aligned(char **argv) {
     Model m;
     build_model(&m, argv[2], LOAD_AUTO);
@@ -798,6 +799,7 @@ static int cmd_aligned(char **argv) {
                                s.rope[1].freq, s.rope[1].cos, s.rope[1].sin, s.xq, s.panels.x, s.panels.x16, s.panels.x8,
                                s.panels.scale, s.panels.sum, s.panels.rows, s.panels.sums, s.att_keys, s.att_rows};
     int n = 30, count = 0, misaligned = 0;
+    if (s.panels.rows) buffers[n++] = (char *)s.panels.rows + s.panels.row_bytes; /* the second thread's scratch */
     for (int t = 0; t < s.max_tokens && n + 5 <= 64; t++) { /* the first tokens' quantized inputs */
         const QuantizedVector *v = &s.xq[t];
         buffers[n++] = v->q, buffers[n++] = v->scale, buffers[n++] = v->sum, buffers[n++] = v->sum16, buffers[n++] = v->pairs;

@@ -158,8 +158,9 @@ def test_logits_are_the_same_on_any_number_of_threads(tmp_path):
 @pytest.mark.parametrize("kv_cache", ["fp32", "fp16"])
 def test_every_buffer_of_the_state_starts_on_a_cache_line(tmp_path, kv_cache):
     """build_state's buffers (the KV cache, the activations, the quantized
-    inputs, the panels) start on 64-byte cache lines, which calloc does not
-    promise (16 bytes), so that no 512-bit load of them spans two lines."""
+    inputs, the panels, each thread's part of the scratch for unpacked rows)
+    start on 64-byte cache lines, which calloc does not promise (16 bytes),
+    so that no 512-bit load of them spans two lines."""
     export_random(tmp_path, "unused", {**BASE, "num_key_value_heads": 2})
     export(tmp_path / "q8_0.bin", "--hf", tmp_path / "hf", "--dtype", "q8_0")  # quantized: the GEMM panels too
     out = harness("aligned", tmp_path / "q8_0.bin", kv_cache)
