@@ -1066,8 +1066,8 @@ typedef struct {
 /* A run's working memory (build_state, and the quantized inputs it builds)
    is zeroed, page by page, as it is allocated. Memory from the C library
    is only promised: the kernel gives each 4 KB page when it is first
-   written, and zeroes it then. Left to the first prompt, those faults came one page
-   at a time in the middle of the work (the KV cache's pages as store_kv
+   written, and zeroes it then. Left to the first prompt, those faults came
+   one page at a time in the middle of the work (the KV cache's pages as store_kv
    reached them, the buffers' as each matmul did), with the other thread
    waiting: on this project's machine (a
    virtual machine, where a fault costs more than on bare metal) they were
@@ -1088,6 +1088,8 @@ typedef struct {
    -1.4%; stories110M q4_0 -3.1%, stories15M q4_0 -4.1%; q8_0 and fp32
    level. */
 #define CACHE_LINE 64
+static size_t whole_lines(size_t bytes) { return (bytes + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE; }
+
 static void zero_pages(void *p, size_t bytes) {
     long long pages = (long long)((bytes + 4095) / 4096), i;
     OMP(omp parallel for if (bytes >= HUGE_PAGE))
@@ -1100,8 +1102,8 @@ static void zero_pages(void *p, size_t bytes) {
 /* count x size bytes of zeros, on a cache line, their pages taken now */
 static void *xcalloc_touched(size_t count, size_t size) {
     if (size && count > SIZE_MAX / size) fatal("out of memory (asked for %zu x %zu bytes)", count, size);
-    size_t bytes = count * size, rounded = bytes / CACHE_LINE * CACHE_LINE + CACHE_LINE; /* C11: a multiple of it */
-    char *p = bytes < SIZE_MAX - CACHE_LINE ? aligned_alloc(CACHE_LINE, rounded) : NULL;
+    size_t bytes = count * size, rounded = whole_lines(bytes ? bytes : 1); /* C11: a multiple of the alignment */
+    char *p = bytes <= SIZE_MAX - CACHE_LINE ? aligned_alloc(CACHE_LINE, rounded) : NULL;
     if (!p) fatal("out of memory (asked for %zu x %zu bytes)", count, size);
     allocated_bytes += bytes;
 #if defined(MADV_HUGEPAGE)
@@ -1320,8 +1322,8 @@ static void build_state(RunState *s, const Config *c, int ctx, int kv16) {
         s->panels.x8 = xcalloc_touched(slots * padded, 1);
         s->panels.scale = xcalloc_touched(slots * (padded / QK), sizeof(float));
         s->panels.sum = xcalloc_touched(slots * (padded / QK), sizeof(int32_t));
-        s->panels.row_bytes = (size_t)GEMM_ROWS * (padded * sizeof(int16_t) + 2 * (padded / QK) * sizeof(float));
-        s->panels.row_bytes = (s->panels.row_bytes + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE; /* each thread's on a line */
+        /* each thread's part on a cache line */
+        s->panels.row_bytes = whole_lines((size_t)GEMM_ROWS * (padded * sizeof(int16_t) + 2 * (padded / QK) * sizeof(float)));
         s->panels.rows = xcalloc_touched((size_t)threads, s->panels.row_bytes);
     }
     for (int t = 0; t < T; t++) build_quantized_vector(&s->xq[t], padded);

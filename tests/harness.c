@@ -789,23 +789,27 @@ static int cmd_share(char **argv) {
    ones this model and cache type leave NULL aside, should start on a cache
    line (xcalloc_touched), and so should the second thread's part of the
    per-thread scratch: counts those that do not. */
+static void count_line(const void *p, int *count, int *misaligned) {
+    if (p) *count += 1, *misaligned += (uintptr_t)p % 64 != 0;
+}
+
 static int cmd_aligned(char **argv) {
     Model m;
     build_model(&m, argv[2], LOAD_AUTO);
     RunState s;
     build_state(&s, &m.config, m.config.seq_len < 64 ? m.config.seq_len : 64, strcmp(argv[3], "fp16") == 0);
-    const void *buffers[64] = {s.x, s.xb, s.xb2, s.ao, s.hb, s.hb2, s.q, s.att, s.logits, s.key_cache, s.value_cache,
-                               s.key_cache16, s.value_cache16, s.kv_new, s.rope[0].freq, s.rope[0].cos, s.rope[0].sin,
-                               s.rope[1].freq, s.rope[1].cos, s.rope[1].sin, s.xq, s.panels.x, s.panels.x16, s.panels.x8,
-                               s.panels.scale, s.panels.sum, s.panels.rows, s.panels.sums, s.att_keys, s.att_rows};
-    int n = 30, count = 0, misaligned = 0;
-    if (s.panels.rows) buffers[n++] = (char *)s.panels.rows + s.panels.row_bytes; /* the second thread's scratch */
-    for (int t = 0; t < s.max_tokens && n + 5 <= 64; t++) { /* the first tokens' quantized inputs */
+    const void *buffers[] = {s.x, s.xb, s.xb2, s.ao, s.hb, s.hb2, s.q, s.att, s.logits, s.key_cache, s.value_cache,
+                             s.key_cache16, s.value_cache16, s.kv_new, s.rope[0].freq, s.rope[0].cos, s.rope[0].sin,
+                             s.rope[1].freq, s.rope[1].cos, s.rope[1].sin, s.xq, s.panels.x, s.panels.x16, s.panels.x8,
+                             s.panels.scale, s.panels.sum, s.panels.rows, s.panels.sums, s.att_keys, s.att_rows};
+    int count = 0, misaligned = 0;
+    for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++) count_line(buffers[i], &count, &misaligned);
+    if (s.panels.rows) count_line((char *)s.panels.rows + s.panels.row_bytes, &count, &misaligned); /* the second thread's */
+    for (int t = 0; t < s.max_tokens && t < 4; t++) { /* the first tokens' quantized inputs */
         const QuantizedVector *v = &s.xq[t];
-        buffers[n++] = v->q, buffers[n++] = v->scale, buffers[n++] = v->sum, buffers[n++] = v->sum16, buffers[n++] = v->pairs;
+        const void *parts[] = {v->q, v->scale, v->sum, v->sum16, v->pairs};
+        for (int k = 0; k < 5; k++) count_line(parts[k], &count, &misaligned);
     }
-    for (int i = 0; i < n; i++)
-        if (buffers[i]) count++, misaligned += (uintptr_t)buffers[i] % 64 != 0;
     printf("buffers %d misaligned %d\n", count, misaligned);
     free_state(&s);
     free_model(&m);
