@@ -1058,9 +1058,9 @@ typedef struct {
     float *scale;   /* (n_padded / 32) */
     int32_t *sum;   /* (n_padded / 32) sum of each 32 q (q4_0 and q4_k need it) */
     int16_t *sum16; /* (n_padded / 16) sum of each 16 q (the x86 q6_k and q4_k kernels need it) */
-    int8_t *pairs;  /* (n_padded) q again, each two blocks as the AVX2 q4_0 kernels read them
-                       (arrange_pairs, by the AVX2 quantize_vector; unused elsewhere): the
-                       first halves of both, then their second halves */
+    int8_t *halves; /* (n_padded) q again, as the x86 q4_0 kernels read it (arrange_halves, by
+                       the AVX2 quantize_vector; unused elsewhere): in runs of four blocks, the
+                       first halves of a run's blocks, then their second halves */
 } QuantizedVector;
 
 /* A run's working memory (build_state, and the quantized inputs it builds)
@@ -1120,11 +1120,11 @@ static void build_quantized_vector(QuantizedVector *v, int n_padded) {
     v->scale = xcalloc_touched(n_padded / QK, sizeof(float));
     v->sum = xcalloc_touched(n_padded / QK, sizeof(int32_t));
     v->sum16 = xcalloc_touched(n_padded / 16, sizeof(int16_t));
-    v->pairs = xcalloc_touched(n_padded, 1);
+    v->halves = xcalloc_touched(n_padded, 1);
 }
 
 static void free_quantized_vector(QuantizedVector *v) {
-    free(v->q), free(v->scale), free(v->sum), free(v->sum16), free(v->pairs);
+    free(v->q), free(v->scale), free(v->sum), free(v->sum16), free(v->halves);
 }
 
 /* A chunk's matmul input laid out for the GEMM kernels of prompt processing
@@ -2094,19 +2094,27 @@ static void quantize32(const float *x, float inv, int8_t *q, int32_t *sum, int16
     sum16[0] = (int16_t)first, sum16[1] = (int16_t)second;
 }
 
-/* pairs from q: blocks b and b + 1 (b even) become q[b][0..15], q[b + 1][0..15],
-   q[b][16..31], q[b + 1][16..31], so that one 256-bit load gives the
-   activations that meet the low nibbles of both q4_0 blocks, and the next the
-   ones that meet the high nibbles (dot_q4). A last odd block stays as it is. */
-static void arrange_pairs(QuantizedVector *v, int n_padded) {
-    int n_blocks = n_padded / QK, b = 0;
-    for (; b + 2 <= n_blocks; b += 2) {
-        int8_t *out = v->pairs + b * QK;
-        const int8_t *first = v->q + b * QK, *second = first + QK;
-        memcpy(out, first, 16), memcpy(out + 16, second, 16);
-        memcpy(out + 32, first + 16, 16), memcpy(out + 48, second + 16, 16);
+/* The blocks of a run of up to four that starts at block `run` (a multiple
+   of 4; the last run of n_blocks can be shorter). */
+static int run_blocks(int run, int n_blocks) { return n_blocks - run < 4 ? n_blocks - run : 4; }
+
+/* halves from q: the blocks go in runs of four (the last run can be
+   shorter), and a run's blocks b .. b + 3 become their first halves
+   q[b][0..15], q[b + 1][0..15], q[b + 2][0..15], q[b + 3][0..15], then their
+   second halves q[b][16..31], ... So one 512-bit load gives the activations
+   that meet the low nibbles of four q4_0 blocks, and the next the ones that
+   meet their high nibbles (q4_group_blocks); a 256-bit load two blocks'
+   (load_x_pair). */
+static void arrange_halves(QuantizedVector *v, int n_padded) {
+    int n_blocks = n_padded / QK;
+    for (int run = 0; run < n_blocks; run += 4) {
+        int count = run_blocks(run, n_blocks);
+        int8_t *out = v->halves + run * QK;
+        for (int k = 0; k < count; k++) {
+            memcpy(out + 16 * k, v->q + (run + k) * QK, 16);
+            memcpy(out + 16 * (count + k), v->q + (run + k) * QK + 16, 16);
+        }
     }
-    if (b < n_blocks) memcpy(v->pairs + b * QK, v->q + b * QK, QK);
 }
 
 static void quantize_vector(QuantizedVector *out, const float *x, int n, int n_padded, int block) {
@@ -2127,7 +2135,7 @@ static void quantize_vector(QuantizedVector *out, const float *x, int n, int n_p
         QuantizedVector rest = {out->q + b * QK, out->scale + b, out->sum + b, out->sum16 + 2 * b, NULL};
         quantize_vector_scalar(&rest, x + b * QK, n - b * QK, n_padded - b * QK, block);
     }
-    arrange_pairs(out, n_padded);
+    arrange_halves(out, n_padded);
 }
 
 /* One q8_0 block . one activation block, as 8 int32 partial sums. maddubs
@@ -2196,12 +2204,22 @@ static void unpack_q4_pair(const uint8_t *p, __m256i *lo, __m256i *hi) {
     *hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
 }
 
-/* Two activation blocks, arranged to match: their first halves, then their
-   second halves, as arrange_pairs laid them out (two loads, where the
-   natural order would take four and two inserts for every row). */
-static void load_x_pair(const int8_t *pairs, __m256i *first, __m256i *second) {
-    *first = _mm256_loadu_si256((const __m256i *)pairs);
-    *second = _mm256_loadu_si256((const __m256i *)(pairs + 32));
+/* Two activation blocks, arranged to match as arrange_halves laid them out:
+   their first halves at p, their second halves `apart` bytes later (two
+   loads, where the natural order would take four and two inserts for every
+   row). */
+static void load_x_pair(const int8_t *p, int apart, __m256i *first, __m256i *second) {
+    *first = _mm256_loadu_si256((const __m256i *)p);
+    *second = _mm256_loadu_si256((const __m256i *)(p + apart));
+}
+
+/* Where blocks b and b + 1 (b even) of n_blocks lie in arrange_halves'
+   order: their first halves at the offset returned, their second halves
+   *apart bytes after them (16 times the blocks of their run). */
+static int pair_at(int b, int n_blocks, int *apart) {
+    int run = b / 4 * 4;
+    *apart = 16 * run_blocks(run, n_blocks);
+    return run * QK + 16 * (b - run);
 }
 
 /* Nibbles . activations of two blocks: lanes 0-3 sum to the first block's, 4-7 to the second's. */
@@ -2231,25 +2249,27 @@ static __m256 add_halves(__m512 v) {
    sum_k s[k] * (nibbles_k . x_k), as dot_q4_lanes' 256-bit steps give (the
    -8 * sum(q_x) goes in apart). The 64 bytes of four blocks give the low
    nibbles of all four (block by 128-bit lane) and their high nibbles, as
-   unpack_q4_pair gives two blocks'; the activations that meet them are two
-   of arrange_pairs' pairs, whose first halves (and second halves) two
-   shuffles of 128-bit lanes bring together. Per four blocks that is one
-   load, and, shift, and, conversion, permute and multiply-add where the
-   256-bit steps take two of each, and as many dpbusd (on the Xeon of the
-   README, one 512-bit dpbusd a cycle against two 256-bit ones: in cache,
-   one thread, the same rate). Generating from memory it leaves the core
-   more room for the loads: 1.1B q4_0, 2 threads, timing every other token
-   of one run with each, 1.0-1.8% less time per token (7 of 7 runs). */
-static __m256 q4_group_blocks(const uint8_t *w, const int8_t *pairs, __m256 s) {
+   unpack_q4_pair gives two blocks'; the activations that meet them are a
+   run of arrange_halves: the first halves of the four blocks, then their
+   second halves, two plain loads. Per four blocks that is one load, and,
+   shift, and, conversion, permute and multiply-add where the 256-bit steps
+   take two of each, and as many dpbusd (on the Xeon of the README, one
+   512-bit dpbusd a cycle against two 256-bit ones: in cache, one thread,
+   the same rate). Generating from memory it leaves the core more room for
+   the loads: 1.1B q4_0, 2 threads, timing every other token of one run with
+   each, 1.0-1.8% less time per token (7 of 7 runs). The activations were at
+   first arranged in pairs of blocks, as the 256-bit steps read them, and
+   brought together here by two shuffles of 128-bit lanes; arranged in runs
+   of four, without the shuffles: 0.6-3.6% less time a token again (9 of 9
+   runs, either version timed first). */
+static __m256 q4_group_blocks(const uint8_t *w, const int8_t *halves, __m256 s) {
     const __m512i low4 = _mm512_set1_epi8(15);
     __m512 acc = _mm512_setzero_ps(), s16 = _mm512_castps256_ps512(s);
     for (int k = 0; k < QGROUP; k += 4) {
         __m512i bytes = _mm512_loadu_si512((const void *)(w + k * QK / 2));
         __m512i lo = _mm512_and_si512(bytes, low4), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low4);
-        __m512i pair0 = _mm512_loadu_si512((const void *)(pairs + k * QK));       /* blocks k, k + 1 */
-        __m512i pair1 = _mm512_loadu_si512((const void *)(pairs + (k + 2) * QK)); /* k + 2, k + 3 */
-        __m512i first = _mm512_shuffle_i32x4(pair0, pair1, 0x44);  /* the first halves of the four */
-        __m512i second = _mm512_shuffle_i32x4(pair0, pair1, 0xEE); /* their second halves */
+        __m512i first = _mm512_loadu_si512((const void *)(halves + k * QK));       /* the four first halves */
+        __m512i second = _mm512_loadu_si512((const void *)(halves + k * QK + 64)); /* their second halves */
         __m512i d = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, first), hi, second);
         /* lane j (4 int32) is block k + j's: its scale put in place by one permute */
         __m512 scale = _mm512_permutexvar_ps(_mm512_setr_epi32(k, k, k, k, k + 1, k + 1, k + 1, k + 1,
@@ -2263,8 +2283,9 @@ static __m256 q4_group_blocks(const uint8_t *w, const int8_t *pairs, __m256 s) {
 /* The nibbles (0..15) are unsigned, as maddubs wants, and multiply the
    activations directly. Two blocks go together: their 32 packed bytes give
    the low nibbles of both (one 256-bit and) and the high nibbles of both, and
-   the activations, arranged to match once per input (arrange_pairs: [first
-   halves of both], [second halves]), are two plain loads. The two products
+   the activations, arranged to match once per input (arrange_halves: [first
+   halves of both], [second halves], in runs of four blocks), are two plain
+   loads. The two products
    then add as int16 (each pair sum is at most 2 * 15 * 127, so no overflow)
    and widen once, lanes 0-3 holding the first block and 4-7 the second: one
    widening, conversion and multiply-add per two blocks instead of per block
@@ -2288,12 +2309,13 @@ static __m256 dot_q4_lanes(const uint8_t *row, const QuantizedVector *x, int n_b
         __m256 sums = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->sum + b)));
         acc1 = _mm256_fmadd_ps(s, _mm256_mul_ps(sums, _mm256_set1_ps(-8.0f)), acc1);
 #if defined(USE_AVX512)
-        acc0 = _mm256_add_ps(acc0, q4_group_blocks(w, x->pairs + b * QK, s));
+        acc0 = _mm256_add_ps(acc0, q4_group_blocks(w, x->halves + b * QK, s));
 #else
         for (int k = 0; k < 8; k += 2) {
             __m256i lo, hi, x_first, x_second;
             unpack_q4_pair(w + k * QK / 2, &lo, &hi);
-            load_x_pair(x->pairs + (b + k) * QK, &x_first, &x_second);
+            /* blocks b + k, b + k + 1 in the group's two runs of four (b is a multiple of 8) */
+            load_x_pair(x->halves + (b + (k & 4)) * QK + 16 * (k & 2), 64, &x_first, &x_second);
             __m256 d = _mm256_cvtepi32_ps(pair_dot_q4(lo, hi, x_first, x_second));
             /* lanes 0-3: block b + k's scale, 4-7: block b + k + 1's (one permute) */
             __m256 pair = _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(k, k, k, k, k + 1, k + 1, k + 1, k + 1));
@@ -3019,9 +3041,10 @@ static void tile_q4(const uint8_t *row0, const uint8_t *row1, const QuantizedVec
         __m256i lo0, hi0, lo1, hi1;
         unpack_q4_pair(q_block(row0, b, n_blocks, QK / 2), &lo0, &hi0);
         unpack_q4_pair(q_block(row1, b, n_blocks, QK / 2), &lo1, &hi1);
+        int apart, at = pair_at(b, n_blocks, &apart);
         for (int t = 0; t < 4; t++) {
             __m256i x_first, x_second;
-            load_x_pair(x[t].pairs + b * QK, &x_first, &x_second);
+            load_x_pair(x[t].halves + at, apart, &x_first, &x_second);
             __m256 d0 = _mm256_cvtepi32_ps(pair_dot_q4(lo0, hi0, x_first, x_second));
             __m256 d1 = _mm256_cvtepi32_ps(pair_dot_q4(lo1, hi1, x_first, x_second));
             a[0][t] = _mm256_fmadd_ps(d0, pair_scale(scale[0] + t, scale[1] + t), a[0][t]);

@@ -607,7 +607,7 @@ static long compare_unpack(uint64_t *rng) {
 }
 
 static int cmd_kernels(void) {
-    static const int sizes[] = {1, 7, 16, 31, 32, 33, 63, 64, 65, 95, 100, 256, 257, 1000, 1024, 4099};
+    static const int sizes[] = {1, 7, 16, 31, 32, 33, 63, 64, 65, 95, 100, 224, 256, 257, 320, 1000, 1024, 4099};
     uint64_t rng = 12345;
     double worst[6] = {0}; /* dot f32, q8_0, q4_0, then tile f32, q8_0, q4_0 */
     long quantize_differences = 0; /* values, scales and sums the two quantize_vectors disagree on */
@@ -807,7 +807,7 @@ static int cmd_aligned(char **argv) {
     if (s.panels.rows) count_line((char *)s.panels.rows + s.panels.row_bytes, &count, &misaligned); /* the second thread's */
     for (int t = 0; t < s.max_tokens && t < 4; t++) { /* the first tokens' quantized inputs */
         const QuantizedVector *v = &s.xq[t];
-        const void *parts[] = {v->q, v->scale, v->sum, v->sum16, v->pairs};
+        const void *parts[] = {v->q, v->scale, v->sum, v->sum16, v->halves};
         for (int k = 0; k < 5; k++) count_line(parts[k], &count, &misaligned);
     }
     printf("buffers %d misaligned %d\n", count, misaligned);
