@@ -2281,20 +2281,19 @@ static __m256 q4_group_blocks(const uint8_t *w, const int8_t *halves, __m256 s) 
 #endif
 
 /* The nibbles (0..15) are unsigned, as maddubs wants, and multiply the
-   activations directly. Two blocks go together: their 32 packed bytes give
-   the low nibbles of both (one 256-bit and) and the high nibbles of both, and
-   the activations, arranged to match once per input (arrange_halves: [first
-   halves of both], [second halves], in runs of four blocks), are two plain
-   loads. The two products
-   then add as int16 (each pair sum is at most 2 * 15 * 127, so no overflow)
-   and widen once, lanes 0-3 holding the first block and 4-7 the second: one
-   widening, conversion and multiply-add per two blocks instead of per block
-   (this machine has one pipe for integer multiplies; 1.1B shape: 19.8 -> 21.6
-   tok/s), with the two blocks' scales put in place by one permute. The
-   -8 * sum(q_x) of each block goes into the same sums, 8 blocks at a time
-   (scale x -8 sum(q_x), lane by lane); a block left over takes its own off
-   its integer products (lane 0). Arranging the activations in advance and
-   the permute (in place of four loads, two inserts, a store and two
+   activations directly. Two blocks go together: their 32 packed bytes give the
+   low nibbles of both (one 256-bit and) and the high nibbles of both, and the
+   activations, arranged to match once per input (arrange_halves: [first halves
+   of both], [second halves], in runs of four blocks), are two plain loads. The
+   two products then add as int16 (each pair sum is at most 2 * 15 * 127, so no
+   overflow) and widen once, lanes 0-3 holding the first block and 4-7 the
+   second: one widening, conversion and multiply-add per two blocks instead of
+   per block (this machine has one pipe for integer multiplies; 1.1B shape:
+   19.8 -> 21.6 tok/s), with the two blocks' scales put in place by one
+   permute. The -8 * sum(q_x) of each block goes into the same sums, 8 blocks
+   at a time (scale x -8 sum(q_x), lane by lane); a block left over takes its
+   own off its integer products (lane 0). Arranging the activations in advance
+   and the permute (in place of four loads, two inserts, a store and two
    broadcasts per pair) took this kernel, in cache on one thread, from 20.7 to
    29.1 billion multiply-adds per second on rows of 2048 and from 12.3 to 19.2
    on 768 x 288 (alternating builds, best of 11). Steps of a group, as
