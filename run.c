@@ -4295,6 +4295,35 @@ static void matmul_rows(float *out, const float *x, const QuantizedVector *xq, c
         for (int r = i; r < d; r++) out[(size_t)t * d + r] = row_dot(W, r, x, xq, t);
 }
 
+/* Whether a chunk of T tokens multiplies W by the GEMM steps (matmul_panels). */
+static int takes_panels(const Matrix *W, int T) {
+    int kind = gemm_kind(W->type);
+    return kind != GEMM_NONE && T >= gemm_min_tokens(kind);
+}
+
+#define MAX_MATMULS 3 /* matrices of one input (matmuls): wq, wk and wv */
+
+/* The rows of `count` matrices of one input, outs[m] (T, Ws[m]->rows) =
+   x @ Ws[m]^T, as one list of units of 4 rows (a matrix's last unit may
+   hold fewer), which the threads share by stealing (share_units): each
+   streams long runs of rows, and they end together. (Before that, guided
+   had been chosen over dynamic runs of 8, 16 and 32 rows: 1.1B shape, q8_0,
+   alternating, median of 8: 13.5, 15.7 and 16.5 tok/s against guided's
+   16.6, the short runs breaking the streams the hardware prefetcher
+   follows.) */
+static void matmul_units(float *const outs[], const float *x, const QuantizedVector *xq, const Matrix *const Ws[],
+                         int count, int T) {
+    int first[MAX_MATMULS + 1] = {0}, from, to; /* the first unit of each matrix; first[count]: all of them */
+    for (int m = 0; m < count; m++) first[m + 1] = first[m] + (Ws[m]->rows + 3) / 4;
+    share_units(first[count]);
+    while (next_units(&from, &to))
+        for (int u = from, m = 0; u < to; u++) {
+            while (u >= first[m + 1]) m++;
+            matmul_rows(outs[m], x, xq, Ws[m], T, 4 * (u - first[m]));
+        }
+    team_wait();
+}
+
 /* out (T, d) = x (T, n) @ W (d, n)^T, for T tokens at once; for quantized
    weights xq must hold x quantized (quantize_input, for each token).
    PyTorch: out = x @ W.T  (nn.Linear without bias)
@@ -4306,25 +4335,31 @@ static void matmul_rows(float *out, const float *x, const QuantizedVector *xq, c
    at a time, a column). Chunks of gemm_min_tokens or more take the GEMM
    steps instead (matmul_panels). */
 static void matmul(float *out, const float *x, const QuantizedVector *xq, Panels *panels, const Matrix *W, int T) {
-    int kind = gemm_kind(W->type);
-    if (kind != GEMM_NONE && T >= gemm_min_tokens(kind)) {
-        matmul_panels(out, x, xq, panels, W, T);
+    if (takes_panels(W, T)) matmul_panels(out, x, xq, panels, W, T);
+    else matmul_units(&out, x, xq, &W, 1, T);
+}
+
+/* outs[m] = x @ Ws[m]^T for the `count` matrices that read one input (wq, wk
+   and wv; w1 and w3): where their rows go by units (generation, and chunks too
+   short for the GEMM steps), their rows are one list, so that the threads wait
+   for each other once, after all of them, where they waited after each, and
+   each thread's stream of rows goes on from one matrix into the next. Both
+   versions in one build, switching at every generated token, 2 threads, on the
+   Xeon of the README, time a token: 1.1B q4_0 -0.1% to -0.8% in 7 of 8 runs
+   (either version timed first), +0.5% in the eighth; q8_0 0 and -0.3%;
+   stories110M q4_0 -1.7% to -3.1% in 3 of 4, +1.2% in the fourth; stories15M
+   q4_0 -0.8% to -3.5% (4 of 4). Small on the 1.1B shape, more on the small
+   ones. (On a Zen 5, with OpenMP's guided schedule, the same had measured no
+   difference.) */
+static void matmuls(float *const outs[], const float *x, const QuantizedVector *xq, Panels *panels,
+                    const Matrix *const Ws[], int count, int T) {
+    int any_panels = 0;
+    for (int m = 0; m < count; m++) any_panels |= takes_panels(Ws[m], T);
+    if (!any_panels) {
+        matmul_units(outs, x, xq, Ws, count, T);
         return;
     }
-    int d = W->rows, from, to;
-    /* the threads share units of 4 rows by stealing (share_units): each
-       streams long runs of rows, and they end together. (Before that,
-       guided had been chosen over dynamic runs of 8, 16 and 32 rows: 1.1B
-       shape, q8_0, alternating, median of 8: 13.5, 15.7 and 16.5 tok/s
-       against guided's 16.6, the short runs breaking the streams the
-       hardware prefetcher follows. One list of rows for wq, wk and wv
-       together, and for w1 and w3, so that the threads meet once where they
-       meet three times and twice: no measurable difference.) */
-    share_units((d + 3) / 4);
-    while (next_units(&from, &to))
-        for (int i = 4 * from; i < 4 * to; i += 4)
-            matmul_rows(out, x, xq, W, T, i);
-    team_wait();
+    for (int m = 0; m < count; m++) matmul(outs[m], x, xq, panels, Ws[m], T);
 }
 
 /* Row `row` of W as floats (the embedding lookup: only this row is read). */
@@ -4616,9 +4651,9 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
     const RopeTable *rt = &s->rope[lw->sliding && s->n_rope > 1]; /* Gemma 3's local layers: their own base */
 
     norm_input(c, s, s->xb, s->x, lw->attn_norm, T);
-    matmul(s->q, s->xb, s->xq, &s->panels, &lw->wq, T); /* q = wq(xb) */
-    matmul(k, s->xb, s->xq, &s->panels, &lw->wk, T);    /* k = wk(xb) */
-    matmul(v, s->xb, s->xq, &s->panels, &lw->wv, T);    /* v = wv(xb) */
+    float *qkv[] = {s->q, k, v}; /* q = wq(xb), k = wk(xb), v = wv(xb) */
+    const Matrix *w_qkv[] = {&lw->wq, &lw->wk, &lw->wv};
+    matmuls(qkv, s->xb, s->xq, &s->panels, w_qkv, 3, T);
     int t;
     OMP(omp for nowait) /* a prompt chunk: the threads share its tokens */
     for (t = 0; t < T; t++) {
@@ -4641,8 +4676,9 @@ static void attention_block(const Config *c, const LayerWeights *lw, RunState *s
 static void feed_forward_block(const Config *c, const LayerWeights *lw, RunState *s, int T) {
     int hidden = c->hidden_dim;
     norm_input(c, s, s->xb, s->x, lw->ffn_norm, T);
-    matmul(s->hb, s->xb, s->xq, &s->panels, &lw->w1, T);  /* gate */
-    matmul(s->hb2, s->xb, s->xq, &s->panels, &lw->w3, T); /* up */
+    float *gate_up[] = {s->hb, s->hb2}; /* gate = w1(xb), up = w3(xb) */
+    const Matrix *w_gate_up[] = {&lw->w1, &lw->w3};
+    matmuls(gate_up, s->xb, s->xq, &s->panels, w_gate_up, 2, T);
     /* hb = act(gate) * up, elementwise, the input of w2; a prompt chunk's
        tokens are shared among the threads (T x hidden activations: on
        stories15M, serial, they held the other thread waiting for a tenth of

@@ -15,7 +15,11 @@
    harness matmul MODEL INDEX FILE   matrix INDEX (file order) times the inputs
                                      in FILE (float32), quantized as forward()
                                      does; prints the activations as quantized
-                                     and the outputs
+                                     and the outputs. INDEX may list up to 3
+                                     matrices of one width (1,2,3: wq, wk, wv):
+                                     matmuls takes them at once, and each
+                                     token's outputs are theirs one after
+                                     another
    harness aligned MODEL KV_CACHE    the buffers of a run's state (KV_CACHE fp32
                                      or fp16): prints how many it has and how
                                      many do not start on a 64-byte cache line
@@ -73,26 +77,37 @@ static const Matrix *matrix_by_index(const Model *m, int index) {
     return mats[(index - 1) % 7];
 }
 
-/* harness matmul MODEL INDEX FILE: FILE holds T inputs of the matrix's
-   width as float32; they are quantized as forward() quantizes a matmul's
-   input and multiplied by the matrix, T at a time. Prints the matrix's type,
-   then per token a line of its quantized values, a line of their scales (one
-   per 32) and a line of outputs. */
+/* harness matmul MODEL INDEX[,INDEX...] FILE: FILE holds T inputs of the
+   matrices' width as float32; they are quantized as forward() quantizes a
+   matmul's input and multiplied by the matrix (one: matmul) or the
+   matrices (matmuls), T at a time. Prints the first matrix's type, then per
+   token a line of its quantized values, a line of their scales (one per 32)
+   and a line of outputs (each matrix's rows in turn). */
 static int cmd_matmul(char **argv) {
     Model m;
     build_model(&m, argv[2], LOAD_AUTO);
-    const Matrix *W = matrix_by_index(&m, atoi(argv[3]));
+    const Matrix *Ws[MAX_MATMULS];
+    int count = 0;
+    for (const char *p = argv[3];; p++) { /* INDEX,INDEX,... */
+        if (count == MAX_MATMULS) fatal("at most %d matrices", MAX_MATMULS);
+        Ws[count] = matrix_by_index(&m, atoi(p));
+        if (Ws[count++]->cols != Ws[0]->cols) fatal("matrices of different widths");
+        if (!(p = strchr(p, ','))) break;
+    }
+    const Matrix *W = Ws[0];
     size_t len;
     float *x = (float *)read_file(argv[4], &len);
     int n = W->cols, T = (int)(len / (n * sizeof(float)));
     RunState s;
     build_state(&s, &m.config, T, 0);
     if (T < 1 || T > s.max_tokens) fatal("give between 1 and %d inputs", s.max_tokens);
-    float *out = xmalloc((size_t)T * W->rows * sizeof(float));
+    float *outs[MAX_MATMULS];
+    for (int k = 0; k < count; k++) outs[k] = xmalloc((size_t)T * Ws[k]->rows * sizeof(float));
     OMP(omp parallel) /* a team, as forward starts */
     {
         matmul_input(&m.config, s.xq, &s.panels, x, T, n);
-        matmul(out, x, s.xq, &s.panels, W, T);
+        if (count == 1) matmul(outs[0], x, s.xq, &s.panels, W, T);
+        else matmuls(outs, x, s.xq, &s.panels, Ws, count, T);
     }
     printf("%s\n", WEIGHT_NAMES[W->type]);
     for (int t = 0; t < T; t++) {
@@ -100,10 +115,11 @@ static int cmd_matmul(char **argv) {
         printf("\n");
         for (int b = 0; b < (n + QK - 1) / QK; b++) printf(b ? " %.9g" : "%.9g", m.config.quantized ? s.xq[t].scale[b] : 0.0f);
         printf("\n");
-        for (int r = 0; r < W->rows; r++) printf(r ? " %.9g" : "%.9g", out[(size_t)t * W->rows + r]);
+        for (int k = 0; k < count; k++)
+            for (int r = 0; r < Ws[k]->rows; r++) printf(k || r ? " %.9g" : "%.9g", outs[k][(size_t)t * Ws[k]->rows + r]);
         printf("\n");
     }
-    free(out);
+    for (int k = 0; k < count; k++) free(outs[k]);
     free(x);
     free_state(&s);
     free_model(&m);

@@ -12,7 +12,7 @@ import pytest
 
 import hf
 import reference
-from conftest import HARNESS, ROOT, export, logits, run
+from conftest import HARNESS, ROOT, export, harness, logits, run
 from test_families import FAMILIES
 
 sys.path.insert(0, ROOT)
@@ -84,6 +84,28 @@ def test_quantized_forward_matches_reference(tmp_path, family, dtype):
         assert np.max(np.abs(got - want)) < 0.05 * np.std(want)
         assert np.mean(got.argmax(axis=1) == want.argmax(axis=1)) >= 0.9
         assert np.abs(got[0] - want[0]).max() < 0.05 * np.std(want)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "q8_0", "q4_0"])
+def test_matrices_of_one_input_at_once_equal_one_by_one(tmp_path, dtype):
+    """matmuls, which runs wq, wk and wv (and w1 and w3) as one list of rows
+    shared by stealing, gives each matrix's outputs exactly as matmul gives
+    them alone: 1, 3 and 5 tokens, 1 and 2 threads, wk and wv of 10 rows
+    (their last unit of 4 rows holds 2, in the middle of the list)."""
+    config = {**FAMILIES["tinyllama"], "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 10}
+    hf.write_checkpoint(tmp_path / "hf", config, hf.random_llama(config, seed=7))
+    export(tmp_path / "m.bin", "--hf", tmp_path / "hf", "--dtype", dtype)
+    rng = np.random.default_rng(8)
+
+    def outputs(indices, env):  # harness matmul's line of outputs for each token
+        return harness("matmul", tmp_path / "m.bin", indices, tmp_path / "x", env=env).strip().split("\n")[3::3]
+    for tokens in (1, 3, 5):
+        rng.normal(size=(tokens, 128)).astype("<f4").tofile(tmp_path / "x")
+        for threads in ("1", "2"):
+            env = dict(os.environ, OMP_NUM_THREADS=threads)
+            for together in ("1,2,3", "5,7"):  # wq, wk, wv; w1, w3 of the first layer
+                alone = [outputs(i, env) for i in together.split(",")]
+                assert outputs(together, env) == [" ".join(parts) for parts in zip(*alone)], (tokens, threads, together)
 
 
 def test_quantized_model_files_are_smaller(tmp_path):
