@@ -4784,7 +4784,8 @@ static void embed_tokens(const Model *m, RunState *s, const int *tokens, int T, 
    values: so a token's steps that need no wait between them are one step
    (norm_input, the activation with its quantization): stories15M q4_0 +7%,
    12 of 12 rounds. Matmuls of one input going on without a wait (wq, wk,
-   wv; w1, w3): no faster.) */
+   wv; w1, w3): no faster then, with OpenMP's schedules; with the rows
+   shared by stealing, a little, and they are one list now: matmuls.) */
 static float *forward(const Model *m, RunState *s, const int *tokens, int T, int pos, int all_logits) {
     const Config *c = &m->config;
     const Weights *w = &m->weights;
