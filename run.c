@@ -4497,7 +4497,7 @@ static void thread_share(int n, int *from, int *to) {
    from L3 or memory at the rate the core's misses in flight allow. Only
    where ATTENTION_AHEAD_HEADS heads or more share the block: TinyLlama's
    groups of 8 (1.1B q4_0, 2 threads, both versions in one build switching
-   at every token: over 1024 tokens 0.9-2.0% less time a token, 4 of 4 runs
+   at every token: over 1024 tokens 0.9-2.0% less time a token, 6 of 6 runs
    with either version first; over 300 tokens 0.5% and 0.8%), but one head
    alone, as in stories110M's attention, asks for a whole block at once and
    ran 5-9% slower; groups of 2 and 3 are untimed. */
