@@ -4546,12 +4546,12 @@ static void attend_each(const Config *c, RunState *s, int l, int T, int pos, int
             for (int b = 0; b < n; b += ATTENTION_BLOCK) { /* scores (n) of each head, block by block */
                 int count = n - b < ATTENTION_BLOCK ? n - b : ATTENTION_BLOCK, rest = n - b - count;
                 size_t at = from + (size_t)b * head_dim;
+                /* the block the heads read next, asked into L2 as they go: the next keys, or the values' first */
+                const void *next = rest > 0 ? keys : values;
+                size_t next_at = rest > 0 ? at + (size_t)count * head_dim : from;
+                int next_count = rest > 0 ? (rest < ATTENTION_BLOCK ? rest : ATTENTION_BLOCK) : first_count;
                 for (int h = h0; h < h1; h++) {
-                    /* the next block into L2, each head its share: the keys', or the values' first */
-                    if (ahead && rest > 0)
-                        prefetch_block_share(keys, s->kv16, at + (size_t)count * head_dim,
-                                             rest < ATTENTION_BLOCK ? rest : ATTENTION_BLOCK, head_dim, h - h0, h1 - h0);
-                    else if (ahead) prefetch_block_share(values, s->kv16, from, first_count, head_dim, h - h0, h1 - h0);
+                    if (ahead) prefetch_block_share(next, s->kv16, next_at, next_count, head_dim, h - h0, h1 - h0);
                     const float *qh = s->q + (size_t)t * q_dim + (size_t)h * head_dim;
                     float *att = s->att + (size_t)h * s->ctx + b;
                     if (s->kv16) attention_scores_f16(att, qh, s->key_cache16 + at, head_dim, count, head_dim, scale);
@@ -4568,14 +4568,12 @@ static void attend_each(const Config *c, RunState *s, int l, int T, int pos, int
             for (int b = 0; b < n; b += ATTENTION_BLOCK) { /* out (head_dim) of each head += att . values, block by block */
                 int count = n - b < ATTENTION_BLOCK ? n - b : ATTENTION_BLOCK, rest = n - b - count;
                 size_t at = from + (size_t)b * head_dim;
+                /* next: the next values, or the next kv head's first keys (none after this thread's last) */
+                const void *next = rest > 0 ? values : h1 < to_head ? keys : NULL;
+                size_t next_at = rest > 0 ? at + (size_t)count * head_dim : next ? cache_at(c, s, l, kv + 1, first) : 0;
+                int next_count = rest > 0 ? (rest < ATTENTION_BLOCK ? rest : ATTENTION_BLOCK) : first_count;
                 for (int h = h0; h < h1; h++) {
-                    /* the next block into L2: the values', or the next kv head's first keys */
-                    if (ahead && rest > 0)
-                        prefetch_block_share(values, s->kv16, at + (size_t)count * head_dim,
-                                             rest < ATTENTION_BLOCK ? rest : ATTENTION_BLOCK, head_dim, h - h0, h1 - h0);
-                    else if (ahead && h1 < to_head)
-                        prefetch_block_share(keys, s->kv16, cache_at(c, s, l, kv + 1, first), first_count, head_dim,
-                                             h - h0, h1 - h0);
+                    if (ahead && next) prefetch_block_share(next, s->kv16, next_at, next_count, head_dim, h - h0, h1 - h0);
                     const float *att = s->att + (size_t)h * s->ctx + b;
                     float *out = s->ao + (size_t)t * q_dim + (size_t)h * head_dim;
                     if (s->kv16) weighted_sum_f16(out, att, s->value_cache16 + at, head_dim, count, head_dim);

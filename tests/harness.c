@@ -806,7 +806,7 @@ static int cmd_share(char **argv) {
    line (xcalloc_touched), and so should the second thread's part of the
    per-thread scratch: counts those that do not. */
 static void count_line(const void *p, int *count, int *misaligned) {
-    if (p) *count += 1, *misaligned += (uintptr_t)p % 64 != 0;
+    if (p) *count += 1, *misaligned += (uintptr_t)p % CACHE_LINE != 0;
 }
 
 static int cmd_aligned(char **argv) {
