@@ -1514,11 +1514,26 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
    time a token with both than with none (into L1 alone 14.5%, into L2
    alone 13.6%), stories110M fp32 20-26% (into L1 alone 21%, into L2 alone
    11%).
+   A second Xeon (family 6, "model 167" as KVM names it, with a 480 MB L3;
+   a later session of 7 December 2026) wants the one into L2 nearer: 4.5 KB
+   ahead against 8 KB, timing every other generated token of one run with
+   each (1.1B shape, 2 threads, either distance timed first), took 5.0-6.0%
+   off the time of a q4_0 token, 6.3-6.8% off q8_0's, 6.7% off q4_k_m's and
+   11.4-12.2% off fp32's (the 256-bit build: q4_0 3.8-4.3%, q8_0 7.0%). Around it, against
+   4.5 KB: 4 and 5 KB about level (q4_0 within 0.7%; fp32 4 KB +1.2-1.6%),
+   3.75 KB +2%, 5.5 KB +2.6-3.3% (fp32, q4_k_m), 6 KB and 8 KB +5-6%, 3 KB
+   +6.5%; the one into L1 at 1 KB instead of 2 KB +0.5-1.3%. There the
+   matmuls alone (tools/stream.c) went from 83-84% of the read to 90-92%.
+   Weights read from that L3 instead (stories110M's 70 MB of q4_0) did
+   better 8 KB ahead: 4.5 KB cost 1.4-7.3% a token (stories110M fp32, 440
+   MB, gained 9.3-9.9%). The distance is for models that memory feeds.
+   Both Xeons take 4.5 KB: on the first, without the one into L1, 4 to 64
+   KB had measured alike.
    Which pays depends on the core's maker more than on the instruction set
    a build has, so the distances are chosen when the program starts
    (choose_prefetch): AMD's cores get what their Zens measured (into L2 8 KB
    ahead in the AVX-512 build, none in the 256-bit one; none into L1; none
-   for fp32's rows, prefetch_fp32), the others the Xeon's (into L2 8 KB
+   for fp32's rows, prefetch_fp32), the others the Xeons' (into L2 4.5 KB
    ahead, into L1 2 KB, fp32's rows too). cc -DPREFETCH_L2_AHEAD=... or
    -DPREFETCH_L1_AHEAD=... fixes one for any core (tools/stream.c times
    them). */
@@ -1526,7 +1541,7 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
 #if defined(PREFETCH_L2_AHEAD)
 static int prefetch_l2_ahead = PREFETCH_L2_AHEAD;
 #else
-static int prefetch_l2_ahead = 8192;
+static int prefetch_l2_ahead = 4608;
 #endif
 #if defined(PREFETCH_L1_AHEAD)
 static int prefetch_l1_ahead = PREFETCH_L1_AHEAD;
@@ -1542,7 +1557,9 @@ static int prefetch_fp32 = 1; /* whether dot_f32 prefetches its rows (prefetch_r
 __attribute__((constructor)) static void choose_prefetch(void) {
     __builtin_cpu_init();
     if (!__builtin_cpu_is("amd")) return;
-#if !defined(PREFETCH_L2_AHEAD) && !defined(USE_AVX512)
+#if !defined(PREFETCH_L2_AHEAD) && defined(USE_AVX512)
+    prefetch_l2_ahead = 8192;
+#elif !defined(PREFETCH_L2_AHEAD)
     prefetch_l2_ahead = 0;
 #endif
 #if !defined(PREFETCH_L1_AHEAD)

@@ -13,7 +13,7 @@
    unless PREFETCH_L2_AHEAD or PREFETCH_L1_AHEAD fixes them), which it takes
    from the command line like any macro of run.c (the weights are random
    bytes; their values do not matter to the speed):
-   cc -O3 -march=native -fopenmp [-DPREFETCH_L2_AHEAD=8192] [-DPREFETCH_L1_AHEAD=2048] tools/stream.c -o stream -lm
+   cc -O3 -march=native -fopenmp [-DPREFETCH_L2_AHEAD=4608] [-DPREFETCH_L1_AHEAD=2048] tools/stream.c -o stream -lm
    ./stream [ROUNDS] */
 #define RUN_NO_MAIN
 #include "../run.c"
