@@ -1519,10 +1519,13 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
    ahead against 8 KB, timing every other generated token of one run with
    each (1.1B shape, 2 threads, either distance timed first), took 5.0-6.0%
    off the time of a q4_0 token, 6.3-6.8% off q8_0's, 6.7% off q4_k_m's and
-   11.4-12.2% off fp32's (the 256-bit build: q4_0 3.8-4.3%, q8_0 7.0%). Around it, against
-   4.5 KB: 4 and 5 KB about level (q4_0 within 0.7%; fp32 4 KB +1.2-1.6%),
-   3.75 KB +2%, 5.5 KB +2.6-3.3% (fp32, q4_k_m), 6 KB and 8 KB +5-6%, 3 KB
-   +6.5%; the one into L1 at 1 KB instead of 2 KB +0.5-1.3%. There the
+   11.4-12.2% off fp32's (the 256-bit build: q4_0 3.8-4.3%, q8_0 7.0%);
+   whole builds, alternating: 1.1B q4_0 47.0-48.6 -> 51.1-51.2 tok/s, q8_0
+   23.8-24.0 -> 27.3-28.2, q4_k_m 40.3-40.8 -> 42.9-43.5, fp32 7.04-7.07 ->
+   7.55-7.67. Around it, against 4.5 KB: 4 and 5 KB about level (q4_0
+   within 0.7%; fp32 4 KB +1.2-1.6%), 3.75 KB +2%, 5.5 KB +2.6-3.3% (fp32,
+   q4_k_m), 6 KB and 8 KB +5-6%, 3 KB +6.5%; the one into L1 at 1 KB
+   instead of 2 KB +0.5-1.3%. There the
    matmuls alone (tools/stream.c) went from 83-84% of the read to 90-92%.
    Weights read from that L3 instead (stories110M's 70 MB of q4_0) did
    better 8 KB ahead: 4.5 KB cost 1.4-7.3% a token (stories110M fp32, 440
@@ -2082,6 +2085,16 @@ static __m256 block_scales(const uint16_t *ws, const float *xs) {
     return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)ws)), _mm256_loadu_ps(xs));
 }
 
+/* acc + s[k] x -offset x sum[k] for the 8 blocks of a group: where a kernel
+   multiplies unsigned weights u = q + offset (u8_offset: q4_0's nibbles, and
+   q8_0's bytes in the 512-bit steps), what the offset added to each block's
+   integer products (offset x the sum of its activations' q) taken off, in
+   the lanes of the group's combined scales s (block_scales). */
+static __m256 add_group_offsets(__m256 acc, __m256 s, const int32_t *sum, float offset) {
+    __m256 sums = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)sum));
+    return _mm256_fmadd_ps(s, _mm256_mul_ps(sums, _mm256_set1_ps(-offset)), acc);
+}
+
 /* quantize_vector_scalar, 32 values at a time: the same max, the same
    multiply, and cvtps rounds to nearest even as lrintf does. The packs
    interleave 128-bit lanes, and the final permute puts the bytes back in order. */
@@ -2222,8 +2235,7 @@ static __m256 dot_q8_lanes(const uint8_t *row, const QuantizedVector *x, int n_b
         for (int at = 0; at < QGROUP * (QK + 2); at += 64) prefetch_row(group + at); /* 272 bytes */
 #if defined(USE_AVX512)
         __m256 s = block_scales((const uint16_t *)group, x->scale + b);
-        __m256 sums = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->sum + b)));
-        acc1 = _mm256_fmadd_ps(s, _mm256_mul_ps(sums, _mm256_set1_ps(-128.0f)), acc1);
+        acc1 = add_group_offsets(acc1, s, x->sum + b, u8_offset(WEIGHT_Q8_0));
         acc0 = _mm256_add_ps(acc0, q8_group_blocks(w, x->q + b * QK, s));
 #else
         float scale[8];
@@ -2366,8 +2378,7 @@ static __m256 dot_q4_lanes(const uint8_t *row, const QuantizedVector *x, int n_b
         const uint8_t *group = row + (size_t)b * (QK / 2 + 2), *w = group + 2 * QGROUP;
         prefetch_row(group), prefetch_row(group + 64), prefetch_row(group + 128); /* 144 bytes */
         __m256 s = block_scales((const uint16_t *)group, x->scale + b);
-        __m256 sums = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->sum + b)));
-        acc1 = _mm256_fmadd_ps(s, _mm256_mul_ps(sums, _mm256_set1_ps(-8.0f)), acc1);
+        acc1 = add_group_offsets(acc1, s, x->sum + b, u8_offset(WEIGHT_Q4_0));
 #if defined(USE_AVX512)
         acc0 = _mm256_add_ps(acc0, q4_group_blocks(w, x->halves + b * QK, s));
 #else
