@@ -1007,6 +1007,27 @@ static void free_model(Model *m) {
     if (m->block) munmap(m->block, m->block_size);
 }
 
+/* The bytes of W's rows, as the file holds them. */
+static uint64_t matrix_bytes(const Matrix *W) {
+    uint64_t rows = (uint64_t)W->rows;
+    if (W->type == WEIGHT_F32) return rows * (uint64_t)W->cols * sizeof(float);
+    if (W->type == WEIGHT_Q4_K || W->type == WEIGHT_Q6_K)
+        return rows * (uint64_t)(W->cols / QK_K) * (W->type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES);
+    return rows * q_row_bytes(W->cols_padded / QK, q_block_bytes(W->type));
+}
+
+/* The bytes of weights a generated token reads: every layer's matrices and
+   the classifier (of the embedding table, one row). */
+static uint64_t token_weight_bytes(const Model *m) {
+    uint64_t bytes = matrix_bytes(&m->weights.classifier);
+    for (int l = 0; l < m->config.n_layers; l++) {
+        const LayerWeights *lw = &m->weights.layers[l];
+        const Matrix *each[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3};
+        for (int k = 0; k < 7; k++) bytes += matrix_bytes(each[k]);
+    }
+    return bytes;
+}
+
 static int is_eos(const Config *c, int token) {
     for (int i = 0; i < c->n_eos; i++)
         if (c->eos_ids[i] == token) return 1;
@@ -1529,15 +1550,17 @@ _Static_assert(GEMM_ROWS_I16 <= GEMM_ROWS, "a step's rows fit the scratch and th
    matmuls alone (tools/stream.c) went from 83-84% of the read to 90-92%.
    Weights read from that L3 instead (stories110M's 70 MB of q4_0) did
    better 8 KB ahead: 4.5 KB cost 1.4-7.3% a token (stories110M fp32, 440
-   MB, gained 9.3-9.9%). The distance is for models that memory feeds.
-   Both Xeons take 4.5 KB: on the first, without the one into L1, 4 to 64
-   KB had measured alike.
+   MB, gained 9.3-9.9%): once the model is known, those whose weights the
+   L3 holds take 8 KB (fit_prefetch, below). Both Xeons take 4.5 KB for the
+   others: on the first, without the one into L1, 4 to 64 KB had measured
+   alike.
    Which pays depends on the core's maker more than on the instruction set
    a build has, so the distances are chosen when the program starts
    (choose_prefetch): AMD's cores get what their Zens measured (into L2 8 KB
    ahead in the AVX-512 build, none in the 256-bit one; none into L1; none
    for fp32's rows, prefetch_fp32), the others the Xeons' (into L2 4.5 KB
-   ahead, into L1 2 KB, fp32's rows too). cc -DPREFETCH_L2_AHEAD=... or
+   ahead, or 8 KB for weights the L3 holds, fit_prefetch; into L1 2 KB;
+   fp32's rows too). cc -DPREFETCH_L2_AHEAD=... or
    -DPREFETCH_L1_AHEAD=... fixes one for any core (tools/stream.c times
    them). */
 #if defined(USE_AVX2)
@@ -1572,6 +1595,47 @@ __attribute__((constructor)) static void choose_prefetch(void) {
 }
 #endif
 
+/* This core's last-level (L3) cache in bytes; 0 where the system does not say. */
+static uint64_t l3_cache_bytes(void) {
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+    long bytes = sysconf(_SC_LEVEL3_CACHE_SIZE); /* glibc's */
+    return bytes > 0 ? (uint64_t)bytes : 0;
+#else
+    return 0;
+#endif
+}
+
+/* The one into L2 on a core not AMD's, for a model whose generated tokens
+   read weight_bytes each, on a core with an L3 cache of l3 bytes (0:
+   unknown): 8 KB ahead where the L3 holds three times the weights, else 4.5
+   KB. Weights that the L3 serves, every token, want it farther ahead than
+   weights from memory. On the second Xeon above (503 MB of L3 as the system
+   gives it, shared with the host's other machines: a read of 100 MB ran at
+   52 GB/s there, of 200 MB at 41, of 582 MB at 35, from memory), timing
+   every other generated token of one run with each, either first, 2
+   threads, 8 KB against 4.5 KB a token's time: stories110M q8_0 (116 MB a
+   token) -9.3% (both runs; the 256-bit build -8.1%), q4_0 (62 MB) -3.6% and
+   -5.0%, q4_k -1.7% and -1.9%, q4_k_m -2.6% and -3.5%; the 1.1B shape cut
+   to 4 layers, q4_0 (136 MB) -6.9% and -10.8% (256-bit: -3.6%, -7.4%);
+   but cut to 8 layers (235 MB) +2.3% and +3.1%, to 12 (334 MB) +5.9% and
+   +6.0%, 4 layers of q8_0 (257 MB) +5.6% and +6.1%, and the whole 1.1B
+   shape (582 MB) +5-6% (above). Models of a few MB, which stay in L2 and
+   L3 either way, measured level (stories15M q4_0 +1.3% and -1.7%, fp32
+   +0.0% and +0.2%). The turn lies between 136 and 235 MB: a third of this
+   L3 is 168 MB. */
+static int l2_ahead_for(uint64_t weight_bytes, uint64_t l3) {
+    return l3 > 0 && weight_bytes <= l3 / 3 ? 8192 : 4608;
+}
+
+/* Once the model is known: the distance into L2 for its weights (l2_ahead_for), on a core not AMD's. */
+static void fit_prefetch(uint64_t weight_bytes) {
+#if defined(__GNUC__) && !defined(PREFETCH_L2_AHEAD)
+    if (!__builtin_cpu_is("amd")) prefetch_l2_ahead = l2_ahead_for(weight_bytes, l3_cache_bytes());
+#else
+    (void)weight_bytes;
+#endif
+}
+
 /* Asks for the bytes prefetch_l2_ahead past p into L2, and prefetch_l1_ahead past it into L1. */
 static inline void prefetch_row(const void *p) {
 #if defined(__GNUC__)
@@ -1581,6 +1645,8 @@ static inline void prefetch_row(const void *p) {
     (void)p;
 #endif
 }
+#else
+static void fit_prefetch(uint64_t weight_bytes) { (void)weight_bytes; } /* no prefetch distances to fit */
 #endif
 
 /* q8_0's values as bytes for gemm_u8 (section 4, the GEMM steps): with
@@ -7457,7 +7523,8 @@ static void print_model_card(FILE *f, const Model *m, const RunState *s, const T
             s->kv16 ? "fp16" : "fp32");
     fprintf(f, "compute     %d thread%s, %s kernels\n", threads, threads > 1 ? "s" : "", SIMD_NAME);
 #if defined(USE_AVX2)
-    fprintf(f, "prefetch    rows %d bytes ahead into L2, %d into L1 (0: none)\n", prefetch_l2_ahead, prefetch_l1_ahead);
+    fprintf(f, "prefetch    rows %d bytes ahead into L2, %d into L1 (0: none); weights %.1f MB a token, L3 %.1f MB "
+               "(0: unknown)\n", prefetch_l2_ahead, prefetch_l1_ahead, token_weight_bytes(m) / 1e6, l3_cache_bytes() / 1e6);
 #endif
 }
 
@@ -8066,7 +8133,7 @@ int main(int argc, char **argv) {
 
     Model model;
     int have_model = model_path != NULL;
-    if (have_model) build_model(&model, model_path, load);
+    if (have_model) build_model(&model, model_path, load), fit_prefetch(token_weight_bytes(&model));
     char *found_tokenizer = NULL;
     if (!tokenizer_path) tokenizer_path = found_tokenizer = default_tokenizer_path(model_path);
     Tokenizer tok;

@@ -759,6 +759,19 @@ static int cmd_filter(char **argv) {
    whatever the machine's load. Prints the team's threads, the units not
    taken exactly once, and how many were taken by another thread than the
    one whose run they began in. */
+/* prefetch WEIGHT_BYTES L3_BYTES: the distance into L2 that a core not AMD's
+   takes for a model whose tokens read WEIGHT_BYTES, under an L3 of L3_BYTES
+   (l2_ahead_for); "none" in builds without the x86 kernels' distances. */
+static int cmd_prefetch(char **argv) {
+#if defined(USE_AVX2)
+    printf("%d\n", l2_ahead_for(strtoull(argv[2], NULL, 10), strtoull(argv[3], NULL, 10)));
+#else
+    (void)argv;
+    printf("none\n");
+#endif
+    return 0;
+}
+
 static int cmd_share(char **argv) {
     enum { ROUNDS = 60, MOST = 2000 };
     static const int sizes[] = {1, 2, 7, 64, 513, MOST};
@@ -841,8 +854,10 @@ int main(int argc, char **argv) {
     if (argc == 12 && strcmp(argv[1], "filter") == 0) return cmd_filter(argv);
     if (argc == 5 && strcmp(argv[1], "matmul") == 0) return cmd_matmul(argv);
     if (argc == 3 && strcmp(argv[1], "share") == 0) return cmd_share(argv);
+    if (argc == 4 && strcmp(argv[1], "prefetch") == 0) return cmd_prefetch(argv);
     if (argc == 4 && strcmp(argv[1], "aligned") == 0) return cmd_aligned(argv);
     fprintf(stderr, "usage: harness logits MODEL CHUNK ID... | encode TOKENIZER FILE | render TOKENIZER TEMPLATE FILE"
-                    " | kernels | matmul ... | fp16 FILE | filter ... | share THREADS | aligned MODEL KV_CACHE\n");
+                    " | kernels | matmul ... | fp16 FILE | filter ... | share THREADS | prefetch WEIGHT_BYTES L3_BYTES"
+                    " | aligned MODEL KV_CACHE\n");
     return 2;
 }

@@ -9,7 +9,7 @@ import pytest
 
 import hf
 import reference
-from conftest import export, harness, logits
+from conftest import export, harness, logits, run
 
 BASE = {"hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2, "num_attention_heads": 4,
         "vocab_size": 300, "rms_norm_eps": 1e-5, "rope_theta": 10000.0}
@@ -140,6 +140,31 @@ def test_threads_take_every_row_once_and_share_a_slow_threads_rows(threads):
         assert team == threads and stolen > 0
     else:
         assert stolen == 0
+
+
+def test_prefetch_distance_follows_the_bytes_a_token_reads(shared):
+    """On a core not AMD's, rows are asked into L2 8 KB ahead where the L3
+    cache holds three times the weights a token reads (they come from L3),
+    else 4.5 KB (from memory): the rule (l2_ahead_for) at its edges, and
+    --verbose's model card showing what this machine and a tiny model chose."""
+    third = 503316480 // 3  # a third of an L3 of 480 MiB
+    if harness("prefetch", 1, 1) == "none\n":
+        pytest.skip("this build has no prefetch distances (only the x86 kernels do)")
+    for weights, l3, want in [(third, 503316480, 8192), (third + 1, 503316480, 4608), (116_000_000, 503316480, 8192),
+                              (582_000_000, 503316480, 4608), (1_000_000, 0, 4608), (0, 0, 4608)]:
+        assert harness("prefetch", weights, l3) == f"{want}\n", (weights, l3)
+    model = os.path.join(shared, "models", "stories260K.bin")
+    err = run(model, "-z", os.path.join(shared, "models", "tok512.bin"), "-n", "4", "--verbose").stderr.decode()
+    m = re.search(r"prefetch +rows (\d+) bytes ahead into L2, (\d+) into L1 \(0: none\); weights ([\d.]+) MB a token, "
+                  r"L3 ([\d.]+) MB", err)
+    assert m, err
+    l2, weights_mb, l3_mb = int(m.group(1)), float(m.group(3)), float(m.group(4))
+    # stories260K ties its classifier to the embedding, so a token reads every matrix: nearly the whole file
+    assert 0.9 < weights_mb * 1e6 / os.path.getsize(model) <= 1.0
+    with open("/proc/cpuinfo") as f:
+        amd = "AuthenticAMD" in f.read()
+    if not amd:
+        assert l2 == (8192 if 0 < weights_mb < l3_mb / 3 else 4608)
 
 
 def test_logits_are_the_same_on_any_number_of_threads(tmp_path):
