@@ -1614,15 +1614,15 @@ static uint64_t l3_cache_bytes(void) {
    52 GB/s there, of 200 MB at 41, of 582 MB at 35, from memory), timing
    every other generated token of one run with each, either first, 2
    threads, 8 KB against 4.5 KB a token's time: stories110M q8_0 (116 MB a
-   token) -9.3% (both runs; the 256-bit build -8.1%), q4_0 (62 MB) -3.6% and
-   -5.0%, q4_k -1.7% and -1.9%, q4_k_m -2.6% and -3.5%; the 1.1B shape cut
-   to 4 layers, q4_0 (136 MB) -6.9% and -10.8% (256-bit: -3.6%, -7.4%);
-   but cut to 8 layers (235 MB) +2.3% and +3.1%, to 12 (334 MB) +5.9% and
-   +6.0%, 4 layers of q8_0 (257 MB) +5.6% and +6.1%, and the whole 1.1B
-   shape (582 MB) +5-6% (above). Models of a few MB, which stay in L2 and
-   L3 either way, measured level (stories15M q4_0 +1.3% and -1.7%, fp32
-   +0.0% and +0.2%). The turn lies between 136 and 235 MB: a third of this
-   L3 is 168 MB. */
+   token) -9.4% and -8.5% (the 256-bit build -8.1% and -7.5%), q4_0 (62 MB)
+   -5.0% and -3.5%, q4_k -1.9% and -1.7%, q4_k_m -3.5% and -2.5%; the 1.1B
+   shape cut to 4 layers, q4_0 (136 MB), -6.9% and -9.7% (256-bit: -3.6%,
+   -6.9%); but cut to 8 layers (235 MB) +3.1% and +2.3%, to 12 (334 MB)
+   +5.9% and +6.4%, 4 layers of q8_0 (257 MB) +6.1% and +5.9%, and the
+   whole 1.1B shape (582 MB) +5-6% (above). Models of a few MB, which stay
+   in L2 and L3 either way, measured level (stories15M q4_0 +1.7% and
+   -1.3%, fp32 +0.0% and -0.2%). The turn lies between 136 and 235 MB: a
+   third of this L3 is 168 MB. */
 static int l2_ahead_for(uint64_t weight_bytes, uint64_t l3) {
     return l3 > 0 && weight_bytes <= l3 / 3 ? 8192 : 4608;
 }
@@ -1632,7 +1632,7 @@ static void fit_prefetch(uint64_t weight_bytes) {
 #if defined(__GNUC__) && !defined(PREFETCH_L2_AHEAD)
     if (!__builtin_cpu_is("amd")) prefetch_l2_ahead = l2_ahead_for(weight_bytes, l3_cache_bytes());
 #else
-    (void)weight_bytes;
+    (void)weight_bytes, (void)l2_ahead_for; /* a distance fixed by cc -DPREFETCH_L2_AHEAD=... stays */
 #endif
 }
 

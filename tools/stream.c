@@ -29,9 +29,6 @@ typedef struct {
     size_t bytes;
 } Token;
 
-/* A matrix's bytes: its rows of blocks, each group of them with its fp16 scales (run.c, section 2). */
-static size_t matrix_bytes(const Matrix *m) { return (size_t)m->rows * q_row_bytes(m->cols / QK, q_block_bytes(m->type)); }
-
 static void build_token(Token *t, int type) {
     int shapes[7][2] = {{DIM, DIM}, {KV_DIM, DIM}, {KV_DIM, DIM}, {DIM, DIM}, {HIDDEN, DIM}, {HIDDEN, DIM}, {DIM, HIDDEN}};
     t->bytes = 0;
