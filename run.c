@@ -1017,7 +1017,8 @@ static uint64_t matrix_bytes(const Matrix *W) {
 }
 
 /* The bytes of weights a generated token reads: every layer's matrices and
-   the classifier (of the embedding table, one row). */
+   the classifier (of the embedding table it reads one row, not counted;
+   a tied classifier is the whole table, counted). */
 static uint64_t token_weight_bytes(const Model *m) {
     uint64_t bytes = matrix_bytes(&m->weights.classifier);
     for (int l = 0; l < m->config.n_layers; l++) {
@@ -8133,7 +8134,10 @@ int main(int argc, char **argv) {
 
     Model model;
     int have_model = model_path != NULL;
-    if (have_model) build_model(&model, model_path, load), fit_prefetch(token_weight_bytes(&model));
+    if (have_model) {
+        build_model(&model, model_path, load);
+        fit_prefetch(token_weight_bytes(&model)); /* how far ahead its rows are asked for */
+    }
     char *found_tokenizer = NULL;
     if (!tokenizer_path) tokenizer_path = found_tokenizer = default_tokenizer_path(model_path);
     Tokenizer tok;
