@@ -1007,14 +1007,16 @@ static void free_model(Model *m) {
     if (m->block) munmap(m->block, m->block_size);
 }
 
-/* The bytes of W's rows, as the file holds them. */
-static uint64_t matrix_bytes(const Matrix *W) {
-    uint64_t rows = (uint64_t)W->rows;
-    if (W->type == WEIGHT_F32) return rows * (uint64_t)W->cols * sizeof(float);
+/* The bytes of one row of W, as the file holds it (q8_0 and q4_0: with its scales). */
+static size_t matrix_row_bytes(const Matrix *W) {
+    if (W->type == WEIGHT_F32) return (size_t)W->cols * sizeof(float);
     if (W->type == WEIGHT_Q4_K || W->type == WEIGHT_Q6_K)
-        return rows * (uint64_t)(W->cols / QK_K) * (W->type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES);
-    return rows * q_row_bytes(W->cols_padded / QK, q_block_bytes(W->type));
+        return (size_t)(W->cols / QK_K) * (W->type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES);
+    return q_row_bytes(W->cols_padded / QK, q_block_bytes(W->type)); /* q8_0, q4_0 */
 }
+
+/* The bytes of all of W's rows. */
+static uint64_t matrix_bytes(const Matrix *W) { return (uint64_t)W->rows * matrix_row_bytes(W); }
 
 /* The bytes of weights a generated token reads: every layer's matrices and
    the classifier (of the embedding table it reads one row, not counted;
@@ -4094,10 +4096,7 @@ static void matmul_input(const Config *c, QuantizedVector *xq, Panels *pn, const
 
 /* Row r of a quantized matrix: its bytes (and its scales, for q8_0 and q4_0) */
 static const uint8_t *row_bytes(const Matrix *W, int r) {
-    size_t per_row = W->type == WEIGHT_Q4_K || W->type == WEIGHT_Q6_K
-                         ? (size_t)(W->cols / QK_K) * (W->type == WEIGHT_Q4_K ? Q4K_BYTES : Q6K_BYTES)
-                         : q_row_bytes(W->cols_padded / QK, q_block_bytes(W->type)); /* q8_0, q4_0 */
-    return (const uint8_t *)W->data + (size_t)r * per_row;
+    return (const uint8_t *)W->data + (size_t)r * matrix_row_bytes(W);
 }
 
 /* Row r of W . token t's input: one output of a matmul. */
