@@ -28,7 +28,8 @@ def test_stream_tool_runs_generation_products_with_the_prefetch_distance_given(t
                        env=dict(os.environ, OMP_NUM_THREADS="2"))
     assert p.returncode == 0, p.stderr
     assert "prefetch into L2 4096 bytes ahead, into L1 1024" in p.stdout
-    mean = re.search(r"mean: read ([\d.]+) GB/s, q8_0 ([\d.]+) \((\d+)% of the read\), q4_0 ([\d.]+) \((\d+)%\)", p.stdout)
+    mean = re.search(r"mean: read ([\d.]+) GB/s, q8_0 ([\d.]+) \((\d+)% of the read\), q4_0 ([\d.]+) \((\d+)%\), "
+                     r"q4_0 loads only ([\d.]+) \((\d+)%\)", p.stdout)
     assert mean, p.stdout
     assert all(float(v) > 0 for v in mean.groups())
 
