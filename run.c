@@ -1018,15 +1018,22 @@ static size_t matrix_row_bytes(const Matrix *W) {
 /* The bytes of all of W's rows. */
 static uint64_t matrix_bytes(const Matrix *W) { return (uint64_t)W->rows * matrix_row_bytes(W); }
 
+/* A layer's LAYER_MATRICES matrices, in the file's order. */
+#define LAYER_MATRICES 7
+static void layer_matrices(const LayerWeights *lw, const Matrix *out[LAYER_MATRICES]) {
+    out[0] = &lw->wq, out[1] = &lw->wk, out[2] = &lw->wv, out[3] = &lw->wo;
+    out[4] = &lw->w1, out[5] = &lw->w2, out[6] = &lw->w3;
+}
+
 /* The bytes of weights a generated token reads: every layer's matrices and
    the classifier (of the embedding table it reads one row, not counted;
    a tied classifier is the whole table, counted). */
 static uint64_t token_weight_bytes(const Model *m) {
     uint64_t bytes = matrix_bytes(&m->weights.classifier);
     for (int l = 0; l < m->config.n_layers; l++) {
-        const LayerWeights *lw = &m->weights.layers[l];
-        const Matrix *each[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3};
-        for (int k = 0; k < 7; k++) bytes += matrix_bytes(each[k]);
+        const Matrix *each[LAYER_MATRICES];
+        layer_matrices(&m->weights.layers[l], each);
+        for (int k = 0; k < LAYER_MATRICES; k++) bytes += matrix_bytes(each[k]);
     }
     return bytes;
 }
@@ -7472,9 +7479,9 @@ static void print_model_card(FILE *f, const Model *m, const RunState *s, const T
     count[w->token_embedding.type]++;
     if (!c->tied_classifier) count[w->classifier.type]++;
     for (int l = 0; l < c->n_layers; l++) {
-        const LayerWeights *lw = &w->layers[l];
-        const Matrix *mats[7] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w1, &lw->w2, &lw->w3};
-        for (int i = 0; i < 7; i++) count[mats[i]->type]++;
+        const Matrix *mats[LAYER_MATRICES];
+        layer_matrices(&w->layers[l], mats);
+        for (int i = 0; i < LAYER_MATRICES; i++) count[mats[i]->type]++;
     }
     char types[160] = "";
     for (int k = 0; k < N_WEIGHT_TYPES; k++)

@@ -751,14 +751,6 @@ static int cmd_filter(char **argv) {
     return 0;
 }
 
-/* harness share THREADS: generation's matmuls share their rows' units by
-   stealing (share_units, next_units). A team of THREADS threads shares
-   ROUNDS lists of units, one after another as a token's matmuls do, of
-   sizes from 1 to 2000. Thread 0 starts on its run only when the others have
-   ended theirs, as if its core were held off, so they take from its run
-   whatever the machine's load. Prints the team's threads, the units not
-   taken exactly once, and how many were taken by another thread than the
-   one whose run they began in. */
 /* prefetch WEIGHT_BYTES L3_BYTES: the distance into L2 that a core not AMD's
    takes for a model whose tokens read WEIGHT_BYTES, under an L3 of L3_BYTES
    (l2_ahead_for); "none" in builds without the x86 kernels' distances. */
@@ -772,6 +764,14 @@ static int cmd_prefetch(char **argv) {
     return 0;
 }
 
+/* harness share THREADS: generation's matmuls share their rows' units by
+   stealing (share_units, next_units). A team of THREADS threads shares
+   ROUNDS lists of units, one after another as a token's matmuls do, of
+   sizes from 1 to 2000. Thread 0 starts on its run only when the others have
+   ended theirs, as if its core were held off, so they take from its run
+   whatever the machine's load. Prints the team's threads, the units not
+   taken exactly once, and how many were taken by another thread than the
+   one whose run they began in. */
 static int cmd_share(char **argv) {
     enum { ROUNDS = 60, MOST = 2000 };
     static const int sizes[] = {1, 2, 7, 64, 513, MOST};
